@@ -1,0 +1,240 @@
+//! The command line: `init`, `run`, `reconcile`, `status`.
+//!
+//! This is the edge of the program: typed errors from the library become one-line diagnoses
+//! (anyhow), and exit codes carry meaning (reconcile exits 1 when rows differ).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{
+    Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_PUBLICATION, DEFAULT_SLOT,
+};
+use crate::{engine, pgtime, reconcile, setup, status};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "deltamv",
+    version,
+    about = "Keeps PostgreSQL summary tables exact and fresh from logical replication"
+)]
+pub struct Cli {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = "")]
+    database_url: String,
+    /// Directory of the RocksDB state.
+    #[arg(
+        long,
+        env = "DELTAMV_STATE_DIR",
+        global = true,
+        default_value = "./state"
+    )]
+    state_dir: PathBuf,
+    /// Directory of the view definitions (*.sql).
+    #[arg(
+        long,
+        env = "DELTAMV_VIEWS",
+        global = true,
+        default_value = "schema/views"
+    )]
+    views: PathBuf,
+    /// Logical replication slot name.
+    #[arg(long, env = "DELTAMV_SLOT", global = true, default_value = DEFAULT_SLOT)]
+    slot: String,
+    /// Publication name.
+    #[arg(long, env = "DELTAMV_PUBLICATION", global = true, default_value = DEFAULT_PUBLICATION)]
+    publication: String,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create publication, slot, targets and bookkeeping, and load the initial snapshot (idempotent).
+    Init {
+        /// Rebuild state from a fresh snapshot even if already initialized.
+        #[arg(long)]
+        resync: bool,
+    },
+    /// Stream changes and keep every target fresh until SIGINT/SIGTERM.
+    Run,
+    /// Recompute views from their SQL and compare with the targets; exit 1 when rows differ.
+    Reconcile {
+        #[arg(long)]
+        view: Option<String>,
+        /// Apply the difference in one transaction.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Per view: rows, applied LSN, lag, state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DELTAMV_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn config(cli: &Cli) -> Config {
+    Config {
+        database_url: cli.database_url.clone(),
+        state_dir: cli.state_dir.clone(),
+        views_dir: cli.views.clone(),
+        slot: cli.slot.clone(),
+        publication: cli.publication.clone(),
+        clock_file: std::env::var_os("DELTAMV_CLOCK_FILE").map(PathBuf::from),
+        batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+        batch_max_ms: DEFAULT_BATCH_MAX_MS,
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let cfg = config(&cli);
+    match cli.command {
+        Command::Init { resync } => {
+            let mut prepared = setup::prepare(&cfg).await?;
+            let clock = Clock::new(cfg.clock_file.clone());
+            let (_state, _targets, lsn) = setup::init(&mut prepared, &cfg, &clock, resync).await?;
+            println!(
+                "initialized: {} views at LSN {}",
+                prepared.plans.len(),
+                crate::sink::target::lsn_text(lsn)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                let _ = tx.send(true);
+            });
+            engine::run(&cfg, rx).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { view, repair } => reconcile_cmd(&cfg, view.as_deref(), repair).await,
+        Command::Status { json } => {
+            let prepared = setup::prepare(&cfg).await?;
+            let statuses = status::collect(&prepared.client, &prepared.plans, &cfg.slot).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&statuses).context("encoding status")?
+                );
+            } else {
+                print!("{}", status::render(&statuses));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result<ExitCode> {
+    let prepared = setup::prepare(cfg).await?;
+    let plans: Vec<_> = prepared
+        .plans
+        .iter()
+        .filter(|p| only.is_none_or(|v| p.name.to_string() == v || p.name.name == v))
+        .collect();
+    if plans.is_empty() {
+        anyhow::bail!(
+            "no view named {:?} in {}",
+            only.unwrap_or(""),
+            cfg.views_dir.display()
+        );
+    }
+    let today = cfg
+        .clock_file
+        .as_ref()
+        .map(|_| pgtime::format_date(Clock::new(cfg.clock_file.clone()).today(&prepared.tz)));
+    let mut differing = 0usize;
+    for plan in plans {
+        let report = reconcile::compare(&prepared.client, plan, today.as_deref()).await?;
+        println!(
+            "{}: {} rows expected, {} in target, {} differing",
+            report.view,
+            report.expected_rows,
+            report.actual_rows,
+            report.diffs.len()
+        );
+        for d in report.diffs.iter().take(50) {
+            println!(
+                "  key {:?}\n    expected {:?}\n    actual   {:?}",
+                d.key, d.expected, d.actual
+            );
+        }
+        if repair && !report.diffs.is_empty() {
+            let n = reconcile::repair(&prepared.client, plan, &report, today.as_deref()).await?;
+            println!("  repaired {n} rows");
+        } else {
+            differing += report.diffs.len();
+        }
+    }
+    Ok(if differing > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

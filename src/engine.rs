@@ -1,0 +1,397 @@
+//! The apply loop, and why it is crash-safe.
+//!
+//! Positions: S = the LSN recorded in RocksDB with the state, T = the LSN recorded in
+//! `deltamv.progress` in the same transaction as the target rows, A = what the slot was told
+//! (confirmed_flush_lsn). Each batch of committed source transactions is folded into state in
+//! memory, then (1) the targets and T are committed in one transaction, (2) the state and S are
+//! written in one synced RocksDB batch, (3) the slot is acknowledged up to S. So A <= S <= T
+//! always, and kill -9 at any point leaves:
+//! - before (1): nothing durable moved; the slot replays the batch from A <= S.
+//! - between (1) and (2): T is ahead of S. On restart, transactions with end LSN <= S are skipped
+//!   (already in state), those in (S, T] only rebuild state (the targets already hold their effect;
+//!   writing older values again would move readers back in time), and writing resumes after T.
+//! - after (2): a replay of the batch is skipped by LSN.
+//! Targets carry absolute values per group, so even a repeated write would be harmless.
+//! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
+//! WAL position from its keepalive, so WAL does not pile up while nothing relevant is written.
+//!
+//! Midnights: before each batch, if the server-zone date has changed, the time index is
+//! processed as a batch of its own (see [`crate::maintain`]), written like any other.
+
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::maintain::{Change, MaintainError, Maintainer, TargetChange};
+use crate::setup::{self, Prepared, SetupError};
+use crate::sink::target::{self, TargetTable};
+use crate::source::control::{self, describe};
+use crate::source::stream::{SourceStream, StreamError, StreamEvent};
+use crate::state::{keys, StateThread, StateThreadGone};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Maintain(#[from] MaintainError),
+    #[error(transparent)]
+    StateThread(#[from] StateThreadGone),
+    #[error("writing targets: {0}")]
+    Sink(String),
+}
+
+impl EngineError {
+    /// Errors worth a reconnect and retry (the connection or server went away) as opposed to
+    /// errors that need an operator (bad configuration, an inconsistent state).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Stream(StreamError::Replication(_) | StreamError::Ended)
+            | EngineError::Sink(_) => true,
+            EngineError::Setup(SetupError::Control(control::ControlError::Connect { .. })) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One committed source transaction waiting in a batch.
+struct PendingTxn {
+    end_lsn: u64,
+    commit_time_micros: i64,
+    changes: Vec<Change>,
+}
+
+/// Runs until `shutdown` turns true; reconnects after transient errors.
+pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
+    let clock = Clock::new(cfg.clock_file.clone());
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match run_once(cfg, &clock, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "engine interrupted; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+struct Loop<'a> {
+    cfg: &'a Config,
+    clock: &'a Clock,
+    prepared: Prepared,
+    state: StateThread<Maintainer>,
+    targets: Vec<TargetTable>,
+    stream: SourceStream,
+    /// LSN of the state in RocksDB.
+    state_lsn: u64,
+    /// LSN of the targets.
+    target_lsn: u64,
+    last_heartbeat: Instant,
+}
+
+async fn run_once(
+    cfg: &Config,
+    clock: &Clock,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), EngineError> {
+    let mut prepared = setup::prepare(cfg).await?;
+    let (state, targets, state_lsn) = setup::init(&mut prepared, cfg, clock, false).await?;
+    let target_lsn = target::read_progress(&prepared.client, &cfg.slot)
+        .await
+        .map_err(SetupError::from)?
+        .unwrap_or(state_lsn);
+    let tables = prepared.tables.clone();
+    let count = tables.len();
+    let referenced = state
+        .call(move |m| {
+            (0..count)
+                .map(|t| m.referenced(t).to_vec())
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let stream = SourceStream::start(
+        &prepared.db,
+        &cfg.slot,
+        &cfg.publication,
+        state_lsn,
+        tables,
+        referenced,
+        prepared.tz.clone(),
+    )
+    .await?;
+    tracing::info!(state_lsn = %target::lsn_text(state_lsn), target_lsn = %target::lsn_text(target_lsn), "streaming");
+    let mut lp = Loop {
+        cfg,
+        clock,
+        prepared,
+        state,
+        targets,
+        stream,
+        state_lsn,
+        target_lsn,
+        last_heartbeat: Instant::now(),
+    };
+    let result = lp.run(shutdown).await;
+    lp.stream.shutdown().await;
+    result
+}
+
+impl Loop<'_> {
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), EngineError> {
+        loop {
+            self.advance_clock().await?;
+            let mut batch: Vec<PendingTxn> = Vec::new();
+            let mut rows = 0usize;
+            let mut idle_at: Option<u64> = None;
+            let mut deadline: Option<tokio::time::Instant> = None;
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(tick);
+            loop {
+                let batch_deadline = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    ev = self.stream.next() => match ev? {
+                        StreamEvent::Transaction { end_lsn, commit_time_micros, changes } => {
+                            if end_lsn <= self.state_lsn {
+                                continue;
+                            }
+                            rows += changes.len();
+                            batch.push(PendingTxn { end_lsn, commit_time_micros, changes });
+                            deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
+                            if rows >= self.cfg.batch_max_rows {
+                                break;
+                            }
+                        }
+                        StreamEvent::Idle { wal_end } => {
+                            idle_at = Some(wal_end);
+                            break;
+                        }
+                    },
+                    _ = batch_deadline => break,
+                    _ = &mut tick, if batch.is_empty() => break,
+                    _ = shutdown.changed() => {
+                        if !batch.is_empty() {
+                            self.apply(batch).await?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.apply(batch).await?;
+            }
+            if let Some(wal_end) = idle_at {
+                self.idle(wal_end).await?;
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies a batch: state-only for what the targets already reflect, then the rest.
+    async fn apply(&mut self, batch: Vec<PendingTxn>) -> Result<(), EngineError> {
+        let (replay, fresh): (Vec<PendingTxn>, Vec<PendingTxn>) = batch
+            .into_iter()
+            .partition(|t| t.end_lsn <= self.target_lsn);
+        if let Some(last) = replay.last().map(|t| t.end_lsn) {
+            let changes: Vec<Change> = replay.into_iter().flat_map(|t| t.changes).collect();
+            self.fold(changes).await?;
+            self.commit_state(last).await?;
+        }
+        let Some(last) = fresh.last() else {
+            return Ok(());
+        };
+        let (lsn, commit_time) = (last.end_lsn, last.commit_time_micros);
+        let changes: Vec<Change> = fresh.into_iter().flat_map(|t| t.changes).collect();
+        let deltas = self.fold(changes).await?;
+        self.write_targets(&deltas, lsn, Some(commit_time)).await?;
+        self.commit_state(lsn).await?;
+        Ok(())
+    }
+
+    /// Folds changes into state (in memory); a view whose SQL fails on this data is marked failed
+    /// and the batch is folded again without it.
+    async fn fold(&mut self, changes: Vec<Change>) -> Result<Vec<Vec<TargetChange>>, EngineError> {
+        loop {
+            let attempt = changes.clone();
+            let result = self.state.call(move |m| {
+                let r = m.apply(attempt);
+                if r.is_err() {
+                    m.store().discard();
+                }
+                r
+            });
+            match result.await? {
+                Ok(deltas) => return Ok(deltas),
+                Err(MaintainError::View { view, name, error }) => {
+                    let why = error.to_string();
+                    tracing::error!(view = %name, error = %why, "view failed; other views continue");
+                    self.mark_failed(view, &name, &why).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn mark_failed(&mut self, view: usize, name: &str, why: &str) -> Result<(), EngineError> {
+        let reason = why.to_string();
+        self.state.call(move |m| m.set_failed(view, reason)).await?;
+        self.prepared
+            .client
+            .execute(
+                "UPDATE deltamv.views SET state = 'failed', last_error = $2, updated_at = now() WHERE view_name = $1",
+                &[&name, &why],
+            )
+            .await
+            .map_err(|e| EngineError::Sink(describe(&e)))?;
+        Ok(())
+    }
+
+    /// One target transaction for all views, with the applied LSN.
+    async fn write_targets(
+        &mut self,
+        deltas: &[Vec<TargetChange>],
+        lsn: u64,
+        commit_time: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let sink_err = |e: tokio_postgres::Error| EngineError::Sink(describe(&e));
+        let failed: Vec<Option<String>> = {
+            let n = self.targets.len();
+            self.state
+                .call(move |m| (0..n).map(|v| m.failed(v).map(str::to_string)).collect())
+                .await?
+        };
+        let tx = self.prepared.client.transaction().await.map_err(sink_err)?;
+        let mut newly_failed = Vec::new();
+        let mut changed = Vec::new();
+        for (v, (t, changes)) in self.targets.iter().zip(deltas).enumerate() {
+            if changes.is_empty() || failed[v].is_some() {
+                continue;
+            }
+            tx.batch_execute("SAVEPOINT dmv_view")
+                .await
+                .map_err(sink_err)?;
+            match target::write_changes(&tx, t, changes).await {
+                Ok(()) => {
+                    tx.batch_execute("RELEASE SAVEPOINT dmv_view")
+                        .await
+                        .map_err(sink_err)?;
+                    changed.push(t.plan_name.clone());
+                }
+                Err(e) if target::is_view_data_error(&e) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT dmv_view")
+                        .await
+                        .map_err(sink_err)?;
+                    let why = format!("writing the target failed: {}", describe(&e));
+                    tx.execute(
+                        "UPDATE deltamv.views SET state = 'failed', last_error = $2, updated_at = now() WHERE view_name = $1",
+                        &[&t.plan_name, &why],
+                    )
+                    .await
+                    .map_err(sink_err)?;
+                    tracing::error!(view = %t.plan_name, error = %why, "view failed; other views continue");
+                    newly_failed.push((v, why));
+                }
+                Err(e) => return Err(sink_err(e)),
+            }
+        }
+        if !changed.is_empty() {
+            tx.execute(
+                "UPDATE deltamv.views SET last_change_at = now() WHERE view_name = ANY($1)",
+                &[&changed],
+            )
+            .await
+            .map_err(sink_err)?;
+        }
+        target::record_progress(&tx, &self.cfg.slot, lsn, commit_time)
+            .await
+            .map_err(sink_err)?;
+        tx.commit().await.map_err(sink_err)?;
+        self.target_lsn = self.target_lsn.max(lsn);
+        for (v, why) in newly_failed {
+            self.state.call(move |m| m.set_failed(v, why)).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_state(&mut self, lsn: u64) -> Result<(), EngineError> {
+        self.state
+            .call(move |m| {
+                let dates = m.dates();
+                m.store()
+                    .commit(&[("lsn", keys::encode(&lsn)), ("dates", keys::encode(&dates))])
+            })
+            .await?
+            .map_err(MaintainError::from)?;
+        self.state_lsn = self.state_lsn.max(lsn);
+        self.stream.ack(self.state_lsn.min(self.target_lsn));
+        Ok(())
+    }
+
+    /// Revisits time-dependent rows when the server-zone date changed.
+    async fn advance_clock(&mut self) -> Result<(), EngineError> {
+        if self.state_lsn < self.target_lsn {
+            // Still rebuilding state up to what the targets show: stay on the state's date until
+            // the replay is done, or targets would briefly move back in time.
+            return Ok(());
+        }
+        let today = self.clock.today(&self.prepared.tz);
+        let behind = self
+            .state
+            .call(move |m| (0..m.view_count()).any(|v| m.date(v) != today))
+            .await?;
+        if !behind {
+            return Ok(());
+        }
+        let deltas = self
+            .state
+            .call(move |m| {
+                let r = m.advance_dates(today);
+                if r.is_err() {
+                    m.store().discard();
+                }
+                r
+            })
+            .await??;
+        tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
+        let lsn = self.target_lsn;
+        self.write_targets(&deltas, lsn, None).await?;
+        self.commit_state(self.state_lsn).await
+    }
+
+    /// Nothing pending and the server has sent everything up to `wal_end`: let the slot go.
+    async fn idle(&mut self, wal_end: u64) -> Result<(), EngineError> {
+        if self.state_lsn < self.target_lsn {
+            return Ok(());
+        }
+        self.stream.ack(wal_end);
+        if self.last_heartbeat.elapsed() >= Duration::from_secs(1) {
+            self.last_heartbeat = Instant::now();
+            self.prepared
+                .client
+                .execute(
+                    "UPDATE deltamv.progress SET caught_up_at = now(), updated_at = now() WHERE slot_name = $1",
+                    &[&self.cfg.slot],
+                )
+                .await
+                .map_err(|e| EngineError::Sink(describe(&e)))?;
+        }
+        Ok(())
+    }
+}

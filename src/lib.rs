@@ -1,0 +1,24 @@
+//! deltamv: incremental view maintenance for PostgreSQL summary tables over logical replication.
+//!
+//! Data flow: [`source`] (slot, snapshot, pgoutput stream) -> [`maintain`] (planner-built
+//! operators over [`state`] in RocksDB) -> [`sink`] (changed groups into the target tables, with
+//! the applied LSN) -> slot acknowledgement. [`engine`] runs that loop and states why it is
+//! crash-safe; [`plan`] compiles view SQL; [`reconcile`] proves targets against PostgreSQL.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod exact_float;
+pub mod maintain;
+pub mod numeric;
+pub mod ops;
+pub mod pgtime;
+pub mod plan;
+pub mod reconcile;
+pub mod setup;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod status;
+pub mod value;

@@ -1,0 +1,676 @@
+//! Applying source changes to view state: the incremental operators at work.
+//!
+//! A source row contributes to one group of a view's first stage (or to none, when WHERE rejects
+//! it); its contribution is a function of the row image and of the date CURRENT_DATE stands for.
+//! Every change is therefore "retract the old image's contribution, add the new one's": updates of
+//! any column (group keys, primary key, NULL to value), deletes and TRUNCATE all reduce to that,
+//! and REPLICA IDENTITY DEFAULT is enough because the previous image of every row is kept here.
+//!
+//! Time: a comparison with CURRENT_DATE flips at most once per direction as the date grows (the
+//! planner guarantees monotonic use), so for each row we compute the next date at which any such
+//! comparison could flip (binary search per comparison) and file the row in a time index under
+//! that date. When the clock passes a date, exactly the filed rows are retracted at the old date
+//! and re-added at the new one; all other rows contribute the same at both dates.
+//!
+//! Within a batch, changed groups are collected and finalized once per stage, innermost first;
+//! a changed output row of one stage is a retract/insert pair for the next, and the last stage's
+//! changed rows are what the sink writes.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ops::Acc;
+use crate::pgtime::PgTimeZone;
+use crate::plan::expr::{CmpOp, EvalCtx, EvalError, Expr, Inputs};
+use crate::plan::{Stage, StageInput, TableInfo, ViewPlan};
+use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
+use crate::state::store::{Store, StoreError};
+use crate::value::{identical, Value};
+
+/// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
+const HORIZON_DAYS: i32 = 4096;
+
+#[derive(Debug, Error)]
+pub enum MaintainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("view {view}: {error}")]
+    View {
+        view: usize,
+        name: String,
+        error: EvalError,
+    },
+    #[error("no stored image of the {table} row with key {key}: state and source disagree; run `deltamv init --resync`")]
+    MissingRow { table: String, key: String },
+}
+
+/// One change of a source row, columns in the table's attribute order.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Insert {
+        table: usize,
+        row: Vec<Value>,
+    },
+    /// `old_key` is present when the key changed; `unchanged` lists TOASTed columns not sent.
+    Update {
+        table: usize,
+        old_key: Option<Vec<Value>>,
+        row: Vec<Value>,
+        unchanged: Vec<usize>,
+    },
+    Delete {
+        table: usize,
+        key: Vec<Value>,
+    },
+    Truncate {
+        table: usize,
+    },
+}
+
+/// A changed target row: the group key (in key order) and the new row, or `None` if it is gone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetChange {
+    pub key: Vec<Value>,
+    pub row: Option<Vec<Value>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RowRecord {
+    image: Vec<Value>,
+    /// Per temporal view: the date filed in the time index.
+    revisit: Vec<(u16, i32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupState {
+    key: Vec<Value>,
+    rows: i64,
+    accs: Vec<Acc>,
+    output: Option<Vec<Value>>,
+}
+
+struct ViewRuntime {
+    plan: ViewPlan,
+    table: usize,
+    date: i32,
+    /// Monotonic comparisons derived from the temporal atoms (= and <> split in two).
+    components: Vec<Expr>,
+    failed: Option<String>,
+}
+
+type Touched = HashMap<(usize, usize), BTreeSet<Vec<u8>>>;
+
+pub struct Maintainer {
+    store: Store,
+    tz: PgTimeZone,
+    tables: Vec<TableInfo>,
+    referenced: Vec<Vec<bool>>,
+    table_views: Vec<Vec<usize>>,
+    views: Vec<ViewRuntime>,
+}
+
+impl Maintainer {
+    /// `views` and `tables` must be in a stable order (their positions are ids in the store).
+    pub fn new(
+        store: Store,
+        tz: PgTimeZone,
+        tables: Vec<TableInfo>,
+        views: Vec<ViewPlan>,
+        today: i32,
+    ) -> Self {
+        let mut referenced: Vec<Vec<bool>> = tables
+            .iter()
+            .map(|t| vec![false; t.columns.len()])
+            .collect();
+        let mut table_views = vec![Vec::new(); tables.len()];
+        let mut runtimes = Vec::new();
+        for (v, plan) in views.into_iter().enumerate() {
+            let table = tables
+                .iter()
+                .position(|t| t.name == plan.source)
+                .unwrap_or(0);
+            table_views[table].push(v);
+            let first = &plan.stages[0];
+            mark_columns(first, &mut referenced[table]);
+            for k in &tables[table].key {
+                referenced[table][*k] = true;
+            }
+            let components = first.temporal.iter().flat_map(split_monotone).collect();
+            runtimes.push(ViewRuntime {
+                plan,
+                table,
+                date: today,
+                components,
+                failed: None,
+            });
+        }
+        Maintainer {
+            store,
+            tz,
+            tables,
+            referenced,
+            table_views,
+            views: runtimes,
+        }
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn view_count(&self) -> usize {
+        self.views.len()
+    }
+
+    pub fn plan(&self, v: usize) -> &ViewPlan {
+        &self.views[v].plan
+    }
+
+    pub fn failed(&self, v: usize) -> Option<&str> {
+        self.views[v].failed.as_deref()
+    }
+
+    pub fn set_failed(&mut self, v: usize, why: String) {
+        self.views[v].failed = Some(why);
+    }
+
+    pub fn date(&self, v: usize) -> i32 {
+        self.views[v].date
+    }
+
+    pub fn set_dates(&mut self, dates: &[i32]) {
+        for (rt, d) in self.views.iter_mut().zip(dates) {
+            rt.date = *d;
+        }
+    }
+
+    pub fn dates(&self) -> Vec<i32> {
+        self.views.iter().map(|v| v.date).collect()
+    }
+
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.views
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.failed.clone().map(|f| (i, f)))
+            .collect()
+    }
+
+    /// Keeps only the columns some view reads (and the key): the stored image.
+    pub fn project(&self, table: usize, mut row: Vec<Value>) -> Vec<Value> {
+        for (i, keep) in self.referenced[table].iter().enumerate() {
+            if !keep {
+                if let Some(v) = row.get_mut(i) {
+                    *v = Value::Null;
+                }
+            }
+        }
+        row
+    }
+
+    pub fn referenced(&self, table: usize) -> &[bool] {
+        &self.referenced[table]
+    }
+
+    /// Applies a batch of changes; returns the changed target rows of each view.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        let mut touched = Touched::new();
+        for change in changes {
+            self.apply_change(change, &mut touched)?;
+        }
+        self.propagate(touched)
+    }
+
+    /// Moves every temporal view to `today`, revisiting the rows filed for the dates passed.
+    pub fn advance_dates(&mut self, today: i32) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        let mut touched = Touched::new();
+        for v in 0..self.views.len() {
+            let rt = &self.views[v];
+            if rt.components.is_empty() || rt.failed.is_some() || rt.date == today {
+                self.views[v].date = today;
+                continue;
+            }
+            let old = rt.date;
+            let due: Vec<Vec<u8>> = if today > old {
+                let upto = keys::time_key(v as u16, today.saturating_add(1), &[]);
+                self.store
+                    .scan_prefix(CF_TIME, &keys::time_prefix(v as u16), Some(&upto))?
+                    .into_iter()
+                    .filter_map(|(k, _)| keys::split_time_key(&k).map(|(_, rk)| rk.to_vec()))
+                    .collect()
+            } else {
+                let prefix = keys::table_prefix(rt.table as u16);
+                self.store
+                    .scan_prefix(CF_ROWS, &prefix, None)?
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect()
+            };
+            for rk in due {
+                let Some(mut rec) = self.store.get::<RowRecord>(CF_ROWS, &rk)? else {
+                    continue;
+                };
+                self.contribute(v, 0, &rec.image, -1, old, &mut touched)?;
+                self.contribute(v, 0, &rec.image, 1, today, &mut touched)?;
+                rec.revisit.retain(|(view, d)| {
+                    if *view as usize == v {
+                        self.store
+                            .delete(CF_TIME, keys::time_key(v as u16, *d, &rk));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                let next = self.next_revisit(v, &rec.image, today)?;
+                self.store
+                    .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
+                rec.revisit.push((v as u16, next));
+                self.store.put(CF_ROWS, rk, &rec);
+            }
+            self.views[v].date = today;
+        }
+        self.propagate(touched)
+    }
+
+    /// Makes sure every stage without GROUP BY has its single group (one output row even for
+    /// empty input, as PostgreSQL returns); returns the resulting target changes.
+    pub fn ensure_global_groups(&mut self) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        let mut touched = Touched::new();
+        for v in 0..self.views.len() {
+            for s in 0..self.views[v].plan.stages.len() {
+                if self.views[v].plan.stages[s].keys.is_empty() {
+                    touched
+                        .entry((v, s))
+                        .or_default()
+                        .insert(keys::group_key_bytes(&[]));
+                }
+            }
+        }
+        self.propagate(touched)
+    }
+
+    /// All current output rows of view `v` (for loading or rebuilding its target).
+    pub fn all_rows(&self, v: usize) -> Result<Vec<Vec<Value>>, MaintainError> {
+        let last = (self.views[v].plan.stages.len() - 1) as u8;
+        let mut out = Vec::new();
+        for (_, bytes) in
+            self.store
+                .scan_prefix(CF_GROUPS, &keys::group_prefix(v as u16, last), None)?
+        {
+            let g: GroupState = keys::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                cf: CF_GROUPS,
+                detail: e.to_string(),
+            })?;
+            if let Some(row) = g.output {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn key_of(&self, table: usize, row: &[Value]) -> Vec<Value> {
+        self.tables[table]
+            .key
+            .iter()
+            .map(|i| row.get(*i).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    fn missing(&self, table: usize, key: &[Value]) -> MaintainError {
+        MaintainError::MissingRow {
+            table: self.tables[table].name.to_string(),
+            key: key
+                .iter()
+                .map(|v| v.to_sql_text())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    fn apply_change(&mut self, change: Change, touched: &mut Touched) -> Result<(), MaintainError> {
+        match change {
+            Change::Insert { table, row } => {
+                let row = self.project(table, row);
+                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                if let Some(old) = self.store.get::<RowRecord>(CF_ROWS, &rk)? {
+                    tracing::warn!(table = %self.tables[table].name, "insert of a key already stored; replacing it");
+                    self.remove_row(table, &rk, old, touched)?;
+                }
+                self.insert_row(table, rk, row, touched)
+            }
+            Change::Update {
+                table,
+                old_key,
+                row,
+                unchanged,
+            } => {
+                let mut row = self.project(table, row);
+                let old_key = old_key.unwrap_or_else(|| self.key_of(table, &row));
+                let old_rk = keys::row_key(table as u16, &old_key);
+                let old = self
+                    .store
+                    .get::<RowRecord>(CF_ROWS, &old_rk)?
+                    .ok_or_else(|| self.missing(table, &old_key))?;
+                for c in unchanged {
+                    if let (Some(slot), Some(prev)) = (row.get_mut(c), old.image.get(c)) {
+                        *slot = prev.clone();
+                    }
+                }
+                self.remove_row(table, &old_rk, old, touched)?;
+                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                self.insert_row(table, rk, row, touched)
+            }
+            Change::Delete { table, key } => {
+                let rk = keys::row_key(table as u16, &key);
+                let old = self
+                    .store
+                    .get::<RowRecord>(CF_ROWS, &rk)?
+                    .ok_or_else(|| self.missing(table, &key))?;
+                self.remove_row(table, &rk, old, touched)
+            }
+            Change::Truncate { table } => {
+                for (rk, bytes) in
+                    self.store
+                        .scan_prefix(CF_ROWS, &keys::table_prefix(table as u16), None)?
+                {
+                    let old: RowRecord = keys::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                        cf: CF_ROWS,
+                        detail: e.to_string(),
+                    })?;
+                    self.remove_row(table, &rk, old, touched)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn insert_row(
+        &mut self,
+        table: usize,
+        rk: Vec<u8>,
+        image: Vec<Value>,
+        touched: &mut Touched,
+    ) -> Result<(), MaintainError> {
+        let mut rec = RowRecord {
+            image,
+            revisit: Vec::new(),
+        };
+        for v in self.table_views[table].clone() {
+            if self.views[v].failed.is_some() {
+                continue;
+            }
+            let date = self.views[v].date;
+            self.contribute(v, 0, &rec.image, 1, date, touched)?;
+            if !self.views[v].components.is_empty() {
+                let next = self.next_revisit(v, &rec.image, date)?;
+                self.store
+                    .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
+                rec.revisit.push((v as u16, next));
+            }
+        }
+        self.store.put(CF_ROWS, rk, &rec);
+        Ok(())
+    }
+
+    fn remove_row(
+        &mut self,
+        table: usize,
+        rk: &[u8],
+        rec: RowRecord,
+        touched: &mut Touched,
+    ) -> Result<(), MaintainError> {
+        for v in self.table_views[table].clone() {
+            if self.views[v].failed.is_some() {
+                continue;
+            }
+            let date = self.views[v].date;
+            self.contribute(v, 0, &rec.image, -1, date, touched)?;
+        }
+        for (v, d) in &rec.revisit {
+            self.store.delete(CF_TIME, keys::time_key(*v, *d, rk));
+        }
+        self.store.delete(CF_ROWS, rk.to_vec());
+        Ok(())
+    }
+
+    fn view_err(&self, v: usize, error: EvalError) -> MaintainError {
+        MaintainError::View {
+            view: v,
+            name: self.views[v].plan.name.to_string(),
+            error,
+        }
+    }
+
+    /// Adds (`sign` 1) or retracts (-1) one input row of stage `s` of view `v`.
+    fn contribute(
+        &mut self,
+        v: usize,
+        s: usize,
+        row: &[Value],
+        sign: i64,
+        date: i32,
+        touched: &mut Touched,
+    ) -> Result<(), MaintainError> {
+        let ctx = EvalCtx {
+            today: date,
+            tz: &self.tz,
+        };
+        let stage: &Stage = &self.views[v].plan.stages[s];
+        let input = Inputs::row(row);
+        let eval = || -> Result<Option<(Vec<Value>, Vec<Value>)>, EvalError> {
+            if let Some(f) = &stage.filter {
+                if !f.holds(input, ctx)? {
+                    return Ok(None);
+                }
+            }
+            let key = stage
+                .keys
+                .iter()
+                .map(|k| k.eval(input, ctx).map(Value::normalized))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut args = Vec::with_capacity(stage.aggs.len());
+            for agg in &stage.aggs {
+                let passes = match &agg.filter {
+                    Some(f) => f.holds(input, ctx)?,
+                    None => true,
+                };
+                args.push(match (&agg.arg, passes) {
+                    (_, false) => Value::Null,
+                    (None, true) => Value::Bool(true),
+                    (Some(a), true) => a.eval(input, ctx)?,
+                });
+            }
+            Ok(Some((key, args)))
+        };
+        let Some((key, args)) = eval().map_err(|e| self.view_err(v, e))? else {
+            return Ok(());
+        };
+        let kb = keys::group_key_bytes(&key);
+        let gk = keys::group_key(v as u16, s as u8, &kb);
+        let mut g = match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
+            Some(g) => g,
+            None => GroupState {
+                key,
+                rows: 0,
+                accs: stage.aggs.iter().map(Acc::new).collect(),
+                output: None,
+            },
+        };
+        g.rows += sign;
+        for (acc, arg) in g.accs.iter_mut().zip(&args) {
+            acc.apply(arg, sign);
+        }
+        self.store.put(CF_GROUPS, gk, &g);
+        touched.entry((v, s)).or_default().insert(kb);
+        Ok(())
+    }
+
+    /// Finalizes touched groups stage by stage; returns the last stages' changed rows per view.
+    fn propagate(&mut self, mut touched: Touched) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        let mut out = vec![Vec::new(); self.views.len()];
+        for v in 0..self.views.len() {
+            let stages = self.views[v].plan.stages.len();
+            for s in 0..stages {
+                let Some(groups) = touched.remove(&(v, s)) else {
+                    continue;
+                };
+                for kb in groups {
+                    let gk = keys::group_key(v as u16, s as u8, &kb);
+                    let stage = &self.views[v].plan.stages[s];
+                    let mut g = match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
+                        Some(g) => g,
+                        None if stage.keys.is_empty() => GroupState {
+                            key: vec![],
+                            rows: 0,
+                            accs: stage.aggs.iter().map(Acc::new).collect(),
+                            output: None,
+                        },
+                        None => continue,
+                    };
+                    let new = self.output(v, s, &g).map_err(|e| self.view_err(v, e))?;
+                    let changed = match (&g.output, &new) {
+                        (Some(a), Some(b)) => !identical(a, b),
+                        (None, None) => false,
+                        _ => true,
+                    };
+                    let old = std::mem::replace(&mut g.output, new.clone());
+                    if g.rows <= 0 && !stage.keys.is_empty() {
+                        self.store.delete(CF_GROUPS, gk);
+                    } else {
+                        self.store.put(CF_GROUPS, gk, &g);
+                    }
+                    if !changed {
+                        continue;
+                    }
+                    if s + 1 == stages {
+                        out[v].push(TargetChange {
+                            key: g.key.clone(),
+                            row: new,
+                        });
+                    } else {
+                        let date = self.views[v].date;
+                        if let Some(old) = old {
+                            self.contribute(v, s + 1, &old, -1, date, &mut touched)?;
+                        }
+                        if let Some(new) = new {
+                            self.contribute(v, s + 1, &new, 1, date, &mut touched)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn output(&self, v: usize, s: usize, g: &GroupState) -> Result<Option<Vec<Value>>, EvalError> {
+        let rt = &self.views[v];
+        let stage = &rt.plan.stages[s];
+        if g.rows <= 0 && !stage.keys.is_empty() {
+            return Ok(None);
+        }
+        let aggs = stage
+            .aggs
+            .iter()
+            .zip(&g.accs)
+            .map(|(c, a)| a.finish(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = Inputs {
+            row: &[],
+            keys: &g.key,
+            aggs: &aggs,
+        };
+        let ctx = EvalCtx {
+            today: rt.date,
+            tz: &self.tz,
+        };
+        if let Some(h) = &stage.having {
+            if !h.holds(input, ctx)? {
+                return Ok(None);
+            }
+        }
+        stage
+            .outputs
+            .iter()
+            .map(|e| e.eval(input, ctx))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// The next date after `date` at which one of the view's date comparisons may flip for `row`.
+    fn next_revisit(&self, v: usize, row: &[Value], date: i32) -> Result<i32, MaintainError> {
+        let tz = &self.tz;
+        let at = |e: &Expr, d: i32| {
+            e.eval(Inputs::row(row), EvalCtx { today: d, tz })
+                .map_err(|e| self.view_err(v, e))
+        };
+        let horizon = date.saturating_add(HORIZON_DAYS);
+        let mut best = horizon;
+        for c in &self.views[v].components {
+            let start = at(c, date)?;
+            if identical(&[at(c, horizon)?], &[start.clone()]) {
+                continue;
+            }
+            let (mut lo, mut hi) = (date, horizon);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if identical(&[at(c, mid)?], &[start.clone()]) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            best = best.min(hi);
+        }
+        Ok(best)
+    }
+}
+
+fn mark_columns(stage: &Stage, referenced: &mut [bool]) {
+    if stage.input != StageInput::Inner {
+        let exprs = stage.filter.iter().chain(&stage.keys).chain(
+            stage
+                .aggs
+                .iter()
+                .flat_map(|a| a.arg.iter().chain(&a.filter)),
+        );
+        for e in exprs {
+            collect_columns(e, referenced);
+        }
+    }
+}
+
+fn collect_columns(e: &Expr, referenced: &mut [bool]) {
+    if let Expr::Column { index, .. } = e {
+        if let Some(r) = referenced.get_mut(*index) {
+            *r = true;
+        }
+    }
+    for c in e.children() {
+        collect_columns(c, referenced);
+    }
+}
+
+/// `a = b` flips twice as the date grows; `a <= b` and `a >= b` each flip at most once.
+fn split_monotone(atom: &Expr) -> Vec<Expr> {
+    match atom {
+        Expr::Cmp {
+            op: CmpOp::Eq | CmpOp::NotEq,
+            left,
+            right,
+        } => vec![
+            Expr::Cmp {
+                op: CmpOp::LtEq,
+                left: left.clone(),
+                right: right.clone(),
+            },
+            Expr::Cmp {
+                op: CmpOp::GtEq,
+                left: left.clone(),
+                right: right.clone(),
+            },
+        ],
+        other => vec![other.clone()],
+    }
+}

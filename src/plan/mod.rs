@@ -1,0 +1,250 @@
+//! The planner: view SQL in, a small typed maintenance plan out.
+//!
+//! A view is compiled into a chain of [`Stage`]s, innermost first: the first reads a published
+//! source table, each later one reads the output rows of the stage before it (aggregate over
+//! aggregate). Each stage is filter -> group key -> aggregates -> HAVING -> output expressions, the
+//! only shape whose deltas can be maintained exactly from per-group state. Everything outside that
+//! shape is refused with an error naming the construct, the view and its file ([`PlanError`]),
+//! before anything is created. PostgreSQL stays the authority on result types: `init` compares the
+//! types inferred here with the columns PostgreSQL gives the view's query and refuses on mismatch.
+
+mod build;
+pub mod expr;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use build::{plan_view, source_tables};
+use expr::Expr;
+
+use crate::value::SqlType;
+
+/// A schema-qualified relation name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QualifiedName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        QualifiedName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The name quoted for use in SQL text.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+impl fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes an identifier for SQL text (always, so reserved words and mixed case are safe).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL text.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A column of a source table as the catalog describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// `None` when the column's type is not supported (only an error if a view reads it).
+    pub ty: Option<SqlType>,
+    pub type_name: String,
+}
+
+/// A published source table: its columns in attribute order and its replica identity key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableInfo {
+    pub name: QualifiedName,
+    pub columns: Vec<ColumnInfo>,
+    /// Indexes into `columns` of the primary key (the replica identity).
+    pub key: Vec<usize>,
+}
+
+/// The source tables the planner may read, by name.
+pub type Catalog = BTreeMap<QualifiedName, TableInfo>;
+
+/// Aggregate functions the operators maintain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AggFunc {
+    CountStar,
+    Count,
+    CountDistinct,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    PercentileCont(f64),
+    PercentileDisc(f64),
+}
+
+/// One aggregate call of a stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggCall {
+    pub func: AggFunc,
+    /// The argument (absent for COUNT(*)).
+    pub arg: Option<Expr>,
+    pub filter: Option<Expr>,
+    /// The result type PostgreSQL gives this aggregate.
+    pub ty: SqlType,
+}
+
+/// Where a stage's rows come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageInput {
+    Table(QualifiedName),
+    /// The output rows of the previous stage.
+    Inner,
+}
+
+/// filter -> group -> aggregate -> having -> project.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    pub input: StageInput,
+    pub filter: Option<Expr>,
+    pub keys: Vec<Expr>,
+    pub aggs: Vec<AggCall>,
+    pub having: Option<Expr>,
+    pub outputs: Vec<Expr>,
+    pub output_names: Vec<String>,
+    /// Comparisons whose truth changes with CURRENT_DATE (innermost stage only).
+    pub temporal: Vec<Expr>,
+}
+
+/// The full plan of one maintained view.
+#[derive(Clone, Debug)]
+pub struct ViewPlan {
+    pub name: QualifiedName,
+    pub file: PathBuf,
+    /// The view's query text, as written (used to create the target and to reconcile).
+    pub query_sql: String,
+    /// `CREATE [UNIQUE] INDEX` statements declared on the view.
+    pub index_sql: Vec<String>,
+    /// Innermost first.
+    pub stages: Vec<Stage>,
+    pub source: QualifiedName,
+    /// Output columns of the last stage that hold its group key, in key order.
+    pub key_columns: Vec<usize>,
+}
+
+impl ViewPlan {
+    pub fn last(&self) -> &Stage {
+        &self.stages[self.stages.len() - 1]
+    }
+
+    pub fn uses_current_date(&self) -> bool {
+        self.stages.iter().any(|s| !s.temporal.is_empty())
+    }
+
+    pub fn output_types(&self) -> Vec<SqlType> {
+        self.last().outputs.iter().map(|e| e.ty()).collect()
+    }
+}
+
+/// Why a view cannot be planned.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PlanError {
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// A planning error with the view and file it belongs to.
+#[derive(Debug, Error)]
+#[error("view {view} ({file}): {error}")]
+pub struct ViewError {
+    pub view: String,
+    pub file: String,
+    pub error: PlanError,
+}
+
+impl fmt::Display for ViewPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "view {} ({})", self.name, self.file.display())?;
+        let keys: Vec<&str> = self
+            .key_columns
+            .iter()
+            .map(|i| self.last().output_names[*i].as_str())
+            .collect();
+        writeln!(f, "  sink: upsert changed groups by ({})", keys.join(", "))?;
+        for (depth, stage) in self.stages.iter().rev().enumerate() {
+            write_stage(f, stage, 2 + depth * 2)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_stage(f: &mut fmt::Formatter<'_>, s: &Stage, indent: usize) -> fmt::Result {
+    let pad = " ".repeat(indent);
+    let outs: Vec<String> = s
+        .outputs
+        .iter()
+        .zip(&s.output_names)
+        .map(|(e, n)| format!("{n} = {e}"))
+        .collect();
+    writeln!(f, "{pad}project [{}]", outs.join(", "))?;
+    if let Some(h) = &s.having {
+        writeln!(f, "{pad}  having {h}")?;
+    }
+    let keys: Vec<String> = s.keys.iter().map(|k| k.to_string()).collect();
+    writeln!(
+        f,
+        "{pad}  aggregate by [{}]  state: one record per group",
+        keys.join(", ")
+    )?;
+    for (i, a) in s.aggs.iter().enumerate() {
+        let arg = a
+            .arg
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "*".into());
+        let filter = a
+            .filter
+            .as_ref()
+            .map(|e| format!(" FILTER ({e})"))
+            .unwrap_or_default();
+        let kept = match a.func {
+            AggFunc::CountStar | AggFunc::Count => "count",
+            AggFunc::Sum | AggFunc::Avg => "exact sum and count",
+            _ => "counted multiset value -> count",
+        };
+        writeln!(
+            f,
+            "{pad}    #agg{i} {:?}({arg}){filter} -> {}  keeps: {kept}",
+            a.func,
+            a.ty.pg_name()
+        )?;
+    }
+    if let Some(w) = &s.filter {
+        writeln!(f, "{pad}  filter {w}")?;
+    }
+    for t in &s.temporal {
+        writeln!(
+            f,
+            "{pad}  time-dependent: {t}  (rows revisited when CURRENT_DATE flips it)"
+        )?;
+    }
+    match &s.input {
+        StageInput::Table(t) => writeln!(f, "{pad}  scan {t}  (row images kept for retraction)"),
+        StageInput::Inner => Ok(()),
+    }
+}

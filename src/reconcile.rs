@@ -1,0 +1,334 @@
+//! Reconcile: recompute a view from its SQL and compare it with its target.
+//!
+//! PostgreSQL evaluates the view's own query text and the target is read in the same REPEATABLE
+//! READ snapshot. Rows are matched by the view's group key; numbers compare by value (1.50 = 1.5)
+//! and double precision within 1e-9 relative, the contract's tolerance for float sums whose
+//! PostgreSQL result depends on summation order. `--repair` replaces exactly the differing rows in
+//! one transaction with the recomputed ones (plain DELETE/INSERT under MVCC: readers are never
+//! blocked and see either the old or the repaired rows).
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::numeric::Numeric;
+use crate::plan::{quote_ident, ViewPlan};
+use crate::source::control::describe;
+use crate::value::SqlType;
+
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    #[error("{context}: {detail}")]
+    Sql { context: String, detail: String },
+}
+
+fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ReconcileError {
+    let context = context.into();
+    move |e| ReconcileError::Sql {
+        context,
+        detail: describe(&e),
+    }
+}
+
+/// One differing row: what the view's SQL says and what the target holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowDiff {
+    pub key: Vec<Option<String>>,
+    pub expected: Option<Vec<Option<String>>>,
+    pub actual: Option<Vec<Option<String>>>,
+}
+
+/// The comparison of one view.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub view: String,
+    pub columns: Vec<String>,
+    pub expected_rows: usize,
+    pub actual_rows: usize,
+    pub diffs: Vec<RowDiff>,
+}
+
+type Row = Vec<Option<String>>;
+
+async fn fetch(
+    client: &Client,
+    sql: &str,
+    context: &str,
+) -> Result<(Vec<String>, Vec<Row>), ReconcileError> {
+    let mut cols = Vec::new();
+    let mut rows = Vec::new();
+    for msg in client.simple_query(sql).await.map_err(sql_err(context))? {
+        if let SimpleQueryMessage::Row(r) = msg {
+            if cols.is_empty() {
+                cols = r.columns().iter().map(|c| c.name().to_string()).collect();
+            }
+            rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+        }
+    }
+    Ok((cols, rows))
+}
+
+fn same(ty: SqlType, a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) if x == y => true,
+        (Some(x), Some(y)) => match ty {
+            SqlType::Float8 | SqlType::Float4 => match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(p), Ok(q)) => {
+                    (p.is_nan() && q.is_nan())
+                        || p == q
+                        || (p - q).abs() <= 1e-9 * p.abs().max(q.abs())
+                }
+                _ => false,
+            },
+            SqlType::Numeric => {
+                matches!((Numeric::parse(x), Numeric::parse(y)), (Ok(p), Ok(q)) if p == q)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Compares view `plan` with its target, in one snapshot. `today` replaces CURRENT_DATE when the
+/// engine runs on an injected clock (as `DATE 'yyyy-mm-dd'`).
+pub async fn compare(
+    client: &Client,
+    plan: &ViewPlan,
+    today: Option<&str>,
+) -> Result<Report, ReconcileError> {
+    let query = match today {
+        Some(d) => replace_current_date(&plan.query_sql, d),
+        None => plan.query_sql.clone(),
+    };
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL extra_float_digits = 3; SET LOCAL datestyle = ISO")
+        .await
+        .map_err(sql_err("starting the comparison"))?;
+    let expected = fetch(
+        client,
+        &format!("SELECT * FROM ({query}) q"),
+        &format!("evaluating {}", plan.name),
+    )
+    .await;
+    let actual = fetch(
+        client,
+        &format!("SELECT * FROM {}", plan.name.quoted()),
+        &format!("reading {}", plan.name),
+    )
+    .await;
+    let _ = client.batch_execute("COMMIT").await;
+    let (columns, expected) = expected?;
+    let (_, actual) = actual?;
+    let types = plan.output_types();
+    let key_of = |r: &Row| -> Vec<Option<String>> {
+        plan.key_columns
+            .iter()
+            .map(|i| canonical(types[*i], &r[*i]))
+            .collect()
+    };
+    let mut exp: BTreeMap<Vec<Option<String>>, Row> = BTreeMap::new();
+    for r in &expected {
+        exp.insert(key_of(r), r.clone());
+    }
+    let mut act: BTreeMap<Vec<Option<String>>, Row> = BTreeMap::new();
+    let mut diffs = Vec::new();
+    for r in &actual {
+        if act.insert(key_of(r), r.clone()).is_some() {
+            diffs.push(RowDiff {
+                key: key_of(r),
+                expected: None,
+                actual: Some(r.clone()),
+            });
+        }
+    }
+    for (k, e) in &exp {
+        match act.get(k) {
+            Some(a)
+                if e.iter()
+                    .zip(a)
+                    .zip(&types)
+                    .all(|((x, y), t)| same(*t, x, y)) => {}
+            other => diffs.push(RowDiff {
+                key: k.clone(),
+                expected: Some(e.clone()),
+                actual: other.cloned(),
+            }),
+        }
+    }
+    for (k, a) in &act {
+        if !exp.contains_key(k) {
+            diffs.push(RowDiff {
+                key: k.clone(),
+                expected: None,
+                actual: Some(a.clone()),
+            });
+        }
+    }
+    Ok(Report {
+        view: plan.name.to_string(),
+        columns,
+        expected_rows: expected.len(),
+        actual_rows: actual.len(),
+        diffs,
+    })
+}
+
+/// Key text that matches equal values (numerics by value).
+fn canonical(ty: SqlType, v: &Option<String>) -> Option<String> {
+    match (ty, v) {
+        (SqlType::Numeric, Some(s)) => Numeric::parse(s)
+            .map(|n| normalized_numeric(&n))
+            .ok()
+            .or(v.clone()),
+        _ => v.clone(),
+    }
+}
+
+fn normalized_numeric(n: &Numeric) -> String {
+    let s = n.to_string();
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Rewrites CURRENT_DATE (outside quotes) to a date literal.
+pub fn replace_current_date(sql: &str, date: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let chars: Vec<char> = sql.chars().collect();
+    let word: Vec<char> = "current_date".chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            quote = Some(c);
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let boundary_before = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        let matches = i + word.len() <= chars.len()
+            && chars[i..i + word.len()]
+                .iter()
+                .zip(&word)
+                .all(|(a, b)| a.to_ascii_lowercase() == *b)
+            && chars
+                .get(i + word.len())
+                .is_none_or(|n| !(n.is_alphanumeric() || *n == '_'));
+        if boundary_before && matches {
+            out.push_str(&format!("DATE '{date}'"));
+            i += word.len();
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Replaces the differing rows of the target with the recomputed ones, in one transaction.
+pub async fn repair(
+    client: &Client,
+    plan: &ViewPlan,
+    report: &Report,
+    today: Option<&str>,
+) -> Result<usize, ReconcileError> {
+    if report.diffs.is_empty() {
+        return Ok(0);
+    }
+    let query = match today {
+        Some(d) => replace_current_date(&plan.query_sql, d),
+        None => plan.query_sql.clone(),
+    };
+    let keys: Vec<String> = plan
+        .key_columns
+        .iter()
+        .map(|i| quote_ident(&report.columns[*i]))
+        .collect();
+    let mut values = Vec::new();
+    for d in &report.diffs {
+        let row = d.expected.as_ref().or(d.actual.as_ref());
+        let Some(row) = row else { continue };
+        let lits: Vec<String> = plan
+            .key_columns
+            .iter()
+            .map(|i| match &row[*i] {
+                Some(s) => format!(
+                    "{}::{}",
+                    crate::plan::quote_literal(s),
+                    plan.output_types()[*i].pg_name()
+                ),
+                None => "NULL".into(),
+            })
+            .collect();
+        values.push(format!("({})", lits.join(", ")));
+    }
+    let key_match = |alias: &str| {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}.{k} IS NOT DISTINCT FROM b.column{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let bad = format!("(VALUES {}) b", values.join(", "));
+    let sql = format!(
+        "BEGIN;
+         DELETE FROM {target} t USING {bad} WHERE {tm};
+         INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm});
+         COMMIT;",
+        target = plan.name.quoted(),
+        tm = key_match("t"),
+        qm = key_match("q"),
+    );
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(sql_err(format!("repairing {}", plan.name))(e));
+    }
+    Ok(report.diffs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_date_is_replaced_outside_quotes_only() {
+        let sql = "SELECT 'current_date', x FROM t WHERE c >= CURRENT_DATE - 1 AND my_current_date = current_date";
+        assert_eq!(
+            replace_current_date(sql, "2026-01-02"),
+            "SELECT 'current_date', x FROM t WHERE c >= DATE '2026-01-02' - 1 AND my_current_date = DATE '2026-01-02'"
+        );
+    }
+
+    #[test]
+    fn floats_compare_within_tolerance_and_numerics_by_value() {
+        assert!(same(
+            SqlType::Float8,
+            &Some("1.0000000000001".into()),
+            &Some("1".into())
+        ));
+        assert!(!same(
+            SqlType::Float8,
+            &Some("1.001".into()),
+            &Some("1".into())
+        ));
+        assert!(same(
+            SqlType::Numeric,
+            &Some("1.50".into()),
+            &Some("1.5".into())
+        ));
+        assert!(!same(SqlType::Text, &Some("a".into()), &None));
+    }
+}

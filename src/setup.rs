@@ -1,0 +1,358 @@
+//! Preparing the engine and `init`.
+//!
+//! Everything that can be refused is checked before anything is created: the server (wal_level),
+//! the source tables, every view's plan. Then one transaction creates the bookkeeping schema, the
+//! publication, the targets and their indexes and checks the targets' column types, so a refusal
+//! leaves nothing half-created. The snapshot is loaded into the state store chunk by chunk and the
+//! targets are filled in one transaction with the slot's consistent LSN; the state records that
+//! LSN and a "snapshot complete" mark last, so a crash anywhere during `init` makes the next
+//! `init`/`run` start the snapshot over.
+
+use thiserror::Error;
+use tokio_postgres::Client;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::maintain::{Change, MaintainError, Maintainer};
+use crate::pgtime::PgTimeZone;
+use crate::plan::parse::{read_views_dir, ViewFileError};
+use crate::plan::{
+    plan_view, source_tables, Catalog, QualifiedName, TableInfo, ViewError, ViewPlan,
+};
+use crate::sink::target::{self, SinkError, TargetTable};
+use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
+use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
+use crate::state::keys;
+use crate::state::store::{Store, StoreError};
+use crate::state::{StateThread, StateThreadGone};
+
+/// Rows per state batch while loading the snapshot.
+const SNAPSHOT_CHUNK_ROWS: usize = 20_000;
+
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Views(#[from] ViewFileError),
+    #[error(transparent)]
+    Plan(#[from] ViewError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Maintain(#[from] MaintainError),
+    #[error(transparent)]
+    StateThread(#[from] StateThreadGone),
+}
+
+/// Everything known before touching state: connection, zone, sources and plans.
+pub struct Prepared {
+    pub db: DbTarget,
+    pub client: Client,
+    pub tz: PgTimeZone,
+    pub tables: Vec<TableInfo>,
+    pub plans: Vec<ViewPlan>,
+    pub fingerprint: String,
+}
+
+impl Prepared {
+    pub fn targets(&self, columns: &[Vec<String>]) -> Vec<TargetTable> {
+        self.plans
+            .iter()
+            .zip(columns)
+            .enumerate()
+            .map(|(i, (p, c))| TargetTable::new(i, p, c.clone()))
+            .collect()
+    }
+}
+
+/// Connects, checks the server and plans every view.
+pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
+    cfg.validate()?;
+    let db = DbTarget::parse(&cfg.database_url)?;
+    let client = db.connect().await?;
+    control::check_server(&client).await?;
+    let tz = control::server_timezone(&client).await?;
+    let files = read_views_dir(&cfg.views_dir)?;
+    let mut names: Vec<QualifiedName> = Vec::new();
+    for f in &files {
+        source_tables(&f.query, &mut names);
+    }
+    names.sort();
+    let tables = control::load_tables(&client, &names).await?;
+    let catalog: Catalog = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let mut plans = files
+        .iter()
+        .map(|f| plan_view(f, &catalog, &tz))
+        .collect::<Result<Vec<_>, _>>()?;
+    plans.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut fingerprint = format!("tz={}\n", tz.name());
+    for t in &tables {
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}", c.name, c.type_name))
+            .collect();
+        fingerprint.push_str(&format!("table {} ({})\n", t.name, cols.join(",")));
+    }
+    for p in &plans {
+        fingerprint.push_str(&format!(
+            "view {}: {}\n{}\n",
+            p.name,
+            p.query_sql,
+            p.index_sql.join(";")
+        ));
+    }
+    Ok(Prepared {
+        db,
+        client,
+        tz,
+        tables,
+        plans,
+        fingerprint,
+    })
+}
+
+/// What the state directory says about a previous `init`.
+pub fn initialized_lsn(store: &Store, fingerprint: &str) -> Result<Option<u64>, StoreError> {
+    let done: Option<bool> = store.meta("snapshot_done")?;
+    let fp: Option<String> = store.meta("fingerprint")?;
+    if done != Some(true) || fp.as_deref() != Some(fingerprint) {
+        return Ok(None);
+    }
+    store.meta("lsn")
+}
+
+/// Creates bookkeeping, publication and targets in one transaction; returns target columns.
+async fn create_objects(p: &mut Prepared, cfg: &Config) -> Result<Vec<Vec<String>>, SetupError> {
+    let tx = p
+        .client
+        .transaction()
+        .await
+        .map_err(control::sql_err("starting the init transaction"))?;
+    tx.batch_execute(BOOKKEEPING_DDL)
+        .await
+        .map_err(control::sql_err("creating the deltamv schema"))?;
+    let names: Vec<QualifiedName> = p.tables.iter().map(|t| t.name.clone()).collect();
+    let mut columns = Vec::new();
+    for plan in &p.plans {
+        columns.push(target::ensure_target(&tx, plan).await?);
+        tx.execute(
+            "INSERT INTO deltamv.views (view_name, file, query_sql, state, last_error, updated_at)
+             VALUES ($1, $2, $3, 'loading', NULL, now())
+             ON CONFLICT (view_name) DO UPDATE SET file = EXCLUDED.file, query_sql = EXCLUDED.query_sql,
+                 state = 'loading', last_error = NULL, updated_at = now()",
+            &[&plan.name.to_string(), &plan.file.display().to_string(), &plan.query_sql],
+        )
+        .await
+        .map_err(control::sql_err("recording the views"))?;
+    }
+    let publication = &cfg.publication;
+    let list = names
+        .iter()
+        .map(|t| t.quoted())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[publication],
+        )
+        .await
+        .map_err(control::sql_err("looking up the publication"))?
+        .is_some();
+    let verb = if exists {
+        "ALTER PUBLICATION {} SET TABLE"
+    } else {
+        "CREATE PUBLICATION {} FOR TABLE"
+    };
+    let sql = format!(
+        "{} {list}",
+        verb.replace("{}", &crate::plan::quote_ident(publication))
+    );
+    tx.batch_execute(&sql)
+        .await
+        .map_err(control::sql_err(format!(
+            "creating publication {publication}"
+        )))?;
+    tx.commit()
+        .await
+        .map_err(control::sql_err("committing init"))?;
+    Ok(columns)
+}
+
+/// Reads the target columns of existing targets (after `init`).
+pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<String>>, SetupError> {
+    let tx = p
+        .client
+        .transaction()
+        .await
+        .map_err(control::sql_err("reading targets"))?;
+    let mut out = Vec::new();
+    for plan in &p.plans {
+        out.push(target::ensure_target(&tx, plan).await?);
+    }
+    tx.rollback()
+        .await
+        .map_err(control::sql_err("reading targets"))?;
+    Ok(out)
+}
+
+/// Runs `init` if needed; returns the opened maintainer state, target tables and state LSN.
+pub async fn init(
+    p: &mut Prepared,
+    cfg: &Config,
+    clock: &Clock,
+    force: bool,
+) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, u64), SetupError> {
+    let store = Store::open(&cfg.state_dir)?;
+    let slot_exists = control::slot_state(&p.client, &cfg.slot).await?.is_some();
+    let target_lsn = target::read_progress(&p.client, &cfg.slot).await?;
+    let today = clock.today(&p.tz);
+    if let (false, true, Some(_), Some(lsn)) = (
+        force,
+        slot_exists,
+        target_lsn,
+        initialized_lsn(&store, &p.fingerprint)?,
+    ) {
+        let columns = target_columns(p).await?;
+        let dates: Vec<i32> = store.meta("dates")?.unwrap_or_default();
+        let mut m = Maintainer::new(
+            store,
+            p.tz.clone(),
+            p.tables.clone(),
+            p.plans.clone(),
+            today,
+        );
+        m.set_dates(&dates);
+        load_failures(&p.client, &mut m).await?;
+        return Ok((StateThread::spawn(m), p.targets(&columns), lsn));
+    }
+    tracing::info!(
+        views = p.plans.len(),
+        "initializing: creating targets, slot and snapshot"
+    );
+    let columns = create_objects(p, cfg).await?;
+    let targets = p.targets(&columns);
+    control::drop_slot(&p.client, &cfg.slot).await?;
+    let mut store = store;
+    store.wipe()?;
+    let snapshot = SlotSnapshot::create(&p.db, &cfg.slot, &cfg.publication).await?;
+    let lsn = snapshot.consistent_lsn;
+    let maintainer = Maintainer::new(
+        store,
+        p.tz.clone(),
+        p.tables.clone(),
+        p.plans.clone(),
+        today,
+    );
+    let state = StateThread::spawn(maintainer);
+    load_snapshot(p, &state, &snapshot).await?;
+    drop(snapshot);
+    let rows = state
+        .call(
+            move |m| -> Result<Vec<Vec<Vec<crate::value::Value>>>, MaintainError> {
+                m.ensure_global_groups()?;
+                (0..m.view_count()).map(|v| m.all_rows(v)).collect()
+            },
+        )
+        .await??;
+    let tx = p
+        .client
+        .transaction()
+        .await
+        .map_err(control::sql_err("loading targets"))?;
+    for (t, rows) in targets.iter().zip(&rows) {
+        target::replace_all(&tx, t, rows)
+            .await
+            .map_err(control::sql_err(format!("loading {}", t.plan_name)))?;
+    }
+    target::record_progress(&tx, &cfg.slot, lsn, None)
+        .await
+        .map_err(control::sql_err("recording progress"))?;
+    tx.batch_execute(
+        "UPDATE deltamv.views SET state = 'ok', last_change_at = now(), updated_at = now()",
+    )
+    .await
+    .map_err(control::sql_err("recording view state"))?;
+    tx.commit()
+        .await
+        .map_err(control::sql_err("committing the initial load"))?;
+    let fingerprint = p.fingerprint.clone();
+    state
+        .call(move |m| {
+            let dates = m.dates();
+            m.store().commit(&[
+                ("lsn", keys::encode(&lsn)),
+                ("dates", keys::encode(&dates)),
+                ("fingerprint", keys::encode(&fingerprint)),
+                ("snapshot_done", keys::encode(&true)),
+            ])
+        })
+        .await??;
+    let total: usize = rows.iter().map(Vec::len).sum();
+    tracing::info!(lsn = %target::lsn_text(lsn), rows = total, "initial load complete");
+    Ok((state, targets, lsn))
+}
+
+async fn load_snapshot(
+    p: &Prepared,
+    state: &StateThread<Maintainer>,
+    snapshot: &SlotSnapshot,
+) -> Result<(), SetupError> {
+    let reader = p.db.connect().await?;
+    begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
+    for (t, table) in p.tables.iter().enumerate() {
+        let referenced = state.call(move |m| m.referenced(t).to_vec()).await?;
+        let mut copy = TableCopy::start(&reader, table, &referenced, p.tz.clone()).await?;
+        let mut loaded = 0usize;
+        while let Some(chunk) = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await? {
+            loaded += chunk.len();
+            let changes: Vec<Change> = chunk
+                .into_iter()
+                .map(|row| Change::Insert { table: t, row })
+                .collect();
+            state
+                .call(move |m| -> Result<(), SetupError> {
+                    m.apply(changes)?;
+                    m.store()
+                        .commit(&[("snapshot_done", keys::encode(&false))])?;
+                    Ok(())
+                })
+                .await??;
+            tracing::info!(table = %table.name, rows = loaded, "snapshot progress");
+        }
+    }
+    reader
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| SnapshotError::Copy {
+            table: "(snapshot)".into(),
+            detail: describe(&e),
+        })?;
+    Ok(())
+}
+
+/// Views recorded as failed stay failed across restarts until the next `init`.
+pub async fn load_failures(client: &Client, m: &mut Maintainer) -> Result<(), SetupError> {
+    let rows = client
+        .query(
+            "SELECT view_name, coalesce(last_error, '') FROM deltamv.views WHERE state = 'failed'",
+            &[],
+        )
+        .await
+        .map_err(control::sql_err("reading view states"))?;
+    for r in rows {
+        let name: String = r.get(0);
+        if let Some(v) = (0..m.view_count()).find(|v| m.plan(*v).name.to_string() == name) {
+            m.set_failed(v, r.get(1));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Target tables: creation, batched upserts, and the applied LSN.
+//!
+//! A target is created with `CREATE TABLE ... AS <view query> WITH NO DATA`, so PostgreSQL itself
+//! decides its column names and types; the planner's inferred types are checked against them.
+//! Each batch writes only the changed groups, with absolute values: rows are streamed into a
+//! temporary staging table with one COPY per view, then one DELETE by group key and one INSERT.
+//! The applied LSN is written in the same transaction, so a batch applied twice writes the same
+//! rows and readers never see a half-applied batch. Each view's writes run under a savepoint: if
+//! one view's rows violate a declared constraint (a unique index narrower than its GROUP BY), that
+//! view is marked failed with the error and the other views commit.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use thiserror::Error;
+use tokio_postgres::{Client, Transaction};
+
+use crate::maintain::TargetChange;
+use crate::plan::{quote_ident, quote_literal, ViewPlan};
+use crate::source::control::describe;
+use crate::value::{SqlType, Value};
+
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("{context}: {detail}")]
+    Sql { context: String, detail: String },
+    #[error("{view} already exists as a {kind}; drop it (or rename it) so deltamv can maintain a table of that name")]
+    WrongKind { view: String, kind: String },
+    #[error("internal: planner inferred {ours} for column {column} of {view}, PostgreSQL says {theirs}; please report this view")]
+    TypeMismatch {
+        view: String,
+        column: String,
+        ours: String,
+        theirs: String,
+    },
+}
+
+fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    let context = context.into();
+    move |e| SinkError::Sql {
+        context,
+        detail: describe(&e),
+    }
+}
+
+/// A view's target as the sink writes it.
+#[derive(Clone)]
+pub struct TargetTable {
+    pub plan_name: String,
+    pub table: String,
+    pub columns: Vec<String>,
+    pub key_columns: Vec<usize>,
+    stage: String,
+}
+
+impl TargetTable {
+    pub fn new(index: usize, plan: &ViewPlan, columns: Vec<String>) -> Self {
+        TargetTable {
+            plan_name: plan.name.to_string(),
+            table: plan.name.quoted(),
+            columns,
+            key_columns: plan.key_columns.clone(),
+            stage: format!("dmv_stage_{index}"),
+        }
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Creates the target of `plan` if missing (with its declared indexes) and returns its columns,
+/// checked against the planner's types. Runs inside the caller's transaction.
+pub async fn ensure_target(
+    tx: &Transaction<'_>,
+    plan: &ViewPlan,
+) -> Result<Vec<String>, SinkError> {
+    let view = plan.name.to_string();
+    let kind = tx
+        .query_opt(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&plan.name.schema, &plan.name.name],
+        )
+        .await
+        .map_err(sql_err(format!("looking up {view}")))?
+        .map(|r| r.get::<_, String>(0));
+    match kind.as_deref() {
+        None => {
+            let sql = format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} AS {} WITH NO DATA",
+                quote_ident(&plan.name.schema),
+                plan.name.quoted(),
+                plan.query_sql
+            );
+            tx.batch_execute(&sql)
+                .await
+                .map_err(sql_err(format!("creating target {view}")))?;
+            for idx in &plan.index_sql {
+                tx.batch_execute(idx)
+                    .await
+                    .map_err(sql_err(format!("creating index on {view}: {idx}")))?;
+            }
+        }
+        Some("r") => {}
+        Some(k) => {
+            let kind = match k {
+                "m" => "materialized view",
+                "v" => "view",
+                _ => "relation of another kind",
+            };
+            return Err(SinkError::WrongKind {
+                view,
+                kind: kind.into(),
+            });
+        }
+    }
+    let rows = tx
+        .query(
+            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod)
+               FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&plan.name.quoted()],
+        )
+        .await
+        .map_err(sql_err(format!("reading the columns of {view}")))?;
+    let ours = plan.output_types();
+    if rows.len() != ours.len() {
+        return Err(SinkError::TypeMismatch {
+            view,
+            column: "(count)".into(),
+            ours: format!("{} columns", ours.len()),
+            theirs: format!(
+                "{} columns; drop the old target table if the view changed",
+                rows.len()
+            ),
+        });
+    }
+    let mut names = Vec::new();
+    for (r, ty) in rows.iter().zip(ours) {
+        let name: String = r.get(0);
+        let oid: i64 = r.get(1);
+        let theirs = SqlType::from_oid(oid as u32);
+        if theirs != Some(ty) {
+            return Err(SinkError::TypeMismatch {
+                view,
+                column: name,
+                ours: ty.pg_name().into(),
+                theirs: r.get(2),
+            });
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Appends one COPY text line.
+fn copy_line(out: &mut String, values: &[Value], live: Option<bool>) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        v.write_copy_text(out);
+    }
+    if let Some(live) = live {
+        out.push('\t');
+        out.push(if live { 't' } else { 'f' });
+    }
+    out.push('\n');
+}
+
+/// Streams `text` (COPY text format) into `COPY <table> (<columns>) FROM STDIN`.
+async fn copy_in(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &str,
+    text: String,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
+        .await?;
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from(text)).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// Whether an error is the view's own data problem (constraint, data exception) rather than a
+/// connection or server problem.
+pub fn is_view_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        let code = c.code();
+        code.starts_with("23") || code.starts_with("22")
+    })
+}
+
+/// Writes one view's changed groups inside `tx`.
+pub async fn write_changes(
+    tx: &Transaction<'_>,
+    t: &TargetTable,
+    changes: &[TargetChange],
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS;
+         ALTER TABLE {stage} ADD COLUMN IF NOT EXISTS dmv_live boolean;",
+        stage = t.stage,
+        table = t.table
+    ))
+    .await?;
+    let mut text = String::new();
+    let mut null_key = false;
+    for ch in changes {
+        match &ch.row {
+            Some(row) => copy_line(&mut text, row, Some(true)),
+            None => {
+                let mut row = vec![Value::Null; t.columns.len()];
+                for (k, col) in ch.key.iter().zip(&t.key_columns) {
+                    row[*col] = k.clone();
+                }
+                copy_line(&mut text, &row, Some(false));
+            }
+        }
+        null_key |= ch.key.iter().any(Value::is_null);
+    }
+    let cols = t.column_list();
+    copy_in(tx, &t.stage, &format!("{cols}, dmv_live"), text).await?;
+    let key_names: Vec<String> = t
+        .key_columns
+        .iter()
+        .map(|i| quote_ident(&t.columns[*i]))
+        .collect();
+    let mut sql = String::new();
+    if !key_names.is_empty() {
+        let eq = key_names
+            .iter()
+            .map(|k| format!("t.{k} = s.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        sql.push_str(&format!(
+            "DELETE FROM {} t USING {} s WHERE {eq};",
+            t.table, t.stage
+        ));
+        if null_key {
+            let nd = key_names
+                .iter()
+                .map(|k| format!("t.{k} IS NOT DISTINCT FROM s.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let any_null = key_names
+                .iter()
+                .map(|k| format!("s.{k} IS NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            sql.push_str(&format!(
+                "DELETE FROM {} t USING {} s WHERE {nd} AND ({any_null});",
+                t.table, t.stage
+            ));
+        }
+    } else {
+        sql.push_str(&format!("DELETE FROM {};", t.table));
+    }
+    sql.push_str(&format!(
+        "INSERT INTO {} ({cols}) SELECT {cols} FROM {} WHERE dmv_live;",
+        t.table, t.stage
+    ));
+    sql.push_str(&format!("TRUNCATE {};", t.stage));
+    tx.batch_execute(&sql).await
+}
+
+/// Replaces all rows of a target (readers keep seeing the old rows until commit).
+pub async fn replace_all(
+    tx: &Transaction<'_>,
+    t: &TargetTable,
+    rows: &[Vec<Value>],
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!("DELETE FROM {}", t.table))
+        .await?;
+    let mut text = String::new();
+    for r in rows {
+        copy_line(&mut text, r, None);
+    }
+    copy_in(tx, &t.table, &t.column_list(), text).await
+}
+
+/// Records the position the targets reflect (inside the batch's transaction).
+pub async fn record_progress(
+    tx: &Transaction<'_>,
+    slot: &str,
+    lsn: u64,
+    commit_time_micros: Option<i64>,
+) -> Result<(), tokio_postgres::Error> {
+    // pgoutput commit times count microseconds from 2000-01-01.
+    let commit =
+        commit_time_micros.map(|m| format!("to_timestamp({})", m as f64 / 1e6 + 946_684_800.0));
+    let sql = format!(
+        "INSERT INTO deltamv.progress (slot_name, applied_lsn, applied_commit_time, updated_at)
+         VALUES ({slot}, {lsn}::pg_lsn, {commit}, now())
+         ON CONFLICT (slot_name) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn,
+             applied_commit_time = coalesce(EXCLUDED.applied_commit_time, deltamv.progress.applied_commit_time),
+             updated_at = now()",
+        slot = quote_literal(slot),
+        lsn = quote_literal(&lsn_text(lsn)),
+        commit = commit.unwrap_or_else(|| "NULL".into()),
+    );
+    tx.batch_execute(&sql).await
+}
+
+/// The applied LSN recorded for `slot`, if any.
+pub async fn read_progress(client: &Client, slot: &str) -> Result<Option<u64>, SinkError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'deltamv' AND c.relname = 'progress'", &[])
+        .await
+        .map_err(sql_err("looking up deltamv.progress"))?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT applied_lsn::text FROM deltamv.progress WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql_err("reading deltamv.progress"))?;
+    Ok(row.and_then(|r| parse_lsn(&r.get::<_, String>(0))))
+}
+
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text_round_trips() {
+        for lsn in [0u64, 0x16B3748, 0x1_0000_0000 + 5] {
+            assert_eq!(parse_lsn(&lsn_text(lsn)), Some(lsn));
+        }
+        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B3748));
+        assert_eq!(parse_lsn("garbage"), None);
+    }
+}

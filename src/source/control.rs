@@ -1,0 +1,275 @@
+//! The control plane: connections, server checks, the source catalog, publication and slot.
+//!
+//! Everything here runs on ordinary SQL connections (tokio-postgres) and fails with a message that
+//! names the setting or privilege to fix, because these are the errors an operator meets first.
+
+use std::str::FromStr;
+
+use thiserror::Error;
+use tokio_postgres::{Client, NoTls};
+
+use crate::pgtime::PgTimeZone;
+use crate::plan::{quote_ident, quote_literal, ColumnInfo, QualifiedName, TableInfo};
+use crate::value::SqlType;
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("invalid database URL: {0} (expected postgresql://user:password@host:port/dbname)")]
+    Url(String),
+    #[error("cannot connect to PostgreSQL at {target}: {detail}")]
+    Connect { target: String, detail: String },
+    #[error("wal_level is '{0}', but logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart PostgreSQL")]
+    WalLevel(String),
+    #[error("source table {0} does not exist (create it, e.g. with schema/sources.sql, or fix the view's FROM)")]
+    MissingTable(QualifiedName),
+    #[error("source table {0} has no primary key: deltamv identifies rows by their primary key (REPLICA IDENTITY DEFAULT)")]
+    NoPrimaryKey(QualifiedName),
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("the server's TimeZone: {0}")]
+    TimeZone(String),
+}
+
+/// Wraps a tokio-postgres error with what was being done, keeping the server's message.
+pub fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ControlError {
+    let context = context.into();
+    move |source| ControlError::Sql { context, source }
+}
+
+/// Connection parameters parsed once from the database URL.
+#[derive(Clone)]
+pub struct DbTarget {
+    pub url: String,
+    pub config: tokio_postgres::Config,
+}
+
+impl DbTarget {
+    pub fn parse(url: &str) -> Result<DbTarget, ControlError> {
+        let config =
+            tokio_postgres::Config::from_str(url).map_err(|e| ControlError::Url(e.to_string()))?;
+        Ok(DbTarget {
+            url: url.to_string(),
+            config,
+        })
+    }
+
+    /// Host and port for messages (never the password).
+    pub fn display(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}/{}", self.config.get_dbname().unwrap_or(""))
+    }
+
+    pub async fn connect(&self) -> Result<Client, ControlError> {
+        let (client, conn) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ControlError::Connect {
+                    target: self.display(),
+                    detail: describe(&e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// The server's message (and SQLSTATE) if there is one, else the client's.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// Checks that the server can do logical replication.
+pub async fn check_server(client: &Client) -> Result<(), ControlError> {
+    let row = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(sql_err("reading wal_level"))?;
+    let level: String = row.get(0);
+    if level != "logical" {
+        return Err(ControlError::WalLevel(level));
+    }
+    Ok(())
+}
+
+/// The server's TimeZone setting, which DATE(), CURRENT_DATE and interval arithmetic follow.
+pub async fn server_timezone(client: &Client) -> Result<PgTimeZone, ControlError> {
+    let row = client
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .map_err(sql_err("reading TimeZone"))?;
+    let name: String = row.get(0);
+    PgTimeZone::parse(&name).map_err(|e| ControlError::TimeZone(e.to_string()))
+}
+
+/// Reads the columns and primary key of each source table.
+pub async fn load_tables(
+    client: &Client,
+    names: &[QualifiedName],
+) -> Result<Vec<TableInfo>, ControlError> {
+    let mut out = Vec::new();
+    for name in names {
+        let rows = client
+            .query(
+                "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod),
+                        coalesce(a.attnum = ANY(i.indkey::int2[]), false)
+                   FROM pg_attribute a
+                   JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+                    AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                  ORDER BY a.attnum",
+                &[&name.schema, &name.name],
+            )
+            .await
+            .map_err(sql_err(format!("reading the columns of {name}")))?;
+        if rows.is_empty() {
+            return Err(ControlError::MissingTable(name.clone()));
+        }
+        let mut columns = Vec::new();
+        let mut key = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let oid: i64 = r.get(1);
+            columns.push(ColumnInfo {
+                name: r.get(0),
+                ty: SqlType::from_oid(oid as u32),
+                type_name: r.get(2),
+            });
+            if r.get::<_, bool>(3) {
+                key.push(i);
+            }
+        }
+        if key.is_empty() {
+            return Err(ControlError::NoPrimaryKey(name.clone()));
+        }
+        out.push(TableInfo {
+            name: name.clone(),
+            columns,
+            key,
+        });
+    }
+    Ok(out)
+}
+
+/// The bookkeeping schema: progress per source stream and state per view.
+pub const BOOKKEEPING_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS deltamv;
+CREATE TABLE IF NOT EXISTS deltamv.progress (
+    slot_name text PRIMARY KEY,
+    applied_lsn pg_lsn NOT NULL,
+    applied_commit_time timestamptz,
+    caught_up_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS deltamv.views (
+    view_name text PRIMARY KEY,
+    file text NOT NULL,
+    query_sql text NOT NULL,
+    state text NOT NULL,
+    last_error text,
+    last_change_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+";
+
+/// Creates the publication for `tables`, or sets its table list if it exists.
+pub async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[QualifiedName],
+) -> Result<(), ControlError> {
+    let list = tables
+        .iter()
+        .map(|t| t.quoted())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_err("looking up the publication"))?
+        .is_some();
+    let sql = if exists {
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {list}",
+            quote_ident(publication)
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {list}",
+            quote_ident(publication)
+        )
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(sql_err(format!("creating publication {publication}")))
+}
+
+/// Whether the logical slot exists, and its confirmed position.
+pub async fn slot_state(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<Option<String>>, ControlError> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql_err("looking up the replication slot"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Drops the slot (terminating a walsender that still holds it).
+pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), ControlError> {
+    let sql = format!(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = {0} AND active_pid IS NOT NULL;
+         SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {0};",
+        quote_literal(slot)
+    );
+    for _ in 0..50 {
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            Err(e) if describe(&e).contains("is active") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => {
+                return Err(ControlError::Sql {
+                    context: format!("dropping slot {slot}"),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(ControlError::Connect {
+        target: slot.into(),
+        detail: "slot stayed active; stop the other consumer".into(),
+    })
+}

@@ -1,0 +1,7 @@
+//! The source: PostgreSQL's control plane (checks, catalog, publication, slot), the initial
+//! snapshot, and the logical replication stream with its pgoutput decoder.
+
+pub mod control;
+pub mod pgoutput;
+pub mod snapshot;
+pub mod stream;

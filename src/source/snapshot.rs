@@ -1,0 +1,204 @@
+//! The initial snapshot, and why it meets the stream exactly.
+//!
+//! `CREATE_REPLICATION_SLOT ... LOGICAL pgoutput (SNAPSHOT 'export')` on a replication session
+//! returns the slot's consistent point C and exports a snapshot that sees exactly the transactions
+//! committed before C. A second connection imports that snapshot (`SET TRANSACTION SNAPSHOT`) and
+//! copies the source tables; the slot then streams exactly the transactions that commit after C.
+//! So every row is counted once, however busy the writers are during `init`. The exported snapshot
+//! lives as long as the replication session that created it stays idle, so [`SlotSnapshot`] keeps
+//! that session open until the copy is done.
+
+use bytes::{Buf, BytesMut};
+use futures_util::StreamExt;
+use pgwire_replication::{Lsn, ReplicationClient};
+use thiserror::Error;
+use tokio_postgres::{Client, CopyOutStream};
+
+use super::control::{describe, DbTarget};
+use super::stream::replication_config;
+use crate::pgtime::PgTimeZone;
+use crate::plan::{quote_ident, quote_literal, TableInfo};
+use crate::value::{split_copy_line, Value};
+
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("creating replication slot {slot}: {detail} (the role needs the REPLICATION attribute and a free slot: max_replication_slots)")]
+    CreateSlot { slot: String, detail: String },
+    #[error("reading {table} in the snapshot: {detail}")]
+    Copy { table: String, detail: String },
+    #[error("{table}: bad value in column {column}: {detail}")]
+    Value {
+        table: String,
+        column: String,
+        detail: String,
+    },
+}
+
+/// A freshly created slot with its exported snapshot (valid while this value lives).
+pub struct SlotSnapshot {
+    _session: ReplicationClient,
+    pub consistent_lsn: u64,
+    pub snapshot_name: String,
+}
+
+impl SlotSnapshot {
+    pub async fn create(
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+    ) -> Result<SlotSnapshot, SnapshotError> {
+        let fail = |detail: String| SnapshotError::CreateSlot {
+            slot: slot.to_string(),
+            detail,
+        };
+        let mut session =
+            ReplicationClient::connect_gated(replication_config(db, slot, publication))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(slot)
+        );
+        let rows = session
+            .simple_query(&sql)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let row = rows.first().ok_or_else(|| fail("no reply row".into()))?;
+        let text = |i: usize| -> Result<String, SnapshotError> {
+            row.get(i)
+                .and_then(|v| v.as_ref())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| fail(format!("reply column {i} missing")))
+        };
+        let consistent = Lsn::parse(&text(1)?).map_err(|e| fail(e.to_string()))?;
+        Ok(SlotSnapshot {
+            _session: session,
+            consistent_lsn: consistent.as_u64(),
+            snapshot_name: text(2)?,
+        })
+    }
+}
+
+/// Opens a transaction on `client` that sees the exported snapshot, with the session settings
+/// that make COPY's text output parse exactly.
+pub async fn begin_in_snapshot(client: &Client, snapshot_name: &str) -> Result<(), SnapshotError> {
+    let sql = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+         SET TRANSACTION SNAPSHOT {};
+         SET LOCAL datestyle = ISO; SET LOCAL timezone = 'UTC';
+         SET LOCAL intervalstyle = postgres; SET LOCAL extra_float_digits = 3;",
+        quote_literal(snapshot_name)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| SnapshotError::Copy {
+            table: "(snapshot)".into(),
+            detail: describe(&e),
+        })
+}
+
+/// Streams one source table's rows (referenced columns only) out of the snapshot.
+pub struct TableCopy<'a> {
+    table: &'a TableInfo,
+    columns: Vec<usize>,
+    tz: PgTimeZone,
+    stream: std::pin::Pin<Box<CopyOutStream>>,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl<'a> TableCopy<'a> {
+    pub async fn start(
+        client: &Client,
+        table: &'a TableInfo,
+        referenced: &[bool],
+        tz: PgTimeZone,
+    ) -> Result<TableCopy<'a>, SnapshotError> {
+        let columns: Vec<usize> = (0..table.columns.len())
+            .filter(|i| referenced.get(*i).copied().unwrap_or(false))
+            .collect();
+        let list = columns
+            .iter()
+            .map(|i| quote_ident(&table.columns[*i].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "COPY (SELECT {list} FROM {}) TO STDOUT",
+            table.name.quoted()
+        );
+        let stream = client
+            .copy_out(&sql)
+            .await
+            .map_err(|e| SnapshotError::Copy {
+                table: table.name.to_string(),
+                detail: describe(&e),
+            })?;
+        Ok(TableCopy {
+            table,
+            columns,
+            tz,
+            stream: Box::pin(stream),
+            buf: BytesMut::new(),
+            done: false,
+        })
+    }
+
+    /// Up to `max` rows as full-width images (unread columns NULL); `None` at the end.
+    pub async fn next_chunk(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<Vec<Value>>>, SnapshotError> {
+        let mut rows = Vec::new();
+        while rows.len() < max {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line = self.buf.split_to(pos + 1);
+                rows.push(self.parse_line(&line[..pos])?);
+                continue;
+            }
+            if self.done {
+                break;
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(chunk.chunk()),
+                Some(Err(e)) => {
+                    return Err(SnapshotError::Copy {
+                        table: self.table.name.to_string(),
+                        detail: describe(&e),
+                    })
+                }
+                None => self.done = true,
+            }
+        }
+        Ok(if rows.is_empty() { None } else { Some(rows) })
+    }
+
+    fn parse_line(&self, line: &[u8]) -> Result<Vec<Value>, SnapshotError> {
+        let fail = |column: &str, detail: String| SnapshotError::Value {
+            table: self.table.name.to_string(),
+            column: column.to_string(),
+            detail,
+        };
+        let text = std::str::from_utf8(line).map_err(|e| fail("?", e.to_string()))?;
+        let fields = split_copy_line(text);
+        if fields.len() != self.columns.len() {
+            return Err(fail(
+                "?",
+                format!(
+                    "expected {} fields, got {}",
+                    self.columns.len(),
+                    fields.len()
+                ),
+            ));
+        }
+        let mut row = vec![Value::Null; self.table.columns.len()];
+        for (field, i) in fields.into_iter().zip(&self.columns) {
+            let col = &self.table.columns[*i];
+            if let (Some(text), Some(ty)) = (field, col.ty) {
+                row[*i] = Value::parse_text(&text, ty, &self.tz)
+                    .map_err(|e| fail(&col.name, e.to_string()))?;
+            }
+        }
+        Ok(row)
+    }
+}

@@ -1,0 +1,320 @@
+//! The data plane: committed transactions from the replication slot, as row changes.
+//!
+//! pgwire-replication carries the bytes; [`super::pgoutput::decode`] turns them into messages; this
+//! module maps relations to the source tables by name (so a column added later does not shift
+//! anything), parses the text values of the referenced columns, and groups changes per committed
+//! transaction with its commit end LSN. Rolled-back transactions never reach a logical slot, so
+//! they leave no trace here by construction. The session pins DateStyle, TimeZone and
+//! extra_float_digits so text values parse exactly (floats round-trip bit for bit).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use thiserror::Error;
+
+use super::control::DbTarget;
+use super::pgoutput::{self, OldTuple, PgOutputMessage, TupleColumn, TupleData};
+use crate::maintain::Change;
+use crate::pgtime::PgTimeZone;
+use crate::plan::TableInfo;
+use crate::value::{SqlType, Value};
+
+/// Session settings that make pgoutput's text values unambiguous.
+pub const SESSION_OPTIONS: &str =
+    "-c datestyle=ISO -c timezone=UTC -c intervalstyle=postgres -c extra_float_digits=3";
+
+#[derive(Debug, Error)]
+pub enum StreamError {
+    #[error("replication connection: {0}")]
+    Replication(#[from] pgwire_replication::PgWireError),
+    #[error("undecodable pgoutput message: {0}")]
+    Decode(#[from] pgoutput::DecodeError),
+    #[error("table {table}: column {column} that a view reads is missing from the replicated relation (dropped or renamed?)")]
+    MissingColumn { table: String, column: String },
+    #[error("table {table}, column {column}: {detail}")]
+    Value {
+        table: String,
+        column: String,
+        detail: String,
+    },
+    #[error("change for relation {0} before its Relation message")]
+    UnknownRelation(u32),
+    #[error("the replication stream ended")]
+    Ended,
+}
+
+/// What the stream yields.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A committed transaction that touched the published tables.
+    Transaction {
+        end_lsn: u64,
+        commit_time_micros: i64,
+        changes: Vec<Change>,
+    },
+    /// The server has sent everything up to `wal_end` and no transaction is open.
+    Idle { wal_end: u64 },
+}
+
+/// Where each column of a replicated relation goes in the table's row image.
+struct RelationMap {
+    table: usize,
+    /// Per relation column: (table column index, type) when some view reads it.
+    columns: Vec<Option<(usize, SqlType)>>,
+    key_positions: Vec<usize>,
+}
+
+pub struct SourceStream {
+    client: ReplicationClient,
+    tables: Vec<TableInfo>,
+    referenced: Vec<Vec<bool>>,
+    tz: PgTimeZone,
+    relations: HashMap<u32, RelationMap>,
+    open: Option<Vec<Change>>,
+}
+
+impl SourceStream {
+    /// Starts streaming from the slot's confirmed position; the slot is acknowledged no further
+    /// than `durable_lsn` until [`SourceStream::ack`] says more.
+    pub async fn start(
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+        durable_lsn: u64,
+        tables: Vec<TableInfo>,
+        referenced: Vec<Vec<bool>>,
+        tz: PgTimeZone,
+    ) -> Result<SourceStream, StreamError> {
+        let cfg = replication_config(db, slot, publication)
+            .with_start_lsn(Lsn::from_u64(0))
+            .with_ack_lsn(Lsn::from_u64(durable_lsn));
+        let client = ReplicationClient::connect(cfg).await?;
+        Ok(SourceStream {
+            client,
+            tables,
+            referenced,
+            tz,
+            relations: HashMap::new(),
+            open: None,
+        })
+    }
+
+    /// Reports `lsn` as durably applied (the slot may release WAL before it).
+    pub fn ack(&self, lsn: u64) {
+        self.client.update_applied_lsn(Lsn::from_u64(lsn));
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.client.shutdown()).await;
+    }
+
+    /// The next committed transaction or idle point.
+    pub async fn next(&mut self) -> Result<StreamEvent, StreamError> {
+        loop {
+            let event = self.client.recv().await?.ok_or(StreamError::Ended)?;
+            match event {
+                ReplicationEvent::Begin { .. } => self.open = Some(Vec::new()),
+                ReplicationEvent::XLogData { data, .. } => {
+                    let msg = pgoutput::decode(&data)?;
+                    self.handle(msg)?;
+                }
+                ReplicationEvent::Commit {
+                    end_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
+                    let changes = self.open.take().unwrap_or_default();
+                    return Ok(StreamEvent::Transaction {
+                        end_lsn: end_lsn.as_u64(),
+                        commit_time_micros,
+                        changes,
+                    });
+                }
+                ReplicationEvent::KeepAlive { wal_end, .. } if self.open.is_none() => {
+                    return Ok(StreamEvent::Idle {
+                        wal_end: wal_end.as_u64(),
+                    });
+                }
+                ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
+                ReplicationEvent::StoppedAt { .. } => return Err(StreamError::Ended),
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: PgOutputMessage) -> Result<(), StreamError> {
+        match msg {
+            PgOutputMessage::Relation(rel) => {
+                let Some(table) = self
+                    .tables
+                    .iter()
+                    .position(|t| t.name.schema == rel.namespace && t.name.name == rel.name)
+                else {
+                    return Ok(());
+                };
+                let info = &self.tables[table];
+                let mut columns = Vec::new();
+                for c in &rel.columns {
+                    let idx = info.columns.iter().position(|tc| tc.name == c.name);
+                    columns.push(idx.and_then(|i| {
+                        let ty = info.columns[i].ty?;
+                        self.referenced[table][i].then_some((i, ty))
+                    }));
+                }
+                for (i, needed) in self.referenced[table].iter().enumerate() {
+                    if *needed && !columns.iter().flatten().any(|(c, _)| *c == i) {
+                        return Err(StreamError::MissingColumn {
+                            table: info.name.to_string(),
+                            column: info.columns[i].name.clone(),
+                        });
+                    }
+                }
+                let key_positions = info.key.clone();
+                self.relations.insert(
+                    rel.id,
+                    RelationMap {
+                        table,
+                        columns,
+                        key_positions,
+                    },
+                );
+            }
+            PgOutputMessage::Insert { relation_id, new } => {
+                let Some(map) = self.relations.get(&relation_id) else {
+                    return self.unknown(relation_id);
+                };
+                let (row, _) = self.row(map, &new)?;
+                self.push(Change::Insert {
+                    table: map.table,
+                    row,
+                });
+            }
+            PgOutputMessage::Update {
+                relation_id,
+                old,
+                new,
+            } => {
+                let Some(map) = self.relations.get(&relation_id) else {
+                    return self.unknown(relation_id);
+                };
+                let (row, unchanged) = self.row(map, &new)?;
+                let old_key = match old {
+                    Some(OldTuple::Key(t) | OldTuple::Full(t)) => {
+                        let (image, _) = self.row(map, &t)?;
+                        Some(
+                            map.key_positions
+                                .iter()
+                                .map(|i| image[*i].clone())
+                                .collect(),
+                        )
+                    }
+                    None => None,
+                };
+                self.push(Change::Update {
+                    table: map.table,
+                    old_key,
+                    row,
+                    unchanged,
+                });
+            }
+            PgOutputMessage::Delete { relation_id, old } => {
+                let Some(map) = self.relations.get(&relation_id) else {
+                    return self.unknown(relation_id);
+                };
+                let (image, _) = self.row(map, old.tuple())?;
+                let key = map
+                    .key_positions
+                    .iter()
+                    .map(|i| image[*i].clone())
+                    .collect();
+                self.push(Change::Delete {
+                    table: map.table,
+                    key,
+                });
+            }
+            PgOutputMessage::Truncate { relation_ids, .. } => {
+                for id in relation_ids {
+                    if let Some(map) = self.relations.get(&id) {
+                        let table = map.table;
+                        self.push(Change::Truncate { table });
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn unknown(&self, relation_id: u32) -> Result<(), StreamError> {
+        Err(StreamError::UnknownRelation(relation_id))
+    }
+
+    fn push(&mut self, change: Change) {
+        self.open.get_or_insert_with(Vec::new).push(change);
+    }
+
+    /// Parses a tuple into a row image over the table's columns; also returns the columns that
+    /// were not sent because their TOASTed value did not change.
+    fn row(
+        &self,
+        map: &RelationMap,
+        tuple: &TupleData,
+    ) -> Result<(Vec<Value>, Vec<usize>), StreamError> {
+        let info = &self.tables[map.table];
+        let mut row = vec![Value::Null; info.columns.len()];
+        let mut unchanged = Vec::new();
+        for (col, target) in tuple.columns.iter().zip(&map.columns) {
+            let Some((i, ty)) = target else { continue };
+            match col {
+                TupleColumn::Null => {}
+                TupleColumn::UnchangedToast => unchanged.push(*i),
+                TupleColumn::Text(bytes) => {
+                    let err = |detail: String| StreamError::Value {
+                        table: info.name.to_string(),
+                        column: info.columns[*i].name.clone(),
+                        detail,
+                    };
+                    let text = std::str::from_utf8(bytes).map_err(|e| err(e.to_string()))?;
+                    row[*i] =
+                        Value::parse_text(text, *ty, &self.tz).map_err(|e| err(e.to_string()))?;
+                }
+                TupleColumn::Binary(_) => {
+                    return Err(StreamError::Value {
+                        table: info.name.to_string(),
+                        column: info.columns[*i].name.clone(),
+                        detail: "binary format values are not expected (the slot uses text)".into(),
+                    })
+                }
+            }
+        }
+        Ok((row, unchanged))
+    }
+}
+
+/// A replication config for `db` (host, port, credentials from the URL; session options pinned).
+pub fn replication_config(db: &DbTarget, slot: &str, publication: &str) -> ReplicationConfig {
+    let c = &db.config;
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let password = c
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    ReplicationConfig::new(
+        host,
+        c.get_user().unwrap_or("postgres"),
+        password,
+        c.get_dbname().unwrap_or("postgres"),
+        slot,
+        publication,
+    )
+    .with_port(c.get_ports().first().copied().unwrap_or(5432))
+    .with_options(SESSION_OPTIONS)
+    .with_application_name(format!("deltamv:{slot}"))
+    .with_status_interval(Duration::from_millis(500))
+    .with_wakeup_interval(Duration::from_secs(1))
+}

@@ -1,0 +1,219 @@
+//! The RocksDB state store and its per-batch overlay.
+//!
+//! A batch reads through an in-memory overlay (pending writes shadow the database) and writes only
+//! into the overlay. Nothing reaches RocksDB until the batch's target transaction has committed;
+//! then [`Store::commit`] writes the whole overlay and the batch's LSN in one atomic, synced
+//! WriteBatch. If anything fails before that, [`Store::discard`] drops the overlay and the state on
+//! disk is exactly the state as of its recorded LSN, from which the slot replays.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+
+use super::keys::{self, ALL_CFS, CF_META};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(
+        "state directory {dir} is in use by another deltamv process (RocksDB lock held): stop it first, or use another --state-dir ({detail})"
+    )]
+    Locked { dir: String, detail: String },
+    #[error("cannot open state directory {dir}: {detail}")]
+    Open { dir: String, detail: String },
+    #[error("state store error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error(
+        "corrupt state record in {cf}: {detail}; run `deltamv init --resync` to rebuild state"
+    )]
+    Corrupt { cf: &'static str, detail: String },
+}
+
+/// One pending write: a value, or a deletion.
+type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+pub struct Store {
+    db: DB,
+    overlay: HashMap<&'static str, Pending>,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            dir: dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            let detail = e.to_string();
+            if detail.contains("lock") || detail.contains("LOCK") {
+                StoreError::Locked {
+                    dir: dir.display().to_string(),
+                    detail,
+                }
+            } else {
+                StoreError::Open {
+                    dir: dir.display().to_string(),
+                    detail,
+                }
+            }
+        })?;
+        Ok(Store {
+            db,
+            overlay: HashMap::new(),
+        })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Open {
+            dir: self.db.path().display().to_string(),
+            detail: format!("missing column family {name}"),
+        })
+    }
+
+    /// Reads a raw value, pending writes first.
+    pub fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(p) = self.overlay.get(cf).and_then(|m| m.get(key)) {
+            return Ok(p.clone());
+        }
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.get_raw(cf, key)? {
+            None => Ok(None),
+            Some(bytes) => keys::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    cf,
+                    detail: e.to_string(),
+                }),
+        }
+    }
+
+    pub fn put<T: Serialize>(&mut self, cf: &'static str, key: Vec<u8>, value: &T) {
+        self.overlay
+            .entry(cf)
+            .or_default()
+            .insert(key, Some(keys::encode(value)));
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: Vec<u8>) {
+        self.overlay.entry(cf).or_default().insert(key, None);
+    }
+
+    /// All live keys with `prefix` (database merged with pending writes), in key order, with
+    /// keys strictly below `upto` only, when given.
+    pub fn scan_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        upto: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            std::collections::BTreeMap::new();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || upto.is_some_and(|u| k.as_ref() >= u) {
+                break;
+            }
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        if let Some(pending) = self.overlay.get(cf) {
+            for (k, v) in pending {
+                if !k.starts_with(prefix) || upto.is_some_and(|u| k.as_slice() >= u) {
+                    continue;
+                }
+                match v {
+                    Some(v) => out.insert(k.clone(), v.clone()),
+                    None => out.remove(k),
+                };
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Writes all pending changes plus the meta entries atomically and durably.
+    pub fn commit(&mut self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (cf, pending) in &self.overlay {
+            let handle = self.cf(cf)?;
+            for (k, v) in pending {
+                match v {
+                    Some(v) => batch.put_cf(handle, k, v),
+                    None => batch.delete_cf(handle, k),
+                }
+            }
+        }
+        let meta_cf = self.cf(CF_META)?;
+        for (k, v) in meta {
+            batch.put_cf(meta_cf, k.as_bytes(), v);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        self.overlay.clear();
+        Ok(())
+    }
+
+    /// Forgets all pending changes.
+    pub fn discard(&mut self) {
+        self.overlay.clear();
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.overlay.values().map(|m| m.len()).sum()
+    }
+
+    /// Deletes everything (used before a fresh snapshot).
+    pub fn wipe(&mut self) -> Result<(), StoreError> {
+        self.overlay.clear();
+        for cf in ALL_CFS {
+            let handle = self.cf(cf)?;
+            let mut batch = WriteBatch::default();
+            for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+                let (k, _) = item?;
+                batch.delete_cf(handle, k);
+            }
+            self.db.write(batch)?;
+        }
+        Ok(())
+    }
+
+    pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.get(CF_META, key.as_bytes())
+    }
+
+    /// Approximate on-disk size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            + self
+                .db
+                .property_int_value("rocksdb.size-all-mem-tables")
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+    }
+}

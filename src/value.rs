@@ -1,0 +1,417 @@
+//! SQL values and types as the engine sees them.
+//!
+//! Every value that flows from the replication stream through the operators into the targets is a
+//! [`Value`] tagged with PostgreSQL semantics: integers of all widths share one variant (the plan
+//! knows the declared width), `numeric` keeps PostgreSQL's display scale, dates and timestamps use
+//! the representation of [`crate::pgtime`]. Values arrive as PostgreSQL text (pgoutput's text
+//! format and `COPY ... TO STDOUT` in the snapshot share one parser, [`Value::parse_text`]) and
+//! leave as COPY text ([`Value::write_copy_text`]), so PostgreSQL itself does the final typing of
+//! every target column.
+//!
+//! Ordering ([`Ord`]) follows PostgreSQL's default btree order within one type (NaN sorts last and
+//! equals NaN, `-0 = 0`, numerics compare by value, text by bytes, i.e. the C collation); it is used
+//! by the counted multisets behind MIN/MAX, COUNT(DISTINCT) and percentiles.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::numeric::Numeric;
+use crate::pgtime::{self, Interval, PgTimeZone};
+
+/// The SQL types the planner and operators support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SqlType {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    Text,
+    Uuid,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Interval,
+    /// An untyped literal (a quoted string or NULL) whose type comes from its context.
+    Unknown,
+}
+
+impl SqlType {
+    /// Maps a PostgreSQL type OID to a supported type.
+    pub fn from_oid(oid: u32) -> Option<SqlType> {
+        Some(match oid {
+            16 => SqlType::Bool,
+            21 => SqlType::Int2,
+            23 => SqlType::Int4,
+            20 => SqlType::Int8,
+            700 => SqlType::Float4,
+            701 => SqlType::Float8,
+            1700 => SqlType::Numeric,
+            25 | 1043 | 1042 | 19 | 114 | 3802 => SqlType::Text,
+            2950 => SqlType::Uuid,
+            1082 => SqlType::Date,
+            1114 => SqlType::Timestamp,
+            1184 => SqlType::TimestampTz,
+            1186 => SqlType::Interval,
+            _ => return None,
+        })
+    }
+
+    /// The type's name as PostgreSQL prints it.
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            SqlType::Bool => "boolean",
+            SqlType::Int2 => "smallint",
+            SqlType::Int4 => "integer",
+            SqlType::Int8 => "bigint",
+            SqlType::Float4 => "real",
+            SqlType::Float8 => "double precision",
+            SqlType::Numeric => "numeric",
+            SqlType::Text => "text",
+            SqlType::Uuid => "uuid",
+            SqlType::Date => "date",
+            SqlType::Timestamp => "timestamp without time zone",
+            SqlType::TimestampTz => "timestamp with time zone",
+            SqlType::Interval => "interval",
+            SqlType::Unknown => "unknown",
+        }
+    }
+
+    pub fn is_integer(self) -> bool {
+        matches!(self, SqlType::Int2 | SqlType::Int4 | SqlType::Int8)
+    }
+
+    /// Rank in PostgreSQL's implicit numeric promotion chain (int2 < int4 < int8 < numeric <
+    /// float4 < float8); `None` for non-numeric types.
+    pub fn numeric_rank(self) -> Option<u8> {
+        Some(match self {
+            SqlType::Int2 => 0,
+            SqlType::Int4 => 1,
+            SqlType::Int8 => 2,
+            SqlType::Numeric => 3,
+            SqlType::Float4 => 4,
+            SqlType::Float8 => 5,
+            _ => return None,
+        })
+    }
+}
+
+/// One SQL value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    /// smallint, integer and bigint.
+    Int(i64),
+    /// real and double precision.
+    Float(f64),
+    Numeric(Numeric),
+    Text(String),
+    Uuid([u8; 16]),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01 00:00 wall clock.
+    Timestamp(i64),
+    /// Microseconds since 1970-01-01 00:00 UTC.
+    TimestampTz(i64),
+    Interval(Interval),
+}
+
+/// A text value that does not parse as its column's type.
+#[derive(Debug, Error)]
+#[error("cannot read {text:?} as {ty}: {reason}")]
+pub struct ValueError {
+    pub text: String,
+    pub ty: &'static str,
+    pub reason: String,
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Parses PostgreSQL's text output (DateStyle ISO, TimeZone UTC, IntervalStyle postgres) of a
+    /// value of type `ty`.
+    pub fn parse_text(text: &str, ty: SqlType, tz: &PgTimeZone) -> Result<Value, ValueError> {
+        let err = |reason: String| ValueError {
+            text: text.chars().take(80).collect(),
+            ty: ty.pg_name(),
+            reason,
+        };
+        Ok(match ty {
+            SqlType::Bool => match text {
+                "t" | "true" => Value::Bool(true),
+                "f" | "false" => Value::Bool(false),
+                _ => return Err(err("expected t or f".into())),
+            },
+            SqlType::Int2 | SqlType::Int4 | SqlType::Int8 => {
+                Value::Int(text.trim().parse().map_err(|e| err(format!("{e}")))?)
+            }
+            SqlType::Float4 | SqlType::Float8 => {
+                Value::Float(parse_float(text).ok_or_else(|| err("not a number".into()))?)
+            }
+            SqlType::Numeric => {
+                Value::Numeric(Numeric::parse(text).map_err(|e| err(e.to_string()))?)
+            }
+            SqlType::Text | SqlType::Unknown => Value::Text(text.to_owned()),
+            SqlType::Uuid => Value::Uuid(parse_uuid(text).ok_or_else(|| err("not a uuid".into()))?),
+            SqlType::Date => Value::Date(pgtime::parse_date(text).map_err(|e| err(e.to_string()))?),
+            SqlType::Timestamp => {
+                Value::Timestamp(pgtime::parse_timestamp(text).map_err(|e| err(e.to_string()))?)
+            }
+            SqlType::TimestampTz => Value::TimestampTz(
+                pgtime::parse_timestamptz(text, tz).map_err(|e| err(e.to_string()))?,
+            ),
+            SqlType::Interval => {
+                Value::Interval(pgtime::parse_interval(text).map_err(|e| err(e.to_string()))?)
+            }
+        })
+    }
+
+    /// Appends the value in COPY text format (`\N` for NULL, backslash escapes for text).
+    pub fn write_copy_text(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("\\N"),
+            Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => out.push_str(&format_float(*f)),
+            Value::Numeric(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Value::Text(s) => escape_copy(s, out),
+            Value::Uuid(u) => out.push_str(&format_uuid(u)),
+            Value::Date(d) => out.push_str(&pgtime::format_date(*d)),
+            Value::Timestamp(t) => out.push_str(&pgtime::format_timestamp(*t)),
+            Value::TimestampTz(t) => out.push_str(&pgtime::format_timestamptz_utc(*t)),
+            Value::Interval(iv) => out.push_str(&pgtime::format_interval(*iv)),
+        }
+    }
+
+    /// The value as a SQL literal for messages and explain output.
+    pub fn to_sql_text(&self) -> String {
+        match self {
+            Value::Null => "NULL".into(),
+            Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
+            other => {
+                let mut s = String::new();
+                other.write_copy_text(&mut s);
+                format!("'{s}'")
+            }
+        }
+    }
+
+    /// Canonical form for grouping: PostgreSQL groups `-0` with `0`, all NaNs together, and numerics
+    /// by value (1.50 with 1.5), so group keys are normalised before they are encoded.
+    pub fn normalized(self) -> Value {
+        match self {
+            Value::Float(f) if f == 0.0 => Value::Float(0.0),
+            Value::Float(f) if f.is_nan() => Value::Float(f64::NAN),
+            other => other,
+        }
+    }
+
+    fn variant_rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Float(_) => 3,
+            Value::Numeric(_) => 4,
+            Value::Text(_) => 5,
+            Value::Uuid(_) => 6,
+            Value::Date(_) => 7,
+            Value::Timestamp(_) => 8,
+            Value::TimestampTz(_) => 9,
+            Value::Interval(_) => 10,
+        }
+    }
+}
+
+/// PostgreSQL's float8 order: NaN is greater than everything and equal to itself; -0 equals 0.
+pub fn cmp_float(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+impl Ord for Value {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => cmp_float(*a, *b),
+            (Value::Numeric(a), Value::Numeric(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Value::Uuid(a), Value::Uuid(b)) => a.cmp(b),
+            (Value::Date(a), Value::Date(b)) => a.cmp(b),
+            (Value::Timestamp(a), Value::Timestamp(b)) => a.cmp(b),
+            (Value::TimestampTz(a), Value::TimestampTz(b)) => a.cmp(b),
+            (Value::Interval(a), Value::Interval(b)) => a.cmp(b),
+            _ => self.variant_rank().cmp(&other.variant_rank()),
+        }
+    }
+}
+
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Value {}
+
+/// Bit-exact identity, used to decide whether a target row changed (unlike `==`, it tells 1.5 from
+/// 1.50 and -0 from 0, which PostgreSQL would display differently).
+pub fn identical(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Value::Float(p), Value::Float(q)) => {
+                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan())
+            }
+            (Value::Numeric(p), Value::Numeric(q)) => p == q && p.to_string() == q.to_string(),
+            _ => x == y && x.variant_rank() == y.variant_rank(),
+        })
+}
+
+fn parse_float(text: &str) -> Option<f64> {
+    match text.trim() {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        t => t.parse().ok(),
+    }
+}
+
+/// float8 text that PostgreSQL reads back to the same bits.
+pub fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "Infinity".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Infinity".into()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text
+        .bytes()
+        .filter(|b| *b != b'-' && *b != b'{' && *b != b'}')
+        .collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, chunk) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub fn format_uuid(u: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn escape_copy(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Splits one line of COPY text output into fields, undoing the escapes; `None` marks NULL.
+pub fn split_copy_line(line: &str) -> Vec<Option<String>> {
+    line.split('\t')
+        .map(|field| {
+            if field == "\\N" {
+                return None;
+            }
+            let mut out = String::with_capacity(field.len());
+            let mut chars = field.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('r') => out.push('\r'),
+                    Some('t') => out.push('\t'),
+                    Some('b') => out.push('\u{8}'),
+                    Some('f') => out.push('\u{c}'),
+                    Some('v') => out.push('\u{b}'),
+                    Some(other) => out.push(other),
+                    None => out.push('\\'),
+                }
+            }
+            Some(out)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_round_trips_through_the_line_splitter() {
+        let mut line = String::new();
+        Value::Text("a\tb\\c\nd".into()).write_copy_text(&mut line);
+        line.push('\t');
+        Value::Null.write_copy_text(&mut line);
+        let fields = split_copy_line(&line);
+        assert_eq!(fields, vec![Some("a\tb\\c\nd".to_string()), None]);
+    }
+
+    #[test]
+    fn floats_order_like_postgres() {
+        assert_eq!(cmp_float(f64::NAN, f64::INFINITY), Ordering::Greater);
+        assert_eq!(Value::Float(-0.0), Value::Float(0.0));
+        assert!(!identical(&[Value::Float(-0.0)], &[Value::Float(0.0)]));
+        assert_eq!(format_float(0.1), "0.1");
+        assert_eq!(format_float(1e300), "1e300");
+    }
+
+    #[test]
+    fn uuids_parse_and_print() {
+        let text = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let tz = PgTimeZone::parse("UTC").expect("utc");
+        match Value::parse_text(text, SqlType::Uuid, &tz) {
+            Ok(Value::Uuid(u)) => assert_eq!(format_uuid(&u), text),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Value::parse_text("xyz", SqlType::Uuid, &tz).is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! Running the real `deltamv` binary against a throwaway cluster, and the oracle.
+//!
+//! The oracle is PostgreSQL itself: each view's SQL evaluated by the server (with CURRENT_DATE
+//! replaced by the engine's injected date) compared with the target, row by row
+//! ([`deltamv::reconcile::compare`]).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use deltamv::config::{Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS};
+
+pub const SLOT: &str = "deltamv";
+
+/// One engine's environment: database, state directory, views and clock file.
+pub struct EngineEnv {
+    pub url: String,
+    pub state_dir: PathBuf,
+    pub views_dir: PathBuf,
+    pub clock_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl EngineEnv {
+    pub fn new(url: &str, views_dir: &Path) -> Result<EngineEnv> {
+        let dir = tempfile::tempdir()?;
+        let env = EngineEnv {
+            url: url.to_string(),
+            state_dir: dir.path().join("state"),
+            views_dir: views_dir.to_path_buf(),
+            clock_file: dir.path().join("clock"),
+            _dir: dir,
+        };
+        Ok(env)
+    }
+
+    /// Sets the engine's "now" (RFC 3339).
+    pub fn set_clock(&self, rfc3339: &str) -> Result<()> {
+        let tmp = self.clock_file.with_extension("tmp");
+        std::fs::write(&tmp, rfc3339)?;
+        std::fs::rename(&tmp, &self.clock_file)?;
+        Ok(())
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_deltamv"));
+        c.args(args)
+            .env("DATABASE_URL", &self.url)
+            .env("DELTAMV_STATE_DIR", &self.state_dir)
+            .env("DELTAMV_VIEWS", &self.views_dir)
+            .env("DELTAMV_CLOCK_FILE", &self.clock_file)
+            .env("DELTAMV_LOG", "info");
+        c
+    }
+
+    /// Runs a command to completion; returns (exit code, stdout, stderr).
+    pub fn run_cmd(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let out = self.command(args).output().context("running deltamv")?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Starts `deltamv run` in the background, its log in the state dir's sibling.
+    pub fn spawn_run(&self) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.with_extension("log"))?;
+        let child = self
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning deltamv run")?;
+        Ok(child)
+    }
+
+    pub fn engine_log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            database_url: self.url.clone(),
+            state_dir: self.state_dir.clone(),
+            views_dir: self.views_dir.clone(),
+            slot: SLOT.into(),
+            publication: deltamv::config::DEFAULT_PUBLICATION.into(),
+            clock_file: Some(self.clock_file.clone()),
+            batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+            batch_max_ms: DEFAULT_BATCH_MAX_MS,
+        }
+    }
+
+    /// The engine's CURRENT_DATE as `yyyy-mm-dd` in the server's zone.
+    pub fn today(&self, tz: &deltamv::pgtime::PgTimeZone) -> String {
+        let clock = deltamv::clock::Clock::new(Some(self.clock_file.clone()));
+        deltamv::pgtime::format_date(clock.today(tz))
+    }
+}
+
+/// kill -9.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGTERM, then waits up to `limit` for a clean exit; returns the exit code.
+pub fn terminate(child: &mut Child, limit: Duration) -> Result<Option<i32>> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.code());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill9(child);
+    Ok(None)
+}
+
+/// Waits until the slot has confirmed the WAL position current at the call (everything written
+/// before is applied and durable).
+pub async fn wait_caught_up(
+    client: &tokio_postgres::Client,
+    child: &mut Child,
+    env: &EngineEnv,
+    limit: Duration,
+) -> Result<()> {
+    let target: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let start = Instant::now();
+    loop {
+        let row = client
+            .query_one(
+                "SELECT coalesce(confirmed_flush_lsn >= $1::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $2
+                 UNION ALL SELECT false LIMIT 1",
+                &[&target, &SLOT],
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "deltamv run exited ({status}) before catching up; log:\n{}",
+                tail(&env.engine_log(), 60)
+            );
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "deltamv did not catch up to {target} within {limit:?}; log:\n{}",
+                tail(&env.engine_log(), 60)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Compares every view with PostgreSQL's own evaluation at the engine's date; returns a readable
+/// description of all differences (empty when everything matches).
+pub async fn differences(env: &EngineEnv) -> Result<String> {
+    let prepared = deltamv::setup::prepare(&env.config()).await?;
+    let today = env.today(&prepared.tz);
+    let mut out = String::new();
+    for plan in &prepared.plans {
+        let report = deltamv::reconcile::compare(&prepared.client, plan, Some(&today)).await?;
+        if !report.diffs.is_empty() {
+            out.push_str(&format!(
+                "{}: {} differing rows (expected {}, target {}) at date {today}\n",
+                report.view,
+                report.diffs.len(),
+                report.expected_rows,
+                report.actual_rows
+            ));
+            for d in report.diffs.iter().take(5) {
+                out.push_str(&format!(
+                    "  expected {:?}\n  actual   {:?}\n",
+                    d.expected, d.actual
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Polls [`differences`] until none remain (the engine converges) or `limit` passes.
+pub async fn assert_converges(env: &EngineEnv, limit: Duration, what: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let diff = differences(env).await?;
+        if diff.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "{what}: targets differ from PostgreSQL's evaluation:\n{diff}\nengine log:\n{}",
+                tail(&env.engine_log(), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
