@@ -121,7 +121,7 @@ pub async fn ensure_target(
     let rows = tx
         .query(
             "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod)
-               FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attnum",
             &[&plan.name.quoted()],
         )

@@ -15,12 +15,13 @@ use deltamv::config::{Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS};
 pub const SLOT: &str = "deltamv";
 
 /// One engine's environment: database, state directory, views and clock file.
+#[derive(Clone)]
 pub struct EngineEnv {
     pub url: String,
     pub state_dir: PathBuf,
     pub views_dir: PathBuf,
     pub clock_file: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl EngineEnv {
@@ -31,7 +32,7 @@ impl EngineEnv {
             state_dir: dir.path().join("state"),
             views_dir: views_dir.to_path_buf(),
             clock_file: dir.path().join("clock"),
-            _dir: dir,
+            _dir: std::sync::Arc::new(dir),
         };
         Ok(env)
     }
