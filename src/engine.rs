@@ -11,6 +11,7 @@
 //!   (already in state), those in (S, T] only rebuild state (the targets already hold their effect;
 //!   writing older values again would move readers back in time), and writing resumes after T.
 //! - after (2): a replay of the batch is skipped by LSN.
+//!
 //! Targets carry absolute values per group, so even a repeated write would be harmless.
 //! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
 //! WAL position from its keepalive, so WAL does not pile up while nothing relevant is written.
@@ -50,12 +51,12 @@ impl EngineError {
     /// Errors worth a reconnect and retry (the connection or server went away) as opposed to
     /// errors that need an operator (bad configuration, an inconsistent state).
     pub fn is_transient(&self) -> bool {
-        match self {
+        matches!(
+            self,
             EngineError::Stream(StreamError::Replication(_) | StreamError::Ended)
-            | EngineError::Sink(_) => true,
-            EngineError::Setup(SetupError::Control(control::ControlError::Connect { .. })) => true,
-            _ => false,
-        }
+                | EngineError::Sink(_)
+                | EngineError::Setup(SetupError::Control(control::ControlError::Connect { .. }))
+        )
     }
 }
 
@@ -127,7 +128,7 @@ async fn run_once(
         state_lsn,
         tables,
         referenced,
-        prepared.tz.clone(),
+        prepared.tz,
     )
     .await?;
     tracing::info!(state_lsn = %target::lsn_text(state_lsn), target_lsn = %target::lsn_text(target_lsn), "streaming");

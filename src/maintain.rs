@@ -102,6 +102,9 @@ struct ViewRuntime {
 
 type Touched = HashMap<(usize, usize), BTreeSet<Vec<u8>>>;
 
+/// A row's group key and the argument it feeds each aggregate (NULL: none).
+type Contribution = (Vec<Value>, Vec<Value>);
+
 pub struct Maintainer {
     store: Store,
     tz: PgTimeZone,
@@ -459,7 +462,7 @@ impl Maintainer {
         };
         let stage: &Stage = &self.views[v].plan.stages[s];
         let input = Inputs::row(row);
-        let eval = || -> Result<Option<(Vec<Value>, Vec<Value>)>, EvalError> {
+        let eval = || -> Result<Option<Contribution>, EvalError> {
             if let Some(f) = &stage.filter {
                 if !f.holds(input, ctx)? {
                     return Ok(None);
@@ -510,6 +513,7 @@ impl Maintainer {
     /// Finalizes touched groups stage by stage; returns the last stages' changed rows per view.
     fn propagate(&mut self, mut touched: Touched) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         let mut out = vec![Vec::new(); self.views.len()];
+        #[allow(clippy::needless_range_loop)] // `self` is borrowed mutably inside the loop
         for v in 0..self.views.len() {
             let stages = self.views[v].plan.stages.len();
             for s in 0..stages {
@@ -609,13 +613,13 @@ impl Maintainer {
         let mut best = horizon;
         for c in &self.views[v].components {
             let start = at(c, date)?;
-            if identical(&[at(c, horizon)?], &[start.clone()]) {
+            if identical(&[at(c, horizon)?], std::slice::from_ref(&start)) {
                 continue;
             }
             let (mut lo, mut hi) = (date, horizon);
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                if identical(&[at(c, mid)?], &[start.clone()]) {
+                if identical(&[at(c, mid)?], std::slice::from_ref(&start)) {
                     lo = mid;
                 } else {
                     hi = mid;

@@ -223,13 +223,7 @@ pub async fn init(
     ) {
         let columns = target_columns(p).await?;
         let dates: Vec<i32> = store.meta("dates")?.unwrap_or_default();
-        let mut m = Maintainer::new(
-            store,
-            p.tz.clone(),
-            p.tables.clone(),
-            p.plans.clone(),
-            today,
-        );
+        let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
         m.set_dates(&dates);
         load_failures(&p.client, &mut m).await?;
         return Ok((StateThread::spawn(m), p.targets(&columns), lsn));
@@ -245,13 +239,7 @@ pub async fn init(
     store.wipe()?;
     let snapshot = SlotSnapshot::create(&p.db, &cfg.slot, &cfg.publication).await?;
     let lsn = snapshot.consistent_lsn;
-    let maintainer = Maintainer::new(
-        store,
-        p.tz.clone(),
-        p.tables.clone(),
-        p.plans.clone(),
-        today,
-    );
+    let maintainer = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
     let state = StateThread::spawn(maintainer);
     load_snapshot(p, &state, &snapshot).await?;
     drop(snapshot);
@@ -310,7 +298,7 @@ async fn load_snapshot(
     begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
     for (t, table) in p.tables.iter().enumerate() {
         let referenced = state.call(move |m| m.referenced(t).to_vec()).await?;
-        let mut copy = TableCopy::start(&reader, table, &referenced, p.tz.clone()).await?;
+        let mut copy = TableCopy::start(&reader, table, &referenced, p.tz).await?;
         let mut loaded = 0usize;
         while let Some(chunk) = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await? {
             loaded += chunk.len();

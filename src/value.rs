@@ -208,12 +208,32 @@ impl Value {
         }
     }
 
-    /// Canonical form for grouping: PostgreSQL groups `-0` with `0`, all NaNs together, and numerics
-    /// by value (1.50 with 1.5), so group keys are normalised before they are encoded.
+    /// Canonical floats: PostgreSQL groups `-0` with `0` and all NaNs together.
     pub fn normalized(self) -> Value {
         match self {
-            Value::Float(f) if f == 0.0 => Value::Float(0.0),
+            Value::Float(0.0) => Value::Float(0.0),
             Value::Float(f) if f.is_nan() => Value::Float(f64::NAN),
+            other => other,
+        }
+    }
+
+    /// The form whose encoding identifies a group: [`Value::normalized`], and numerics without
+    /// trailing fractional zeros (PostgreSQL groups 1.50 with 1.5).
+    pub fn group_identity(self) -> Value {
+        match self.normalized() {
+            Value::Numeric(n) => match n.parts() {
+                Some((m, scale)) => {
+                    let mut m = m.clone();
+                    let mut scale = scale;
+                    let ten = num_bigint::BigInt::from(10);
+                    while scale > 0 && (&m % &ten) == num_bigint::BigInt::from(0) {
+                        m /= &ten;
+                        scale -= 1;
+                    }
+                    Value::Numeric(Numeric::finite(m, scale))
+                }
+                None => Value::Numeric(n),
+            },
             other => other,
         }
     }

@@ -28,7 +28,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
 
 /// Encodes a group key after normalising it as PostgreSQL groups (-0 with 0, NaNs together).
 pub fn group_key_bytes(values: &[Value]) -> Vec<u8> {
-    let normalized: Vec<Value> = values.iter().cloned().map(Value::normalized).collect();
+    let normalized: Vec<Value> = values.iter().cloned().map(Value::group_identity).collect();
     encode(&normalized)
 }
 
@@ -90,10 +90,19 @@ mod tests {
     }
 
     #[test]
-    fn group_keys_normalise_negative_zero() {
+    fn group_keys_normalise_negative_zero_and_numeric_scale() {
         assert_eq!(
             group_key_bytes(&[Value::Float(-0.0)]),
             group_key_bytes(&[Value::Float(0.0)])
+        );
+        let num = |s: &str| Value::Numeric(crate::numeric::Numeric::parse(s).expect("numeric"));
+        assert_eq!(
+            group_key_bytes(&[num("1.50")]),
+            group_key_bytes(&[num("1.5")])
+        );
+        assert_ne!(
+            group_key_bytes(&[num("1.05")]),
+            group_key_bytes(&[num("1.5")])
         );
     }
 }

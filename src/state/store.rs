@@ -33,6 +33,9 @@ pub enum StoreError {
     Corrupt { cf: &'static str, detail: String },
 }
 
+/// A raw key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One pending write: a value, or a deletion.
 type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -124,7 +127,7 @@ impl Store {
         cf: &'static str,
         prefix: &[u8],
         upto: Option<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
             std::collections::BTreeMap::new();
         let iter = self
