@@ -44,7 +44,7 @@ pub async fn collect(
         client
             .query_opt(
                 "SELECT p.applied_lsn::text,
-                        (pg_current_wal_lsn() - greatest(p.applied_lsn, coalesce(s.confirmed_flush_lsn, p.applied_lsn)))::int8,
+                        (pg_current_wal_insert_lsn() - greatest(p.applied_lsn, coalesce(s.confirmed_flush_lsn, p.applied_lsn)))::int8,
                         extract(epoch FROM now() - greatest(p.caught_up_at, p.updated_at))::float8
                    FROM deltamv.progress p LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
                   WHERE p.slot_name = $1",

@@ -128,7 +128,8 @@ pub fn terminate(child: &mut Child, limit: Duration) -> Result<Option<i32>> {
     Ok(None)
 }
 
-/// Waits until the slot has confirmed the WAL position current at the call (everything written
+/// Waits until the slot has confirmed the WAL insert position current at the call (not
+/// `pg_current_wal_lsn()`, which lags behind commits when synchronous_commit is off) (everything written
 /// before is applied and durable).
 pub async fn wait_caught_up(
     client: &tokio_postgres::Client,
@@ -137,7 +138,7 @@ pub async fn wait_caught_up(
     limit: Duration,
 ) -> Result<()> {
     let target: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     let start = Instant::now();

@@ -1,0 +1,202 @@
+//! Engine behaviour beyond plain equality: a view whose data violates its declared unique index
+//! fails alone; unchanged TOASTed values are taken from the stored row image; an idle engine lets
+//! the slot follow the server's WAL so nothing piles up.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use support::engine::{assert_converges, differences, terminate, wait_caught_up, EngineEnv, SLOT};
+use support::{ClusterOptions, PgCluster};
+
+const NOW: &str = "2026-11-05T17:00:00Z";
+
+async fn setup(views: &Path) -> Result<(PgCluster, tokio_postgres::Client, EngineEnv)> {
+    let cluster = PgCluster::start(ClusterOptions::default().timezone("Europe/Berlin"))?;
+    let url = cluster.create_database("app")?;
+    let client = support::connect(&url).await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+        .await?;
+    let env = EngineEnv::new(&url, views)?;
+    env.set_clock(NOW)?;
+    Ok((cluster, client, env))
+}
+
+const A1: &str = "11111111-1111-4111-a111-111111111111";
+const W1: &str = "22222222-2222-4222-a222-222222222222";
+const W2: &str = "33333333-3333-4333-a333-333333333333";
+const U1: &str = "44444444-4444-4444-a444-444444444444";
+
+fn run_row(agent: &str, ws: &str, status: &str, at: &str) -> String {
+    format!(
+        "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at, runtime_seconds, credits_consumed)
+         VALUES ('{agent}', '{ws}', '{U1}', '{status}', '{at}', 12.5, 1.2500);"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_index_violation_fails_only_that_view() -> Result<()> {
+    let (_cluster, client, env) = setup(Path::new("schema/views")).await?;
+    client
+        .batch_execute(&run_row(A1, W1, "completed", "2026-11-04 10:00:00+00"))
+        .await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    let mut engine = env.spawn_run()?;
+    // The same agent in a second workspace on the same day: two rows of
+    // mv_agent_performance share (agent_id, run_date), which its declared unique index forbids.
+    client
+        .batch_execute(&run_row(A1, W2, "failed", "2026-11-04 12:00:00+00"))
+        .await?;
+    client
+        .batch_execute(
+            "INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
+             VALUES ('22222222-2222-4222-a222-222222222222', '44444444-4444-4444-a444-444444444444', 'chat', '2026-11-05 09:00:00+00')",
+        )
+        .await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let row = client
+        .query_one("SELECT state, coalesce(last_error, '') FROM deltamv.views WHERE view_name = 'analytics.mv_agent_performance'", &[])
+        .await?;
+    let (state, error): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(state, "failed", "engine log:\n{}", env.engine_log());
+    assert!(
+        error.contains("idx_mv_agent_performance"),
+        "the error names the index: {error}"
+    );
+    let (_, status, _) = env.run_cmd(&["status"])?;
+    assert!(
+        status.contains("failed") && status.contains("idx_mv_agent_performance"),
+        "status shows it:\n{status}"
+    );
+    // The other views keep running and stay exact.
+    let diff = differences(&env).await?;
+    let others: Vec<&str> = diff
+        .lines()
+        .filter(|l| l.starts_with("analytics.") && !l.contains("mv_agent_performance"))
+        .collect();
+    assert!(others.is_empty(), "other views differ:\n{diff}");
+    client
+        .batch_execute(&run_row(A1, W1, "completed", "2026-11-05 08:00:00+00"))
+        .await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let diff = differences(&env).await?;
+    assert!(
+        diff.contains("mv_agent_performance"),
+        "the failed view is stale, and reconcile says so:\n{diff}"
+    );
+    assert!(
+        !diff.contains("mv_workspace_metrics") && !diff.contains("mv_active_users"),
+        "{diff}"
+    );
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toasted_values_come_from_the_row_image() -> Result<()> {
+    let views = tempfile::tempdir()?;
+    std::fs::write(
+        views.path().join("codes.sql"),
+        "CREATE MATERIALIZED VIEW analytics.mv_codes AS
+         SELECT workspace_id, COUNT(DISTINCT error_code) AS codes, MAX(error_code) AS last_code,
+                COUNT(*) FILTER (WHERE status = 'failed') AS failed
+           FROM public.agent_runs GROUP BY workspace_id;",
+    )?;
+    let (_cluster, client, env) = setup(views.path()).await?;
+    // Long, incompressible codes are stored out of line (TOAST); an UPDATE that does not touch
+    // them sends them as "unchanged" on the replication stream.
+    let big = |seed: u32| -> String {
+        (0..4000u32)
+            .map(|i| {
+                format!(
+                    "{:02x}",
+                    (i.wrapping_mul(2654435761) ^ seed.wrapping_mul(0x9E37_79B9))
+                        .wrapping_mul(0x85EB_CA6B)
+                        >> 24
+                )
+            })
+            .collect()
+    };
+    for (i, ws) in [W1, W2].iter().enumerate() {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at, error_code)
+                 VALUES ('{A1}', '{ws}', '{U1}', 'running', now(), '{}'), ('{A1}', '{ws}', '{U1}', 'running', now(), '{}')",
+                big(i as u32),
+                big(i as u32 + 7)
+            ))
+            .await?;
+    }
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    let mut engine = env.spawn_run()?;
+    client
+        .batch_execute("UPDATE public.agent_runs SET status = 'failed'")
+        .await?;
+    client.batch_execute("UPDATE public.agent_runs SET workspace_id = '22222222-2222-4222-a222-222222222222' WHERE id = 3").await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(
+        &env,
+        Duration::from_secs(10),
+        "after updates that leave TOASTed values unchanged",
+    )
+    .await?;
+    let codes: i64 = client
+        .query_one("SELECT sum(codes)::int8 FROM analytics.mv_codes", &[])
+        .await?
+        .get(0);
+    assert_eq!(codes, 4, "all four long codes are still counted");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_engine_lets_the_slot_follow_the_wal() -> Result<()> {
+    let (_cluster, client, env) = setup(Path::new("schema/views")).await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    let mut engine = env.spawn_run()?;
+    client
+        .batch_execute("CREATE TABLE public.unrelated (id int); ")
+        .await?;
+    for i in 0..200 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO public.unrelated SELECT g FROM generate_series(1, {}) g",
+                100 + i
+            ))
+            .await?;
+    }
+    let start = Instant::now();
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    loop {
+        let ok: bool = client
+            .query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+                &[&target, &SLOT],
+            )
+            .await
+            .context("reading the slot")?
+            .get(0);
+        if ok {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "the slot did not reach {target} within 10 s of the last write:\n{}",
+                env.engine_log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exit = terminate(&mut engine, Duration::from_secs(10))?;
+    assert_eq!(exit, Some(0));
+    Ok(())
+}
