@@ -221,7 +221,9 @@ impl Loop<'_> {
         let (lsn, commit_time) = (last.end_lsn, last.commit_time_micros);
         let changes: Vec<Change> = fresh.into_iter().flat_map(|t| t.changes).collect();
         let deltas = self.fold(changes).await?;
+        crate::failpoint::hit("before_target_commit");
         self.write_targets(&deltas, lsn, Some(commit_time)).await?;
+        crate::failpoint::hit("after_target_commit");
         self.commit_state(lsn).await?;
         Ok(())
     }
@@ -341,6 +343,7 @@ impl Loop<'_> {
             .await?
             .map_err(MaintainError::from)?;
         self.state_lsn = self.state_lsn.max(lsn);
+        crate::failpoint::hit("after_state_commit");
         self.stream.ack(self.state_lsn.min(self.target_lsn));
         Ok(())
     }

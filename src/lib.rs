@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod exact_float;
+pub mod failpoint;
 pub mod maintain;
 pub mod numeric;
 pub mod ops;

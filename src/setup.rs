@@ -311,6 +311,7 @@ async fn load_snapshot(
                     m.apply(changes)?;
                     m.store()
                         .commit(&[("snapshot_done", keys::encode(&false))])?;
+                    crate::failpoint::hit("snapshot_chunk");
                     Ok(())
                 })
                 .await??;

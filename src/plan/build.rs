@@ -171,6 +171,21 @@ fn plan_query(
         aggs: vec![],
         post: false,
     };
+    // Window functions are named before planning: otherwise the select list's other columns
+    // would be refused first as "must appear in the GROUP BY clause", hiding the construct.
+    let post_exprs = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+            _ => None,
+        })
+        .chain(select.having.as_ref());
+    for e in post_exprs {
+        if let Some(name) = window_call(e) {
+            return unsupported(format!("window function {name}() OVER"));
+        }
+    }
     let filter = match &select.selection {
         Some(e) => Some(b.boolean(e, "WHERE")?),
         None => None,
@@ -244,6 +259,55 @@ fn known(catalog: &Catalog) -> String {
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The name of the first window function call (`f(...) OVER ...`) in `e`, if any.
+fn window_call(e: &ast::Expr) -> Option<String> {
+    use ast::Expr as A;
+    let children: Vec<&ast::Expr> = match e {
+        A::Function(f) => {
+            if f.over.is_some() {
+                return Some(f.name.to_string().to_lowercase());
+            }
+            let mut args: Vec<&ast::Expr> = match &f.args {
+                FunctionArguments::List(list) => list
+                    .args
+                    .iter()
+                    .filter_map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => vec![],
+            };
+            args.extend(f.filter.as_deref());
+            args.extend(f.within_group.iter().map(|o| &o.expr));
+            args
+        }
+        A::BinaryOp { left, right, .. } => vec![left, right],
+        A::UnaryOp { expr, .. }
+        | A::Nested(expr)
+        | A::IsNull(expr)
+        | A::IsNotNull(expr)
+        | A::Cast { expr, .. } => vec![expr],
+        A::InList { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
+        A::Between {
+            expr, low, high, ..
+        } => vec![expr, low, high],
+        A::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => operand
+            .as_deref()
+            .into_iter()
+            .chain(conditions.iter().flat_map(|c| [&c.condition, &c.result]))
+            .chain(else_result.as_deref())
+            .collect(),
+        _ => vec![],
+    };
+    children.into_iter().find_map(window_call)
 }
 
 /// GROUP BY items may be ordinals or output names (PostgreSQL prefers an input column of that

@@ -85,8 +85,13 @@ pub fn parse_view_file(path: &Path, text: &str) -> Result<ViewFile, ViewError> {
     let mut view: Option<ViewFile> = None;
     let mut indexes: Vec<(QualifiedName, String)> = Vec::new();
     for stmt_text in split_statements(text) {
-        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &stmt_text)
-            .map_err(|e| fail("?", PlanError::Invalid(format!("SQL syntax error: {e}"))))?;
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &stmt_text).map_err(|e| {
+            // Name the view even though its statement does not parse.
+            let name = view_name_hint(&stmt_text)
+                .or_else(|| view.as_ref().map(|v| v.name.to_string()))
+                .unwrap_or_else(|| "?".into());
+            fail(&name, PlanError::Invalid(format!("SQL syntax error: {e}")))
+        })?;
         for stmt in stmts {
             match stmt {
                 Statement::CreateView {
@@ -155,6 +160,31 @@ pub fn parse_view_file(path: &Path, text: &str) -> Result<ViewFile, ViewError> {
         view.index_sql.push(sql);
     }
     Ok(view)
+}
+
+/// The name after `CREATE MATERIALIZED VIEW [IF NOT EXISTS]` in a statement that does not parse
+/// (unquoted names folded to lower case), for error messages.
+fn view_name_hint(stmt: &str) -> Option<String> {
+    let words: Vec<&str> = stmt.split_whitespace().collect();
+    let at = words.windows(3).position(|w| {
+        w[0].eq_ignore_ascii_case("create")
+            && w[1].eq_ignore_ascii_case("materialized")
+            && w[2].eq_ignore_ascii_case("view")
+    })?;
+    let mut rest = words.get(at + 3..)?.iter();
+    let mut name = *rest.next()?;
+    if name.eq_ignore_ascii_case("if") {
+        name = *rest.nth(2)?;
+    }
+    let name = name.split('(').next().unwrap_or_default();
+    if name.is_empty() {
+        return None;
+    }
+    Some(if name.contains('"') {
+        name.replace('"', "")
+    } else {
+        name.to_lowercase()
+    })
 }
 
 /// `schema.name`, requiring the schema (targets live in a named schema).
@@ -294,5 +324,16 @@ mod tests {
         )
         .expect_err("refused");
         assert!(e.to_string().contains("index on a.other"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_view() {
+        let e = parse_view_file(
+            Path::new("s.sql"),
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS Reports.Broken AS SELECT COUNT(* FROM t;",
+        )
+        .expect_err("refused");
+        assert_eq!(e.view, "reports.broken", "{e}");
+        assert!(e.to_string().contains("syntax error"), "{e}");
     }
 }

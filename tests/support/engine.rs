@@ -68,12 +68,18 @@ impl EngineEnv {
 
     /// Starts `deltamv run` in the background, its log in the state dir's sibling.
     pub fn spawn_run(&self) -> Result<Child> {
+        self.spawn(&["run"], &[])
+    }
+
+    /// Starts a command in the background with extra environment, logging to the engine log.
+    pub fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.state_dir.with_extension("log"))?;
         let child = self
-            .command(&["run"])
+            .command(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

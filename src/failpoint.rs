@@ -1,0 +1,34 @@
+//! Crash injection for tests: `DELTAMV_FAILPOINT=name[:n]` aborts the process (like kill -9: no
+//! cleanup, no flushing) the n-th time (default 1st) execution passes the named point.
+//!
+//! Points sit where a crash is most interesting for the durability argument of
+//! [`crate::engine`]: `snapshot_chunk` (state partly loaded, targets not), `before_target_commit`
+//! (a batch folded in memory only), `after_target_commit` (targets ahead of state),
+//! `after_state_commit` (both durable, slot not yet acknowledged).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+fn spec() -> &'static Option<(String, u64)> {
+    SPEC.get_or_init(|| {
+        let raw = std::env::var("DELTAMV_FAILPOINT").ok()?;
+        let (name, n) = match raw.split_once(':') {
+            Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
+            None => (raw, 1),
+        };
+        Some((name, n))
+    })
+}
+
+/// Aborts the process if `name` is the configured failpoint and its count is reached.
+pub fn hit(name: &str) {
+    if let Some((target, n)) = spec() {
+        if target == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 >= *n {
+            eprintln!("failpoint {name} reached: aborting");
+            std::process::abort();
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! kill -9 at the interesting moments of the durability argument (see src/engine.rs): during the
+//! snapshot, with a batch folded only in memory, between the target commit and the state commit,
+//! and after both but before the slot acknowledgement. After each crash a plain restart must
+//! converge to PostgreSQL's own evaluation, with nothing lost and nothing counted twice.
+
+mod support;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use support::engine::{assert_converges, terminate, wait_caught_up, EngineEnv};
+use support::workload::Workload;
+use support::{ClusterOptions, PgCluster};
+
+const NOW: &str = "2026-03-07T12:00:00Z";
+
+fn now_micros() -> i64 {
+    chrono::DateTime::parse_from_rfc3339(NOW)
+        .map(|t| t.timestamp_micros())
+        .unwrap_or(0)
+}
+
+async fn txns(client: &tokio_postgres::Client, w: &mut Workload, n: usize) -> Result<()> {
+    for _ in 0..n {
+        let sql = w.transaction();
+        client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| sql.clone())?;
+    }
+    Ok(())
+}
+
+/// Waits for the process to die at its failpoint.
+fn wait_for_abort(child: &mut Child, env: &EngineEnv, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                bail!("the engine exited cleanly instead of crashing at its failpoint");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ps = std::process::Command::new("ps")
+        .args(["-o", "pid,stat,etime,args", "-p", &child.id().to_string()])
+        .output()?;
+    bail!(
+        "the failpoint was not reached within {limit:?}; process:\n{}\nlog {}:\n{}",
+        String::from_utf8_lossy(&ps.stdout),
+        env.state_dir.with_extension("log").display(),
+        env.engine_log()
+    )
+}
+
+async fn crash_case(failpoint: &str, seed: u64) -> Result<()> {
+    // A zone with a daylight-saving change the night before "now".
+    let cluster = PgCluster::start(ClusterOptions::default().timezone("America/Chicago"))?;
+    let url = cluster.create_database("app")?;
+    let client = support::connect(&url).await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+        .await?;
+    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
+    env.set_clock(NOW)?;
+    let mut w = Workload::new(seed, now_micros());
+    w.allow_truncate = false;
+    for stmt in w.seed_rows(800) {
+        client.batch_execute(&stmt).await?;
+    }
+    let fp = [("DELTAMV_FAILPOINT", failpoint)];
+    if failpoint.starts_with("snapshot") {
+        let mut init = env.spawn(&["init"], &fp)?;
+        wait_for_abort(&mut init, &env, Duration::from_secs(60))?;
+        let mut engine = env.spawn_run()?;
+        txns(&client, &mut w, 60).await?;
+        wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+        assert_converges(
+            &env,
+            Duration::from_secs(10),
+            &format!("restart after a crash at {failpoint}"),
+        )
+        .await?;
+        terminate(&mut engine, Duration::from_secs(10))?;
+        return Ok(());
+    }
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    let mut crashing = env.spawn(&["run"], &fp)?;
+    // Keep writing until the engine dies at its failpoint.
+    let start = Instant::now();
+    while crashing.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(60) {
+        txns(&client, &mut w, 3).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_abort(&mut crashing, &env, Duration::from_secs(5))?;
+    txns(&client, &mut w, 40).await?;
+    let mut engine = env.spawn_run()?;
+    txns(&client, &mut w, 40).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(
+        &env,
+        Duration::from_secs(10),
+        &format!("restart after a crash at {failpoint}"),
+    )
+    .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_the_snapshot() -> Result<()> {
+    crash_case("snapshot_chunk:1", 101).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_with_a_batch_only_in_memory() -> Result<()> {
+    crash_case("before_target_commit:3", 102).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_target_commit_and_state_commit() -> Result<()> {
+    crash_case("after_target_commit:3", 103).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_before_the_slot_acknowledgement() -> Result<()> {
+    crash_case("after_state_commit:3", 104).await
+}
