@@ -151,12 +151,15 @@ pub async fn wait_caught_up(
     loop {
         let row = client
             .query_one(
-                "SELECT coalesce(confirmed_flush_lsn >= $1::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $2
-                 UNION ALL SELECT false LIMIT 1",
+                // The slot may exist before the initial load is written: also require the
+                // targets' progress row, which that load commits.
+                "SELECT coalesce(bool_and(s.confirmed_flush_lsn >= $1::text::pg_lsn), false)
+                        AND to_regclass('deltamv.progress') IS NOT NULL
+                   FROM pg_replication_slots s WHERE s.slot_name = $2",
                 &[&target, &SLOT],
             )
             .await?;
-        if row.get::<_, bool>(0) {
+        if row.get::<_, bool>(0) && progress_written(client).await? {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
@@ -173,6 +176,16 @@ pub async fn wait_caught_up(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn progress_written(client: &tokio_postgres::Client) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) > 0 FROM deltamv.progress WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await?
+        .get(0))
 }
 
 pub fn tail(text: &str, lines: usize) -> String {

@@ -1,0 +1,105 @@
+//! `deltamv reconcile`: no difference for a correct engine; exactly the tampered rows after a
+//! target is changed behind the engine's back (exit 1, rows printed); `--repair` fixes them in one
+//! transaction and the engine stays exact afterwards.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use support::engine::{assert_converges, terminate, wait_caught_up, EngineEnv};
+use support::workload::Workload;
+use support::{ClusterOptions, PgCluster};
+
+const NOW: &str = "2026-06-15T09:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_exactly_the_tampered_rows_and_repairs_them() -> Result<()> {
+    let cluster = PgCluster::start(ClusterOptions::default().timezone("Asia/Kolkata"))?;
+    let url = cluster.create_database("app")?;
+    let client = support::connect(&url).await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+        .await?;
+    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
+    env.set_clock(NOW)?;
+    let now = chrono::DateTime::parse_from_rfc3339(NOW)?.timestamp_micros();
+    let mut w = Workload::new(5, now);
+    for stmt in w.seed_rows(600) {
+        client.batch_execute(&stmt).await?;
+    }
+    let mut engine = env.spawn_run()?;
+    for _ in 0..60 {
+        client.batch_execute(&w.transaction()).await?;
+    }
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let (code, out, err) = env.run_cmd(&["reconcile"])?;
+    assert_eq!(code, 0, "a correct engine reconciles clean:\n{out}\n{err}");
+    assert!(out.contains("0 differing"), "{out}");
+
+    // Tamper with one row of each view, behind the engine's back.
+    let ws: String = client
+        .query_one(
+            "SELECT workspace_id::text FROM analytics.mv_workspace_metrics ORDER BY 1 LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "UPDATE analytics.mv_workspace_metrics SET total_users = total_users + 1 WHERE workspace_id = '{ws}';
+             DELETE FROM analytics.mv_active_users WHERE ctid = (SELECT min(ctid) FROM analytics.mv_active_users);
+             INSERT INTO analytics.mv_agent_performance (agent_id, workspace_id, run_date, total_runs)
+             VALUES ('99999999-9999-4999-a999-999999999999', '{ws}', '2026-06-14', 42);"
+        ))
+        .await?;
+    let (code, out, _) = env.run_cmd(&["reconcile"])?;
+    assert_eq!(code, 1, "differences make reconcile exit 1:\n{out}");
+    for view in [
+        "mv_workspace_metrics",
+        "mv_active_users",
+        "mv_agent_performance",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("analytics.{view}:")))
+            .unwrap_or_default();
+        assert!(
+            line.ends_with(" 1 differing"),
+            "exactly one row of {view} differs:\n{out}"
+        );
+    }
+    assert!(
+        out.contains(&ws) && out.contains("99999999-9999-4999-a999-999999999999"),
+        "the rows are printed:\n{out}"
+    );
+    let (code, out, err) =
+        env.run_cmd(&["reconcile", "--view", "analytics.mv_workspace_metrics"])?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("analytics.")).count(),
+        1,
+        "--view limits the check:\n{out}"
+    );
+
+    let (code, out, err) = env.run_cmd(&["reconcile", "--repair"])?;
+    assert_eq!(code, 0, "repair succeeds:\n{out}\n{err}");
+    assert!(out.contains("repaired 1 rows"), "{out}");
+    let (code, out, _) = env.run_cmd(&["reconcile"])?;
+    assert_eq!(code, 0, "clean after repair:\n{out}");
+
+    // The engine keeps the repaired targets exact under more writes.
+    for _ in 0..60 {
+        client.batch_execute(&w.transaction()).await?;
+    }
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(
+        &env,
+        Duration::from_secs(10),
+        "after repair and more writes",
+    )
+    .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
