@@ -24,12 +24,25 @@ if [ "$(id -u)" -eq 0 ]; then chown postgres "$DIR"; AS=(runuser -u postgres --)
 PORT="${DEMO_PORT:-55432}"
 pids=()
 cleanup() {
+  trap - EXIT INT TERM
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # The engine finishes its batch and exits on SIGTERM; give it 10 s, then kill what is left.
+  for _ in $(seq 1 100); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  "${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$DIR"
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C / SIGTERM end the script (a trap that only cleaned up would resume the status loop);
+# the EXIT trap then cleans up once.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 "${AS[@]}" "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start \
@@ -50,7 +63,8 @@ SELECT md5('ws' || (g % 200))::uuid, md5('user' || (g % 5000))::uuid, 'chat', no
 FROM generate_series(1, $ROWS) g;
 SQL
 "$BIN" init
-"$BIN" run 2>"$DIR/engine.log" &
+# tokio_postgres logs every server NOTICE at info; keep the engine's own lines readable.
+DELTAMV_LOG="${DELTAMV_LOG:-info,tokio_postgres=warn}" "$BIN" run 2>"$DIR/engine.log" &
 pids+=($!)
 cat > "$DIR/writer.sql" <<'SQL'
 \set a random(1, 2000)
@@ -66,7 +80,7 @@ SQL
 "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$PORT" -U postgres -c 2 -R "$RATE" -T 100000 -f "$DIR/writer.sql" postgres >/dev/null 2>&1 &
 pids+=($!)
 while true; do
-  clear
+  if [ -t 1 ]; then clear; fi
   echo "deltamv demo: $RATE writer transactions/s into $DATABASE_URL (Ctrl-C to stop)"
   echo
   "$BIN" status || true

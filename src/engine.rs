@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::maintain::{Change, MaintainError, Maintainer, TargetChange};
 use crate::setup::{self, Prepared, SetupError};
-use crate::sink::target::{self, TargetTable};
+use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
 use crate::source::stream::{SourceStream, StreamError, StreamEvent};
 use crate::state::{keys, StateThread, StateThreadGone};
@@ -92,7 +92,7 @@ struct Loop<'a> {
     clock: &'a Clock,
     prepared: Prepared,
     state: StateThread<Maintainer>,
-    targets: Vec<TargetTable>,
+    writers: Vec<TargetWriter>,
     stream: SourceStream,
     /// LSN of the state in RocksDB.
     state_lsn: u64,
@@ -112,6 +112,14 @@ async fn run_once(
         .await
         .map_err(SetupError::from)?
         .unwrap_or(state_lsn);
+    let mut writers = Vec::with_capacity(targets.len());
+    for t in targets {
+        writers.push(
+            TargetWriter::prepare(&prepared.client, t)
+                .await
+                .map_err(|e| EngineError::Sink(describe(&e)))?,
+        );
+    }
     let tables = prepared.tables.clone();
     let count = tables.len();
     let referenced = state
@@ -137,7 +145,7 @@ async fn run_once(
         clock,
         prepared,
         state,
-        targets,
+        writers,
         stream,
         state_lsn,
         target_lsn,
@@ -179,8 +187,12 @@ impl Loop<'_> {
                             }
                         }
                         StreamEvent::Idle { wal_end } => {
-                            idle_at = Some(wal_end);
-                            break;
+                            // Everything before wal_end has been received; a batch in progress
+                            // keeps filling until its deadline (keepalives also arrive mid-backlog).
+                            idle_at = Some(idle_at.map_or(wal_end, |w: u64| w.max(wal_end)));
+                            if batch.is_empty() {
+                                break;
+                            }
                         }
                     },
                     _ = batch_deadline => break,
@@ -275,7 +287,7 @@ impl Loop<'_> {
     ) -> Result<(), EngineError> {
         let sink_err = |e: tokio_postgres::Error| EngineError::Sink(describe(&e));
         let failed: Vec<Option<String>> = {
-            let n = self.targets.len();
+            let n = self.writers.len();
             self.state
                 .call(move |m| (0..n).map(|v| m.failed(v).map(str::to_string)).collect())
                 .await?
@@ -283,14 +295,15 @@ impl Loop<'_> {
         let tx = self.prepared.client.transaction().await.map_err(sink_err)?;
         let mut newly_failed = Vec::new();
         let mut changed = Vec::new();
-        for (v, (t, changes)) in self.targets.iter().zip(deltas).enumerate() {
+        for (v, (w, changes)) in self.writers.iter().zip(deltas).enumerate() {
+            let t = &w.target;
             if changes.is_empty() || failed[v].is_some() {
                 continue;
             }
             tx.batch_execute("SAVEPOINT dmv_view")
                 .await
                 .map_err(sink_err)?;
-            match target::write_changes(&tx, t, changes).await {
+            match w.write(&tx, changes).await {
                 Ok(()) => {
                     tx.batch_execute("RELEASE SAVEPOINT dmv_view")
                         .await
@@ -379,7 +392,9 @@ impl Loop<'_> {
         self.commit_state(self.state_lsn).await
     }
 
-    /// Nothing pending and the server has sent everything up to `wal_end`: let the slot go.
+    /// Everything received is applied and the server has sent everything up to `wal_end`: let
+    /// the slot go there, and record when the targets were last known to be fully fresh (the
+    /// keepalive position reached the server's flushed WAL).
     async fn idle(&mut self, wal_end: u64) -> Result<(), EngineError> {
         if self.state_lsn < self.target_lsn {
             return Ok(());
@@ -390,8 +405,10 @@ impl Loop<'_> {
             self.prepared
                 .client
                 .execute(
-                    "UPDATE deltamv.progress SET caught_up_at = now(), updated_at = now() WHERE slot_name = $1",
-                    &[&self.cfg.slot],
+                    "UPDATE deltamv.progress SET updated_at = now(),
+                         caught_up_at = CASE WHEN $2::text::pg_lsn >= pg_current_wal_flush_lsn() THEN now() ELSE caught_up_at END
+                      WHERE slot_name = $1",
+                    &[&self.cfg.slot, &target::lsn_text(wal_end)],
                 )
                 .await
                 .map_err(|e| EngineError::Sink(describe(&e)))?;

@@ -19,7 +19,7 @@ use crate::plan::parse::{read_views_dir, ViewFileError};
 use crate::plan::{
     plan_view, source_tables, Catalog, QualifiedName, TableInfo, ViewError, ViewPlan,
 };
-use crate::sink::target::{self, SinkError, TargetTable};
+use crate::sink::target::{self, SinkError, TargetColumn, TargetTable};
 use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
 use crate::state::keys;
@@ -62,12 +62,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn targets(&self, columns: &[Vec<String>]) -> Vec<TargetTable> {
+    pub fn targets(&self, columns: &[Vec<TargetColumn>]) -> Vec<TargetTable> {
         self.plans
             .iter()
             .zip(columns)
-            .enumerate()
-            .map(|(i, (p, c))| TargetTable::new(i, p, c.clone()))
+            .map(|(p, c)| TargetTable::new(p, c.clone()))
             .collect()
     }
 }
@@ -130,7 +129,10 @@ pub fn initialized_lsn(store: &Store, fingerprint: &str) -> Result<Option<u64>, 
 }
 
 /// Creates bookkeeping, publication and targets in one transaction; returns target columns.
-async fn create_objects(p: &mut Prepared, cfg: &Config) -> Result<Vec<Vec<String>>, SetupError> {
+async fn create_objects(
+    p: &mut Prepared,
+    cfg: &Config,
+) -> Result<Vec<Vec<TargetColumn>>, SetupError> {
     let tx = p
         .client
         .transaction()
@@ -188,7 +190,7 @@ async fn create_objects(p: &mut Prepared, cfg: &Config) -> Result<Vec<Vec<String
 }
 
 /// Reads the target columns of existing targets (after `init`).
-pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<String>>, SetupError> {
+pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<TargetColumn>>, SetupError> {
     let tx = p
         .client
         .transaction()
@@ -265,7 +267,8 @@ pub async fn init(
         .await
         .map_err(control::sql_err("recording progress"))?;
     tx.batch_execute(
-        "UPDATE deltamv.views SET state = 'ok', last_change_at = now(), updated_at = now()",
+        "UPDATE deltamv.views SET state = 'ok', last_change_at = now(), updated_at = now();
+         UPDATE deltamv.progress SET caught_up_at = now();",
     )
     .await
     .map_err(control::sql_err("recording view state"))?;

@@ -1,8 +1,10 @@
 //! `status`: per view rows, applied LSN, lag in bytes and seconds, and state.
 //!
 //! Lag in bytes is the server's current WAL position minus what the slot has confirmed (what is
-//! not yet durably applied); lag in seconds is how long ago the engine last was fully caught up
-//! (or applied a batch), so an idle, healthy engine shows about zero and a stopped one grows.
+//! not yet durably applied). Lag in seconds is the age of the freshest moment the targets are
+//! known to reflect: the source commit time of the last applied transaction, or the last time the
+//! engine saw the stream caught up with the server's flushed WAL, whichever is later. A healthy
+//! engine shows about zero whether busy or idle; a stopped or backlogged one grows.
 
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -45,7 +47,7 @@ pub async fn collect(
             .query_opt(
                 "SELECT p.applied_lsn::text,
                         (pg_current_wal_insert_lsn() - greatest(p.applied_lsn, coalesce(s.confirmed_flush_lsn, p.applied_lsn)))::int8,
-                        extract(epoch FROM now() - greatest(p.caught_up_at, p.updated_at))::float8
+                        extract(epoch FROM now() - greatest(p.caught_up_at, p.applied_commit_time))::float8
                    FROM deltamv.progress p LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
                   WHERE p.slot_name = $1",
                 &[&slot],

@@ -174,37 +174,36 @@ impl Value {
         })
     }
 
+    /// The value as PostgreSQL input text (zone-independent), `None` for NULL.
+    pub fn to_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(b) => (if *b { "t" } else { "f" }).to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => format_float(*f),
+            Value::Numeric(n) => n.to_string(),
+            Value::Text(s) => s.clone(),
+            Value::Uuid(u) => format_uuid(u),
+            Value::Date(d) => pgtime::format_date(*d),
+            Value::Timestamp(t) => pgtime::format_timestamp(*t),
+            Value::TimestampTz(t) => pgtime::format_timestamptz_utc(*t),
+            Value::Interval(iv) => pgtime::format_interval(*iv),
+        })
+    }
+
     /// Appends the value in COPY text format (`\N` for NULL, backslash escapes for text).
     pub fn write_copy_text(&self, out: &mut String) {
-        match self {
-            Value::Null => out.push_str("\\N"),
-            Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::Float(f) => out.push_str(&format_float(*f)),
-            Value::Numeric(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Value::Text(s) => escape_copy(s, out),
-            Value::Uuid(u) => out.push_str(&format_uuid(u)),
-            Value::Date(d) => out.push_str(&pgtime::format_date(*d)),
-            Value::Timestamp(t) => out.push_str(&pgtime::format_timestamp(*t)),
-            Value::TimestampTz(t) => out.push_str(&pgtime::format_timestamptz_utc(*t)),
-            Value::Interval(iv) => out.push_str(&pgtime::format_interval(*iv)),
+        match self.to_text() {
+            None => out.push_str("\\N"),
+            Some(s) => escape_copy(&s, out),
         }
     }
 
     /// The value as a SQL literal for messages and explain output.
     pub fn to_sql_text(&self) -> String {
-        match self {
-            Value::Null => "NULL".into(),
-            Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
-            other => {
-                let mut s = String::new();
-                other.write_copy_text(&mut s);
-                format!("'{s}'")
-            }
+        match self.to_text() {
+            None => "NULL".into(),
+            Some(s) => format!("'{}'", s.replace('\'', "''")),
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! A target is created with `CREATE TABLE ... AS <view query> WITH NO DATA`, so PostgreSQL itself
 //! decides its column names and types; the planner's inferred types are checked against them.
-//! Each batch writes only the changed groups, with absolute values: rows are streamed into a
-//! temporary staging table with one COPY per view, then one DELETE by group key and one INSERT.
+//! Each batch writes only the changed groups, with absolute values: per view one DELETE of the
+//! changed group keys and one INSERT of the new rows, each a prepared statement whose parameters
+//! are one text array per column (`unnest`), so a batch costs two round trips per view whatever
+//! its size, and no temporary tables churn the catalog.
 //! The applied LSN is written in the same transaction, so a batch applied twice writes the same
 //! rows and readers never see a half-applied batch. Each view's writes run under a savepoint: if
 //! one view's rows violate a declared constraint (a unique index narrower than its GROUP BY), that
@@ -12,7 +14,8 @@
 use bytes::Bytes;
 use futures_util::SinkExt;
 use thiserror::Error;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::maintain::TargetChange;
 use crate::plan::{quote_ident, quote_literal, ViewPlan};
@@ -42,25 +45,56 @@ fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> 
     }
 }
 
+/// A target column: its name and its type as PostgreSQL prints it (`format_type`).
+#[derive(Clone, Debug)]
+pub struct TargetColumn {
+    pub name: String,
+    pub type_name: String,
+}
+
 /// A view's target as the sink writes it.
 #[derive(Clone)]
 pub struct TargetTable {
     pub plan_name: String,
     pub table: String,
     pub columns: Vec<String>,
+    pub types: Vec<String>,
     pub key_columns: Vec<usize>,
-    stage: String,
 }
 
 impl TargetTable {
-    pub fn new(index: usize, plan: &ViewPlan, columns: Vec<String>) -> Self {
+    pub fn new(plan: &ViewPlan, columns: Vec<TargetColumn>) -> Self {
         TargetTable {
             plan_name: plan.name.to_string(),
             table: plan.name.quoted(),
-            columns,
+            types: columns.iter().map(|c| c.type_name.clone()).collect(),
+            columns: columns.into_iter().map(|c| c.name).collect(),
             key_columns: plan.key_columns.clone(),
-            stage: format!("dmv_stage_{index}"),
         }
+    }
+
+    /// `SELECT c1::type1, ... FROM unnest($1::text[], ...) s(c1, ...)` over the given columns:
+    /// values travel as text arrays (one parameter per column) and PostgreSQL types them.
+    fn unnest_select(&self, cols: &[usize]) -> String {
+        let params: Vec<String> = (1..=cols.len()).map(|i| format!("${i}::text[]")).collect();
+        let names: Vec<String> = (1..=cols.len()).map(|i| format!("c{i}")).collect();
+        let casts: Vec<String> = cols
+            .iter()
+            .zip(&names)
+            .map(|(c, n)| {
+                format!(
+                    "s.{n}::{} AS {}",
+                    self.types[*c],
+                    quote_ident(&self.columns[*c])
+                )
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM unnest({}) AS s({})",
+            casts.join(", "),
+            params.join(", "),
+            names.join(", ")
+        )
     }
 
     fn column_list(&self) -> String {
@@ -77,7 +111,7 @@ impl TargetTable {
 pub async fn ensure_target(
     tx: &Transaction<'_>,
     plan: &ViewPlan,
-) -> Result<Vec<String>, SinkError> {
+) -> Result<Vec<TargetColumn>, SinkError> {
     let view = plan.name.to_string();
     let kind = tx
         .query_opt(
@@ -152,22 +186,21 @@ pub async fn ensure_target(
                 theirs: r.get(2),
             });
         }
-        names.push(name);
+        names.push(TargetColumn {
+            name,
+            type_name: r.get(2),
+        });
     }
     Ok(names)
 }
 
 /// Appends one COPY text line.
-fn copy_line(out: &mut String, values: &[Value], live: Option<bool>) {
+fn copy_line(out: &mut String, values: &[Value]) {
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push('\t');
         }
         v.write_copy_text(out);
-    }
-    if let Some(live) = live {
-        out.push('\t');
-        out.push(if live { 't' } else { 'f' });
     }
     out.push('\n');
 }
@@ -197,77 +230,124 @@ pub fn is_view_data_error(e: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// Writes one view's changed groups inside `tx`.
-pub async fn write_changes(
-    tx: &Transaction<'_>,
-    t: &TargetTable,
-    changes: &[TargetChange],
-) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS;
-         ALTER TABLE {stage} ADD COLUMN IF NOT EXISTS dmv_live boolean;",
-        stage = t.stage,
-        table = t.table
-    ))
-    .await?;
-    let mut text = String::new();
-    let mut null_key = false;
-    for ch in changes {
-        match &ch.row {
-            Some(row) => copy_line(&mut text, row, Some(true)),
-            None => {
-                let mut row = vec![Value::Null; t.columns.len()];
-                for (k, col) in ch.key.iter().zip(&t.key_columns) {
-                    row[*col] = k.clone();
-                }
-                copy_line(&mut text, &row, Some(false));
-            }
-        }
-        null_key |= ch.key.iter().any(Value::is_null);
-    }
-    let cols = t.column_list();
-    copy_in(tx, &t.stage, &format!("{cols}, dmv_live"), text).await?;
-    let key_names: Vec<String> = t
-        .key_columns
-        .iter()
-        .map(|i| quote_ident(&t.columns[*i]))
-        .collect();
-    let mut sql = String::new();
-    if !key_names.is_empty() {
-        let eq = key_names
+/// The statements that write one target, prepared once per connection.
+pub struct TargetWriter {
+    pub target: TargetTable,
+    delete: Statement,
+    delete_null_keys: Statement,
+    insert: Statement,
+}
+
+impl TargetWriter {
+    /// Prepares: a DELETE of the changed groups by key (index-friendly `IN`), its twin for keys
+    /// containing NULL (GROUP BY puts NULLs in one group; `=` never matches them), and an INSERT
+    /// of the new rows.
+    pub async fn prepare(
+        client: &Client,
+        target: TargetTable,
+    ) -> Result<TargetWriter, tokio_postgres::Error> {
+        let keys = &target.key_columns;
+        let key_names: Vec<String> = keys
             .iter()
-            .map(|k| format!("t.{k} = s.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        sql.push_str(&format!(
-            "DELETE FROM {} t USING {} s WHERE {eq};",
-            t.table, t.stage
-        ));
-        if null_key {
-            let nd = key_names
+            .map(|i| quote_ident(&target.columns[*i]))
+            .collect();
+        let all: Vec<usize> = (0..target.columns.len()).collect();
+        let text_arrays = |n: usize| vec![Type::TEXT_ARRAY; n];
+        let delete_sql = if keys.is_empty() {
+            format!("DELETE FROM {}", target.table)
+        } else {
+            format!(
+                "DELETE FROM {} WHERE ({}) IN ({})",
+                target.table,
+                key_names.join(", "),
+                target.unnest_select(keys)
+            )
+        };
+        let delete_null_sql = if keys.is_empty() {
+            "SELECT 1 WHERE false".to_string()
+        } else {
+            let same = key_names
                 .iter()
                 .map(|k| format!("t.{k} IS NOT DISTINCT FROM s.{k}"))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+                .collect::<Vec<_>>();
             let any_null = key_names
                 .iter()
                 .map(|k| format!("s.{k} IS NULL"))
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            sql.push_str(&format!(
-                "DELETE FROM {} t USING {} s WHERE {nd} AND ({any_null});",
-                t.table, t.stage
-            ));
-        }
-    } else {
-        sql.push_str(&format!("DELETE FROM {};", t.table));
+                .collect::<Vec<_>>();
+            format!(
+                "DELETE FROM {} t USING ({}) s WHERE {} AND ({})",
+                target.table,
+                target.unnest_select(keys),
+                same.join(" AND "),
+                any_null.join(" OR ")
+            )
+        };
+        let insert_sql = format!(
+            "INSERT INTO {} ({}) {}",
+            target.table,
+            target.column_list(),
+            target.unnest_select(&all)
+        );
+        let delete = client
+            .prepare_typed(
+                &delete_sql,
+                &text_arrays(if keys.is_empty() { 0 } else { keys.len() }),
+            )
+            .await?;
+        let delete_null_keys = client
+            .prepare_typed(
+                &delete_null_sql,
+                &text_arrays(if keys.is_empty() { 0 } else { keys.len() }),
+            )
+            .await?;
+        let insert = client
+            .prepare_typed(&insert_sql, &text_arrays(all.len()))
+            .await?;
+        Ok(TargetWriter {
+            target,
+            delete,
+            delete_null_keys,
+            insert,
+        })
     }
-    sql.push_str(&format!(
-        "INSERT INTO {} ({cols}) SELECT {cols} FROM {} WHERE dmv_live;",
-        t.table, t.stage
-    ));
-    sql.push_str(&format!("TRUNCATE {};", t.stage));
-    tx.batch_execute(&sql).await
+
+    /// Writes one view's changed groups inside `tx`: absolute values, so a repeat is harmless.
+    pub async fn write(
+        &self,
+        tx: &Transaction<'_>,
+        changes: &[TargetChange],
+    ) -> Result<(), tokio_postgres::Error> {
+        let t = &self.target;
+        let mut keys: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(changes.len()); t.key_columns.len()];
+        let mut rows: Vec<Vec<Option<String>>> = vec![Vec::new(); t.columns.len()];
+        let mut null_key = false;
+        for ch in changes {
+            for (k, col) in ch.key.iter().zip(&mut keys) {
+                null_key |= k.is_null();
+                col.push(k.to_text());
+            }
+            if let Some(row) = &ch.row {
+                for (v, col) in row.iter().zip(&mut rows) {
+                    col.push(v.to_text());
+                }
+            }
+        }
+
+        tx.execute(&self.delete, &text_params(&keys)).await?;
+        if null_key {
+            tx.execute(&self.delete_null_keys, &text_params(&keys))
+                .await?;
+        }
+        if rows.first().is_some_and(|c| !c.is_empty()) {
+            tx.execute(&self.insert, &text_params(&rows)).await?;
+        }
+        Ok(())
+    }
+}
+
+fn text_params(cols: &[Vec<Option<String>>]) -> Vec<&(dyn ToSql + Sync)> {
+    cols.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
 
 /// Replaces all rows of a target (readers keep seeing the old rows until commit).
@@ -280,7 +360,7 @@ pub async fn replace_all(
         .await?;
     let mut text = String::new();
     for r in rows {
-        copy_line(&mut text, r, None);
+        copy_line(&mut text, r);
     }
     copy_in(tx, &t.table, &t.column_list(), text).await
 }
