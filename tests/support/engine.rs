@@ -67,12 +67,12 @@ impl EngineEnv {
     }
 
     /// Starts `deltamv run` in the background, its log in the state dir's sibling.
-    pub fn spawn_run(&self) -> Result<Child> {
+    pub fn spawn_run(&self) -> Result<EngineChild> {
         self.spawn(&["run"], &[])
     }
 
     /// Starts a command in the background with extra environment, logging to the engine log.
-    pub fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> Result<Child> {
+    pub fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> Result<EngineChild> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -84,7 +84,7 @@ impl EngineEnv {
             .stderr(log)
             .spawn()
             .context("spawning deltamv run")?;
-        Ok(child)
+        Ok(EngineChild(child))
     }
 
     pub fn engine_log(&self) -> String {
@@ -108,6 +108,29 @@ impl EngineEnv {
     pub fn today(&self, tz: &deltamv::pgtime::PgTimeZone) -> String {
         let clock = deltamv::clock::Clock::new(Some(self.clock_file.clone()));
         deltamv::pgtime::format_date(clock.today(tz))
+    }
+}
+
+/// A background deltamv process, killed when dropped so a failing test leaves nothing running.
+pub struct EngineChild(Child);
+
+impl std::ops::Deref for EngineChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EngineChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for EngineChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
