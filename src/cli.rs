@@ -73,6 +73,11 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Print a view's maintenance plan as an indented tree.
+    Explain {
+        #[arg(long)]
+        view: String,
+    },
     /// Per view: rows, applied LSN, lag, state.
     Status {
         #[arg(long)]
@@ -155,6 +160,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { view, repair } => reconcile_cmd(&cfg, view.as_deref(), repair).await,
+        Command::Explain { view } => {
+            let prepared = setup::prepare(&cfg).await?;
+            let plan = prepared
+                .plans
+                .iter()
+                .find(|p| p.name.to_string() == view || p.name.name == view)
+                .with_context(|| {
+                    format!("no view named {view:?} in {}", cfg.views_dir.display())
+                })?;
+            print!("{plan}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let prepared = setup::prepare(&cfg).await?;
             let statuses = status::collect(&prepared.client, &prepared.plans, &cfg.slot).await?;

@@ -200,3 +200,36 @@ async fn an_idle_engine_lets_the_slot_follow_the_wal() -> Result<()> {
     assert_eq!(exit, Some(0));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_prints_the_maintenance_plan() -> Result<()> {
+    let (_cluster, _client, env) = setup(Path::new("schema/views")).await?;
+    let (code, out, err) = env.run_cmd(&["explain", "--view", "analytics.mv_agent_performance"])?;
+    assert_eq!(code, 0, "{err}");
+    eprintln!("{out}");
+    for expected in [
+        "view analytics.mv_agent_performance",
+        "sink: upsert changed groups by (agent_id, workspace_id, run_date)",
+        "PercentileCont(0.95)(runtime_seconds) -> double precision  keeps: counted multiset",
+        "Sum(credits_consumed) -> numeric  keeps: exact sum and count",
+        "time-dependent: started_at >= ",
+        "scan public.agent_runs",
+    ] {
+        assert!(out.contains(expected), "explain lacks {expected:?}:\n{out}");
+    }
+    let (code, out, _) = env.run_cmd(&["explain", "--view", "analytics.mv_workspace_metrics"])?;
+    assert_eq!(code, 0);
+    let depth = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .map(|l| l.len() - l.trim_start().len())
+    };
+    assert!(
+        depth("scan public.agent_runs") > depth("sink:"),
+        "the inner aggregate is nested deeper:\n{out}"
+    );
+    let (code, _, err) = env.run_cmd(&["explain", "--view", "analytics.nope"])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("no view named"), "{err}");
+    Ok(())
+}
