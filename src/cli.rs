@@ -73,6 +73,14 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Recompute views from their SQL and apply the difference in one transaction (readers are
+    /// never blocked); recorded in deltamv.refresh_history.
+    Refresh {
+        #[arg(long, conflicts_with = "all")]
+        view: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
     /// Print a view's maintenance plan as an indented tree.
     Explain {
         #[arg(long)]
@@ -160,6 +168,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { view, repair } => reconcile_cmd(&cfg, view.as_deref(), repair).await,
+        Command::Refresh { view, all } => {
+            if view.is_none() && !all {
+                anyhow::bail!("say which views: --view NAME or --all");
+            }
+            refresh_cmd(&cfg, view.as_deref()).await
+        }
         Command::Explain { view } => {
             let prepared = setup::prepare(&cfg).await?;
             let plan = prepared
@@ -234,6 +248,56 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
+    let prepared = setup::prepare(cfg).await?;
+    let today = cfg
+        .clock_file
+        .as_ref()
+        .map(|_| pgtime::format_date(Clock::new(cfg.clock_file.clone()).today(&prepared.tz)));
+    let mut matched = false;
+    for plan in prepared
+        .plans
+        .iter()
+        .filter(|p| only.is_none_or(|v| p.name.to_string() == v || p.name.name == v))
+    {
+        matched = true;
+        let started = std::time::Instant::now();
+        let outcome = async {
+            let report = reconcile::compare(&prepared.client, plan, today.as_deref()).await?;
+            reconcile::repair(&prepared.client, plan, &report, today.as_deref()).await
+        }
+        .await;
+        let (changed, error) = match &outcome {
+            Ok(n) => (Some(*n as i64), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        crate::history::record(
+            &prepared.client,
+            &plan.name.to_string(),
+            crate::history::RefreshKind::FullRecompute,
+            started,
+            changed,
+            error.as_deref(),
+        )
+        .await
+        .context("recording refresh history")?;
+        let n = outcome?;
+        println!(
+            "{}: recomputed in {:.0} ms, {n} rows changed",
+            plan.name,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    if !matched {
+        anyhow::bail!(
+            "no view named {:?} in {}",
+            only.unwrap_or(""),
+            cfg.views_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn wait_for_signal() {

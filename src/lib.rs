@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod exact_float;
 pub mod failpoint;
+pub mod history;
 pub mod maintain;
 pub mod numeric;
 pub mod ops;

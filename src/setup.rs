@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::history::{self, RefreshKind};
 use crate::maintain::{Change, MaintainError, Maintainer};
 use crate::pgtime::PgTimeZone;
 use crate::plan::parse::{read_views_dir, ViewFileError};
@@ -223,6 +224,11 @@ pub async fn init(
         target_lsn,
         initialized_lsn(&store, &p.fingerprint)?,
     ) {
+        // Bookkeeping added by newer versions appears without a re-init (all IF NOT EXISTS).
+        p.client
+            .batch_execute(BOOKKEEPING_DDL)
+            .await
+            .map_err(control::sql_err("updating the deltamv schema"))?;
         let columns = target_columns(p).await?;
         let dates: Vec<i32> = store.meta("dates")?.unwrap_or_default();
         let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
@@ -234,6 +240,7 @@ pub async fn init(
         views = p.plans.len(),
         "initializing: creating targets, slot and snapshot"
     );
+    let started = std::time::Instant::now();
     let columns = create_objects(p, cfg).await?;
     let targets = p.targets(&columns);
     control::drop_slot(&p.client, &cfg.slot).await?;
@@ -262,6 +269,16 @@ pub async fn init(
         target::replace_all(&tx, t, rows)
             .await
             .map_err(control::sql_err(format!("loading {}", t.plan_name)))?;
+        history::record(
+            &tx,
+            &t.plan_name,
+            RefreshKind::InitialLoad,
+            started,
+            Some(rows.len() as i64),
+            None,
+        )
+        .await
+        .map_err(control::sql_err("recording refresh history"))?;
     }
     target::record_progress(&tx, &cfg.slot, lsn, None)
         .await

@@ -22,6 +22,16 @@ pub struct ViewStatus {
     pub lag_bytes: Option<i64>,
     pub lag_seconds: Option<f64>,
     pub last_change_at: Option<String>,
+    /// The latest initial load or full recompute: kind, finish time, duration.
+    pub last_refresh: Option<LastRefresh>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastRefresh {
+    pub kind: String,
+    pub finished_at: String,
+    pub duration_ms: f64,
+    pub error: Option<String>,
 }
 
 fn err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> ControlError + '_ {
@@ -78,6 +88,26 @@ pub async fn collect(
             Ok(r) => Some(r.get::<_, i64>(0)),
             Err(_) => None,
         };
+        let last_refresh = if has_schema {
+            client
+                .query_opt(
+                    "SELECT kind, finished_at::text, duration_ms, error FROM deltamv.refresh_history
+                      WHERE to_regclass('deltamv.refresh_history') IS NOT NULL AND view_name = $1
+                      ORDER BY finished_at DESC LIMIT 1",
+                    &[&name],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| LastRefresh {
+                    kind: r.get(0),
+                    finished_at: r.get(1),
+                    duration_ms: r.get(2),
+                    error: r.get(3),
+                })
+        } else {
+            None
+        };
         out.push(ViewStatus {
             view: name,
             state: row
@@ -90,6 +120,7 @@ pub async fn collect(
             lag_bytes: progress.as_ref().map(|p| p.get::<_, i64>(1).max(0)),
             lag_seconds: progress.as_ref().map(|p| p.get::<_, f64>(2).max(0.0)),
             last_change_at: row.as_ref().and_then(|r| r.get(2)),
+            last_refresh,
         });
     }
     Ok(out)
@@ -98,12 +129,12 @@ pub async fn collect(
 /// A fixed-width table for terminals.
 pub fn render(statuses: &[ViewStatus]) -> String {
     let mut s = format!(
-        "{:<36} {:<16} {:>10} {:>14} {:>12} {:>9}\n",
-        "VIEW", "STATE", "ROWS", "APPLIED LSN", "LAG BYTES", "LAG S"
+        "{:<36} {:<16} {:>10} {:>14} {:>12} {:>9}  {}\n",
+        "VIEW", "STATE", "ROWS", "APPLIED LSN", "LAG BYTES", "LAG S", "LAST REFRESH"
     );
     for v in statuses {
         s.push_str(&format!(
-            "{:<36} {:<16} {:>10} {:>14} {:>12} {:>9}\n",
+            "{:<36} {:<16} {:>10} {:>14} {:>12} {:>9}  {}\n",
             v.view,
             v.state,
             v.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
@@ -113,6 +144,10 @@ pub fn render(statuses: &[ViewStatus]) -> String {
                 .unwrap_or_else(|| "-".into()),
             v.lag_seconds
                 .map(|b| format!("{b:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            v.last_refresh
+                .as_ref()
+                .map(|r| format!("{} {:.0} ms at {}", r.kind, r.duration_ms, r.finished_at))
                 .unwrap_or_else(|| "-".into()),
         ));
         if let Some(e) = &v.last_error {

@@ -103,3 +103,64 @@ async fn reconcile_finds_exactly_the_tampered_rows_and_repairs_them() -> Result<
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_recomputes_and_records_history() -> Result<()> {
+    let cluster = PgCluster::start(ClusterOptions::default())?;
+    let url = cluster.create_database("app")?;
+    let client = support::connect(&url).await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+        .await?;
+    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
+    env.set_clock(NOW)?;
+    let now = chrono::DateTime::parse_from_rfc3339(NOW)?.timestamp_micros();
+    let mut w = Workload::new(9, now);
+    for stmt in w.seed_rows(300) {
+        client.batch_execute(&stmt).await?;
+    }
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    client.batch_execute("DELETE FROM analytics.mv_active_users WHERE ctid IN (SELECT ctid FROM analytics.mv_active_users LIMIT 2)").await?;
+    let (code, _, err) = env.run_cmd(&["refresh"])?;
+    assert_ne!(code, 0, "refresh needs --view or --all");
+    assert!(err.contains("--view NAME or --all"), "{err}");
+    let (code, out, err) = env.run_cmd(&["refresh", "--view", "analytics.mv_active_users"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("analytics.mv_active_users: recomputed") && out.contains("2 rows changed"),
+        "{out}"
+    );
+    let (code, out, err) = env.run_cmd(&["refresh", "--all"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.matches("0 rows changed").count(),
+        4,
+        "all views, nothing left to change:\n{out}"
+    );
+    let kinds: Vec<(String, String)> = client
+        .query(
+            "SELECT view_name, kind FROM deltamv.refresh_history ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|(_, k)| k == "initial load").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|(_, k)| k == "full recompute").count(),
+        5,
+        "{kinds:?}"
+    );
+    let (_, status, _) = env.run_cmd(&["status"])?;
+    assert!(
+        status.contains("full recompute"),
+        "status shows the last refresh:\n{status}"
+    );
+    Ok(())
+}

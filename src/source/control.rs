@@ -194,6 +194,17 @@ CREATE TABLE IF NOT EXISTS deltamv.views (
     last_change_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS deltamv.refresh_history (
+    id bigserial PRIMARY KEY,
+    view_name text NOT NULL,
+    kind text NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    duration_ms double precision NOT NULL,
+    rows_changed bigint,
+    error text
+);
+CREATE INDEX IF NOT EXISTS refresh_history_view ON deltamv.refresh_history (view_name, finished_at DESC);
 ";
 
 /// Creates the publication for `tables`, or sets its table list if it exists.

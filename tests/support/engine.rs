@@ -52,7 +52,7 @@ impl EngineEnv {
             .env("DELTAMV_STATE_DIR", &self.state_dir)
             .env("DELTAMV_VIEWS", &self.views_dir)
             .env("DELTAMV_CLOCK_FILE", &self.clock_file)
-            .env("DELTAMV_LOG", "info");
+            .env("DELTAMV_LOG", "info,tokio_postgres=warn");
         c
     }
 
