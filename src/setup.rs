@@ -8,6 +8,8 @@
 //! LSN and a "snapshot complete" mark last, so a crash anywhere during `init` makes the next
 //! `init`/`run` start the snapshot over.
 
+use std::collections::BTreeMap;
+
 use thiserror::Error;
 use tokio_postgres::Client;
 
@@ -16,9 +18,9 @@ use crate::config::Config;
 use crate::history::{self, RefreshKind};
 use crate::maintain::{Change, MaintainError, Maintainer};
 use crate::pgtime::PgTimeZone;
-use crate::plan::parse::{read_views_dir, ViewFileError};
+use crate::plan::parse::{read_views_dir, ViewFile, ViewFileError};
 use crate::plan::{
-    plan_view, source_tables, Catalog, QualifiedName, TableInfo, ViewError, ViewPlan,
+    deps, plan_view, source_tables, Catalog, QualifiedName, TableInfo, ViewError, ViewPlan,
 };
 use crate::sink::target::{self, SinkError, TargetColumn, TargetTable};
 use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
@@ -50,6 +52,8 @@ pub enum SetupError {
     Maintain(#[from] MaintainError),
     #[error(transparent)]
     StateThread(#[from] StateThreadGone),
+    #[error("view {view} is no longer defined, but {dependents} read it: restore its file, or remove or change the dependents first")]
+    RemovedInput { view: String, dependents: String },
 }
 
 /// Everything known before touching state: connection, zone, sources and plans.
@@ -58,7 +62,10 @@ pub struct Prepared {
     pub client: Client,
     pub tz: PgTimeZone,
     pub tables: Vec<TableInfo>,
+    /// Sorted by name (positions are view ids in the state store).
     pub plans: Vec<ViewPlan>,
+    /// Indexes into `plans`, every view after the views it reads (targets are created so).
+    pub creation_order: Vec<usize>,
     pub fingerprint: String,
 }
 
@@ -80,18 +87,32 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
     control::check_server(&client).await?;
     let tz = control::server_timezone(&client).await?;
     let files = read_views_dir(&cfg.views_dir)?;
+    let order = deps::dependency_order(&files).map_err(|error| ViewError {
+        view: "(all)".into(),
+        file: cfg.views_dir.display().to_string(),
+        error,
+    })?;
+    check_removed_inputs(&client, &files).await?;
     let mut names: Vec<QualifiedName> = Vec::new();
     for f in &files {
         source_tables(&f.query, &mut names);
     }
+    names.retain(|n| !files.iter().any(|f| &f.name == n));
     names.sort();
     let tables = control::load_tables(&client, &names).await?;
     let catalog: Catalog = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let mut plans = files
+    let mut planned: BTreeMap<QualifiedName, ViewPlan> = BTreeMap::new();
+    let mut topo = Vec::new();
+    for i in order {
+        let plan = plan_view(&files[i], &catalog, &planned, &tz)?;
+        topo.push(plan.name.clone());
+        planned.insert(plan.name.clone(), plan);
+    }
+    let plans: Vec<ViewPlan> = planned.into_values().collect();
+    let creation_order = topo
         .iter()
-        .map(|f| plan_view(f, &catalog, &tz))
-        .collect::<Result<Vec<_>, _>>()?;
-    plans.sort_by(|a, b| a.name.cmp(&b.name));
+        .filter_map(|n| plans.iter().position(|p| &p.name == n))
+        .collect();
     let mut fingerprint = format!("tz={}\n", tz.name());
     for t in &tables {
         let cols: Vec<String> = t
@@ -115,8 +136,44 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         tz,
         tables,
         plans,
+        creation_order,
         fingerprint,
     })
+}
+
+/// A view whose definition was removed while others still read it would silently turn its
+/// stale target into a "source table": refuse, naming the dependents.
+async fn check_removed_inputs(client: &Client, files: &[ViewFile]) -> Result<(), SetupError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('deltamv.views') IS NOT NULL", &[])
+        .await
+        .map_err(control::sql_err("looking up deltamv.views"))?
+        .get(0);
+    if !exists {
+        return Ok(());
+    }
+    let known = client
+        .query("SELECT view_name FROM deltamv.views", &[])
+        .await
+        .map_err(control::sql_err("reading deltamv.views"))?;
+    for row in known {
+        let former: String = row.get(0);
+        if files.iter().any(|f| f.name.to_string() == former) {
+            continue;
+        }
+        let readers: Vec<String> = deps::dependents(files)
+            .into_iter()
+            .filter(|(input, _)| input.to_string() == former)
+            .flat_map(|(_, readers)| readers.into_iter().map(|r| r.to_string()))
+            .collect();
+        if !readers.is_empty() {
+            return Err(SetupError::RemovedInput {
+                view: former,
+                dependents: readers.join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the state directory says about a previous `init`.
@@ -143,9 +200,10 @@ async fn create_objects(
         .await
         .map_err(control::sql_err("creating the deltamv schema"))?;
     let names: Vec<QualifiedName> = p.tables.iter().map(|t| t.name.clone()).collect();
-    let mut columns = Vec::new();
-    for plan in &p.plans {
-        columns.push(target::ensure_target(&tx, plan).await?);
+    let mut columns = vec![Vec::new(); p.plans.len()];
+    for &i in &p.creation_order {
+        let plan = &p.plans[i];
+        columns[i] = target::ensure_target(&tx, plan).await?;
         tx.execute(
             "INSERT INTO deltamv.views (view_name, file, query_sql, state, last_error, updated_at)
              VALUES ($1, $2, $3, 'loading', NULL, now())
@@ -197,9 +255,9 @@ pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<TargetColumn>>, 
         .transaction()
         .await
         .map_err(control::sql_err("reading targets"))?;
-    let mut out = Vec::new();
-    for plan in &p.plans {
-        out.push(target::ensure_target(&tx, plan).await?);
+    let mut out = vec![Vec::new(); p.plans.len()];
+    for &i in &p.creation_order {
+        out[i] = target::ensure_target(&tx, &p.plans[i]).await?;
     }
     tx.rollback()
         .await

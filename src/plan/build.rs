@@ -5,6 +5,8 @@
 //! becomes a group-key reference, as PostgreSQL's parser does). Implicit coercions are resolved
 //! here with PostgreSQL's rules for the supported types, so evaluation never has to.
 
+use std::collections::BTreeMap;
+
 use sqlparser::ast::{
     self, BinaryOperator, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
     GroupByExpr, SelectItem, SetExpr, TableFactor, UnaryOperator,
@@ -28,10 +30,12 @@ fn invalid<T>(what: impl Into<String>) -> Res<T> {
     Err(PlanError::Invalid(what.into()))
 }
 
-/// Plans one view file against the catalog of published source tables.
+/// Plans one view file against the catalog of published source tables and the plans of the
+/// views it may read (planned before it, in dependency order).
 pub fn plan_view(
     file: &ViewFile,
     catalog: &Catalog,
+    views: &BTreeMap<QualifiedName, ViewPlan>,
     tz: &PgTimeZone,
 ) -> Result<ViewPlan, ViewError> {
     let wrap = |error| ViewError {
@@ -40,7 +44,7 @@ pub fn plan_view(
         error,
     };
     let mut stages = Vec::new();
-    let source = plan_query(&file.query, catalog, tz, &mut stages).map_err(wrap)?;
+    let source = plan_query(&file.query, catalog, views, tz, &mut stages).map_err(wrap)?;
     let last = stages
         .last()
         .ok_or_else(|| wrap(PlanError::Invalid("empty query".into())))?;
@@ -87,6 +91,7 @@ pub fn plan_view(
 fn plan_query(
     q: &ast::Query,
     catalog: &Catalog,
+    views: &BTreeMap<QualifiedName, ViewPlan>,
     tz: &PgTimeZone,
     stages: &mut Vec<Stage>,
 ) -> Res<QualifiedName> {
@@ -104,7 +109,7 @@ fn plan_query(
     }
     let select = match q.body.as_ref() {
         SetExpr::Select(s) => s,
-        SetExpr::Query(inner) => return plan_query(inner, catalog, tz, stages),
+        SetExpr::Query(inner) => return plan_query(inner, catalog, views, tz, stages),
         SetExpr::SetOperation { op, .. } => return unsupported(format!("set operation {op}")),
         other => return unsupported(format!("query body {other}")),
     };
@@ -132,25 +137,39 @@ fn plan_query(
             name, args: None, ..
         } => {
             let qn = qualified(name)?;
-            let Some(table) = catalog.get(&qn) else {
-                return invalid(format!(
-                    "table {qn} is not a published source table (known: {})",
-                    known(catalog)
-                ));
-            };
-            let cols = table
-                .columns
-                .iter()
-                .map(|c| (c.name.clone(), c.ty, c.type_name.clone()))
-                .collect();
-            (StageInput::Table(qn.clone()), cols, qn)
+            if let Some(view) = views.get(&qn) {
+                // A maintained view: its stages become this view's inner stages, so both are
+                // maintained from the same changes in the same transaction.
+                stages.extend(view.stages.iter().cloned());
+                let last = view.last();
+                let cols = last
+                    .outputs
+                    .iter()
+                    .zip(&last.output_names)
+                    .map(|(e, n)| (n.clone(), Some(e.ty()), e.ty().pg_name().to_string()))
+                    .collect();
+                (StageInput::Inner, cols, view.source.clone())
+            } else {
+                let Some(table) = catalog.get(&qn) else {
+                    return invalid(format!(
+                        "table {qn} is not a published source table (known: {})",
+                        known(catalog)
+                    ));
+                };
+                let cols = table
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.ty, c.type_name.clone()))
+                    .collect();
+                (StageInput::Table(qn.clone()), cols, qn)
+            }
         }
         TableFactor::Derived {
             lateral: false,
             subquery,
             ..
         } => {
-            let source = plan_query(subquery, catalog, tz, stages)?;
+            let source = plan_query(subquery, catalog, views, tz, stages)?;
             let inner = stages
                 .last()
                 .ok_or_else(|| PlanError::Invalid("empty subquery".into()))?;
@@ -214,7 +233,14 @@ fn plan_query(
     let mut outputs = Vec::new();
     let mut output_names = Vec::new();
     for (e, alias) in &items {
-        outputs.push(b.build(e)?);
+        let out = b.build(e)?;
+        // PostgreSQL gives an untyped literal in the select list ('x', NULL) the type text.
+        let out = if out.ty() == SqlType::Unknown {
+            coerce(out, SqlType::Text, tz)?
+        } else {
+            out
+        };
+        outputs.push(out);
         output_names.push(alias.clone().unwrap_or_else(|| default_name(e)));
     }
     let having = match &select.having {
@@ -261,14 +287,12 @@ fn known(catalog: &Catalog) -> String {
         .join(", ")
 }
 
-/// The name of the first window function call (`f(...) OVER ...`) in `e`, if any.
-fn window_call(e: &ast::Expr) -> Option<String> {
+/// The direct sub-expressions of the SQL constructs the planner supports (function arguments,
+/// FILTER and WITHIN GROUP included). Other constructs have none here: planning refuses them.
+fn ast_children(e: &ast::Expr) -> Vec<&ast::Expr> {
     use ast::Expr as A;
-    let children: Vec<&ast::Expr> = match e {
+    match e {
         A::Function(f) => {
-            if f.over.is_some() {
-                return Some(f.name.to_string().to_lowercase());
-            }
             let mut args: Vec<&ast::Expr> = match &f.args {
                 FunctionArguments::List(list) => list
                     .args
@@ -306,8 +330,25 @@ fn window_call(e: &ast::Expr) -> Option<String> {
             .chain(else_result.as_deref())
             .collect(),
         _ => vec![],
-    };
-    children.into_iter().find_map(window_call)
+    }
+}
+
+/// The first function call in `e` (outermost first) that satisfies `pred`.
+fn find_call<'e>(
+    e: &'e ast::Expr,
+    pred: &dyn Fn(&ast::Function) -> bool,
+) -> Option<&'e ast::Function> {
+    if let ast::Expr::Function(f) = e {
+        if pred(f) {
+            return Some(f);
+        }
+    }
+    ast_children(e).into_iter().find_map(|c| find_call(c, pred))
+}
+
+/// The name of the first window function call (`f(...) OVER ...`) in `e`, if any.
+fn window_call(e: &ast::Expr) -> Option<String> {
+    find_call(e, &|f| f.over.is_some()).map(|f| f.name.to_string().to_lowercase())
 }
 
 /// GROUP BY items may be ordinals or output names (PostgreSQL prefers an input column of that
@@ -1043,11 +1084,14 @@ fn is_aggregate_name(name: &str) -> bool {
     )
 }
 
+/// Whether `e` calls an aggregate (read from the syntax tree: a string literal such as
+/// `'max(x)'` is not a call).
 fn contains_aggregate(e: &ast::Expr) -> bool {
-    let text = e.to_string().to_lowercase();
-    ["count(", "sum(", "avg(", "min(", "max(", "percentile_"]
-        .iter()
-        .any(|n| text.contains(n))
+    find_call(e, &|f| {
+        let name = f.name.to_string().to_lowercase();
+        is_aggregate_name(&name) || KNOWN_UNSUPPORTED_AGGS.contains(&name.as_str())
+    })
+    .is_some()
 }
 
 /// Unknown (an untyped literal) resolves to text, as PostgreSQL does.
@@ -1268,5 +1312,36 @@ pub fn source_tables(q: &ast::Query, out: &mut Vec<QualifiedName>) {
             TableFactor::Derived { subquery, .. } => source_tables(subquery, out),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn expr(sql: &str) -> ast::Expr {
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_expr())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    #[test]
+    fn aggregate_and_window_calls_are_read_from_the_syntax_tree() {
+        assert!(!contains_aggregate(&expr("COALESCE(error_code, 'max(x)')")));
+        assert!(contains_aggregate(&expr(
+            "100.0 * COUNT(*) FILTER (WHERE status = 'completed') / COUNT(*)"
+        )));
+        assert!(contains_aggregate(&expr(
+            "CASE WHEN x > 0 THEN -SUM(y) END"
+        )));
+        assert_eq!(
+            window_call(&expr("COALESCE(rank() OVER (ORDER BY x), 0)")),
+            Some("rank".to_string())
+        );
+        assert_eq!(window_call(&expr("COUNT(*) + 1")), None);
     }
 }

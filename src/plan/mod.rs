@@ -9,6 +9,7 @@
 //! types inferred here with the columns PostgreSQL gives the view's query and refuses on mismatch.
 
 mod build;
+pub mod deps;
 pub mod expr;
 pub mod parse;
 
