@@ -248,7 +248,7 @@ impl Loop<'_> {
             let result = self.state.call(move |m| {
                 let r = m.apply(attempt);
                 if r.is_err() {
-                    m.store().discard();
+                    m.discard();
                 }
                 r
             });
@@ -381,7 +381,7 @@ impl Loop<'_> {
             .call(move |m| {
                 let r = m.advance_dates(today);
                 if r.is_err() {
-                    m.store().discard();
+                    m.discard();
                 }
                 r
             })

@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ops::rank::Members;
 use crate::ops::Acc;
 use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{CmpOp, EvalCtx, EvalError, Expr, Inputs};
@@ -69,11 +70,12 @@ pub enum Change {
     },
 }
 
-/// A changed target row: the group key (in key order) and the new row, or `None` if it is gone.
+/// A changed group of a view's last stage: its key (in key order) and its rows now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetChange {
     pub key: Vec<Value>,
-    pub row: Option<Vec<Value>>,
+    /// The group's rows now: none (gone), one (an aggregate group) or up to k (a top-k partition).
+    pub rows: Vec<Vec<Value>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,7 +90,10 @@ struct GroupState {
     key: Vec<Value>,
     rows: i64,
     accs: Vec<Acc>,
-    output: Option<Vec<Value>>,
+    /// The input rows of a top-k partition (empty for aggregate stages).
+    members: Members,
+    /// The rows last written for this group.
+    output: Vec<Vec<Value>>,
 }
 
 struct ViewRuntime {
@@ -107,6 +112,8 @@ type Contribution = (Vec<Value>, Vec<Value>);
 
 pub struct Maintainer {
     store: Store,
+    /// Groups touched by the current batch, decoded (flag: may be deleted when empty).
+    groups: HashMap<Vec<u8>, (GroupState, bool)>,
     tz: PgTimeZone,
     tables: Vec<TableInfo>,
     referenced: Vec<Vec<bool>>,
@@ -151,6 +158,7 @@ impl Maintainer {
         }
         Maintainer {
             store,
+            groups: HashMap::new(),
             tz,
             tables,
             referenced,
@@ -306,9 +314,7 @@ impl Maintainer {
                 cf: CF_GROUPS,
                 detail: e.to_string(),
             })?;
-            if let Some(row) = g.output {
-                out.push(row);
-            }
+            out.extend(g.output);
         }
         Ok(out)
     }
@@ -492,22 +498,60 @@ impl Maintainer {
         };
         let kb = keys::group_key_bytes(&key);
         let gk = keys::group_key(v as u16, s as u8, &kb);
-        let mut g = match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
+        let deletable = !stage.keys.is_empty();
+        let is_topk = stage.topk.is_some();
+        let fresh_accs = || stage.aggs.iter().map(Acc::new).collect::<Vec<_>>();
+        let cached = self.groups.remove(&gk).map(|(g, _)| g);
+        let mut g = match cached {
             Some(g) => g,
-            None => GroupState {
-                key,
-                rows: 0,
-                accs: stage.aggs.iter().map(Acc::new).collect(),
-                output: None,
+            None => match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
+                Some(g) => g,
+                None => GroupState {
+                    key,
+                    rows: 0,
+                    accs: fresh_accs(),
+                    members: Members::default(),
+                    output: vec![],
+                },
             },
         };
         g.rows += sign;
+        if is_topk {
+            g.members.apply(row, sign);
+        }
         for (acc, arg) in g.accs.iter_mut().zip(&args) {
             acc.apply(arg, sign);
         }
-        self.store.put(CF_GROUPS, gk, &g);
+        self.groups.insert(gk, (g, deletable));
         touched.entry((v, s)).or_default().insert(kb);
         Ok(())
+    }
+
+    /// A group's state: from this batch's cache, else from the store. Groups are decoded once
+    /// and encoded once per batch however many rows touch them (see [`Self::flush_groups`]).
+    fn take_group(&mut self, gk: &[u8]) -> Result<Option<GroupState>, MaintainError> {
+        match self.groups.remove(gk) {
+            Some((g, _)) => Ok(Some(g)),
+            None => Ok(self.store.get::<GroupState>(CF_GROUPS, gk)?),
+        }
+    }
+
+    /// Writes every group touched by the batch into the store's pending writes, dropping empty
+    /// groups (except the single group of a stage without GROUP BY).
+    fn flush_groups(&mut self) {
+        for (gk, (g, deletable)) in self.groups.drain() {
+            if deletable && g.rows <= 0 {
+                self.store.delete(CF_GROUPS, gk);
+            } else {
+                self.store.put(CF_GROUPS, gk, &g);
+            }
+        }
+    }
+
+    /// Forgets everything folded since the last commit (after an error).
+    pub fn discard(&mut self) {
+        self.groups.clear();
+        self.store.discard();
     }
 
     /// Finalizes touched groups stage by stage; returns the last stages' changed rows per view.
@@ -522,57 +566,58 @@ impl Maintainer {
                 };
                 for kb in groups {
                     let gk = keys::group_key(v as u16, s as u8, &kb);
-                    let stage = &self.views[v].plan.stages[s];
-                    let mut g = match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
+                    let deletable = !self.views[v].plan.stages[s].keys.is_empty();
+                    let mut g = match self.take_group(&gk)? {
                         Some(g) => g,
-                        None if stage.keys.is_empty() => GroupState {
+                        None if !deletable => GroupState {
                             key: vec![],
                             rows: 0,
-                            accs: stage.aggs.iter().map(Acc::new).collect(),
-                            output: None,
+                            accs: self.views[v].plan.stages[s]
+                                .aggs
+                                .iter()
+                                .map(Acc::new)
+                                .collect(),
+                            members: Members::default(),
+                            output: vec![],
                         },
                         None => continue,
                     };
                     let new = self.output(v, s, &g).map_err(|e| self.view_err(v, e))?;
-                    let changed = match (&g.output, &new) {
-                        (Some(a), Some(b)) => !identical(a, b),
-                        (None, None) => false,
-                        _ => true,
-                    };
+                    let changed = g.output.len() != new.len()
+                        || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
                     let old = std::mem::replace(&mut g.output, new.clone());
-                    if g.rows <= 0 && !stage.keys.is_empty() {
-                        self.store.delete(CF_GROUPS, gk);
-                    } else {
-                        self.store.put(CF_GROUPS, gk, &g);
-                    }
+                    let key = g.key.clone();
+                    self.groups.insert(gk, (g, deletable));
                     if !changed {
                         continue;
                     }
                     if s + 1 == stages {
-                        out[v].push(TargetChange {
-                            key: g.key.clone(),
-                            row: new,
-                        });
+                        out[v].push(TargetChange { key, rows: new });
                     } else {
                         let date = self.views[v].date;
-                        if let Some(old) = old {
-                            self.contribute(v, s + 1, &old, -1, date, &mut touched)?;
+                        for row in &old {
+                            self.contribute(v, s + 1, row, -1, date, &mut touched)?;
                         }
-                        if let Some(new) = new {
-                            self.contribute(v, s + 1, &new, 1, date, &mut touched)?;
+                        for row in &new {
+                            self.contribute(v, s + 1, row, 1, date, &mut touched)?;
                         }
                     }
                 }
             }
         }
+        self.flush_groups();
         Ok(out)
     }
 
-    fn output(&self, v: usize, s: usize, g: &GroupState) -> Result<Option<Vec<Value>>, EvalError> {
+    /// The rows a group contributes to its stage's output now.
+    fn output(&self, v: usize, s: usize, g: &GroupState) -> Result<Vec<Vec<Value>>, EvalError> {
         let rt = &self.views[v];
         let stage = &rt.plan.stages[s];
         if g.rows <= 0 && !stage.keys.is_empty() {
-            return Ok(None);
+            return Ok(vec![]);
+        }
+        if let Some(t) = &stage.topk {
+            return Ok(g.members.top(t));
         }
         let aggs = stage
             .aggs
@@ -591,15 +636,15 @@ impl Maintainer {
         };
         if let Some(h) = &stage.having {
             if !h.holds(input, ctx)? {
-                return Ok(None);
+                return Ok(vec![]);
             }
         }
-        stage
+        let row = stage
             .outputs
             .iter()
             .map(|e| e.eval(input, ctx))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(vec![row])
     }
 
     /// The next date after `date` at which one of the view's date comparisons may flip for `row`.

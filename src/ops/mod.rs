@@ -8,6 +8,7 @@
 //! deletes where a running min or a streaming sketch cannot.
 
 mod multiset;
+pub mod rank;
 
 use std::collections::BTreeMap;
 

@@ -20,7 +20,7 @@ use super::{
 use crate::pgtime::{self, PgTimeZone};
 use crate::value::{SqlType, Value};
 
-type Res<T> = Result<T, PlanError>;
+pub(super) type Res<T> = Result<T, PlanError>;
 
 fn unsupported<T>(what: impl Into<String>) -> Res<T> {
     Err(PlanError::Unsupported(what.into()))
@@ -54,7 +54,7 @@ pub fn plan_view(
             *o == Expr::GroupKey {
                 index: i,
                 ty: key.ty(),
-            }
+            } || (last.topk.is_some() && o == key)
         });
         match pos {
             Some(p) => key_columns.push(p),
@@ -88,7 +88,7 @@ pub fn plan_view(
     })
 }
 
-fn plan_query(
+pub(super) fn plan_query(
     q: &ast::Query,
     catalog: &Catalog,
     views: &BTreeMap<QualifiedName, ViewPlan>,
@@ -113,6 +113,9 @@ fn plan_query(
         SetExpr::SetOperation { op, .. } => return unsupported(format!("set operation {op}")),
         other => return unsupported(format!("query body {other}")),
     };
+    if let Some((ranked_query, ranked)) = super::topk::detect(select) {
+        return super::topk::plan(select, ranked_query, ranked, catalog, views, tz, stages);
+    }
     if select.distinct.is_some() {
         return unsupported("SELECT DISTINCT (use GROUP BY)");
     }
@@ -275,6 +278,7 @@ fn plan_query(
         outputs,
         output_names,
         temporal,
+        topk: None,
     });
     Ok(source)
 }
@@ -761,6 +765,13 @@ impl Builder<'_> {
             | (T::Interval, ArithOp::Add, T::Date) => T::Timestamp,
             (T::Timestamp, ArithOp::Add | ArithOp::Sub, T::Interval) => T::Timestamp,
             (T::TimestampTz, ArithOp::Add | ArithOp::Sub, T::Interval) => T::TimestampTz,
+            (T::Timestamp | T::TimestampTz, ArithOp::Sub, T::Timestamp | T::TimestampTz) => {
+                return unsupported(format!(
+                    "{} - {} (interval results are not maintained)",
+                    lt.pg_name(),
+                    rt.pg_name()
+                ))
+            }
             _ => return Err(fail()),
         };
         let (l, r) = match (lt, rt) {

@@ -12,6 +12,7 @@ mod build;
 pub mod deps;
 pub mod expr;
 pub mod parse;
+pub mod topk;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -128,6 +129,8 @@ pub struct Stage {
     pub output_names: Vec<String>,
     /// Comparisons whose truth changes with CURRENT_DATE (innermost stage only).
     pub temporal: Vec<Expr>,
+    /// A ranking stage (its keys are the partition); absent for aggregate stages.
+    pub topk: Option<topk::TopK>,
 }
 
 /// The full plan of one maintained view.
@@ -196,6 +199,21 @@ impl fmt::Display for ViewPlan {
 
 fn write_stage(f: &mut fmt::Formatter<'_>, s: &Stage, indent: usize) -> fmt::Result {
     let pad = " ".repeat(indent);
+    if let Some(t) = &s.topk {
+        let keys: Vec<String> = s.keys.iter().map(|k| k.to_string()).collect();
+        let order: Vec<String> = t
+            .order
+            .iter()
+            .map(|(c, desc, _)| format!("#{c}{}", if *desc { " DESC" } else { "" }))
+            .collect();
+        return writeln!(
+            f,
+            "{pad}top {} per [{}] by [{}]  state: the partition's rows (a change re-ranks only its partition)",
+            t.limit,
+            keys.join(", "),
+            order.join(", ")
+        );
+    }
     let outs: Vec<String> = s
         .outputs
         .iter()

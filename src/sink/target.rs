@@ -327,7 +327,7 @@ impl TargetWriter {
                 null_key |= k.is_null();
                 col.push(k.to_text());
             }
-            if let Some(row) = &ch.row {
+            for row in &ch.rows {
                 for (v, col) in row.iter().zip(&mut rows) {
                     col.push(v.to_text());
                 }
