@@ -128,42 +128,49 @@ pub async fn compare(
             .map(|i| canonical(types[*i], &r[*i]))
             .collect()
     };
-    let mut exp: BTreeMap<Vec<Option<String>>, Row> = BTreeMap::new();
-    for r in &expected {
-        exp.insert(key_of(r), r.clone());
-    }
-    let mut act: BTreeMap<Vec<Option<String>>, Row> = BTreeMap::new();
-    let mut diffs = Vec::new();
-    for r in &actual {
-        if act.insert(key_of(r), r.clone()).is_some() {
-            diffs.push(RowDiff {
-                key: key_of(r),
-                expected: None,
-                actual: Some(r.clone()),
-            });
+    // Rows grouped by key: one per key for aggregate views, up to k per partition for top-k
+    // views; within a key, rows are matched in a canonical order.
+    let group = |rows: &[Row]| -> BTreeMap<Vec<Option<String>>, Vec<Row>> {
+        let mut m: BTreeMap<Vec<Option<String>>, Vec<Row>> = BTreeMap::new();
+        for r in rows {
+            m.entry(key_of(r)).or_default().push(r.clone());
         }
-    }
-    for (k, e) in &exp {
-        match act.get(k) {
-            Some(a)
-                if e.iter()
-                    .zip(a)
+        for rows in m.values_mut() {
+            rows.sort_by_key(|r| {
+                r.iter()
                     .zip(&types)
-                    .all(|((x, y), t)| same(*t, x, y)) => {}
-            other => diffs.push(RowDiff {
-                key: k.clone(),
-                expected: Some(e.clone()),
-                actual: other.cloned(),
-            }),
-        }
-    }
-    for (k, a) in &act {
-        if !exp.contains_key(k) {
-            diffs.push(RowDiff {
-                key: k.clone(),
-                expected: None,
-                actual: Some(a.clone()),
+                    .map(|(v, t)| canonical(*t, v))
+                    .collect::<Vec<_>>()
             });
+        }
+        m
+    };
+    let (exp, act) = (group(&expected), group(&actual));
+    let mut diffs = Vec::new();
+    let keys: std::collections::BTreeSet<&Vec<Option<String>>> =
+        exp.keys().chain(act.keys()).collect();
+    for k in keys {
+        let (e, a) = (
+            exp.get(k).map(Vec::as_slice).unwrap_or(&[]),
+            act.get(k).map(Vec::as_slice).unwrap_or(&[]),
+        );
+        for i in 0..e.len().max(a.len()) {
+            let (x, y) = (e.get(i), a.get(i));
+            let equal = match (x, y) {
+                (Some(x), Some(y)) => x
+                    .iter()
+                    .zip(y)
+                    .zip(&types)
+                    .all(|((p, q), t)| same(*t, p, q)),
+                _ => false,
+            };
+            if !equal {
+                diffs.push(RowDiff {
+                    key: k.clone(),
+                    expected: x.cloned(),
+                    actual: y.cloned(),
+                });
+            }
         }
     }
     Ok(Report {

@@ -131,11 +131,12 @@ async fn refresh_recomputes_and_records_history() -> Result<()> {
         out.contains("analytics.mv_active_users: recomputed") && out.contains("2 rows changed"),
         "{out}"
     );
+    let views = std::fs::read_dir("schema/views")?.count();
     let (code, out, err) = env.run_cmd(&["refresh", "--all"])?;
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
-        out.matches("0 rows changed").count(),
-        4,
+        out.matches(" 0 rows changed").count(),
+        views,
         "all views, nothing left to change:\n{out}"
     );
     let kinds: Vec<(String, String)> = client
@@ -149,12 +150,12 @@ async fn refresh_recomputes_and_records_history() -> Result<()> {
         .collect();
     assert_eq!(
         kinds.iter().filter(|(_, k)| k == "initial load").count(),
-        4,
+        views,
         "{kinds:?}"
     );
     assert_eq!(
         kinds.iter().filter(|(_, k)| k == "full recompute").count(),
-        5,
+        views + 1,
         "{kinds:?}"
     );
     let (_, status, _) = env.run_cmd(&["status"])?;

@@ -463,7 +463,7 @@ async fn one_seed(seed: u64) -> Result<()> {
         ("reports.weekly_workspace", 5),
         ("reports.workspace_day_spread", 2),
         ("reports.busy_agents", 1),
-        ("reports.error_codes", 5),
+        ("reports.error_codes", 3),
         ("reports.deploy_alarm", 1),
     ] {
         let n = count(&client, &format!("SELECT count(*) FROM {view}")).await?;

@@ -159,7 +159,7 @@ pub fn plan(
         });
     }
     let mut query = ranked_query.clone();
-    query.body = Box::new(SetExpr::Select(Box::new(rest)));
+    *query.body = SetExpr::Select(Box::new(rest));
     let source = plan_query(&query, catalog, views, tz, stages)?;
     let inner = stages
         .last()

@@ -38,7 +38,7 @@ impl Workload {
     pub fn new(seed: u64, now_micros: i64) -> Workload {
         let mut rng = SmallRng::seed_from_u64(seed);
         let workspaces: Vec<String> = (0..4).map(|_| uuid(&mut rng)).collect();
-        let agents = (0..12)
+        let agents = (0..48)
             .map(|i| (uuid(&mut rng), workspaces[i % workspaces.len()].clone()))
             .collect();
         let users = (0..15).map(|_| uuid(&mut rng)).collect();
