@@ -176,10 +176,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain { view } => {
             let prepared = setup::prepare(&cfg).await?;
+            let matches = |n: &crate::plan::QualifiedName| n.to_string() == view || n.name == view;
+            if let Some(fb) = prepared.fallbacks.iter().find(|f| matches(&f.name)) {
+                print!("{fb}");
+                return Ok(ExitCode::SUCCESS);
+            }
             let plan = prepared
                 .plans
                 .iter()
-                .find(|p| p.name.to_string() == view || p.name.name == view)
+                .find(|p| matches(&p.name))
                 .with_context(|| {
                     format!("no view named {view:?} in {}", cfg.views_dir.display())
                 })?;
@@ -188,7 +193,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => {
             let prepared = setup::prepare(&cfg).await?;
-            let statuses = status::collect(&prepared.client, &prepared.plans, &cfg.slot).await?;
+            let mut views: Vec<(crate::plan::QualifiedName, &str)> = prepared
+                .plans
+                .iter()
+                .map(|p| (p.name.clone(), "incremental"))
+                .collect();
+            views.extend(
+                prepared
+                    .fallbacks
+                    .iter()
+                    .map(|f| (f.name.clone(), "fallback")),
+            );
+            let statuses = status::collect(&prepared.client, &views, &cfg.slot).await?;
             if json {
                 println!(
                     "{}",
@@ -257,6 +273,22 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
         .as_ref()
         .map(|_| pgtime::format_date(Clock::new(cfg.clock_file.clone()).today(&prepared.tz)));
     let mut matched = false;
+    for fb in prepared
+        .fallbacks
+        .iter()
+        .filter(|p| only.is_none_or(|v| p.name.to_string() == v || p.name.name == v))
+    {
+        matched = true;
+        let started = std::time::Instant::now();
+        crate::refresher::refresh_now(&prepared.client, fb)
+            .await
+            .map_err(|e| anyhow::anyhow!("refreshing {}: {e}", fb.name))?;
+        println!(
+            "{}: refreshed concurrently in {:.0} ms",
+            fb.name,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     for plan in prepared
         .plans
         .iter()

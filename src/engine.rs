@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::maintain::{Change, MaintainError, Maintainer, TargetChange};
+use crate::plan::QualifiedName;
 use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
@@ -65,6 +66,7 @@ struct PendingTxn {
     end_lsn: u64,
     commit_time_micros: i64,
     changes: Vec<Change>,
+    touched: Vec<QualifiedName>,
 }
 
 /// Runs until `shutdown` turns true; reconnects after transient errors.
@@ -93,6 +95,8 @@ struct Loop<'a> {
     prepared: Prepared,
     state: StateThread<Maintainer>,
     writers: Vec<TargetWriter>,
+    /// Where to report changes for fallback views (absent when there are none).
+    refresher: Option<tokio::sync::mpsc::UnboundedSender<Vec<QualifiedName>>>,
     stream: SourceStream,
     /// LSN of the state in RocksDB.
     state_lsn: u64,
@@ -140,12 +144,22 @@ async fn run_once(
     )
     .await?;
     tracing::info!(state_lsn = %target::lsn_text(state_lsn), target_lsn = %target::lsn_text(target_lsn), "streaming");
+    let refresher = (!prepared.fallbacks.is_empty()).then(|| {
+        crate::refresher::spawn(
+            prepared.db.clone(),
+            prepared.fallbacks.clone(),
+            &prepared.settings,
+            Clock::new(cfg.clock_file.clone()),
+            shutdown.clone(),
+        )
+    });
     let mut lp = Loop {
         cfg,
         clock,
         prepared,
         state,
         writers,
+        refresher,
         stream,
         state_lsn,
         target_lsn,
@@ -175,12 +189,12 @@ impl Loop<'_> {
                 };
                 tokio::select! {
                     ev = self.stream.next() => match ev? {
-                        StreamEvent::Transaction { end_lsn, commit_time_micros, changes } => {
+                        StreamEvent::Transaction { end_lsn, commit_time_micros, changes, touched } => {
                             if end_lsn <= self.state_lsn {
                                 continue;
                             }
                             rows += changes.len();
-                            batch.push(PendingTxn { end_lsn, commit_time_micros, changes });
+                            batch.push(PendingTxn { end_lsn, commit_time_micros, changes, touched });
                             deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
                             if rows >= self.cfg.batch_max_rows {
                                 break;
@@ -219,6 +233,12 @@ impl Loop<'_> {
 
     /// Applies a batch: state-only for what the targets already reflect, then the rest.
     async fn apply(&mut self, batch: Vec<PendingTxn>) -> Result<(), EngineError> {
+        let mut touched: Vec<QualifiedName> = Vec::new();
+        for name in batch.iter().flat_map(|t| &t.touched) {
+            if !touched.contains(name) {
+                touched.push(name.clone());
+            }
+        }
         let (replay, fresh): (Vec<PendingTxn>, Vec<PendingTxn>) = batch
             .into_iter()
             .partition(|t| t.end_lsn <= self.target_lsn);
@@ -237,7 +257,21 @@ impl Loop<'_> {
         self.write_targets(&deltas, lsn, Some(commit_time)).await?;
         crate::failpoint::hit("after_target_commit");
         self.commit_state(lsn).await?;
+        self.notify(touched, &deltas);
         Ok(())
+    }
+
+    /// Tells the fallback refresher which tables and incremental views changed.
+    fn notify(&self, mut changed: Vec<QualifiedName>, deltas: &[Vec<TargetChange>]) {
+        let Some(tx) = &self.refresher else { return };
+        for (plan, d) in self.prepared.plans.iter().zip(deltas) {
+            if !d.is_empty() {
+                changed.push(plan.name.clone());
+            }
+        }
+        if !changed.is_empty() {
+            let _ = tx.send(changed);
+        }
     }
 
     /// Folds changes into state (in memory); a view whose SQL fails on this data is marked failed
@@ -389,6 +423,7 @@ impl Loop<'_> {
         tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
         let lsn = self.target_lsn;
         self.write_targets(&deltas, lsn, None).await?;
+        self.notify(vec![], &deltas);
         self.commit_state(self.state_lsn).await
     }
 

@@ -12,6 +12,7 @@ use tokio_postgres::GenericClient;
 pub enum RefreshKind {
     InitialLoad,
     FullRecompute,
+    FallbackRefresh,
 }
 
 impl RefreshKind {
@@ -19,6 +20,7 @@ impl RefreshKind {
         match self {
             RefreshKind::InitialLoad => "initial load",
             RefreshKind::FullRecompute => "full recompute",
+            RefreshKind::FallbackRefresh => "fallback refresh",
         }
     }
 }

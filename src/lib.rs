@@ -18,6 +18,8 @@ pub mod ops;
 pub mod pgtime;
 pub mod plan;
 pub mod reconcile;
+pub mod refresher;
+pub mod settings;
 pub mod setup;
 pub mod sink;
 pub mod source;

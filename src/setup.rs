@@ -20,8 +20,10 @@ use crate::maintain::{Change, MaintainError, Maintainer};
 use crate::pgtime::PgTimeZone;
 use crate::plan::parse::{read_views_dir, ViewFile, ViewFileError};
 use crate::plan::{
-    deps, plan_view, source_tables, Catalog, QualifiedName, TableInfo, ViewError, ViewPlan,
+    deps, plan_view, relations, source_tables, Catalog, FallbackPlan, PlanError, QualifiedName,
+    StageInput, TableInfo, ViewError, ViewPlan,
 };
+use crate::settings::{Mode, Settings};
 use crate::sink::target::{self, SinkError, TargetColumn, TargetTable};
 use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
@@ -36,6 +38,8 @@ const SNAPSHOT_CHUNK_ROWS: usize = 20_000;
 pub enum SetupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -66,6 +70,11 @@ pub struct Prepared {
     pub plans: Vec<ViewPlan>,
     /// Indexes into `plans`, every view after the views it reads (targets are created so).
     pub creation_order: Vec<usize>,
+    /// Views kept as refreshed materialized views, each after the views it reads.
+    pub fallbacks: Vec<FallbackPlan>,
+    /// The tables in the publication: incremental sources, and tables fallback views read.
+    pub published: Vec<QualifiedName>,
+    pub settings: Settings,
     pub fingerprint: String,
 }
 
@@ -93,26 +102,106 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         error,
     })?;
     check_removed_inputs(&client, &files).await?;
+    let settings = Settings::load(&cfg.views_dir)?;
     let mut names: Vec<QualifiedName> = Vec::new();
     for f in &files {
         source_tables(&f.query, &mut names);
     }
     names.retain(|n| !files.iter().any(|f| &f.name == n));
     names.sort();
-    let tables = control::load_tables(&client, &names).await?;
-    let catalog: Catalog = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let mut loaded = Vec::new();
+    for name in &names {
+        match control::load_tables(&client, std::slice::from_ref(name)).await {
+            Ok(mut t) => loaded.append(&mut t),
+            // A name in a fallback view's FROM may be a CTE; incremental views that name a
+            // missing table are refused by the planner below.
+            Err(ControlError::MissingTable(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let catalog: Catalog = loaded.iter().map(|t| (t.name.clone(), t.clone())).collect();
     let mut planned: BTreeMap<QualifiedName, ViewPlan> = BTreeMap::new();
+    let mut fallbacks: Vec<FallbackPlan> = Vec::new();
     let mut topo = Vec::new();
     for i in order {
-        let plan = plan_view(&files[i], &catalog, &planned, &tz)?;
-        topo.push(plan.name.clone());
-        planned.insert(plan.name.clone(), plan);
+        let f = &files[i];
+        let reads = relations(&f.query);
+        let forced = settings.view(&f.name.to_string()).mode == Mode::Fallback;
+        let reads_fallback = reads
+            .iter()
+            .find(|r| fallbacks.iter().any(|fb| &fb.name == *r));
+        let outcome = match (forced, reads_fallback) {
+            (true, _) => Err(PlanError::Unsupported(
+                "mode = \"fallback\" in deltamv.toml".into(),
+            )),
+            (false, Some(fb)) => Err(PlanError::Unsupported(format!(
+                "it reads fallback view {fb}"
+            ))),
+            (false, None) => plan_view(f, &catalog, &planned, &tz).map_err(|e| e.error),
+        };
+        match outcome {
+            Ok(plan) => {
+                topo.push(plan.name.clone());
+                planned.insert(plan.name.clone(), plan);
+            }
+            Err(PlanError::Unsupported(reason)) if has_unique_index(f) => fallbacks.push(FallbackPlan {
+                name: f.name.clone(),
+                file: f.path.clone(),
+                query_sql: f.query_sql.clone(),
+                index_sql: f.index_sql.clone(),
+                reason,
+                reads,
+            }),
+            Err(PlanError::Unsupported(reason)) => {
+                return Err(ViewError {
+                    view: f.name.to_string(),
+                    file: f.path.display().to_string(),
+                    error: PlanError::Unsupported(format!(
+                        "{reason}; declare a UNIQUE index on the view to keep it as a materialized view that deltamv refreshes"
+                    )),
+                }
+                .into())
+            }
+            Err(error) => {
+                return Err(ViewError { view: f.name.to_string(), file: f.path.display().to_string(), error }.into())
+            }
+        }
     }
     let plans: Vec<ViewPlan> = planned.into_values().collect();
     let creation_order = topo
         .iter()
         .filter_map(|n| plans.iter().position(|p| &p.name == n))
         .collect();
+    // Incremental views need the primary key of every table they read; fallback views are told
+    // about changes to any table with a key (others refresh on their schedule only).
+    let mut tables = Vec::new();
+    for t in loaded {
+        let incremental = plans.iter().any(|p| {
+            p.stages
+                .iter()
+                .any(|s| s.input == StageInput::Table(t.name.clone()))
+        });
+        if incremental {
+            control::require_key(&t)?;
+            tables.push(t);
+        }
+    }
+    let mut published: Vec<QualifiedName> = tables.iter().map(|t| t.name.clone()).collect();
+    for fb in &fallbacks {
+        for r in &fb.reads {
+            if published.contains(r) || files.iter().any(|f| &f.name == r) {
+                continue;
+            }
+            match control::table_has_key(&client, r).await? {
+                Some(true) => published.push(r.clone()),
+                Some(false) => {
+                    tracing::warn!(view = %fb.name, table = %r, "table has no primary key: it cannot be published, so the view refreshes on its schedule only")
+                }
+                None => {}
+            }
+        }
+    }
+    published.sort();
     let mut fingerprint = format!("tz={}\n", tz.name());
     for t in &tables {
         let cols: Vec<String> = t
@@ -137,7 +226,18 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         tables,
         plans,
         creation_order,
+        fallbacks,
+        published,
+        settings,
         fingerprint,
+    })
+}
+
+fn has_unique_index(f: &ViewFile) -> bool {
+    f.index_sql.iter().any(|sql| {
+        sql.trim_start()
+            .to_uppercase()
+            .starts_with("CREATE UNIQUE INDEX")
     })
 }
 
@@ -199,7 +299,6 @@ async fn create_objects(
     tx.batch_execute(BOOKKEEPING_DDL)
         .await
         .map_err(control::sql_err("creating the deltamv schema"))?;
-    let names: Vec<QualifiedName> = p.tables.iter().map(|t| t.name.clone()).collect();
     let mut columns = vec![Vec::new(); p.plans.len()];
     for &i in &p.creation_order {
         let plan = &p.plans[i];
@@ -214,38 +313,76 @@ async fn create_objects(
         .await
         .map_err(control::sql_err("recording the views"))?;
     }
-    let publication = &cfg.publication;
-    let list = names
-        .iter()
-        .map(|t| t.quoted())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[publication],
-        )
-        .await
-        .map_err(control::sql_err("looking up the publication"))?
-        .is_some();
-    let verb = if exists {
-        "ALTER PUBLICATION {} SET TABLE"
-    } else {
-        "CREATE PUBLICATION {} FOR TABLE"
-    };
-    let sql = format!(
-        "{} {list}",
-        verb.replace("{}", &crate::plan::quote_ident(publication))
-    );
-    tx.batch_execute(&sql)
-        .await
-        .map_err(control::sql_err(format!(
-            "creating publication {publication}"
-        )))?;
+    control::ensure_publication(&tx, &cfg.publication, &p.published).await?;
+    ensure_fallbacks(&tx, &p.fallbacks).await?;
     tx.commit()
         .await
         .map_err(control::sql_err("committing init"))?;
     Ok(columns)
+}
+
+/// Creates the fallback views that do not exist yet (in dependency order, with their declared
+/// indexes) and records them in `deltamv.views`. A fresh one is filled at creation.
+pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
+    client: &C,
+    fallbacks: &[FallbackPlan],
+) -> Result<(), SetupError> {
+    for fb in fallbacks {
+        let kind: Option<String> = client
+            .query_opt(
+                "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2",
+                &[&fb.name.schema, &fb.name.name],
+            )
+            .await
+            .map_err(control::sql_err(format!("looking up {}", fb.name)))?
+            .map(|r| r.get(0));
+        match kind.as_deref() {
+            None => {
+                let sql = format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE MATERIALIZED VIEW {} AS {} WITH DATA",
+                    crate::plan::quote_ident(&fb.name.schema),
+                    fb.name.quoted(),
+                    fb.query_sql
+                );
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(control::sql_err(format!(
+                        "creating fallback view {}",
+                        fb.name
+                    )))?;
+                for idx in &fb.index_sql {
+                    client
+                        .batch_execute(idx)
+                        .await
+                        .map_err(control::sql_err(format!(
+                            "creating index on {}: {idx}",
+                            fb.name
+                        )))?;
+                }
+            }
+            Some("m") => {}
+            Some(_) => {
+                return Err(SinkError::WrongKind {
+                    view: fb.name.to_string(),
+                    kind: "table (it was maintained incrementally)".into(),
+                }
+                .into())
+            }
+        }
+        client
+            .execute(
+                "INSERT INTO deltamv.views (view_name, file, query_sql, state, last_error, mode, updated_at)
+                 VALUES ($1, $2, $3, 'ok', NULL, 'fallback', now())
+                 ON CONFLICT (view_name) DO UPDATE SET file = EXCLUDED.file, query_sql = EXCLUDED.query_sql,
+                     mode = 'fallback', updated_at = now()",
+                &[&fb.name.to_string(), &fb.file.display().to_string(), &fb.query_sql],
+            )
+            .await
+            .map_err(control::sql_err("recording the views"))?;
+    }
+    Ok(())
 }
 
 /// Reads the target columns of existing targets (after `init`).
@@ -287,6 +424,8 @@ pub async fn init(
             .batch_execute(BOOKKEEPING_DDL)
             .await
             .map_err(control::sql_err("updating the deltamv schema"))?;
+        control::ensure_publication(&p.client, &cfg.publication, &p.published).await?;
+        ensure_fallbacks(&p.client, &p.fallbacks).await?;
         let columns = target_columns(p).await?;
         let dates: Vec<i32> = store.meta("dates")?.unwrap_or_default();
         let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
@@ -362,6 +501,12 @@ pub async fn init(
             ])
         })
         .await??;
+    // Fallback views reading incremental targets were created while those were empty.
+    for fb in &p.fallbacks {
+        if let Err(e) = crate::refresher::refresh_now(&p.client, fb).await {
+            tracing::warn!(view = %fb.name, error = %e, "first refresh of a fallback view failed; the engine retries");
+        }
+    }
     let total: usize = rows.iter().map(Vec::len).sum();
     tracing::info!(lsn = %target::lsn_text(lsn), rows = total, "initial load complete");
     Ok((state, targets, lsn))

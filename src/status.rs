@@ -9,12 +9,14 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::plan::ViewPlan;
+use crate::plan::QualifiedName;
 use crate::source::control::{describe, ControlError};
 
 #[derive(Debug, Serialize)]
 pub struct ViewStatus {
     pub view: String,
+    /// "incremental" or "fallback" (a materialized view refreshed by the engine).
+    pub mode: String,
     pub state: String,
     pub last_error: Option<String>,
     pub rows: Option<i64>,
@@ -44,7 +46,7 @@ fn err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> ControlError + '_
 /// Reads the status of every planned view.
 pub async fn collect(
     client: &Client,
-    plans: &[ViewPlan],
+    views: &[(QualifiedName, &str)],
     slot: &str,
 ) -> Result<Vec<ViewStatus>, ControlError> {
     let has_schema = client
@@ -68,8 +70,8 @@ pub async fn collect(
         None
     };
     let mut out = Vec::new();
-    for plan in plans {
-        let name = plan.name.to_string();
+    for (qname, mode) in views {
+        let name = qname.to_string();
         let row = if has_schema {
             client
                 .query_opt(
@@ -82,7 +84,7 @@ pub async fn collect(
             None
         };
         let rows = match client
-            .query_one(&format!("SELECT count(*) FROM {}", plan.name.quoted()), &[])
+            .query_one(&format!("SELECT count(*) FROM {}", qname.quoted()), &[])
             .await
         {
             Ok(r) => Some(r.get::<_, i64>(0)),
@@ -110,6 +112,7 @@ pub async fn collect(
         };
         out.push(ViewStatus {
             view: name,
+            mode: mode.to_string(),
             state: row
                 .as_ref()
                 .map(|r| r.get::<_, String>(0))
@@ -136,7 +139,11 @@ pub fn render(statuses: &[ViewStatus]) -> String {
         s.push_str(&format!(
             "{:<36} {:<16} {:>10} {:>14} {:>12} {:>9}  {}\n",
             v.view,
-            v.state,
+            if v.mode == "fallback" {
+                format!("{} (fallback)", v.state)
+            } else {
+                v.state.clone()
+            },
             v.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
             v.applied_lsn.clone().unwrap_or_else(|| "-".into()),
             v.lag_bytes

@@ -8,13 +8,11 @@
 use std::collections::BTreeMap;
 
 use super::parse::ViewFile;
-use super::{source_tables, PlanError, QualifiedName};
+use super::{PlanError, QualifiedName};
 
 /// The views (by index into `files`) that view `i` reads.
 fn inputs(files: &[ViewFile], i: usize) -> Vec<usize> {
-    let mut names = Vec::new();
-    source_tables(&files[i].query, &mut names);
-    names
+    super::relations(&files[i].query)
         .iter()
         .filter_map(|n| files.iter().position(|f| &f.name == n))
         .collect()
@@ -66,11 +64,8 @@ pub fn dependency_order(files: &[ViewFile]) -> Result<Vec<usize>, PlanError> {
 /// For each view name, the views that read it (for refusing to drop a view others depend on).
 pub fn dependents(files: &[ViewFile]) -> BTreeMap<QualifiedName, Vec<QualifiedName>> {
     let mut out: BTreeMap<QualifiedName, Vec<QualifiedName>> = BTreeMap::new();
-    let mut names = Vec::new();
     for f in files {
-        names.clear();
-        source_tables(&f.query, &mut names);
-        for n in &names {
+        for n in &super::relations(&f.query) {
             out.entry(n.clone()).or_default().push(f.name.clone());
         }
     }

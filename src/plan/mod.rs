@@ -163,6 +163,47 @@ impl ViewPlan {
     }
 }
 
+/// A view outside the incremental language, kept as a PostgreSQL materialized view and refreshed
+/// concurrently by the engine (see [`crate::refresher`]).
+#[derive(Clone, Debug)]
+pub struct FallbackPlan {
+    pub name: QualifiedName,
+    pub file: PathBuf,
+    pub query_sql: String,
+    pub index_sql: Vec<String>,
+    /// Why it is not maintained incrementally.
+    pub reason: String,
+    /// Every relation its query names (tables and views).
+    pub reads: Vec<QualifiedName>,
+}
+
+impl fmt::Display for FallbackPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "view {} ({})", self.name, self.file.display())?;
+        writeln!(
+            f,
+            "  fallback: materialized view, REFRESH MATERIALIZED VIEW CONCURRENTLY"
+        )?;
+        writeln!(f, "    reason: {}", self.reason)?;
+        let reads: Vec<String> = self.reads.iter().map(|r| r.to_string()).collect();
+        writeln!(f, "    refreshed after changes to: {}", reads.join(", "))
+    }
+}
+
+/// Every relation a query names (FROM, JOINs, subqueries anywhere), for fallback views.
+pub fn relations(q: &sqlparser::ast::Query) -> Vec<QualifiedName> {
+    let mut out = Vec::new();
+    let _ = sqlparser::ast::visit_relations(q, |name| {
+        if let Ok(qn) = parse::qualified(name) {
+            if !out.contains(&qn) {
+                out.push(qn);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
 /// Why a view cannot be planned.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum PlanError {

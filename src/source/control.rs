@@ -125,7 +125,8 @@ pub async fn server_timezone(client: &Client) -> Result<PgTimeZone, ControlError
     PgTimeZone::parse(&name).map_err(|e| ControlError::TimeZone(e.to_string()))
 }
 
-/// Reads the columns and primary key of each source table.
+/// Reads the columns and primary key of each table (the key may be empty: only incremental
+/// views need one, see [`require_key`]).
 pub async fn load_tables(
     client: &Client,
     names: &[QualifiedName],
@@ -163,9 +164,6 @@ pub async fn load_tables(
                 key.push(i);
             }
         }
-        if key.is_empty() {
-            return Err(ControlError::NoPrimaryKey(name.clone()));
-        }
         out.push(TableInfo {
             name: name.clone(),
             columns,
@@ -173,6 +171,31 @@ pub async fn load_tables(
         });
     }
     Ok(out)
+}
+
+/// Incremental views identify rows by the primary key.
+pub fn require_key(table: &TableInfo) -> Result<(), ControlError> {
+    if table.key.is_empty() {
+        return Err(ControlError::NoPrimaryKey(table.name.clone()));
+    }
+    Ok(())
+}
+
+/// Whether `name` is an ordinary table with a primary key (`None`: no such table).
+pub async fn table_has_key(
+    client: &Client,
+    name: &QualifiedName,
+) -> Result<Option<bool>, ControlError> {
+    let row = client
+        .query_opt(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&name.schema, &name.name],
+        )
+        .await
+        .map_err(sql_err(format!("looking up {name}")))?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// The bookkeeping schema: progress per source stream and state per view.
@@ -194,6 +217,7 @@ CREATE TABLE IF NOT EXISTS deltamv.views (
     last_change_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE deltamv.views ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'incremental';
 CREATE TABLE IF NOT EXISTS deltamv.refresh_history (
     id bigserial PRIMARY KEY,
     view_name text NOT NULL,
@@ -208,8 +232,8 @@ CREATE INDEX IF NOT EXISTS refresh_history_view ON deltamv.refresh_history (view
 ";
 
 /// Creates the publication for `tables`, or sets its table list if it exists.
-pub async fn ensure_publication(
-    client: &Client,
+pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
+    client: &C,
     publication: &str,
     tables: &[QualifiedName],
 ) -> Result<(), ControlError> {

@@ -17,7 +17,7 @@ use super::control::DbTarget;
 use super::pgoutput::{self, OldTuple, PgOutputMessage, TupleColumn, TupleData};
 use crate::maintain::Change;
 use crate::pgtime::PgTimeZone;
-use crate::plan::TableInfo;
+use crate::plan::{QualifiedName, TableInfo};
 use crate::value::{SqlType, Value};
 
 /// Session settings that make pgoutput's text values unambiguous.
@@ -52,6 +52,8 @@ pub enum StreamEvent {
         end_lsn: u64,
         commit_time_micros: i64,
         changes: Vec<Change>,
+        /// Every published table it changed (also those only fallback views read).
+        touched: Vec<QualifiedName>,
     },
     /// The server has sent everything up to `wal_end` and no transaction is open.
     Idle { wal_end: u64 },
@@ -71,7 +73,10 @@ pub struct SourceStream {
     referenced: Vec<Vec<bool>>,
     tz: PgTimeZone,
     relations: HashMap<u32, RelationMap>,
+    /// Every relation announced on the stream, maintained or not.
+    names: HashMap<u32, QualifiedName>,
     open: Option<Vec<Change>>,
+    touched: Vec<QualifiedName>,
 }
 
 impl SourceStream {
@@ -96,7 +101,9 @@ impl SourceStream {
             referenced,
             tz,
             relations: HashMap::new(),
+            names: HashMap::new(),
             open: None,
+            touched: Vec::new(),
         })
     }
 
@@ -129,6 +136,7 @@ impl SourceStream {
                         end_lsn: end_lsn.as_u64(),
                         commit_time_micros,
                         changes,
+                        touched: std::mem::take(&mut self.touched),
                     });
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } if self.open.is_none() => {
@@ -145,6 +153,8 @@ impl SourceStream {
     fn handle(&mut self, msg: PgOutputMessage) -> Result<(), StreamError> {
         match msg {
             PgOutputMessage::Relation(rel) => {
+                self.names
+                    .insert(rel.id, QualifiedName::new(&rel.namespace, &rel.name));
                 let Some(table) = self
                     .tables
                     .iter()
@@ -181,7 +191,7 @@ impl SourceStream {
             }
             PgOutputMessage::Insert { relation_id, new } => {
                 let Some(map) = self.relations.get(&relation_id) else {
-                    return self.unknown(relation_id);
+                    return self.unmaintained(relation_id);
                 };
                 let (row, _) = self.row(map, &new)?;
                 self.push(Change::Insert {
@@ -195,7 +205,7 @@ impl SourceStream {
                 new,
             } => {
                 let Some(map) = self.relations.get(&relation_id) else {
-                    return self.unknown(relation_id);
+                    return self.unmaintained(relation_id);
                 };
                 let (row, unchanged) = self.row(map, &new)?;
                 let old_key = match old {
@@ -219,7 +229,7 @@ impl SourceStream {
             }
             PgOutputMessage::Delete { relation_id, old } => {
                 let Some(map) = self.relations.get(&relation_id) else {
-                    return self.unknown(relation_id);
+                    return self.unmaintained(relation_id);
                 };
                 let (image, _) = self.row(map, old.tuple())?;
                 let key = map
@@ -234,9 +244,12 @@ impl SourceStream {
             }
             PgOutputMessage::Truncate { relation_ids, .. } => {
                 for id in relation_ids {
-                    if let Some(map) = self.relations.get(&id) {
-                        let table = map.table;
-                        self.push(Change::Truncate { table });
+                    match self.relations.get(&id) {
+                        Some(map) => {
+                            let table = map.table;
+                            self.push(Change::Truncate { table });
+                        }
+                        None => self.unmaintained(id)?,
                     }
                 }
             }
@@ -245,11 +258,31 @@ impl SourceStream {
         Ok(())
     }
 
-    fn unknown(&self, relation_id: u32) -> Result<(), StreamError> {
-        Err(StreamError::UnknownRelation(relation_id))
+    /// A change to a published table no incremental view reads (fallback views may): only noted.
+    fn unmaintained(&mut self, relation_id: u32) -> Result<(), StreamError> {
+        let name = self
+            .names
+            .get(&relation_id)
+            .ok_or(StreamError::UnknownRelation(relation_id))?
+            .clone();
+        self.note(name);
+        Ok(())
+    }
+
+    fn note(&mut self, name: QualifiedName) {
+        if !self.touched.contains(&name) {
+            self.touched.push(name);
+        }
     }
 
     fn push(&mut self, change: Change) {
+        let table = match &change {
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Delete { table, .. }
+            | Change::Truncate { table } => *table,
+        };
+        self.note(self.tables[table].name.clone());
         self.open.get_or_insert_with(Vec::new).push(change);
     }
 

@@ -1,0 +1,165 @@
+//! Fallback views: materialized views refreshed concurrently by the engine.
+//!
+//! A view outside the incremental language is kept as a real PostgreSQL materialized view with a
+//! unique index and refreshed with `REFRESH MATERIALIZED VIEW CONCURRENTLY` (readers are never
+//! blocked): after the tables or views it reads change, at most once per `min_interval`
+//! (debounce); on its schedule; and always in dependency order (a refreshed view marks the
+//! fallback views reading it as changed). One task refreshes one view at a time, so the engine
+//! never runs two refreshes of a view at once (PostgreSQL's lock serializes manual ones too).
+//! Failures are retried with exponential backoff and shown in `deltamv.views` and the history.
+//! "Now" comes from the engine's clock, so tests can move time through the schedule.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use crate::clock::Clock;
+use crate::history::{self, RefreshKind};
+use crate::plan::{FallbackPlan, QualifiedName};
+use crate::settings::{Settings, ViewSettings};
+use crate::source::control::{describe, DbTarget};
+
+struct Tracked {
+    plan: FallbackPlan,
+    settings: ViewSettings,
+    dirty: bool,
+    last_refresh: Option<i64>,
+    next_scheduled: Option<i64>,
+    failures: u32,
+    retry_at: i64,
+}
+
+/// Refreshes `plan` concurrently and records it in the history; returns the error text.
+pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), String> {
+    let started = Instant::now();
+    let result = client
+        .batch_execute(&format!(
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY {}",
+            plan.name.quoted()
+        ))
+        .await
+        .map_err(|e| describe(&e));
+    let error = result.as_ref().err().map(String::as_str);
+    let name = plan.name.to_string();
+    if let Err(e) = history::record(
+        client,
+        &name,
+        RefreshKind::FallbackRefresh,
+        started,
+        None,
+        error,
+    )
+    .await
+    {
+        tracing::warn!(view = %name, error = %describe(&e), "cannot record refresh history");
+    }
+    let state = if error.is_some() { "retrying" } else { "ok" };
+    let _ = client
+        .execute(
+            "UPDATE deltamv.views SET state = $2, last_error = $3, updated_at = now(),
+                 last_change_at = CASE WHEN $3::text IS NULL THEN now() ELSE last_change_at END
+              WHERE view_name = $1",
+            &[&name, &state, &error],
+        )
+        .await;
+    result
+}
+
+/// Starts the refresher; send it the names of tables and views that changed. It stops when the
+/// sender is dropped or `shutdown` turns true.
+pub fn spawn(
+    db: DbTarget,
+    fallbacks: Vec<FallbackPlan>,
+    settings: &Settings,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+) -> mpsc::UnboundedSender<Vec<QualifiedName>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<QualifiedName>>();
+    let now = clock.now_micros();
+    let mut views: Vec<Tracked> = fallbacks
+        .into_iter()
+        .map(|plan| {
+            let settings = settings.view(&plan.name.to_string()).clone();
+            let next_scheduled = settings.schedule.as_ref().and_then(|s| s.next_after(now));
+            // Changes may have happened while the engine was down: refresh once at start.
+            Tracked {
+                plan,
+                settings,
+                dirty: true,
+                last_refresh: None,
+                next_scheduled,
+                failures: 0,
+                retry_at: 0,
+            }
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut client: Option<Client> = None;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(changed) => mark(&mut views, &changed),
+                    None => return,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                match db.connect().await {
+                    Ok(c) => client = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refresher cannot connect; retrying");
+                        continue;
+                    }
+                }
+            }
+            if let Some(c) = &client {
+                tick(c, &mut views, &clock).await;
+            }
+        }
+    });
+    tx
+}
+
+fn mark(views: &mut [Tracked], changed: &[QualifiedName]) {
+    for v in views.iter_mut() {
+        if v.plan.reads.iter().any(|r| changed.contains(r)) {
+            v.dirty = true;
+        }
+    }
+}
+
+async fn tick(client: &Client, views: &mut [Tracked], clock: &Clock) {
+    for i in 0..views.len() {
+        let now = clock.now_micros();
+        let v = &views[i];
+        let debounced = v
+            .last_refresh
+            .is_none_or(|l| now - l >= v.settings.min_interval.as_micros() as i64);
+        let scheduled = v.next_scheduled.is_some_and(|n| now >= n);
+        if !((v.dirty && debounced) || scheduled) || now < v.retry_at {
+            continue;
+        }
+        let result = refresh_now(client, &v.plan).await;
+        let v = &mut views[i];
+        match result {
+            Ok(()) => {
+                v.dirty = false;
+                v.last_refresh = Some(now);
+                v.next_scheduled = v.settings.schedule.as_ref().and_then(|s| s.next_after(now));
+                v.failures = 0;
+                v.retry_at = 0;
+                let name = v.plan.name.clone();
+                tracing::info!(view = %name, "fallback view refreshed");
+                mark(views, std::slice::from_ref(&name));
+            }
+            Err(e) => {
+                v.failures += 1;
+                let backoff_s = 2i64.saturating_pow(v.failures.min(6)).min(60);
+                v.retry_at = now + backoff_s * 1_000_000;
+                tracing::error!(view = %v.plan.name, error = %e, retry_in_s = backoff_s, "fallback refresh failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Per-view settings: `deltamv.toml` next to the view files, with defaults.
+//!
+//! ```toml
+//! [defaults]
+//! min_interval_ms = 5000        # fallback views: at most one refresh per interval after changes
+//! freshness_target_s = 60       # how stale a view may be before status calls it stale
+//!
+//! [views."analytics.mv_workspace_names"]
+//! mode = "fallback"             # "auto" (incremental when the planner can, else fallback)
+//! schedule = "every 10m"        # or a cron expression: "0 3 * * *" (UTC)
+//! ```
+//! Settings are read and validated once at start; a bad file is an error that names the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const SETTINGS_FILE: &str = "deltamv.toml";
+
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    #[error("{file}: {detail}")]
+    Invalid { file: String, detail: String },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Incremental when the planner supports the query, else a refreshed materialized view.
+    #[default]
+    Auto,
+    Fallback,
+}
+
+/// When a fallback view is refreshed regardless of changes.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    Every(Duration),
+    Cron(Box<croner::Cron>),
+}
+
+impl Schedule {
+    fn parse(text: &str) -> Result<Schedule, String> {
+        if let Some(rest) = text.trim().strip_prefix("every ") {
+            return parse_duration(rest).map(Schedule::Every);
+        }
+        croner::Cron::from_str(text)
+            .map(|c| Schedule::Cron(Box::new(c)))
+            .map_err(|e| format!("schedule {text:?}: {e} (write \"every 10m\" or a cron expression like \"0 3 * * *\")"))
+    }
+
+    /// The first due time strictly after `after_micros` (microseconds since 1970, UTC).
+    pub fn next_after(&self, after_micros: i64) -> Option<i64> {
+        match self {
+            Schedule::Every(d) => Some(after_micros.saturating_add(d.as_micros() as i64)),
+            Schedule::Cron(c) => {
+                let t = chrono::DateTime::from_timestamp_micros(after_micros)?;
+                c.find_next_occurrence(&t, false)
+                    .ok()
+                    .map(|n| n.timestamp_micros())
+            }
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("duration {text:?}: expected a number and a unit (s, m, h, d)"))?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => {
+            return Err(format!(
+                "duration {text:?}: unknown unit {other:?} (s, m, h, d)"
+            ))
+        }
+    };
+    if secs == 0 {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    mode: Option<Mode>,
+    min_interval_ms: Option<u64>,
+    schedule: Option<String>,
+    freshness_target_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    defaults: RawView,
+    #[serde(default)]
+    views: BTreeMap<String, RawView>,
+}
+
+/// The settings of one view, defaults applied.
+#[derive(Clone, Debug)]
+pub struct ViewSettings {
+    pub mode: Mode,
+    pub min_interval: Duration,
+    pub schedule: Option<Schedule>,
+    pub freshness_target: Duration,
+}
+
+/// All views' settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    defaults: ViewSettings,
+    views: BTreeMap<String, ViewSettings>,
+}
+
+impl Settings {
+    /// Reads `deltamv.toml` from the views directory (absent: all defaults).
+    pub fn load(views_dir: &Path) -> Result<Settings, SettingsError> {
+        let path = views_dir.join(SETTINGS_FILE);
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(SettingsError::Invalid {
+                    file,
+                    detail: e.to_string(),
+                })
+            }
+        };
+        Settings::parse(&text).map_err(|detail| SettingsError::Invalid { file, detail })
+    }
+
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let base = ViewSettings {
+            mode: Mode::Auto,
+            min_interval: Duration::from_millis(5000),
+            schedule: None,
+            freshness_target: Duration::from_secs(60),
+        };
+        let defaults = apply(&base, &raw.defaults, "defaults")?;
+        let mut views = BTreeMap::new();
+        for (name, v) in &raw.views {
+            views.insert(name.clone(), apply(&defaults, v, name)?);
+        }
+        Ok(Settings { defaults, views })
+    }
+
+    pub fn view(&self, name: &str) -> &ViewSettings {
+        self.views.get(name).unwrap_or(&self.defaults)
+    }
+}
+
+fn apply(base: &ViewSettings, raw: &RawView, what: &str) -> Result<ViewSettings, String> {
+    let schedule = match &raw.schedule {
+        Some(s) => Some(Schedule::parse(s).map_err(|e| format!("[{what}] {e}"))?),
+        None => base.schedule.clone(),
+    };
+    Ok(ViewSettings {
+        mode: raw.mode.unwrap_or(base.mode),
+        min_interval: raw
+            .min_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or(base.min_interval),
+        schedule,
+        freshness_target: raw
+            .freshness_target_s
+            .map(Duration::from_secs)
+            .unwrap_or(base.freshness_target),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::parse(
+            "[defaults]\nmin_interval_ms = 100\n[views.\"a.b\"]\nmode = \"fallback\"\nschedule = \"every 10m\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.view("a.b").mode, Mode::Fallback);
+        assert_eq!(s.view("a.b").min_interval, Duration::from_millis(100));
+        assert_eq!(s.view("x.y").mode, Mode::Auto);
+        let every = s.view("a.b").schedule.as_ref().expect("schedule");
+        assert_eq!(every.next_after(0), Some(600_000_000));
+    }
+
+    #[test]
+    fn cron_and_errors() {
+        let s = Settings::parse("[views.\"a.b\"]\nschedule = \"0 3 * * *\"\n").expect("valid");
+        let cron = s.view("a.b").schedule.as_ref().expect("schedule");
+        // 1970-01-01 00:00 UTC -> 03:00 the same day.
+        assert_eq!(cron.next_after(0), Some(3 * 3_600_000_000));
+        assert!(Settings::parse("[views.\"a.b\"]\nschedule = \"every 0m\"").is_err());
+        assert!(Settings::parse("[views.\"a.b\"]\nschedule = \"sometimes\"")
+            .expect_err("bad")
+            .contains("cron"));
+        assert!(Settings::parse("[views.\"a.b\"]\nmood = \"x\"")
+            .expect_err("bad")
+            .contains("mood"));
+    }
+}
