@@ -16,6 +16,14 @@ use crate::config::{
 };
 use crate::{engine, pgtime, reconcile, setup, status};
 
+/// Prints a line to stdout, ignoring a closed pipe (`deltamv reconcile | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "deltamv",
@@ -150,7 +158,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let mut prepared = setup::prepare(&cfg).await?;
             let clock = Clock::new(cfg.clock_file.clone());
             let (_state, _targets, lsn) = setup::init(&mut prepared, &cfg, &clock, resync).await?;
-            println!(
+            outln!(
                 "initialized: {} views at LSN {}",
                 prepared.plans.len(),
                 crate::sink::target::lsn_text(lsn)
@@ -178,7 +186,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let prepared = setup::prepare(&cfg).await?;
             let matches = |n: &crate::plan::QualifiedName| n.to_string() == view || n.name == view;
             if let Some(fb) = prepared.fallbacks.iter().find(|f| matches(&f.name)) {
-                print!("{fb}");
+                outln!("{}", fb.to_string().trim_end());
                 return Ok(ExitCode::SUCCESS);
             }
             let plan = prepared
@@ -188,7 +196,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| {
                     format!("no view named {view:?} in {}", cfg.views_dir.display())
                 })?;
-            print!("{plan}");
+            outln!("{}", plan.to_string().trim_end());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
@@ -206,12 +214,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             let statuses = status::collect(&prepared.client, &views, &cfg.slot).await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&statuses).context("encoding status")?
                 );
             } else {
-                print!("{}", status::render(&statuses));
+                outln!("{}", status::render(&statuses).trim_end());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -239,7 +247,7 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
     let mut differing = 0usize;
     for plan in plans {
         let report = reconcile::compare(&prepared.client, plan, today.as_deref()).await?;
-        println!(
+        outln!(
             "{}: {} rows expected, {} in target, {} differing",
             report.view,
             report.expected_rows,
@@ -247,14 +255,16 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
             report.diffs.len()
         );
         for d in report.diffs.iter().take(50) {
-            println!(
+            outln!(
                 "  key {:?}\n    expected {:?}\n    actual   {:?}",
-                d.key, d.expected, d.actual
+                d.key,
+                d.expected,
+                d.actual
             );
         }
         if repair && !report.diffs.is_empty() {
             let n = reconcile::repair(&prepared.client, plan, &report, today.as_deref()).await?;
-            println!("  repaired {n} rows");
+            outln!("  repaired {n} rows");
         } else {
             differing += report.diffs.len();
         }
@@ -283,7 +293,7 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
         crate::refresher::refresh_now(&prepared.client, fb)
             .await
             .map_err(|e| anyhow::anyhow!("refreshing {}: {e}", fb.name))?;
-        println!(
+        outln!(
             "{}: refreshed concurrently in {:.0} ms",
             fb.name,
             started.elapsed().as_secs_f64() * 1000.0
@@ -316,7 +326,7 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
         .await
         .context("recording refresh history")?;
         let n = outcome?;
-        println!(
+        outln!(
             "{}: recomputed in {:.0} ms, {n} rows changed",
             plan.name,
             started.elapsed().as_secs_f64() * 1000.0
