@@ -24,6 +24,7 @@ done
 t1=$(now)
 export DELTAMV_STATE_DIR="$DIR/state"
 "$BIN" init 2>"$DIR/init.log" || { cat "$DIR/init.log"; exit 1; }
+[ -n "${COMPARE_HOLD:-}" ] && sleep "$COMPARE_HOLD"
 t2=$(now)
 pg=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")
 dm=$(awk "BEGIN { printf \"%.2f\", $t2 - $t1 }")
