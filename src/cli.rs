@@ -72,7 +72,11 @@ enum Command {
         resync: bool,
     },
     /// Stream changes and keep every target fresh until SIGINT/SIGTERM.
-    Run,
+    Run {
+        /// Address of the HTTP endpoints (/metrics, /healthz, /readyz), or "off".
+        #[arg(long, env = "DELTAMV_HTTP", default_value = "127.0.0.1:9187")]
+        http: String,
+    },
     /// Recompute views from their SQL and compare with the targets; exit 1 when rows differ.
     Reconcile {
         #[arg(long)]
@@ -88,6 +92,14 @@ enum Command {
         view: Option<String>,
         #[arg(long)]
         all: bool,
+    },
+    /// Exit 1 when a view is failed or staler than allowed (for cron, CI and load balancers).
+    Check {
+        /// e.g. 30s, 500ms, 5m; default: each view's freshness_target_s from deltamv.toml.
+        #[arg(long)]
+        max_lag: Option<String>,
+        #[arg(long)]
+        view: Option<String>,
     },
     /// Print a view's maintenance plan as an indented tree.
     Explain {
@@ -165,14 +177,31 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run => {
+        Command::Run { http } => {
             let (tx, rx) = watch::channel(false);
+            let metrics = std::sync::Arc::new(crate::monitor::Metrics::default());
+            if http != "off" {
+                let ctx = crate::monitor::http::Context {
+                    db: crate::source::control::DbTarget::parse(&cfg.database_url)?,
+                    settings: crate::settings::Settings::load(&cfg.views_dir)?,
+                    metrics: metrics.clone(),
+                    token: std::env::var("DELTAMV_HTTP_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty()),
+                };
+                let bound = crate::monitor::http::serve(&http, ctx, rx.clone())
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {http} (set --http ADDR or DELTAMV_HTTP=off)")
+                    })?;
+                tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+            }
             tokio::spawn(async move {
                 wait_for_signal().await;
                 tracing::info!("shutting down");
                 let _ = tx.send(true);
             });
-            engine::run(&cfg, rx).await?;
+            engine::run(&cfg, metrics, rx).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { view, repair } => reconcile_cmd(&cfg, view.as_deref(), repair).await,
@@ -181,6 +210,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 anyhow::bail!("say which views: --view NAME or --all");
             }
             refresh_cmd(&cfg, view.as_deref()).await
+        }
+        Command::Check { max_lag, view } => {
+            let max = max_lag
+                .as_deref()
+                .map(crate::settings::parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--max-lag: {e}"))?;
+            let prepared = setup::prepare(&cfg).await?;
+            let views = all_views(&prepared, view.as_deref())?;
+            let statuses = status::collect(&prepared.client, &views).await?;
+            let stale = status::stale(&statuses, &|name| {
+                max.unwrap_or_else(|| prepared.settings.view(name).freshness_target)
+            });
+            for line in &stale {
+                outln!("stale {line}");
+            }
+            if stale.is_empty() {
+                outln!("fresh: {} views", statuses.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(1))
+            }
         }
         Command::Explain { view } => {
             let prepared = setup::prepare(&cfg).await?;
@@ -201,18 +252,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => {
             let prepared = setup::prepare(&cfg).await?;
-            let mut views: Vec<(crate::plan::QualifiedName, &str)> = prepared
-                .plans
-                .iter()
-                .map(|p| (p.name.clone(), "incremental"))
-                .collect();
-            views.extend(
-                prepared
-                    .fallbacks
-                    .iter()
-                    .map(|f| (f.name.clone(), "fallback")),
-            );
-            let statuses = status::collect(&prepared.client, &views, &cfg.slot).await?;
+            let views = all_views(&prepared, None)?;
+            let statuses = status::collect(&prepared.client, &views).await?;
             if json {
                 outln!(
                     "{}",
@@ -340,6 +381,31 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every maintained view (or just `only`) with its mode.
+fn all_views(
+    prepared: &setup::Prepared,
+    only: Option<&str>,
+) -> Result<Vec<(crate::plan::QualifiedName, &'static str)>> {
+    let mut views: Vec<(crate::plan::QualifiedName, &'static str)> = prepared
+        .plans
+        .iter()
+        .map(|p| (p.name.clone(), "incremental"))
+        .collect();
+    views.extend(
+        prepared
+            .fallbacks
+            .iter()
+            .map(|f| (f.name.clone(), "fallback")),
+    );
+    if let Some(v) = only {
+        views.retain(|(n, _)| n.to_string() == v || n.name == v);
+        if views.is_empty() {
+            anyhow::bail!("no view named {v:?}");
+        }
+    }
+    Ok(views)
 }
 
 async fn wait_for_signal() {

@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::maintain::{Change, MaintainError, Maintainer, TargetChange};
+use crate::monitor::Metrics;
 use crate::plan::QualifiedName;
 use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
@@ -70,13 +73,20 @@ struct PendingTxn {
 }
 
 /// Runs until `shutdown` turns true; reconnects after transient errors.
-pub async fn run(cfg: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
+pub async fn run(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), EngineError> {
     let clock = Clock::new(cfg.clock_file.clone());
     let mut backoff = Duration::from_millis(200);
     loop {
-        match run_once(cfg, &clock, &mut shutdown).await {
+        match run_once(cfg, &clock, &metrics, &mut shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                metrics
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "engine interrupted; reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -103,11 +113,13 @@ struct Loop<'a> {
     /// LSN of the targets.
     target_lsn: u64,
     last_heartbeat: Instant,
+    metrics: Arc<Metrics>,
 }
 
 async fn run_once(
     cfg: &Config,
     clock: &Clock,
+    metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), EngineError> {
     let mut prepared = setup::prepare(cfg).await?;
@@ -164,6 +176,7 @@ async fn run_once(
         state_lsn,
         target_lsn,
         last_heartbeat: Instant::now(),
+        metrics: metrics.clone(),
     };
     let result = lp.run(shutdown).await;
     lp.stream.shutdown().await;
@@ -251,6 +264,8 @@ impl Loop<'_> {
             return Ok(());
         };
         let (lsn, commit_time) = (last.end_lsn, last.commit_time_micros);
+        let commit_times: Vec<i64> = fresh.iter().map(|t| t.commit_time_micros).collect();
+        let source_rows: usize = fresh.iter().map(|t| t.changes.len()).sum();
         let changes: Vec<Change> = fresh.into_iter().flat_map(|t| t.changes).collect();
         let deltas = self.fold(changes).await?;
         crate::failpoint::hit("before_target_commit");
@@ -258,6 +273,27 @@ impl Loop<'_> {
         crate::failpoint::hit("after_target_commit");
         self.commit_state(lsn).await?;
         self.notify(touched, &deltas);
+        self.record_batch(&commit_times, source_rows).await?;
+        Ok(())
+    }
+
+    /// Counts the batch and each transaction's commit-to-visible latency.
+    async fn record_batch(
+        &self,
+        commit_times: &[i64],
+        source_rows: usize,
+    ) -> Result<(), EngineError> {
+        // pgoutput commit times count microseconds from 2000-01-01.
+        let now = chrono::Utc::now().timestamp_micros() - 946_684_800_000_000;
+        let latencies: Vec<u64> = commit_times
+            .iter()
+            .map(|c| (now - c).max(0) as u64)
+            .collect();
+        self.metrics.batch(source_rows as u64, &latencies);
+        let size = self.state.call(|m| m.store().size_bytes()).await?;
+        self.metrics
+            .state_bytes
+            .store(size, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

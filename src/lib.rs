@@ -13,6 +13,7 @@ pub mod exact_float;
 pub mod failpoint;
 pub mod history;
 pub mod maintain;
+pub mod monitor;
 pub mod numeric;
 pub mod ops;
 pub mod pgtime;

@@ -67,13 +67,17 @@ impl Schedule {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("duration {text:?}: expected a number and a unit (s, m, h, d)"))?;
+        .map_err(|_| format!("duration {text:?}: expected a number and a unit (ms, s, m, h, d)"))?;
+    if unit.trim() == "ms" && n > 0 {
+        return Ok(Duration::from_millis(n));
+    }
     let secs = match unit.trim() {
         "s" => n,
         "m" => n * 60,

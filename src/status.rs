@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::plan::QualifiedName;
 use crate::source::control::{describe, ControlError};
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ViewStatus {
     pub view: String,
     /// "incremental" or "fallback" (a materialized view refreshed by the engine).
@@ -28,7 +28,7 @@ pub struct ViewStatus {
     pub last_refresh: Option<LastRefresh>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct LastRefresh {
     pub kind: String,
     pub finished_at: String,
@@ -47,86 +47,96 @@ fn err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> ControlError + '_
 pub async fn collect(
     client: &Client,
     views: &[(QualifiedName, &str)],
-    slot: &str,
 ) -> Result<Vec<ViewStatus>, ControlError> {
-    let has_schema = client
-        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'deltamv'", &[])
+    let all = collect_all(client).await?;
+    Ok(views
+        .iter()
+        .map(|(qname, mode)| {
+            let name = qname.to_string();
+            all.iter()
+                .find(|s| s.view == name)
+                .cloned()
+                .unwrap_or(ViewStatus {
+                    view: name,
+                    mode: mode.to_string(),
+                    state: "not initialized".into(),
+                    last_error: None,
+                    rows: None,
+                    applied_lsn: None,
+                    lag_bytes: None,
+                    lag_seconds: None,
+                    last_change_at: None,
+                    last_refresh: None,
+                })
+        })
+        .collect())
+}
+
+/// The status of every view recorded in `deltamv.view_status` (none before `init`).
+pub async fn collect_all(client: &Client) -> Result<Vec<ViewStatus>, ControlError> {
+    let has_view: bool = client
+        .query_one("SELECT to_regclass('deltamv.view_status') IS NOT NULL", &[])
         .await
         .map_err(err("status"))?
-        .is_some();
-    let progress = if has_schema {
-        client
-            .query_opt(
-                "SELECT p.applied_lsn::text,
-                        (pg_current_wal_insert_lsn() - greatest(p.applied_lsn, coalesce(s.confirmed_flush_lsn, p.applied_lsn)))::int8,
-                        extract(epoch FROM now() - greatest(p.caught_up_at, p.applied_commit_time))::float8
-                   FROM deltamv.progress p LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
-                  WHERE p.slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map_err(err("reading deltamv.progress"))?
-    } else {
-        None
-    };
-    let mut out = Vec::new();
-    for (qname, mode) in views {
-        let name = qname.to_string();
-        let row = if has_schema {
-            client
-                .query_opt(
-                    "SELECT state, last_error, last_change_at::text FROM deltamv.views WHERE view_name = $1",
-                    &[&name],
-                )
-                .await
-                .map_err(err("reading deltamv.views"))?
-        } else {
-            None
-        };
-        let rows = match client
-            .query_one(&format!("SELECT count(*) FROM {}", qname.quoted()), &[])
-            .await
-        {
-            Ok(r) => Some(r.get::<_, i64>(0)),
-            Err(_) => None,
-        };
-        let last_refresh = if has_schema {
-            client
-                .query_opt(
-                    "SELECT kind, finished_at::text, duration_ms, error FROM deltamv.refresh_history
-                      WHERE to_regclass('deltamv.refresh_history') IS NOT NULL AND view_name = $1
-                      ORDER BY finished_at DESC LIMIT 1",
-                    &[&name],
-                )
-                .await
-                .ok()
-                .flatten()
-                .map(|r| LastRefresh {
-                    kind: r.get(0),
-                    finished_at: r.get(1),
-                    duration_ms: r.get(2),
-                    error: r.get(3),
-                })
-        } else {
-            None
-        };
-        out.push(ViewStatus {
-            view: name,
-            mode: mode.to_string(),
-            state: row
-                .as_ref()
-                .map(|r| r.get::<_, String>(0))
-                .unwrap_or_else(|| "not initialized".into()),
-            last_error: row.as_ref().and_then(|r| r.get(1)),
-            rows,
-            applied_lsn: progress.as_ref().map(|p| p.get(0)),
-            lag_bytes: progress.as_ref().map(|p| p.get::<_, i64>(1).max(0)),
-            lag_seconds: progress.as_ref().map(|p| p.get::<_, f64>(2).max(0.0)),
-            last_change_at: row.as_ref().and_then(|r| r.get(2)),
-            last_refresh,
-        });
+        .get(0);
+    if !has_view {
+        return Ok(vec![]);
     }
-    Ok(out)
+    let rows = client
+        .query(
+            "SELECT view_name, state, last_error, rows, applied_lsn::text, lag_bytes, lag_seconds,
+                    last_change_at::text, last_refresh_kind, last_refresh_at::text, last_refresh_ms,
+                    last_refresh_error, mode
+               FROM deltamv.view_status ORDER BY view_name",
+            &[],
+        )
+        .await
+        .map_err(err("reading deltamv.view_status"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ViewStatus {
+            view: r.get(0),
+            mode: r.get(12),
+            state: r.get(1),
+            last_error: r.get(2),
+            rows: r.get(3),
+            applied_lsn: r.get(4),
+            lag_bytes: r.get(5),
+            lag_seconds: r.get(6),
+            last_change_at: r.get(7),
+            last_refresh: (|| {
+                Some(LastRefresh {
+                    kind: r.get::<_, Option<String>>(8)?,
+                    finished_at: r.get::<_, Option<String>>(9)?,
+                    duration_ms: r.get::<_, Option<f64>>(10)?,
+                    error: r.get(11),
+                })
+            })(),
+        })
+        .collect())
+}
+
+/// Views staler than allowed: failed views, and incremental views whose lag exceeds their limit
+/// (`limit` for every view, or each view's own freshness target). Returns "view: why" lines.
+pub fn stale(statuses: &[ViewStatus], limit: &dyn Fn(&str) -> std::time::Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in statuses {
+        let max = limit(&v.view).as_secs_f64();
+        if v.state != "ok" {
+            out.push(format!(
+                "{}: state {}{}",
+                v.view,
+                v.state,
+                v.last_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        } else if let Some(lag) = v.lag_seconds.filter(|lag| *lag > max) {
+            out.push(format!("{}: {lag:.1} s behind (limit {max:.1} s)", v.view));
+        }
+    }
+    out
 }
 
 /// A fixed-width table for terminals.

@@ -9,29 +9,13 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use support::engine::{assert_converges, terminate, wait_caught_up, EngineEnv};
+use anyhow::{bail, Result};
+use support::engine::{
+    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, EngineEnv, Fixture,
+};
 use support::workload::Workload;
-use support::{ClusterOptions, PgCluster};
 
 const NOW: &str = "2026-03-07T12:00:00Z";
-
-fn now_micros() -> i64 {
-    chrono::DateTime::parse_from_rfc3339(NOW)
-        .map(|t| t.timestamp_micros())
-        .unwrap_or(0)
-}
-
-async fn txns(client: &tokio_postgres::Client, w: &mut Workload, n: usize) -> Result<()> {
-    for _ in 0..n {
-        let sql = w.transaction();
-        client
-            .batch_execute(&sql)
-            .await
-            .with_context(|| sql.clone())?;
-    }
-    Ok(())
-}
 
 /// Waits for the process to die at its failpoint.
 fn wait_for_abort(child: &mut Child, env: &EngineEnv, limit: Duration) -> Result<()> {
@@ -58,34 +42,25 @@ fn wait_for_abort(child: &mut Child, env: &EngineEnv, limit: Duration) -> Result
 
 async fn crash_case(failpoint: &str, seed: u64) -> Result<()> {
     // A zone with a daylight-saving change the night before "now".
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("America/Chicago"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
-    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
-    env.set_clock(NOW)?;
-    let mut w = Workload::new(seed, now_micros());
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(
+        Some("America/Chicago"),
+        Path::new("schema/views"),
+        Some(NOW),
+    )
+    .await?;
+    let mut w = Workload::new(seed, micros(NOW));
     w.allow_truncate = false;
-    for stmt in w.seed_rows(800) {
-        client.batch_execute(&stmt).await?;
-    }
+    seed_rows(&client, &mut w, 800).await?;
     let fp = [("DELTAMV_FAILPOINT", failpoint)];
     if failpoint.starts_with("snapshot") {
         let mut init = env.spawn(&["init"], &fp)?;
         wait_for_abort(&mut init, &env, Duration::from_secs(60))?;
-        let mut engine = env.spawn_run()?;
-        txns(&client, &mut w, 60).await?;
-        wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
-        assert_converges(
-            &env,
-            Duration::from_secs(10),
-            &format!("restart after a crash at {failpoint}"),
-        )
-        .await?;
-        terminate(&mut engine, Duration::from_secs(10))?;
-        return Ok(());
+        return restart_converges(&client, &env, &mut w, 60, failpoint).await;
     }
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "{err}");
@@ -93,16 +68,28 @@ async fn crash_case(failpoint: &str, seed: u64) -> Result<()> {
     // Keep writing until the engine dies at its failpoint.
     let start = Instant::now();
     while crashing.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(60) {
-        txns(&client, &mut w, 3).await?;
+        run_txns(&client, &mut w, 3).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_for_abort(&mut crashing, &env, Duration::from_secs(5))?;
-    txns(&client, &mut w, 40).await?;
+    run_txns(&client, &mut w, 40).await?;
+    restart_converges(&client, &env, &mut w, 40, failpoint).await
+}
+
+/// A plain restart after the crash at `failpoint`, `n` transactions written while it runs: it
+/// catches up and converges to PostgreSQL's evaluation.
+async fn restart_converges(
+    client: &tokio_postgres::Client,
+    env: &EngineEnv,
+    w: &mut Workload,
+    n: usize,
+    failpoint: &str,
+) -> Result<()> {
     let mut engine = env.spawn_run()?;
-    txns(&client, &mut w, 40).await?;
-    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    run_txns(client, w, n).await?;
+    wait_caught_up(client, &mut engine, env, Duration::from_secs(60)).await?;
     assert_converges(
-        &env,
+        env,
         Duration::from_secs(10),
         &format!("restart after a crash at {failpoint}"),
     )

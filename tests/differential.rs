@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use support::engine::{assert_converges, kill9, terminate, wait_caught_up, EngineEnv};
+use support::engine::{
+    assert_converges, kill9, micros, run_txns, seed_rows, terminate, wait_caught_up, Fixture,
+};
 use support::workload::Workload;
-use support::{ClusterOptions, PgCluster};
 
 const CATCH_UP: Duration = Duration::from_secs(90);
 
@@ -35,23 +36,6 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-fn micros(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.timestamp_micros())
-        .unwrap_or(0)
-}
-
-async fn run_txns(client: &tokio_postgres::Client, w: &mut Workload, n: usize) -> Result<()> {
-    for _ in 0..n {
-        let sql = w.transaction();
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(e).with_context(|| format!("workload transaction failed:\n{sql}"));
-        }
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_workloads_match_postgres() -> Result<()> {
     for seed in seeds() {
@@ -65,19 +49,20 @@ async fn random_workloads_match_postgres() -> Result<()> {
 
 async fn one_seed(seed: u64) -> Result<()> {
     // Early November in New York: the 7-day window crosses the end of daylight saving time.
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("America/New_York"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
-    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
     let mut now = "2026-11-05T17:00:00Z".to_string();
-    env.set_clock(&now)?;
+    let Fixture {
+        cluster: _cluster,
+        url,
+        client,
+        env,
+    } = Fixture::start(
+        Some("America/New_York"),
+        Path::new("schema/views"),
+        Some(&now),
+    )
+    .await?;
     let mut w = Workload::new(seed, micros(&now));
-    for stmt in w.seed_rows(1500) {
-        client.batch_execute(&stmt).await?;
-    }
+    seed_rows(&client, &mut w, 1500).await?;
     let n = txns_per_phase();
 
     // Writers keep going while init takes its snapshot.
@@ -89,9 +74,7 @@ async fn one_seed(seed: u64) -> Result<()> {
         w2.allow_truncate = false;
         tokio::spawn(async move {
             let c = support::connect(&url).await?;
-            for stmt in w2.seed_rows(300) {
-                c.batch_execute(&stmt).await?;
-            }
+            seed_rows(&c, &mut w2, 300).await?;
             while writing.load(Ordering::Relaxed) {
                 let sql = w2.transaction();
                 if let Err(e) = c.batch_execute(&sql).await {

@@ -8,21 +8,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use support::engine::{assert_converges, differences, terminate, wait_caught_up, EngineEnv, SLOT};
-use support::{ClusterOptions, PgCluster};
+use support::engine::{
+    assert_converges, differences, terminate, wait_caught_up, EngineEnv, Fixture, SLOT,
+};
+use support::PgCluster;
 
 const NOW: &str = "2026-11-05T17:00:00Z";
 
 async fn setup(views: &Path) -> Result<(PgCluster, tokio_postgres::Client, EngineEnv)> {
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("Europe/Berlin"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
-    let env = EngineEnv::new(&url, views)?;
-    env.set_clock(NOW)?;
-    Ok((cluster, client, env))
+    let f = Fixture::start(Some("Europe/Berlin"), views, Some(NOW)).await?;
+    Ok((f.cluster, f.client, f.env))
 }
 
 const A1: &str = "11111111-1111-4111-a111-111111111111";

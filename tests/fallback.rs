@@ -8,8 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use support::engine::{terminate, EngineEnv};
-use support::{ClusterOptions, PgCluster};
+use support::engine::{terminate, Database, EngineEnv, Fixture};
 
 const NAMES: &str = "CREATE MATERIALIZED VIEW analytics.f_names AS
 SELECT w.id AS workspace_id, w.name, r.runs
@@ -68,20 +67,15 @@ async fn history(client: &tokio_postgres::Client, view: &str) -> Result<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_views_refresh_after_changes_debounced_scheduled_and_in_order() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default())?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
-    client
+    let db = Database::start(None).await?;
+    db.client
         .batch_execute(
             "CREATE TABLE public.workspaces (id uuid PRIMARY KEY, name text NOT NULL UNIQUE);
              INSERT INTO public.workspaces VALUES ('00000000-0000-4000-a000-000000000001', 'alpha'),
                                                   ('00000000-0000-4000-a000-000000000002', 'beta');",
         )
         .await?;
-    client.batch_execute(&(run(1) + &run(2))).await?;
+    db.client.batch_execute(&(run(1) + &run(2))).await?;
     let views = tempfile::tempdir()?;
     for (file, sql) in [
         ("names.sql", NAMES),
@@ -91,8 +85,12 @@ async fn fallback_views_refresh_after_changes_debounced_scheduled_and_in_order()
         std::fs::write(views.path().join(file), sql)?;
     }
     std::fs::write(views.path().join("deltamv.toml"), SETTINGS)?;
-    let env = EngineEnv::new(&url, views.path())?;
-    env.set_clock("2026-05-01T10:00:00Z")?;
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = db.engine(views.path(), Some("2026-05-01T10:00:00Z"))?;
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = env.run_cmd(&["explain", "--view", "analytics.f_names"])?;
@@ -172,18 +170,17 @@ async fn fallback_views_refresh_after_changes_debounced_scheduled_and_in_order()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_needs_a_unique_index() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default())?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
+    let db = Database::start(None).await?;
     let views = tempfile::tempdir()?;
     std::fs::write(
         views.path().join("j.sql"),
         "CREATE MATERIALIZED VIEW analytics.j AS SELECT a.id, b.id AS other FROM public.agent_runs a JOIN public.agent_runs b ON a.id = b.id;",
     )?;
-    let env = EngineEnv::new(&url, Path::new(views.path()))?;
+    let Fixture {
+        cluster: _cluster,
+        env,
+        ..
+    } = db.engine(Path::new(views.path()), None)?;
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_ne!(code, 0);
     assert!(

@@ -8,31 +8,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use support::engine::{assert_converges, terminate, wait_caught_up, EngineEnv};
+use support::engine::{
+    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, Fixture,
+};
 use support::workload::Workload;
-use support::{ClusterOptions, PgCluster};
 
 const NOW: &str = "2026-06-15T09:00:00Z";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_finds_exactly_the_tampered_rows_and_repairs_them() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("Asia/Kolkata"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
-    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
-    env.set_clock(NOW)?;
-    let now = chrono::DateTime::parse_from_rfc3339(NOW)?.timestamp_micros();
-    let mut w = Workload::new(5, now);
-    for stmt in w.seed_rows(600) {
-        client.batch_execute(&stmt).await?;
-    }
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(Some("Asia/Kolkata"), Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(5, micros(NOW));
+    seed_rows(&client, &mut w, 600).await?;
     let mut engine = env.spawn_run()?;
-    for _ in 0..60 {
-        client.batch_execute(&w.transaction()).await?;
-    }
+    run_txns(&client, &mut w, 60).await?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     let (code, out, err) = env.run_cmd(&["reconcile"])?;
     assert_eq!(code, 0, "a correct engine reconciles clean:\n{out}\n{err}");
@@ -90,9 +84,7 @@ async fn reconcile_finds_exactly_the_tampered_rows_and_repairs_them() -> Result<
     assert_eq!(code, 0, "clean after repair:\n{out}");
 
     // The engine keeps the repaired targets exact under more writes.
-    for _ in 0..60 {
-        client.batch_execute(&w.transaction()).await?;
-    }
+    run_txns(&client, &mut w, 60).await?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     assert_converges(
         &env,
@@ -106,19 +98,14 @@ async fn reconcile_finds_exactly_the_tampered_rows_and_repairs_them() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_recomputes_and_records_history() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default())?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
-    let env = EngineEnv::new(&url, Path::new("schema/views"))?;
-    env.set_clock(NOW)?;
-    let now = chrono::DateTime::parse_from_rfc3339(NOW)?.timestamp_micros();
-    let mut w = Workload::new(9, now);
-    for stmt in w.seed_rows(300) {
-        client.batch_execute(&stmt).await?;
-    }
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(9, micros(NOW));
+    seed_rows(&client, &mut w, 300).await?;
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "{err}");
     client.batch_execute("DELETE FROM analytics.mv_active_users WHERE ctid IN (SELECT ctid FROM analytics.mv_active_users LIMIT 2)").await?;

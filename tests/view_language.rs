@@ -21,9 +21,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use support::engine::{assert_converges, kill9, terminate, wait_caught_up, EngineEnv};
+use support::engine::{
+    assert_converges, kill9, micros, run_txns, seed_rows, terminate, wait_caught_up, Database,
+    EngineEnv, Fixture,
+};
 use support::workload::Workload;
-use support::{ClusterOptions, PgCluster};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -270,23 +272,6 @@ fn write_views(dir: &Path, files: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
-fn micros(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.timestamp_micros())
-        .unwrap_or(0)
-}
-
-async fn run_txns(client: &Client, w: &mut Workload, n: usize) -> Result<()> {
-    for _ in 0..n {
-        let sql = w.transaction();
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(e).with_context(|| format!("workload transaction failed:\n{sql}"));
-        }
-    }
-    Ok(())
-}
-
 type TextRow = Vec<Option<String>>;
 
 async fn text_rows(client: &Client, sql: &str) -> Result<Vec<TextRow>> {
@@ -423,25 +408,22 @@ async fn language_views_are_maintained_exactly() -> Result<()> {
 
 async fn one_seed(seed: u64) -> Result<()> {
     // Early November in New York: weeks and 7-day windows cross the end of daylight saving time.
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("America/New_York"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
+    let db = Database::start(Some("America/New_York")).await?;
     let dir = tempfile::tempdir()?;
     let views = dir.path().join("views");
     write_views(&views, VIEWS)?;
-    let env = EngineEnv::new(&url, &views)?;
     let mut now = "2026-11-05T17:00:00Z".to_string();
-    env.set_clock(&now)?;
+    let Fixture {
+        cluster: _cluster,
+        url,
+        client,
+        env,
+    } = db.engine(&views, Some(&now))?;
     let mut w = Workload::new(seed, micros(&now));
     // The source is emptied once, on purpose, below; random TRUNCATEs would leave the activity
     // views nearly empty for most of the run.
     w.allow_truncate = false;
-    for stmt in w.seed_rows(400) {
-        client.batch_execute(&stmt).await?;
-    }
+    seed_rows(&client, &mut w, 400).await?;
 
     let (code, out, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "init failed:\n{out}\n{err}");
@@ -803,12 +785,11 @@ async fn created_objects(client: &Client) -> Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_refuses_unsupported_views_before_creating_anything() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("America/New_York"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
+    let Database {
+        cluster: _cluster,
+        url,
+        client,
+    } = Database::start(Some("America/New_York")).await?;
     let dir = tempfile::tempdir()?;
     let mut failures = Vec::new();
     for (i, (construct, words, view, query)) in BAD.iter().enumerate() {

@@ -8,9 +8,10 @@ mod support;
 use std::time::Duration;
 
 use anyhow::Result;
-use support::engine::{assert_converges, kill9, terminate, wait_caught_up, EngineEnv};
+use support::engine::{
+    assert_converges, kill9, micros, seed_rows, terminate, wait_caught_up, Database, Fixture,
+};
 use support::workload::Workload;
-use support::{ClusterOptions, PgCluster};
 
 const NOW: &str = "2026-11-05T17:00:00Z";
 
@@ -46,24 +47,20 @@ async fn consistent(client: &tokio_postgres::Client) -> Result<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_level_chain_stays_exact_and_consistent() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default().timezone("America/New_York"))?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
+    let db = Database::start(Some("America/New_York")).await?;
     let views = tempfile::tempdir()?;
     // File names in reverse dependency order: the order must come from the SQL.
     std::fs::write(views.path().join("a_workspace.sql"), WORKSPACE)?;
     std::fs::write(views.path().join("b_agent.sql"), AGENT)?;
     std::fs::write(views.path().join("c_daily.sql"), DAILY)?;
-    let env = EngineEnv::new(&url, views.path())?;
-    env.set_clock(NOW)?;
-    let now = chrono::DateTime::parse_from_rfc3339(NOW)?.timestamp_micros();
-    let mut w = Workload::new(31, now);
-    for stmt in w.seed_rows(800) {
-        client.batch_execute(&stmt).await?;
-    }
+    let Fixture {
+        cluster: _cluster,
+        url,
+        client,
+        env,
+    } = db.engine(views.path(), Some(NOW))?;
+    let mut w = Workload::new(31, micros(NOW));
+    seed_rows(&client, &mut w, 800).await?;
     let (code, out, err) = env.run_cmd(&["explain", "--view", "analytics.v_workspace"])?;
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -114,12 +111,7 @@ async fn a_three_level_chain_stays_exact_and_consistent() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cycles_are_refused_with_the_cycle_named() -> Result<()> {
-    let cluster = PgCluster::start(ClusterOptions::default())?;
-    let url = cluster.create_database("app")?;
-    let client = support::connect(&url).await?;
-    client
-        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
-        .await?;
+    let db = Database::start(None).await?;
     let views = tempfile::tempdir()?;
     std::fs::write(
         views.path().join("x.sql"),
@@ -129,7 +121,12 @@ async fn cycles_are_refused_with_the_cycle_named() -> Result<()> {
         views.path().join("y.sql"),
         "CREATE MATERIALIZED VIEW analytics.y AS SELECT workspace_id, count(*) AS n FROM analytics.x GROUP BY workspace_id;",
     )?;
-    let env = EngineEnv::new(&url, views.path())?;
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = db.engine(views.path(), None)?;
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_ne!(code, 0);
     assert!(

@@ -229,6 +229,40 @@ CREATE TABLE IF NOT EXISTS deltamv.refresh_history (
     error text
 );
 CREATE INDEX IF NOT EXISTS refresh_history_view ON deltamv.refresh_history (view_name, finished_at DESC);
+CREATE OR REPLACE FUNCTION deltamv.row_count(view_name text) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $f$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM %s',
+                   (SELECT string_agg(quote_ident(p), '.') FROM unnest(parse_ident(view_name)) p)) INTO n;
+    RETURN n;
+EXCEPTION WHEN undefined_table OR insufficient_privilege THEN
+    RETURN NULL;
+END
+$f$;
+CREATE OR REPLACE VIEW deltamv.view_status AS
+SELECT v.view_name,
+       v.mode,
+       v.state,
+       v.last_error,
+       CASE WHEN v.mode = 'incremental' THEN p.applied_lsn END AS applied_lsn,
+       CASE WHEN v.mode = 'incremental' THEN greatest(0, (pg_current_wal_insert_lsn()
+            - greatest(p.applied_lsn, coalesce(s.confirmed_flush_lsn, p.applied_lsn)))::int8) END AS lag_bytes,
+       CASE WHEN v.mode = 'incremental'
+            THEN greatest(0, extract(epoch FROM now() - greatest(p.caught_up_at, p.applied_commit_time)))::float8
+       END AS lag_seconds,
+       v.last_change_at,
+       deltamv.row_count(v.view_name) AS rows,
+       h.kind AS last_refresh_kind,
+       h.finished_at AS last_refresh_at,
+       h.duration_ms AS last_refresh_ms,
+       h.error AS last_refresh_error
+  FROM deltamv.views v
+  LEFT JOIN LATERAL (SELECT * FROM deltamv.progress ORDER BY updated_at DESC LIMIT 1) p ON true
+  LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
+  LEFT JOIN LATERAL (SELECT kind, finished_at, duration_ms, error FROM deltamv.refresh_history r
+                      WHERE r.view_name = v.view_name ORDER BY r.finished_at DESC LIMIT 1) h ON true;
+COMMENT ON VIEW deltamv.view_status IS 'Freshness of every view deltamv maintains: lag in WAL bytes and seconds (incremental views), state, last error, rows, last refresh';
 ";
 
 /// Creates the publication for `tables`, or sets its table list if it exists.

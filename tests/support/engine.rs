@@ -12,7 +12,101 @@ use anyhow::{bail, Context, Result};
 
 use deltamv::config::{Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS};
 
+use super::workload::Workload;
+use super::{ClusterOptions, PgCluster};
+
 pub const SLOT: &str = "deltamv";
+
+/// A throwaway cluster (in `timezone`, else the harness's default) with database `app` holding
+/// the source tables of `schema/sources.sql`, and a client connected to it. The cluster is
+/// stopped when this (or the [`Fixture`] made from it) is dropped: keep it bound for as long as
+/// the test uses the database.
+pub struct Database {
+    pub cluster: PgCluster,
+    pub url: String,
+    pub client: tokio_postgres::Client,
+}
+
+impl Database {
+    pub async fn start(timezone: Option<&str>) -> Result<Database> {
+        let opts = match timezone {
+            Some(tz) => ClusterOptions::default().timezone(tz),
+            None => ClusterOptions::default(),
+        };
+        let cluster = PgCluster::start(opts)?;
+        let url = cluster.create_database("app")?;
+        let client = super::connect(&url).await?;
+        client
+            .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+            .await?;
+        Ok(Database {
+            cluster,
+            url,
+            client,
+        })
+    }
+
+    /// Adds an engine environment for `views`, its clock set to `now` (RFC 3339) when given.
+    pub fn engine(self, views: &Path, now: Option<&str>) -> Result<Fixture> {
+        let env = EngineEnv::new(&self.url, views)?;
+        if let Some(now) = now {
+            env.set_clock(now)?;
+        }
+        Ok(Fixture {
+            cluster: self.cluster,
+            url: self.url,
+            client: self.client,
+            env,
+        })
+    }
+}
+
+/// A [`Database`] and one engine environment on it. Bind `cluster` (e.g. to `_cluster`, not `_`)
+/// so the server lives until the end of the test.
+pub struct Fixture {
+    pub cluster: PgCluster,
+    pub url: String,
+    pub client: tokio_postgres::Client,
+    pub env: EngineEnv,
+}
+
+impl Fixture {
+    /// [`Database::start`], then [`Database::engine`].
+    pub async fn start(timezone: Option<&str>, views: &Path, now: Option<&str>) -> Result<Fixture> {
+        Database::start(timezone).await?.engine(views, now)
+    }
+}
+
+/// An RFC 3339 time in microseconds since 1970 (panics on a malformed literal).
+pub fn micros(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339:?} is not an RFC 3339 time: {e}"))
+        .timestamp_micros()
+}
+
+/// Runs `n` random transactions of the workload; the first failure (rolled back) is the error.
+pub async fn run_txns(client: &tokio_postgres::Client, w: &mut Workload, n: usize) -> Result<()> {
+    for _ in 0..n {
+        let sql = w.transaction();
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e).with_context(|| format!("workload transaction failed:\n{sql}"));
+        }
+    }
+    Ok(())
+}
+
+/// Inserts the workload's initial data: `rows` rows in each source table.
+pub async fn seed_rows(
+    client: &tokio_postgres::Client,
+    w: &mut Workload,
+    rows: usize,
+) -> Result<()> {
+    for stmt in w.seed_rows(rows) {
+        client.batch_execute(&stmt).await?;
+    }
+    Ok(())
+}
 
 /// One engine's environment: database, state directory, views and clock file.
 #[derive(Clone)]
@@ -52,7 +146,9 @@ impl EngineEnv {
             .env("DELTAMV_STATE_DIR", &self.state_dir)
             .env("DELTAMV_VIEWS", &self.views_dir)
             .env("DELTAMV_CLOCK_FILE", &self.clock_file)
-            .env("DELTAMV_LOG", "info,tokio_postgres=warn");
+            .env("DELTAMV_LOG", "info,tokio_postgres=warn")
+            // Tests run engines in parallel: each serves HTTP on a port of its own.
+            .env("DELTAMV_HTTP", "127.0.0.1:0");
         c
     }
 

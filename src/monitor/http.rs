@@ -1,0 +1,246 @@
+//! A small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Three read-only endpoints do not justify a web framework: requests are read up to a size
+//! limit, answered and closed. Each request reads `deltamv.view_status` on the server's own
+//! connection, so freshness is what a SQL client would see. With `DELTAMV_HTTP_TOKEN` set, every
+//! endpoint requires `Authorization: Bearer <token>`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use super::Metrics;
+use crate::settings::Settings;
+use crate::source::control::DbTarget;
+use crate::status::{self, ViewStatus};
+
+/// What the server needs to answer.
+pub struct Context {
+    pub db: DbTarget,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+}
+
+/// Binds `addr` and serves until `shutdown`; returns the bound address.
+pub async fn serve(
+    addr: &str,
+    ctx: Context,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let ctx = Arc::new(ctx);
+    tokio::spawn(async move {
+        let mut client: Option<Client> = None;
+        loop {
+            let conn = tokio::select! {
+                c = listener.accept() => c,
+                _ = shutdown.changed() => return,
+            };
+            let Ok((stream, _)) = conn else { continue };
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = ctx.db.connect().await.ok();
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                handle(stream, &ctx, client.as_ref()),
+            )
+            .await;
+        }
+    });
+    Ok(bound)
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    ctx: &Context,
+    client: Option<&Client>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    while len < buf.len() {
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let request = String::from_utf8_lossy(&buf[..len]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let authorized = match &ctx.token {
+        None => true,
+        Some(t) => request.lines().any(|l| {
+            let l = l.trim();
+            l.len() > 14
+                && l[..14].eq_ignore_ascii_case("authorization:")
+                && l[14..].trim() == format!("Bearer {t}")
+        }),
+    };
+    let (code, body, ctype) = if !authorized {
+        (401, "bearer token required\n".to_string(), "text/plain")
+    } else {
+        match (path, client) {
+            (_, None) => (503, "cannot reach PostgreSQL\n".to_string(), "text/plain"),
+            ("/metrics", Some(c)) => match status::collect_all(c).await {
+                Ok(s) => (
+                    200,
+                    render_metrics(&s, &ctx.metrics),
+                    "text/plain; version=0.0.4",
+                ),
+                Err(e) => (503, format!("{e}\n"), "text/plain"),
+            },
+            ("/healthz" | "/readyz", Some(c)) => match status::collect_all(c).await {
+                Ok(s) => {
+                    let stale = status::stale(&s, &|name| ctx.settings.view(name).freshness_target);
+                    if stale.is_empty() {
+                        (200, format!("ok: {} views fresh\n", s.len()), "text/plain")
+                    } else {
+                        (503, format!("stale:\n{}\n", stale.join("\n")), "text/plain")
+                    }
+                }
+                Err(e) => (503, format!("{e}\n"), "text/plain"),
+            },
+            _ => (
+                404,
+                "not found: try /metrics, /healthz, /readyz\n".to_string(),
+                "text/plain",
+            ),
+        }
+    };
+    let reason = match code {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of view freshness and engine counters.
+pub fn render_metrics(statuses: &[ViewStatus], m: &Metrics) -> String {
+    let mut out = String::new();
+    let gauge =
+        |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ViewStatus) -> Option<f64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for s in statuses {
+                if let Some(v) = f(s) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{view=\"{}\",mode=\"{}\"}} {v}",
+                        label(&s.view),
+                        s.mode
+                    );
+                }
+            }
+        };
+    gauge(
+        &mut out,
+        "deltamv_view_lag_seconds",
+        "Age of the freshest moment the view is known to reflect.",
+        &|s| s.lag_seconds,
+    );
+    gauge(
+        &mut out,
+        "deltamv_view_lag_bytes",
+        "WAL not yet applied to the view.",
+        &|s| s.lag_bytes.map(|b| b as f64),
+    );
+    gauge(
+        &mut out,
+        "deltamv_view_up",
+        "1 when the view's state is ok.",
+        &|s| Some(if s.state == "ok" { 1.0 } else { 0.0 }),
+    );
+    gauge(
+        &mut out,
+        "deltamv_view_rows",
+        "Rows in the view's target.",
+        &|s| s.rows.map(|r| r as f64),
+    );
+    gauge(
+        &mut out,
+        "deltamv_view_last_refresh_seconds",
+        "Duration of the view's last load or refresh.",
+        &|s| s.last_refresh.as_ref().map(|r| r.duration_ms / 1000.0),
+    );
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        &mut out,
+        "deltamv_batches_total",
+        "Batches applied.",
+        m.batches.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "deltamv_changes_applied_total",
+        "Source row changes applied.",
+        m.changes.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "deltamv_errors_total",
+        "Errors that interrupted the engine.",
+        m.errors.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP deltamv_state_size_bytes RocksDB state size.\n# TYPE deltamv_state_size_bytes gauge\ndeltamv_state_size_bytes {}",
+        m.state_bytes.load(Ordering::Relaxed)
+    );
+    if let Ok(h) = m.apply_latency_us.lock() {
+        let name = "deltamv_apply_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Source commit to visible in the targets.\n# TYPE {name} histogram"
+        );
+        for le in [
+            0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ] {
+            let count = h.count_between(0, (le * 1e6) as u64);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+        let _ = writeln!(out, "{name}_sum {}", h.mean() * h.len() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", h.len());
+    }
+    if let Ok(h) = m.batch_rows.lock() {
+        let name = "deltamv_batch_rows";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Source row changes per batch.\n# TYPE {name} summary"
+        );
+        for q in [0.5, 0.9, 0.99] {
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", h.value_at_quantile(q));
+        }
+        let _ = writeln!(out, "{name}_sum {}", (h.mean() * h.len() as f64) as u64);
+        let _ = writeln!(out, "{name}_count {}", h.len());
+    }
+    out
+}
