@@ -233,10 +233,12 @@ CREATE OR REPLACE FUNCTION deltamv.row_count(view_name text) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $f$
 DECLARE n bigint;
 BEGIN
+    -- Status must answer even while a target is locked: give up on the count instead.
+    PERFORM set_config('lock_timeout', '200ms', true);
     EXECUTE format('SELECT count(*) FROM %s',
                    (SELECT string_agg(quote_ident(p), '.') FROM unnest(parse_ident(view_name)) p)) INTO n;
     RETURN n;
-EXCEPTION WHEN undefined_table OR insufficient_privilege THEN
+EXCEPTION WHEN undefined_table OR insufficient_privilege OR lock_not_available THEN
     RETURN NULL;
 END
 $f$;

@@ -1,0 +1,218 @@
+//! Operability: `deltamv.view_status`, `deltamv check` and the HTTP endpoints go stale while the
+//! engine cannot apply (a reader holds a lock on a target) and fresh again afterwards; `/metrics`
+//! is valid Prometheus text whose lag rises and falls with it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use support::engine::{micros, run_txns, seed_rows, terminate, wait_caught_up, Fixture};
+use support::workload::Workload;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NOW: &str = "2026-11-05T17:00:00Z";
+
+async fn get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await??;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Parses Prometheus text format strictly: `name{labels} value` or `# HELP|TYPE` lines.
+fn parse_metrics(text: &str) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let kind = rest.split_whitespace().next().unwrap_or("");
+            if kind != "HELP" && kind != "TYPE" {
+                bail!("bad comment line: {line}");
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .with_context(|| format!("no value: {line}"))?;
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            bail!("bad metric name in {line}");
+        }
+        if name_end < series.len() && !series.ends_with('}') {
+            bail!("bad labels in {line}");
+        }
+        let v: f64 = value
+            .parse()
+            .with_context(|| format!("bad value in {line}"))?;
+        out.insert(series.to_string(), v);
+    }
+    Ok(out)
+}
+
+fn lag_of(metrics: &BTreeMap<String, f64>, view: &str) -> Option<f64> {
+    metrics
+        .iter()
+        .find(|(k, _)| k.starts_with("deltamv_view_lag_seconds{") && k.contains(view))
+        .map(|(_, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
+    let views = tempfile::tempdir()?;
+    for entry in std::fs::read_dir("schema/views")? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, views.path().join(name))?;
+        }
+    }
+    std::fs::write(
+        views.path().join("deltamv.toml"),
+        "[defaults]\nfreshness_target_s = 2\n",
+    )?;
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        url,
+    } = Fixture::start(None, views.path(), Some(NOW)).await?;
+    let mut w = Workload::new(3, micros(NOW));
+    seed_rows(&client, &mut w, 300).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_HTTP", &addr)])?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    run_txns(&client, &mut w, 30).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (code, out, err) = env.run_cmd(&["check", "--max-lag", "5s"])?;
+    assert_eq!(code, 0, "fresh while running:\n{out}{err}");
+    let (code, body) = get(port, "/healthz").await?;
+    assert_eq!(code, 200, "{body}");
+    let m = parse_metrics(&get(port, "/metrics").await?.1)?;
+    let fresh_lag = lag_of(&m, "analytics.mv_active_users").context("lag metric")?;
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("deltamv_apply_latency_seconds_bucket")),
+        "latency histogram"
+    );
+    assert!(
+        m.get("deltamv_changes_applied_total")
+            .copied()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{m:?}"
+    );
+    let readers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM deltamv.view_status WHERE state = 'ok'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(readers, 5, "the SQL view lists every view");
+
+    // A reader holds a lock on one target: the engine cannot apply anything.
+    let blocker = support::connect(&url).await?;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE analytics.mv_active_users IN ACCESS EXCLUSIVE MODE")
+        .await?;
+    run_txns(&client, &mut w, 10).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, out, _) = env.run_cmd(&["check", "--max-lag", "2s"])?;
+    assert_eq!(code, 1, "stale while blocked:\n{out}");
+    assert!(
+        out.contains("stale analytics.mv_agent_performance"),
+        "{out}"
+    );
+    let (code, body) = get(port, "/healthz").await?;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("analytics.mv_top_agents"),
+        "the stale views are named: {body}"
+    );
+    let stale_lag = lag_of(
+        &parse_metrics(&get(port, "/metrics").await?.1)?,
+        "analytics.mv_agent_performance",
+    )
+    .context("lag")?;
+    assert!(
+        stale_lag > fresh_lag + 2.0,
+        "lag rises: {fresh_lag} -> {stale_lag}"
+    );
+
+    blocker.batch_execute("COMMIT").await?;
+    let start = Instant::now();
+    loop {
+        let (code, _, _) = env.run_cmd(&["check", "--max-lag", "2s"])?;
+        let (http, _) = get(port, "/readyz").await?;
+        if code == 0 && http == 200 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "did not become fresh again; log:\n{}",
+                support::engine::tail(&env.engine_log(), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after = lag_of(
+        &parse_metrics(&get(port, "/metrics").await?.1)?,
+        "analytics.mv_agent_performance",
+    )
+    .context("lag")?;
+    assert!(after < stale_lag, "lag falls: {stale_lag} -> {after}");
+    let (code, body) = get(port, "/nope").await?;
+    assert_eq!(code, 404, "{body}");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_can_require_a_bearer_token() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, std::path::Path::new("schema/views"), Some(NOW)).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut engine = env.spawn(
+        &["run"],
+        &[("DELTAMV_HTTP", &addr), ("DELTAMV_HTTP_TOKEN", "s3cret")],
+    )?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let (code, _) = get(port, "/metrics").await?;
+    assert_eq!(code, 401);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
