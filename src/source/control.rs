@@ -264,6 +264,14 @@ SELECT v.view_name,
   LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
   LEFT JOIN LATERAL (SELECT kind, finished_at, duration_ms, error FROM deltamv.refresh_history r
                       WHERE r.view_name = v.view_name ORDER BY r.finished_at DESC LIMIT 1) h ON true;
+DO $g$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'analytics_reader') THEN
+        GRANT USAGE ON SCHEMA deltamv TO analytics_reader;
+        GRANT SELECT ON deltamv.view_status TO analytics_reader;
+    END IF;
+END
+$g$;
 COMMENT ON VIEW deltamv.view_status IS 'Freshness of every view deltamv maintains: lag in WAL bytes and seconds (incremental views), state, last error, rows, last refresh';
 ";
 
@@ -273,34 +281,43 @@ pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
     publication: &str,
     tables: &[QualifiedName],
 ) -> Result<(), ControlError> {
+    let current: Option<Vec<String>> = client
+        .query_opt(
+            "SELECT coalesce((SELECT array_agg(schemaname || '.' || tablename ORDER BY 1)
+                                FROM pg_publication_tables WHERE pubname = p.pubname), '{}')
+               FROM pg_publication p WHERE p.pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_err("looking up the publication"))?
+        .map(|r| r.get(0));
+    let wanted: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let list = tables
         .iter()
         .map(|t| t.quoted())
         .collect::<Vec<_>>()
         .join(", ");
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(sql_err("looking up the publication"))?
-        .is_some();
-    let sql = if exists {
-        format!(
+    let sql = match current {
+        // Already right: nothing to change (a worker without table ownership could not).
+        Some(have) if have.len() == wanted.len() && wanted.iter().all(|w| have.contains(w)) => {
+            return Ok(())
+        }
+        Some(_) => format!(
             "ALTER PUBLICATION {} SET TABLE {list}",
             quote_ident(publication)
-        )
-    } else {
-        format!(
+        ),
+        None => format!(
             "CREATE PUBLICATION {} FOR TABLE {list}",
             quote_ident(publication)
-        )
+        ),
     };
     client
         .batch_execute(&sql)
         .await
-        .map_err(sql_err(format!("creating publication {publication}")))
+        .map_err(|source| ControlError::Sql {
+            context: format!("publishing the source tables (an administrator can run: {sql})"),
+            source,
+        })
 }
 
 /// Whether the logical slot exists, and its confirmed position.

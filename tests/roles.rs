@@ -1,0 +1,78 @@
+//! Least privilege: the engine runs as the `deltamv_worker` role of `schema/roles.sql` (not a
+//! superuser) and keeps the views exact; an `analytics_reader` member reads the summaries and
+//! `deltamv.view_status` but not the raw sources.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use support::engine::{
+    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, Database, EngineEnv,
+};
+use support::workload::Workload;
+
+const NOW: &str = "2026-11-05T17:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_role_suffices_and_readers_see_only_summaries() -> Result<()> {
+    let db = Database::start(None).await?;
+    let admin = &db.client;
+    admin
+        .batch_execute(&std::fs::read_to_string("schema/roles.sql")?)
+        .await?;
+    admin
+        .batch_execute("CREATE ROLE bi LOGIN IN ROLE analytics_reader")
+        .await?;
+    let superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'deltamv_worker'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(!superuser);
+    let mut w = Workload::new(17, micros(NOW));
+    seed_rows(admin, &mut w, 300).await?;
+
+    let worker_url = db.url.replacen("postgres@", "deltamv_worker@", 1);
+    let env = EngineEnv::new(&worker_url, Path::new("schema/views"))?;
+    env.set_clock(NOW)?;
+    let (code, out, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "init as the worker role:\n{out}\n{err}");
+    let mut engine = env.spawn_run()?;
+    run_txns(admin, &mut w, 60).await?;
+    wait_caught_up(admin, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(
+        &env,
+        Duration::from_secs(10),
+        "maintained by the worker role",
+    )
+    .await?;
+
+    let reader = support::connect(&db.url.replacen("postgres@", "bi@", 1)).await?;
+    let rows: i64 = reader
+        .query_one("SELECT count(*) FROM analytics.mv_agent_performance", &[])
+        .await?
+        .get(0);
+    assert!(rows > 0, "the reader sees the summaries");
+    let fresh: i64 = reader
+        .query_one(
+            "SELECT count(*) FROM deltamv.view_status WHERE state = 'ok' AND rows IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(fresh, 5, "and their freshness");
+    let denied = reader
+        .query_one("SELECT count(*) FROM public.agent_runs", &[])
+        .await;
+    let err = denied.expect_err("the raw sources are off limits");
+    assert!(
+        err.to_string().contains("permission denied") || format!("{err:?}").contains("42501"),
+        "{err:?}"
+    );
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
