@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test deltamv:
-# PostgreSQL server binaries (initdb, pg_ctl, postgres) and libclang (RocksDB's bindings).
+# PostgreSQL server binaries (initdb, pg_ctl, postgres), libclang (RocksDB's bindings) and
+# chromium (the dashboard's browser test).
 # Elsewhere it says what to install.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ have_clang() {
 missing=()
 have_pg || missing+=(postgresql)
 have_clang || missing+=(libclang-dev)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if command -v apt-get >/dev/null 2>&1; then

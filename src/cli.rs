@@ -188,6 +188,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     token: std::env::var("DELTAMV_HTTP_TOKEN")
                         .ok()
                         .filter(|t| !t.is_empty()),
+                    sample_every: std::time::Duration::from_millis(
+                        std::env::var("DELTAMV_HTTP_SAMPLE_MS")
+                            .ok()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(5000),
+                    ),
                 };
                 let bound = crate::monitor::http::serve(&http, ctx, rx.clone())
                     .await

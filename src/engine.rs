@@ -113,6 +113,8 @@ struct Loop<'a> {
     /// LSN of the targets.
     target_lsn: u64,
     last_heartbeat: Instant,
+    /// Send time of the latest keepalive after which everything received was applied.
+    caught_up_at: Option<i64>,
     metrics: Arc<Metrics>,
 }
 
@@ -176,6 +178,7 @@ async fn run_once(
         state_lsn,
         target_lsn,
         last_heartbeat: Instant::now(),
+        caught_up_at: None,
         metrics: metrics.clone(),
     };
     let result = lp.run(shutdown).await;
@@ -189,7 +192,7 @@ impl Loop<'_> {
             self.advance_clock().await?;
             let mut batch: Vec<PendingTxn> = Vec::new();
             let mut rows = 0usize;
-            let mut idle_at: Option<u64> = None;
+            let mut idle_at: Option<(u64, i64)> = None;
             let mut deadline: Option<tokio::time::Instant> = None;
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::pin!(tick);
@@ -213,10 +216,10 @@ impl Loop<'_> {
                                 break;
                             }
                         }
-                        StreamEvent::Idle { wal_end } => {
+                        StreamEvent::Idle { wal_end, server_time_micros } => {
                             // Everything before wal_end has been received; a batch in progress
                             // keeps filling until its deadline (keepalives also arrive mid-backlog).
-                            idle_at = Some(idle_at.map_or(wal_end, |w: u64| w.max(wal_end)));
+                            idle_at = Some(idle_at.map_or((wal_end, server_time_micros), |(w, t): (u64, i64)| (w.max(wal_end), t.max(server_time_micros))));
                             if batch.is_empty() {
                                 break;
                             }
@@ -235,9 +238,10 @@ impl Loop<'_> {
             if !batch.is_empty() {
                 self.apply(batch).await?;
             }
-            if let Some(wal_end) = idle_at {
-                self.idle(wal_end).await?;
+            if let Some((wal_end, server_time)) = idle_at {
+                self.idle(wal_end, server_time);
             }
+            self.heartbeat().await?;
             if *shutdown.borrow() {
                 return Ok(());
             }
@@ -464,26 +468,37 @@ impl Loop<'_> {
     }
 
     /// Everything received is applied and the server has sent everything up to `wal_end`: let
-    /// the slot go there, and record when the targets were last known to be fully fresh (the
-    /// keepalive position reached the server's flushed WAL).
-    async fn idle(&mut self, wal_end: u64) -> Result<(), EngineError> {
+    /// the slot go there, and note that the targets are fresh as of the keepalive's send time.
+    fn idle(&mut self, wal_end: u64, server_time_micros: i64) {
         if self.state_lsn < self.target_lsn {
-            return Ok(());
+            return;
         }
         self.stream.ack(wal_end);
-        if self.last_heartbeat.elapsed() >= Duration::from_secs(1) {
-            self.last_heartbeat = Instant::now();
-            self.prepared
-                .client
-                .execute(
-                    "UPDATE deltamv.progress SET updated_at = now(),
-                         caught_up_at = CASE WHEN $2::text::pg_lsn >= pg_current_wal_flush_lsn() THEN now() ELSE caught_up_at END
-                      WHERE slot_name = $1",
-                    &[&self.cfg.slot, &target::lsn_text(wal_end)],
-                )
-                .await
-                .map_err(|e| EngineError::Sink(describe(&e)))?;
+        self.caught_up_at = Some(server_time_micros);
+    }
+
+    /// At most once a second, records when the targets were last known fully fresh. The write
+    /// itself produces WAL, so the server answers with another keepalive: an idle engine keeps
+    /// showing about zero lag, a stopped or blocked one a growing lag.
+    async fn heartbeat(&mut self) -> Result<(), EngineError> {
+        let Some(at) = self.caught_up_at else {
+            return Ok(());
+        };
+        if self.last_heartbeat.elapsed() < Duration::from_secs(1) {
+            return Ok(());
         }
+        self.last_heartbeat = Instant::now();
+        self.caught_up_at = None;
+        // Keepalive times count microseconds from 2000-01-01.
+        let secs = at as f64 / 1e6 + 946_684_800.0;
+        self.prepared
+            .client
+            .execute(
+                "UPDATE deltamv.progress SET updated_at = now(), caught_up_at = to_timestamp($2::float8) WHERE slot_name = $1",
+                &[&self.cfg.slot, &secs],
+            )
+            .await
+            .map_err(|e| EngineError::Sink(describe(&e)))?;
         Ok(())
     }
 }

@@ -182,6 +182,10 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
     )
     .context("lag")?;
     assert!(after < stale_lag, "lag falls: {stale_lag} -> {after}");
+    // An idle engine stays fresh: its heartbeat follows the server's keepalives.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, out, _) = env.run_cmd(&["check", "--max-lag", "2s"])?;
+    assert_eq!(code, 0, "idle is not stale:\n{out}");
     let (code, body) = get(port, "/nope").await?;
     assert_eq!(code, 404, "{body}");
     terminate(&mut engine, Duration::from_secs(10))?;

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
+//! A small HTTP/1.1 server: `/metrics`, `/healthz`, `/readyz`, and the live dashboard `/` with
+//! its JSON feeds `/api/status` and `/api/history` (the last hour, sampled by the server).
 //!
 //! Three read-only endpoints do not justify a web framework: requests are read up to a size
 //! limit, answered and closed. Each request reads `deltamv.view_status` on the server's own
@@ -26,6 +27,61 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
+    /// How often the dashboard's history is sampled.
+    pub sample_every: Duration,
+}
+
+/// One point of the dashboard's charts.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since 1970.
+    pub t: f64,
+    /// The worst lag among incremental views.
+    pub lag_seconds: f64,
+    pub changes_per_s: f64,
+}
+
+type History = Arc<std::sync::Mutex<std::collections::VecDeque<Sample>>>;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Samples freshness and throughput into `history`, keeping one hour.
+async fn sample(ctx: Arc<Context>, history: History, mut shutdown: watch::Receiver<bool>) {
+    let mut client: Option<Client> = None;
+    let mut last_changes = ctx.metrics.changes.load(Ordering::Relaxed);
+    let mut last_t = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.sample_every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = ctx.db.connect().await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let Ok(statuses) = status::collect_all(c).await else {
+            continue;
+        };
+        let lag = statuses
+            .iter()
+            .filter_map(|s| s.lag_seconds)
+            .fold(0.0, f64::max);
+        let changes = ctx.metrics.changes.load(Ordering::Relaxed);
+        let dt = last_t.elapsed().as_secs_f64().max(1e-3);
+        let rate = changes.saturating_sub(last_changes) as f64 / dt;
+        (last_changes, last_t) = (changes, std::time::Instant::now());
+        let t = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+        if let Ok(mut h) = history.lock() {
+            h.push_back(Sample {
+                t,
+                lag_seconds: lag,
+                changes_per_s: rate,
+            });
+            while h.front().is_some_and(|s| s.t < t - 3600.0) {
+                h.pop_front();
+            }
+        }
+    }
 }
 
 /// Binds `addr` and serves until `shutdown`; returns the bound address.
@@ -37,6 +93,8 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let ctx = Arc::new(ctx);
+    let history: History = Arc::default();
+    tokio::spawn(sample(ctx.clone(), history.clone(), shutdown.clone()));
     tokio::spawn(async move {
         let mut client: Option<Client> = None;
         loop {
@@ -50,7 +108,7 @@ pub async fn serve(
             }
             let _ = tokio::time::timeout(
                 Duration::from_secs(10),
-                handle(stream, &ctx, client.as_ref()),
+                handle(stream, &ctx, client.as_ref(), &history),
             )
             .await;
         }
@@ -62,6 +120,7 @@ async fn handle(
     mut stream: TcpStream,
     ctx: &Context,
     client: Option<&Client>,
+    history: &History,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
@@ -90,7 +149,27 @@ async fn handle(
         (401, "bearer token required\n".to_string(), "text/plain")
     } else {
         match (path, client) {
+            ("/", _) => (200, DASHBOARD.to_string(), "text/html; charset=utf-8"),
+            ("/api/history", _) => {
+                let points: Vec<Sample> = history
+                    .lock()
+                    .map(|h| h.iter().cloned().collect())
+                    .unwrap_or_default();
+                (
+                    200,
+                    serde_json::to_string(&points).unwrap_or_else(|_| "[]".into()),
+                    "application/json",
+                )
+            }
             (_, None) => (503, "cannot reach PostgreSQL\n".to_string(), "text/plain"),
+            ("/api/status", Some(c)) => match status::collect_all(c).await {
+                Ok(s) => (
+                    200,
+                    serde_json::to_string(&s).unwrap_or_else(|_| "[]".into()),
+                    "application/json",
+                ),
+                Err(e) => (503, format!("{e}\n"), "text/plain"),
+            },
             ("/metrics", Some(c)) => match status::collect_all(c).await {
                 Ok(s) => (
                     200,

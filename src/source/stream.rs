@@ -56,7 +56,13 @@ pub enum StreamEvent {
         touched: Vec<QualifiedName>,
     },
     /// The server has sent everything up to `wal_end` and no transaction is open.
-    Idle { wal_end: u64 },
+    /// `server_time_micros` (since 2000-01-01) is when the server sent it: the walsender sends
+    /// these when it has decoded all flushed WAL, so once everything before `wal_end` is
+    /// applied, the targets are fresh as of that time.
+    Idle {
+        wal_end: u64,
+        server_time_micros: i64,
+    },
 }
 
 /// Where each column of a replicated relation goes in the table's row image.
@@ -139,9 +145,14 @@ impl SourceStream {
                         touched: std::mem::take(&mut self.touched),
                     });
                 }
-                ReplicationEvent::KeepAlive { wal_end, .. } if self.open.is_none() => {
+                ReplicationEvent::KeepAlive {
+                    wal_end,
+                    server_time_micros,
+                    ..
+                } if self.open.is_none() => {
                     return Ok(StreamEvent::Idle {
                         wal_end: wal_end.as_u64(),
+                        server_time_micros,
                     });
                 }
                 ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
