@@ -32,7 +32,13 @@ macro_rules! outln {
 )]
 pub struct Cli {
     /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", global = true, default_value = "")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true,
+        default_value = ""
+    )]
     database_url: String,
     /// Directory of the RocksDB state.
     #[arg(

@@ -523,6 +523,17 @@ async fn load_snapshot(
         let referenced = state.call(move |m| m.referenced(t).to_vec()).await?;
         let mut copy = TableCopy::start(&reader, table, &referenced, p.tz).await?;
         let mut loaded = 0usize;
+        let started = std::time::Instant::now();
+        // The planner's row estimate: enough for an ETA on the terminal.
+        let estimate: f64 = p
+            .client
+            .query_one(
+                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table.name.quoted()],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0.0);
         while let Some(chunk) = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await? {
             loaded += chunk.len();
             let changes: Vec<Change> = chunk
@@ -538,7 +549,9 @@ async fn load_snapshot(
                     Ok(())
                 })
                 .await??;
-            tracing::info!(table = %table.name, rows = loaded, "snapshot progress");
+            let rate = loaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let eta_s = ((estimate - loaded as f64).max(0.0) / rate).round();
+            tracing::info!(table = %table.name, rows = loaded, rows_per_s = rate.round(), eta_s, "snapshot progress");
         }
     }
     reader

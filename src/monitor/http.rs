@@ -323,3 +323,61 @@ pub fn render_metrics(statuses: &[ViewStatus], m: &Metrics) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_status() -> ViewStatus {
+        ViewStatus {
+            view: "analytics.mv_x".into(),
+            mode: "incremental".into(),
+            state: "ok".into(),
+            last_error: None,
+            rows: Some(3),
+            applied_lsn: Some("0/1".into()),
+            lag_bytes: Some(0),
+            lag_seconds: Some(0.5),
+            last_change_at: None,
+            last_refresh: Some(status::LastRefresh {
+                kind: "initial load".into(),
+                finished_at: "now".into(),
+                duration_ms: 12.0,
+                error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_only_uses_metrics_we_export() {
+        let text = render_metrics(&[sample_status()], &Metrics::default());
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../grafana/deltamv-dashboard.json"))
+                .expect("valid JSON");
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                let name_start = expr.find("deltamv_").expect("a deltamv metric");
+                let name: String = expr[name_start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    text.contains(&name),
+                    "dashboard uses {name}, which /metrics does not export"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "{checked}");
+    }
+
+    #[test]
+    fn metrics_text_escapes_labels() {
+        let mut s = sample_status();
+        s.view = "a.\"b\"".into();
+        let text = render_metrics(&[s], &Metrics::default());
+        assert!(text.contains("view=\"a.\\\"b\\\"\""), "{text}");
+    }
+}
