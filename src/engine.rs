@@ -85,7 +85,7 @@ pub async fn run(
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
                 metrics
-                    .errors
+                    .errors_connection
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "engine interrupted; reconnecting");
                 tokio::select! {
@@ -294,10 +294,16 @@ impl Loop<'_> {
             .map(|c| (now - c).max(0) as u64)
             .collect();
         self.metrics.batch(source_rows as u64, &latencies);
-        let size = self.state.call(|m| m.store().size_bytes()).await?;
+        let (size, (pending, running)) = self
+            .state
+            .call(|m| (m.store().size_bytes(), m.store().compaction_stats()))
+            .await?;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.metrics.state_bytes.store(size, relaxed);
         self.metrics
-            .state_bytes
-            .store(size, std::sync::atomic::Ordering::Relaxed);
+            .compaction_pending_bytes
+            .store(pending, relaxed);
+        self.metrics.compactions_running.store(running, relaxed);
         Ok(())
     }
 
@@ -339,6 +345,9 @@ impl Loop<'_> {
     }
 
     async fn mark_failed(&mut self, view: usize, name: &str, why: &str) -> Result<(), EngineError> {
+        self.metrics
+            .errors_view
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reason = why.to_string();
         self.state.call(move |m| m.set_failed(view, reason)).await?;
         self.prepared
@@ -396,6 +405,9 @@ impl Loop<'_> {
                     .await
                     .map_err(sink_err)?;
                     tracing::error!(view = %t.plan_name, error = %why, "view failed; other views continue");
+                    self.metrics
+                        .errors_view
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     newly_failed.push((v, why));
                 }
                 Err(e) => return Err(sink_err(e)),

@@ -8,6 +8,7 @@
 //! [views."analytics.mv_workspace_names"]
 //! mode = "fallback"             # "auto" (incremental when the planner can, else fallback)
 //! schedule = "every 10m"        # or a cron expression: "0 3 * * *" (UTC)
+//! tenant_setting = "app.workspace_id"  # row-level security on workspace_id for analytics_reader
 //! ```
 //! Settings are read and validated once at start; a bad file is an error that names the key.
 
@@ -102,6 +103,7 @@ struct RawView {
     min_interval_ms: Option<u64>,
     schedule: Option<String>,
     freshness_target_s: Option<u64>,
+    tenant_setting: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +122,9 @@ pub struct ViewSettings {
     pub min_interval: Duration,
     pub schedule: Option<Schedule>,
     pub freshness_target: Duration,
+    /// Row-level security for readers: a row is visible when its `workspace_id` equals this
+    /// session setting (e.g. "app.workspace_id").
+    pub tenant_setting: Option<String>,
 }
 
 /// All views' settings.
@@ -154,6 +159,7 @@ impl Settings {
             min_interval: Duration::from_millis(5000),
             schedule: None,
             freshness_target: Duration::from_secs(60),
+            tenant_setting: None,
         };
         let defaults = apply(&base, &raw.defaults, "defaults")?;
         let mut views = BTreeMap::new();
@@ -184,6 +190,10 @@ fn apply(base: &ViewSettings, raw: &RawView, what: &str) -> Result<ViewSettings,
             .freshness_target_s
             .map(Duration::from_secs)
             .unwrap_or(base.freshness_target),
+        tenant_setting: raw
+            .tenant_setting
+            .clone()
+            .or_else(|| base.tenant_setting.clone()),
     })
 }
 

@@ -385,6 +385,40 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
     Ok(())
 }
 
+/// Row-level security for readers where `tenant_setting` is configured: a target row is visible
+/// when its `workspace_id` equals that session setting. The worker owns the targets, so its own
+/// writes are not filtered.
+pub async fn apply_row_security(p: &Prepared) -> Result<(), SetupError> {
+    for plan in &p.plans {
+        let name = plan.name.to_string();
+        let Some(setting) = &p.settings.view(&name).tenant_setting else {
+            continue;
+        };
+        if !plan.last().output_names.iter().any(|n| n == "workspace_id") {
+            return Err(crate::settings::SettingsError::Invalid {
+                file: crate::settings::SETTINGS_FILE.into(),
+                detail: format!(
+                    "tenant_setting for {name} needs a workspace_id column in the view"
+                ),
+            }
+            .into());
+        }
+        let sql = format!(
+            "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
+             DROP POLICY IF EXISTS deltamv_tenant ON {t};
+             CREATE POLICY deltamv_tenant ON {t} FOR SELECT
+                 USING (workspace_id::text = current_setting({s}, true));",
+            t = plan.name.quoted(),
+            s = crate::plan::quote_literal(setting)
+        );
+        p.client
+            .batch_execute(&sql)
+            .await
+            .map_err(control::sql_err(format!("row-level security on {name}")))?;
+    }
+    Ok(())
+}
+
 /// Reads the target columns of existing targets (after `init`).
 pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<TargetColumn>>, SetupError> {
     let tx = p
@@ -426,6 +460,7 @@ pub async fn init(
             .map_err(control::sql_err("updating the deltamv schema"))?;
         control::ensure_publication(&p.client, &cfg.publication, &p.published).await?;
         ensure_fallbacks(&p.client, &p.fallbacks).await?;
+        apply_row_security(p).await?;
         let columns = target_columns(p).await?;
         let dates: Vec<i32> = store.meta("dates")?.unwrap_or_default();
         let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
@@ -501,6 +536,7 @@ pub async fn init(
             ])
         })
         .await??;
+    apply_row_security(p).await?;
     // Fallback views reading incremental targets were created while those were empty.
     for fb in &p.fallbacks {
         if let Err(e) = crate::refresher::refresh_now(&p.client, fb).await {

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -36,8 +35,20 @@ async fn the_worker_role_suffices_and_readers_see_only_summaries() -> Result<()>
     let mut w = Workload::new(17, micros(NOW));
     seed_rows(admin, &mut w, 300).await?;
 
+    // The seed views, with row-level security on one of them.
+    let views = tempfile::tempdir()?;
+    for entry in std::fs::read_dir("schema/views")? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, views.path().join(name))?;
+        }
+    }
+    std::fs::write(
+        views.path().join("deltamv.toml"),
+        "[views.\"analytics.mv_workspace_metrics\"]\ntenant_setting = \"app.workspace_id\"\n",
+    )?;
     let worker_url = db.url.replacen("postgres@", "deltamv_worker@", 1);
-    let env = EngineEnv::new(&worker_url, Path::new("schema/views"))?;
+    let env = EngineEnv::new(&worker_url, views.path())?;
     env.set_clock(NOW)?;
     let (code, out, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "init as the worker role:\n{out}\n{err}");
@@ -65,6 +76,37 @@ async fn the_worker_role_suffices_and_readers_see_only_summaries() -> Result<()>
         .await?
         .get(0);
     assert_eq!(fresh, 5, "and their freshness");
+    // Row-level security: a tenant sees only its workspace's row.
+    let total: i64 = admin
+        .query_one("SELECT count(*) FROM analytics.mv_workspace_metrics", &[])
+        .await?
+        .get(0);
+    assert!(total > 1, "several workspaces");
+    let none: i64 = reader
+        .query_one("SELECT count(*) FROM analytics.mv_workspace_metrics", &[])
+        .await?
+        .get(0);
+    assert_eq!(none, 0, "no tenant set: no rows");
+    let ws: String = admin
+        .query_one(
+            "SELECT workspace_id::text FROM analytics.mv_workspace_metrics LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    reader
+        .batch_execute(&format!("SET app.workspace_id = '{ws}'"))
+        .await?;
+    let mine: Vec<String> = reader
+        .query(
+            "SELECT workspace_id::text FROM analytics.mv_workspace_metrics",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(mine, vec![ws], "exactly the tenant's row");
     let denied = reader
         .query_one("SELECT count(*) FROM public.agent_runs", &[])
         .await;

@@ -282,17 +282,35 @@ pub fn render_metrics(statuses: &[ViewStatus], m: &Metrics) -> String {
         "Source row changes applied.",
         m.changes.load(Ordering::Relaxed),
     );
-    counter(
-        &mut out,
-        "deltamv_errors_total",
-        "Errors that interrupted the engine.",
-        m.errors.load(Ordering::Relaxed),
-    );
     let _ = writeln!(
         out,
-        "# HELP deltamv_state_size_bytes RocksDB state size.\n# TYPE deltamv_state_size_bytes gauge\ndeltamv_state_size_bytes {}",
-        m.state_bytes.load(Ordering::Relaxed)
+        "# HELP deltamv_errors_total Errors by kind: connection (the engine reconnected), view (a view failed).\n# TYPE deltamv_errors_total counter\ndeltamv_errors_total{{kind=\"connection\"}} {}\ndeltamv_errors_total{{kind=\"view\"}} {}",
+        m.errors_connection.load(Ordering::Relaxed),
+        m.errors_view.load(Ordering::Relaxed)
     );
+    for (name, help, v) in [
+        (
+            "deltamv_state_size_bytes",
+            "RocksDB state size.",
+            &m.state_bytes,
+        ),
+        (
+            "deltamv_rocksdb_compaction_pending_bytes",
+            "RocksDB bytes waiting for compaction.",
+            &m.compaction_pending_bytes,
+        ),
+        (
+            "deltamv_rocksdb_compactions_running",
+            "RocksDB compactions running.",
+            &m.compactions_running,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
     if let Ok(h) = m.apply_latency_us.lock() {
         let name = "deltamv_apply_latency_seconds";
         let _ = writeln!(

@@ -13,8 +13,13 @@ use hdrhistogram::Histogram;
 pub struct Metrics {
     pub batches: AtomicU64,
     pub changes: AtomicU64,
-    pub errors: AtomicU64,
+    /// Engine restarts after a lost connection or server.
+    pub errors_connection: AtomicU64,
+    /// Views that failed (constraint or SQL error on their data).
+    pub errors_view: AtomicU64,
     pub state_bytes: AtomicU64,
+    pub compaction_pending_bytes: AtomicU64,
+    pub compactions_running: AtomicU64,
     /// Source commit to visible in the targets, in microseconds.
     pub apply_latency_us: Mutex<Histogram<u64>>,
     /// Source row changes per batch.
@@ -31,8 +36,11 @@ impl Default for Metrics {
         Metrics {
             batches: AtomicU64::new(0),
             changes: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            errors_connection: AtomicU64::new(0),
+            errors_view: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            compaction_pending_bytes: AtomicU64::new(0),
+            compactions_running: AtomicU64::new(0),
             apply_latency_us: Mutex::new(hist()),
             batch_rows: Mutex::new(hist()),
         }

@@ -205,6 +205,15 @@ impl Store {
         self.get(CF_META, key.as_bytes())
     }
 
+    /// Bytes waiting for compaction and compactions running (RocksDB properties).
+    pub fn compaction_stats(&self) -> (u64, u64) {
+        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        (
+            prop("rocksdb.estimate-pending-compaction-bytes"),
+            prop("rocksdb.num-running-compactions"),
+        )
+    }
+
     /// Approximate on-disk size in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.db
