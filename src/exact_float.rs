@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ExactFloatSum {
     /// Exact sum of the finite values, in units of 2^-1074.
-    #[serde(with = "bigint_text")]
+    #[serde(with = "crate::numeric::bigint_bytes")]
     finite: BigInt,
     nan: i64,
     pos_inf: i64,
@@ -39,22 +39,6 @@ pub struct ExactFloatSum {
     /// How many of the values are `-0.0`.
     neg_zero: i64,
     count: i64,
-}
-
-/// Serializes a `BigInt` as its decimal text (num-bigint's serde feature is off).
-mod bigint_text {
-    use num_bigint::BigInt;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &BigInt, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_str_radix(10))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BigInt, D::Error> {
-        let text = String::deserialize(d)?;
-        BigInt::parse_bytes(text.as_bytes(), 10)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid integer {text:?}")))
-    }
 }
 
 /// A finite `f64` as an exact multiple of 2^-1074.

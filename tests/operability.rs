@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use support::engine::{micros, run_txns, seed_rows, terminate, wait_caught_up, Fixture};
+use support::engine::{
+    micros, run_txns, seed_rows, seed_views_with, terminate, wait_caught_up, Fixture,
+};
 use support::workload::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -75,17 +77,7 @@ fn lag_of(metrics: &BTreeMap<String, f64>, view: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
-    let views = tempfile::tempdir()?;
-    for entry in std::fs::read_dir("schema/views")? {
-        let path = entry?.path();
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, views.path().join(name))?;
-        }
-    }
-    std::fs::write(
-        views.path().join("deltamv.toml"),
-        "[defaults]\nfreshness_target_s = 2\n",
-    )?;
+    let views = seed_views_with("[defaults]\nfreshness_target_s = 2\n")?;
     let Fixture {
         cluster: _cluster,
         client,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use support::engine::{
-    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, Database, EngineEnv,
+    assert_converges, micros, run_txns, seed_rows, seed_views_with, terminate, wait_caught_up,
+    Database, EngineEnv,
 };
 use support::workload::Workload;
 
@@ -36,15 +37,7 @@ async fn the_worker_role_suffices_and_readers_see_only_summaries() -> Result<()>
     seed_rows(admin, &mut w, 300).await?;
 
     // The seed views, with row-level security on one of them.
-    let views = tempfile::tempdir()?;
-    for entry in std::fs::read_dir("schema/views")? {
-        let path = entry?.path();
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, views.path().join(name))?;
-        }
-    }
-    std::fs::write(
-        views.path().join("deltamv.toml"),
+    let views = seed_views_with(
         "[views.\"analytics.mv_workspace_metrics\"]\ntenant_setting = \"app.workspace_id\"\n",
     )?;
     let worker_url = db.url.replacen("postgres@", "deltamv_worker@", 1);

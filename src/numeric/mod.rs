@@ -85,7 +85,7 @@ pub enum NumericError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Numeric {
     Finite {
-        #[serde(with = "bigint_text")]
+        #[serde(with = "bigint_bytes")]
         mantissa: BigInt,
         dscale: u32,
     },
@@ -94,19 +94,20 @@ pub enum Numeric {
     NegInf,
 }
 
-/// Serializes a `BigInt` as its decimal text (num-bigint's serde feature is off).
-mod bigint_text {
+/// Serializes a `BigInt` as its two's-complement little-endian bytes: compact and fast to
+/// encode, which matters because every group record holds exact sums (num-bigint's own serde
+/// feature is off).
+pub(crate) mod bigint_bytes {
     use num_bigint::BigInt;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &BigInt, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_str_radix(10))
+        s.serialize_bytes(&v.to_signed_bytes_le())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BigInt, D::Error> {
-        let text = String::deserialize(d)?;
-        BigInt::parse_bytes(text.as_bytes(), 10)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid integer {text:?}")))
+        let bytes = Vec::<u8>::deserialize(d)?;
+        Ok(BigInt::from_signed_bytes_le(&bytes))
     }
 }
 

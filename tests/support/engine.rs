@@ -77,6 +77,19 @@ impl Fixture {
     }
 }
 
+/// A copy of `schema/views` in a temp dir, with `settings` as its `deltamv.toml`.
+pub fn seed_views_with(settings: &str) -> Result<tempfile::TempDir> {
+    let views = tempfile::tempdir()?;
+    for entry in std::fs::read_dir("schema/views")? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, views.path().join(name))?;
+        }
+    }
+    std::fs::write(views.path().join("deltamv.toml"), settings)?;
+    Ok(views)
+}
+
 /// An RFC 3339 time in microseconds since 1970 (panics on a malformed literal).
 pub fn micros(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
