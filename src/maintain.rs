@@ -50,6 +50,12 @@ pub enum MaintainError {
 /// One change of a source row, columns in the table's attribute order.
 #[derive(Clone, Debug)]
 pub enum Change {
+    /// A row of the initial snapshot: every key appears once and the state starts empty, so
+    /// no lookup of a previous image is needed.
+    Load {
+        table: usize,
+        row: Vec<Value>,
+    },
     Insert {
         table: usize,
         row: Vec<Value>,
@@ -340,6 +346,11 @@ impl Maintainer {
 
     fn apply_change(&mut self, change: Change, touched: &mut Touched) -> Result<(), MaintainError> {
         match change {
+            Change::Load { table, row } => {
+                let row = self.project(table, row);
+                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                self.insert_row(table, rk, row, touched)
+            }
             Change::Insert { table, row } => {
                 let row = self.project(table, row);
                 let rk = keys::row_key(table as u16, &self.key_of(table, &row));

@@ -574,7 +574,7 @@ async fn load_snapshot(
             loaded += chunk.len();
             let changes: Vec<Change> = chunk
                 .into_iter()
-                .map(|row| Change::Insert { table: t, row })
+                .map(|row| Change::Load { table: t, row })
                 .collect();
             state
                 .call(move |m| -> Result<(), SetupError> {

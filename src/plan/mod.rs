@@ -12,7 +12,9 @@ mod build;
 pub mod deps;
 pub mod expr;
 pub mod parse;
+mod scalar;
 pub mod topk;
+mod types;
 
 use std::collections::BTreeMap;
 use std::fmt;

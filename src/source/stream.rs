@@ -289,6 +289,7 @@ impl SourceStream {
     fn push(&mut self, change: Change) {
         let table = match &change {
             Change::Insert { table, .. }
+            | Change::Load { table, .. }
             | Change::Update { table, .. }
             | Change::Delete { table, .. }
             | Change::Truncate { table } => *table,
