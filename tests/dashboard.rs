@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use support::engine::{micros, run_txns, terminate, wait_caught_up, Fixture};
+use support::engine::{free_local_addr, micros, run_txns, terminate, wait_caught_up, Fixture};
 use support::workload::Workload;
 
 const NOW: &str = "2026-11-05T17:00:00Z";
@@ -72,10 +72,7 @@ async fn the_dashboard_shows_every_view_and_a_moving_lag_chart() -> Result<()> {
         env,
         url,
     } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let (_, addr) = free_local_addr()?;
     let mut engine = env.spawn(
         &["run"],
         &[("DELTAMV_HTTP", &addr), ("DELTAMV_HTTP_SAMPLE_MS", "300")],

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use support::engine::{
-    micros, run_txns, seed_rows, seed_views_with, terminate, wait_caught_up, Fixture,
+    free_local_addr, micros, run_txns, seed_rows, seed_views_with, terminate, wait_caught_up,
+    Fixture,
 };
 use support::workload::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,10 +87,7 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
     } = Fixture::start(None, views.path(), Some(NOW)).await?;
     let mut w = Workload::new(3, micros(NOW));
     seed_rows(&client, &mut w, 300).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let (port, addr) = free_local_addr()?;
     let mut engine = env.spawn(&["run"], &[("DELTAMV_HTTP", &addr)])?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     run_txns(&client, &mut w, 30).await?;
@@ -192,10 +190,7 @@ async fn http_can_require_a_bearer_token() -> Result<()> {
         env,
         ..
     } = Fixture::start(None, std::path::Path::new("schema/views"), Some(NOW)).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let (port, addr) = free_local_addr()?;
     let mut engine = env.spawn(
         &["run"],
         &[("DELTAMV_HTTP", &addr), ("DELTAMV_HTTP_TOKEN", "s3cret")],

@@ -296,21 +296,17 @@ impl Builder<'_> {
                 rt.pg_name()
             ))
         };
-        if lt == T::Unknown || rt == T::Unknown {
-            if lt.numeric_rank().is_some() || rt.numeric_rank().is_some() {
-                let ty = if lt == T::Unknown { rt } else { lt };
-                let (l, r) = (coerce(l, ty, self.tz)?, coerce(r, ty, self.tz)?);
-                return Ok(Expr::Arith {
-                    op,
-                    left: Box::new(l),
-                    right: Box::new(r),
-                    ty,
-                });
-            }
+        // Numbers (an untyped literal takes the other side's type): both sides become the wider.
+        let numeric_ty = match (lt.numeric_rank(), rt.numeric_rank()) {
+            (Some(a), Some(b)) => Some(if a >= b { lt } else { rt }),
+            (Some(_), None) if rt == T::Unknown => Some(lt),
+            (None, Some(_)) if lt == T::Unknown => Some(rt),
+            _ => None,
+        };
+        if numeric_ty.is_none() && (lt == T::Unknown || rt == T::Unknown) {
             return unsupported(format!("untyped literal in arithmetic ({lt:?} {op:?} {rt:?}); write INTERVAL '...' or DATE '...'"));
         }
-        if let (Some(a), Some(b)) = (lt.numeric_rank(), rt.numeric_rank()) {
-            let ty = if a >= b { lt } else { rt };
+        if let Some(ty) = numeric_ty {
             let (l, r) = (coerce(l, ty, self.tz)?, coerce(r, ty, self.tz)?);
             return Ok(Expr::Arith {
                 op,

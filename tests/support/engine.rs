@@ -77,6 +77,14 @@ impl Fixture {
     }
 }
 
+/// A free port on 127.0.0.1 and its `host:port` address (for an engine's HTTP server).
+pub fn free_local_addr() -> Result<(u16, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok((port, format!("127.0.0.1:{port}")))
+}
+
 /// A copy of `schema/views` in a temp dir, with `settings` as its `deltamv.toml`.
 pub fn seed_views_with(settings: &str) -> Result<tempfile::TempDir> {
     let views = tempfile::tempdir()?;
