@@ -247,15 +247,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain { view } => {
             let prepared = setup::prepare(&cfg).await?;
-            let matches = |n: &crate::plan::QualifiedName| n.to_string() == view || n.name == view;
-            if let Some(fb) = prepared.fallbacks.iter().find(|f| matches(&f.name)) {
+            if let Some(fb) = prepared.fallbacks.iter().find(|f| f.name.matches(&view)) {
                 outln!("{}", fb.to_string().trim_end());
                 return Ok(ExitCode::SUCCESS);
             }
             let plan = prepared
                 .plans
                 .iter()
-                .find(|p| matches(&p.name))
+                .find(|p| p.name.matches(&view))
                 .with_context(|| {
                     format!("no view named {view:?} in {}", cfg.views_dir.display())
                 })?;
@@ -284,7 +283,7 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
     let plans: Vec<_> = prepared
         .plans
         .iter()
-        .filter(|p| only.is_none_or(|v| p.name.to_string() == v || p.name.name == v))
+        .filter(|p| only.is_none_or(|v| p.name.matches(v)))
         .collect();
     if plans.is_empty() {
         anyhow::bail!(
@@ -293,10 +292,7 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
             cfg.views_dir.display()
         );
     }
-    let today = cfg
-        .clock_file
-        .as_ref()
-        .map(|_| pgtime::format_date(Clock::new(cfg.clock_file.clone()).today(&prepared.tz)));
+    let today = injected_today(cfg, &prepared.tz);
     let mut differing = 0usize;
     for plan in plans {
         let report = reconcile::compare(&prepared.client, plan, today.as_deref()).await?;
@@ -329,17 +325,21 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
     })
 }
 
+/// The engine's CURRENT_DATE when it runs on an injected clock (recomputations must use it too).
+fn injected_today(cfg: &Config, tz: &crate::pgtime::PgTimeZone) -> Option<String> {
+    cfg.clock_file
+        .as_ref()
+        .map(|_| pgtime::format_date(Clock::new(cfg.clock_file.clone()).today(tz)))
+}
+
 async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
     let prepared = setup::prepare(cfg).await?;
-    let today = cfg
-        .clock_file
-        .as_ref()
-        .map(|_| pgtime::format_date(Clock::new(cfg.clock_file.clone()).today(&prepared.tz)));
+    let today = injected_today(cfg, &prepared.tz);
     let mut matched = false;
     for fb in prepared
         .fallbacks
         .iter()
-        .filter(|p| only.is_none_or(|v| p.name.to_string() == v || p.name.name == v))
+        .filter(|p| only.is_none_or(|v| p.name.matches(v)))
     {
         matched = true;
         let started = std::time::Instant::now();
@@ -355,7 +355,7 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
     for plan in prepared
         .plans
         .iter()
-        .filter(|p| only.is_none_or(|v| p.name.to_string() == v || p.name.name == v))
+        .filter(|p| only.is_none_or(|v| p.name.matches(v)))
     {
         matched = true;
         let started = std::time::Instant::now();
@@ -412,7 +412,7 @@ fn all_views(
             .map(|f| (f.name.clone(), "fallback")),
     );
     if let Some(v) = only {
-        views.retain(|(n, _)| n.to_string() == v || n.name == v);
+        views.retain(|(n, _)| n.matches(v));
         if views.is_empty() {
             anyhow::bail!("no view named {v:?}");
         }

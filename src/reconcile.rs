@@ -98,10 +98,7 @@ pub async fn compare(
     plan: &ViewPlan,
     today: Option<&str>,
 ) -> Result<Report, ReconcileError> {
-    let query = match today {
-        Some(d) => replace_current_date(&plan.query_sql, d),
-        None => plan.query_sql.clone(),
-    };
+    let query = query_at(plan, today);
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL extra_float_digits = 3; SET LOCAL datestyle = ISO")
         .await
@@ -202,6 +199,14 @@ fn normalized_numeric(n: &Numeric) -> String {
     }
 }
 
+/// The view's query, with CURRENT_DATE pinned to `today` when given.
+fn query_at(plan: &ViewPlan, today: Option<&str>) -> String {
+    match today {
+        Some(d) => replace_current_date(&plan.query_sql, d),
+        None => plan.query_sql.clone(),
+    }
+}
+
 /// Rewrites CURRENT_DATE (outside quotes) to a date literal.
 pub fn replace_current_date(sql: &str, date: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -255,10 +260,7 @@ pub async fn repair(
     if report.diffs.is_empty() {
         return Ok(0);
     }
-    let query = match today {
-        Some(d) => replace_current_date(&plan.query_sql, d),
-        None => plan.query_sql.clone(),
-    };
+    let query = query_at(plan, today);
     let keys: Vec<String> = plan
         .key_columns
         .iter()

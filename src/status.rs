@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::plan::QualifiedName;
-use crate::source::control::{describe, ControlError};
+use crate::source::control::{sql_err, ControlError};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ViewStatus {
@@ -34,13 +34,6 @@ pub struct LastRefresh {
     pub finished_at: String,
     pub duration_ms: f64,
     pub error: Option<String>,
-}
-
-fn err(context: &str) -> impl FnOnce(tokio_postgres::Error) -> ControlError + '_ {
-    move |e| ControlError::Connect {
-        target: context.to_string(),
-        detail: describe(&e),
-    }
 }
 
 /// Reads the status of every planned view.
@@ -77,7 +70,7 @@ pub async fn collect_all(client: &Client) -> Result<Vec<ViewStatus>, ControlErro
     let has_view: bool = client
         .query_one("SELECT to_regclass('deltamv.view_status') IS NOT NULL", &[])
         .await
-        .map_err(err("status"))?
+        .map_err(sql_err("status"))?
         .get(0);
     if !has_view {
         return Ok(vec![]);
@@ -91,7 +84,7 @@ pub async fn collect_all(client: &Client) -> Result<Vec<ViewStatus>, ControlErro
             &[],
         )
         .await
-        .map_err(err("reading deltamv.view_status"))?;
+        .map_err(sql_err("reading deltamv.view_status"))?;
     Ok(rows
         .iter()
         .map(|r| ViewStatus {

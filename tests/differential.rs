@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use support::engine::{
-    assert_converges, kill9, micros, run_txns, seed_rows, terminate, wait_caught_up, Fixture,
+    assert_converges, crash_during_writes, kill9, micros, run_txns, seed_rows, terminate,
+    wait_caught_up, Fixture,
 };
 use support::workload::Workload;
 
@@ -109,19 +110,16 @@ async fn one_seed(seed: u64) -> Result<()> {
     .await?;
 
     // kill -9 in the middle of a stream of writes, then restart.
-    let mid = tokio::spawn({
-        let url = url.clone();
-        let mut w3 = Workload::new(seed ^ 0xbeef, micros(&now));
-        w3.allow_truncate = false;
-        async move {
-            let c = support::connect(&url).await?;
-            run_txns(&c, &mut w3, n).await
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    kill9(&mut engine);
-    mid.await??;
-    let mut engine = env.spawn_run()?;
+    let mut engine = crash_during_writes(
+        &env,
+        &mut engine,
+        &url,
+        seed ^ 0xbeef,
+        micros(&now),
+        n,
+        Duration::from_millis(700),
+    )
+    .await?;
     run_txns(&client, &mut w, n / 2).await?;
     wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
     assert_converges(&env, Duration::from_secs(10), "after kill -9 and restart").await?;

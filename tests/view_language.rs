@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use support::engine::{
-    assert_converges, kill9, micros, run_txns, seed_rows, terminate, wait_caught_up, Database,
-    EngineEnv, Fixture,
+    assert_converges, crash_during_writes, kill9, micros, run_txns, seed_rows, terminate,
+    wait_caught_up, Database, EngineEnv, Fixture,
 };
 use support::workload::Workload;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -477,19 +477,16 @@ async fn one_seed(seed: u64) -> Result<()> {
     );
 
     // kill -9 in the middle of a stream of writes, then restart.
-    let mid = tokio::spawn({
-        let url = url.clone();
-        let mut w2 = Workload::new(seed ^ 0xbeef, micros(&now));
-        w2.allow_truncate = false;
-        async move {
-            let c = support::connect(&url).await?;
-            run_txns(&c, &mut w2, TXNS).await
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    kill9(&mut engine);
-    mid.await??;
-    let mut engine = env.spawn_run()?;
+    let mut engine = crash_during_writes(
+        &env,
+        &mut engine,
+        &url,
+        seed ^ 0xbeef,
+        micros(&now),
+        TXNS,
+        Duration::from_millis(500),
+    )
+    .await?;
     run_txns(&client, &mut w, TXNS / 2).await?;
     wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
     check(

@@ -43,6 +43,11 @@ impl QualifiedName {
         }
     }
 
+    /// Whether a user's `schema.name` or bare `name` names this relation.
+    pub fn matches(&self, given: &str) -> bool {
+        self.name == given || self.to_string() == given
+    }
+
     /// The name quoted for use in SQL text.
     pub fn quoted(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))

@@ -77,6 +77,32 @@ impl Fixture {
     }
 }
 
+/// kill -9 of `engine` while another connection writes `n` transactions of a workload seeded
+/// `seed` (without TRUNCATE), `after` into the writes; then a fresh `deltamv run`.
+pub async fn crash_during_writes(
+    env: &EngineEnv,
+    engine: &mut EngineChild,
+    url: &str,
+    seed: u64,
+    now_micros: i64,
+    n: usize,
+    after: Duration,
+) -> Result<EngineChild> {
+    let writer = tokio::spawn({
+        let url = url.to_string();
+        let mut w = Workload::new(seed, now_micros);
+        w.allow_truncate = false;
+        async move {
+            let c = super::connect(&url).await?;
+            run_txns(&c, &mut w, n).await
+        }
+    });
+    tokio::time::sleep(after).await;
+    kill9(engine);
+    writer.await??;
+    env.spawn_run()
+}
+
 /// A free port on 127.0.0.1 and its `host:port` address (for an engine's HTTP server).
 pub fn free_local_addr() -> Result<(u16, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
