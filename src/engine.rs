@@ -35,7 +35,7 @@ use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
 use crate::source::stream::{SourceStream, StreamError, StreamEvent};
-use crate::state::{keys, StateThread, StateThreadGone};
+use crate::state::{StateThread, StateThreadGone};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -434,11 +434,7 @@ impl Loop<'_> {
 
     async fn commit_state(&mut self, lsn: u64) -> Result<(), EngineError> {
         self.state
-            .call(move |m| {
-                let dates = m.dates();
-                m.store()
-                    .commit(&[("lsn", keys::encode(&lsn)), ("dates", keys::encode(&dates))])
-            })
+            .call(move |m| m.commit(lsn, &[]))
             .await?
             .map_err(MaintainError::from)?;
         self.state_lsn = self.state_lsn.max(lsn);

@@ -559,6 +559,17 @@ impl Maintainer {
         }
     }
 
+    /// Writes everything folded so far, with the position it reflects and the views' dates (plus
+    /// `extra` meta entries), atomically and durably.
+    pub fn commit(&mut self, lsn: u64, extra: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut meta = vec![
+            ("lsn", keys::encode(&lsn)),
+            ("dates", keys::encode(&self.dates())),
+        ];
+        meta.extend(extra.iter().cloned());
+        self.store.commit(&meta)
+    }
+
     /// Forgets everything folded since the last commit (after an error).
     pub fn discard(&mut self) {
         self.groups.clear();

@@ -444,7 +444,7 @@ pub async fn init(
     force: bool,
 ) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, u64), SetupError> {
     let store = Store::open(&cfg.state_dir)?;
-    let slot_exists = control::slot_state(&p.client, &cfg.slot).await?.is_some();
+    let slot_exists = control::slot_exists(&p.client, &cfg.slot).await?;
     let target_lsn = target::read_progress(&p.client, &cfg.slot).await?;
     let today = clock.today(&p.tz);
     if let (false, true, Some(_), Some(lsn)) = (
@@ -527,13 +527,13 @@ pub async fn init(
     let fingerprint = p.fingerprint.clone();
     state
         .call(move |m| {
-            let dates = m.dates();
-            m.store().commit(&[
-                ("lsn", keys::encode(&lsn)),
-                ("dates", keys::encode(&dates)),
-                ("fingerprint", keys::encode(&fingerprint)),
-                ("snapshot_done", keys::encode(&true)),
-            ])
+            m.commit(
+                lsn,
+                &[
+                    ("fingerprint", keys::encode(&fingerprint)),
+                    ("snapshot_done", keys::encode(&true)),
+                ],
+            )
         })
         .await??;
     apply_row_security(p).await?;

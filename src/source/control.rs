@@ -320,19 +320,16 @@ pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
         })
 }
 
-/// Whether the logical slot exists, and its confirmed position.
-pub async fn slot_state(
-    client: &Client,
-    slot: &str,
-) -> Result<Option<Option<String>>, ControlError> {
+/// Whether the logical slot exists.
+pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool, ControlError> {
     let row = client
         .query_opt(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(sql_err("looking up the replication slot"))?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.is_some())
 }
 
 /// Drops the slot (terminating a walsender that still holds it).
