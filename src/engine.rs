@@ -203,7 +203,14 @@ impl Loop<'_> {
                         None => std::future::pending().await,
                     }
                 };
+                // Adaptive batching: a batch closes as soon as the stream has nothing more
+                // ready (so a lone transaction is applied at once: low latency when writes are
+                // sparse), when it reaches batch_max_rows, or batch_max_ms after it opened
+                // (under a steady stream). Transactions arriving while a batch is applied queue
+                // up and form the next one, so batches grow with the load. `biased` polls the
+                // stream first; `next` keeps a partial transaction in `self` (cancel-safe).
                 tokio::select! {
+                    biased;
                     ev = self.stream.next() => match ev? {
                         StreamEvent::Transaction { end_lsn, commit_time_micros, changes, touched } => {
                             if end_lsn <= self.state_lsn {
@@ -226,6 +233,7 @@ impl Loop<'_> {
                         }
                     },
                     _ = batch_deadline => break,
+                    _ = std::future::ready(()), if !batch.is_empty() => break,
                     _ = &mut tick, if batch.is_empty() => break,
                     _ = shutdown.changed() => {
                         if !batch.is_empty() {

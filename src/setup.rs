@@ -570,21 +570,26 @@ async fn load_snapshot(
             .await
             .map(|r| r.get(0))
             .unwrap_or(0.0);
-        while let Some(chunk) = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await? {
+        // Two stages in flight: the state thread folds one chunk while this task reads and
+        // parses the next from COPY (on two cores, the load takes the longer of the two, not
+        // their sum).
+        let mut next = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await?;
+        while let Some(chunk) = next {
             loaded += chunk.len();
             let changes: Vec<Change> = chunk
                 .into_iter()
                 .map(|row| Change::Load { table: t, row })
                 .collect();
-            state
-                .call(move |m| -> Result<(), SetupError> {
-                    m.apply(changes)?;
-                    m.store()
-                        .commit(&[("snapshot_done", keys::encode(&false))])?;
-                    crate::failpoint::hit("snapshot_chunk");
-                    Ok(())
-                })
-                .await??;
+            let apply = state.call(move |m| -> Result<(), SetupError> {
+                m.apply(changes)?;
+                m.store()
+                    .commit(&[("snapshot_done", keys::encode(&false))])?;
+                crate::failpoint::hit("snapshot_chunk");
+                Ok(())
+            });
+            let (applied, read) = tokio::join!(apply, copy.next_chunk(SNAPSHOT_CHUNK_ROWS));
+            applied??;
+            next = read?;
             let rate = loaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
             let eta_s = ((estimate - loaded as f64).max(0.0) / rate).round();
             tracing::info!(table = %table.name, rows = loaded, rows_per_s = rate.round(), eta_s, "snapshot progress");

@@ -1,0 +1,784 @@
+//! The measurements, in the order one run takes them (each leaves the database as the next
+//! expects it): load, initial load, reconcile, queries, catch-up, freshness, incremental vs full,
+//! writer overhead, and the final correctness check.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rand::Rng;
+use tokio_postgres::Client;
+
+use super::dataset;
+use super::engine::{Engine, Running, PUBLICATION, SLOT};
+use super::{Options, Progress};
+use crate::support::PgCluster;
+
+/// Rows per INSERT while loading (progress is shown per chunk).
+const LOAD_CHUNK: u64 = 500_000;
+/// How often freshness probes are read (each is one indexed lookup on the target).
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// How often slot positions are sampled for the throughput and lag plots.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// A stuck engine fails the run instead of hanging it.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(1800);
+
+pub struct Bench<'a> {
+    pub opts: &'a Options,
+    pub progress: &'a Progress,
+    pub cluster: &'a PgCluster,
+    pub url: String,
+    pub client: Client,
+    pub engine: &'a Engine,
+    pub work_dir: PathBuf,
+    pub views_dir: PathBuf,
+    pub peak_run_rss: u64,
+}
+
+/// Every figure of one run.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub load_seconds: f64,
+    pub create_mv_seconds: f64,
+    pub init_seconds: f64,
+    pub init_peak_rss: u64,
+    pub state_bytes: u64,
+    pub reconcile_seconds: f64,
+    pub final_reconcile_seconds: f64,
+    pub queries: Vec<QueryTiming>,
+    pub catch_up: CatchUp,
+    pub freshness: Vec<Freshness>,
+    pub batch_seconds: Vec<f64>,
+    pub refresh_seconds: f64,
+    pub tps_alone: Vec<f64>,
+    pub tps_engine: Vec<f64>,
+    pub peak_run_rss: u64,
+}
+
+#[derive(Debug)]
+pub struct QueryTiming {
+    pub name: String,
+    pub target_ms: f64,
+    pub base_ms: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    pub changes: u64,
+    pub wal_bytes: u64,
+    pub recv_seconds: f64,
+    pub engine_seconds: f64,
+    /// (seconds since start, fraction of the backlog confirmed) for each consumer.
+    pub recv_curve: Vec<(f64, f64)>,
+    pub engine_curve: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Freshness {
+    pub rate: u32,
+    pub achieved_rate: f64,
+    pub changes_per_txn: u32,
+    /// (commit time since start in s, commit-to-visible in ms), one per transaction.
+    pub latencies: Vec<(f64, f64)>,
+    /// (s, WAL bytes the slot had not confirmed).
+    pub lag_bytes: Vec<(f64, f64)>,
+}
+
+impl Bench<'_> {
+    pub async fn all(&mut self) -> Result<Results> {
+        let mut r = Results {
+            load_seconds: self.load().await?,
+            ..Results::default()
+        };
+        self.initial_load(&mut r).await?;
+        r.reconcile_seconds = self.reconcile("reconcile after init")?;
+        r.queries = self.queries().await?;
+        let mut running = self.catch_up(&mut r).await?;
+        for &rate in &self.opts.rates {
+            let f = self.freshness(rate, &mut running).await?;
+            r.freshness.push(f);
+        }
+        self.incremental_vs_full(&mut r, &mut running).await?;
+        self.stop(running)?;
+        self.writer_overhead(&mut r).await?;
+        let running = self.start_caught_up().await?;
+        self.stop(running)?;
+        r.final_reconcile_seconds = self.reconcile("final reconcile (after every workload)")?;
+        r.peak_run_rss = self.peak_run_rss;
+        Ok(r)
+    }
+
+    async fn load(&mut self) -> Result<f64> {
+        let start = Instant::now();
+        self.client
+            .batch_execute(&std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/schema/sources.sql"
+            ))?)
+            .await?;
+        self.client.batch_execute("SELECT setseed(0.42)").await?;
+        for (table, rows) in [
+            ("agent_runs", self.opts.runs_rows),
+            ("user_activity", self.opts.activity_rows),
+        ] {
+            let mut first = 1;
+            while first <= rows {
+                let n = LOAD_CHUNK.min(rows - first + 1);
+                let sql = if table == "agent_runs" {
+                    dataset::agent_runs_insert(first, n)
+                } else {
+                    dataset::user_activity_insert(first, n)
+                };
+                self.client.batch_execute(&sql).await?;
+                first += n;
+                self.progress.step(format_args!(
+                    "loaded {} / {rows} rows into {table}",
+                    first - 1
+                ));
+            }
+        }
+        self.client.batch_execute("VACUUM ANALYZE").await?;
+        let seconds = start.elapsed().as_secs_f64();
+        self.progress.step(format_args!(
+            "dataset loaded and analyzed in {seconds:.1} s"
+        ));
+        Ok(seconds)
+    }
+
+    /// CREATE MATERIALIZED VIEW of the seed views (as `pg_mv_*`, kept for the refresh
+    /// comparison), then `deltamv init` of the same views.
+    async fn initial_load(&mut self, r: &mut Results) -> Result<()> {
+        self.progress
+            .step("initial load: CREATE MATERIALIZED VIEW of the 5 views (+ unique indexes)");
+        let start = Instant::now();
+        for sql in self.matview_definitions()? {
+            self.client.batch_execute(&sql).await?;
+        }
+        r.create_mv_seconds = start.elapsed().as_secs_f64();
+        self.progress.step(format_args!(
+            "  CREATE MATERIALIZED VIEW: {:.2} s; now deltamv init",
+            r.create_mv_seconds
+        ));
+        let init = self.engine.finish(&["init"])?;
+        if init.code != 0 {
+            bail!(
+                "deltamv init failed ({}); log:\n{}",
+                init.code,
+                self.engine.log_tail(30)
+            );
+        }
+        r.init_seconds = init.seconds;
+        r.init_peak_rss = init.peak_rss_bytes;
+        r.state_bytes = self.engine.state_bytes();
+        self.progress.step(format_args!(
+            "  deltamv init: {:.2} s, peak RSS {} MB, state {} MB",
+            init.seconds,
+            init.peak_rss_bytes >> 20,
+            r.state_bytes >> 20
+        ));
+        Ok(())
+    }
+
+    fn matview_definitions(&self) -> Result<Vec<String>> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.views_dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                let sql = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                Ok(sql
+                    .replace("analytics.mv_", "analytics.pg_mv_")
+                    .replace("idx_mv_", "idx_pg_mv_"))
+            })
+            .collect()
+    }
+
+    /// `deltamv reconcile` of every view; any difference fails the run.
+    fn reconcile(&self, what: &str) -> Result<f64> {
+        self.progress.step(what);
+        let out = self.engine.finish(&["reconcile"])?;
+        if out.code != 0 {
+            bail!(
+                "{what}: targets differ from PostgreSQL's answer (exit {}):\n{}",
+                out.code,
+                out.stdout
+            );
+        }
+        self.progress
+            .step(format_args!("  0 differing rows, {:.2} s", out.seconds));
+        Ok(out.seconds)
+    }
+
+    /// The dashboard's questions, on the targets and from the base tables; the answers must match.
+    async fn queries(&mut self) -> Result<Vec<QueryTiming>> {
+        self.progress.step("queries: targets vs base tables");
+        let busiest: String = self
+            .client
+            .query_one(
+                "SELECT workspace_id::text FROM analytics.mv_workspace_metrics
+                  ORDER BY total_executions DESC, workspace_id LIMIT 1",
+                &[],
+            )
+            .await?
+            .get(0);
+        let metrics_cols = "total_users::text, total_agents::text, total_executions::text,
+             avg_success_rate::text, total_credits_consumed::text, last_activity_at::text";
+        let one_target = format!(
+            "SELECT {metrics_cols} FROM analytics.mv_workspace_metrics WHERE workspace_id = '{busiest}'"
+        );
+        let view = std::fs::read_to_string(self.views_dir.join("mv_workspace_metrics.sql"))?;
+        let body = view_body(&view)?.replace(
+            "WHERE started_at >=",
+            &format!("WHERE workspace_id = '{busiest}' AND started_at >="),
+        );
+        let one_base = format!("SELECT {metrics_cols} FROM ({body}) v");
+        let top_target =
+            "SELECT workspace_id::text AS workspace, total_credits_consumed::text AS credits
+             FROM analytics.mv_workspace_metrics
+            ORDER BY total_credits_consumed DESC NULLS LAST, workspace_id LIMIT 10";
+        let top_base = "SELECT workspace_id::text, sum(credits_consumed)::text
+             FROM public.agent_runs WHERE started_at >= CURRENT_DATE - INTERVAL '30 days'
+            GROUP BY workspace_id
+            ORDER BY sum(credits_consumed) DESC NULLS LAST, workspace_id LIMIT 10";
+        let mut out = Vec::new();
+        for (name, target, base) in [
+            (
+                "one workspace's metrics",
+                one_target.as_str(),
+                one_base.as_str(),
+            ),
+            ("top 10 workspaces by credits", top_target, top_base),
+        ] {
+            let (target_ms, a) = self
+                .time_query(target, self.opts.query_repeats * 20)
+                .await?;
+            let (base_ms, b) = self.time_query(base, self.opts.query_repeats).await?;
+            if a != b {
+                bail!("{name}: the target answers {a:?}, the base tables {b:?}");
+            }
+            self.progress.step(format_args!(
+                "  {name}: target {target_ms:.3} ms, base tables {base_ms:.1} ms (same answer)"
+            ));
+            out.push(QueryTiming {
+                name: name.into(),
+                target_ms,
+                base_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Median milliseconds of `repeats` executions (after one warm-up), and the answer.
+    async fn time_query(&self, sql: &str, repeats: usize) -> Result<(f64, Vec<Vec<String>>)> {
+        let stmt = self.client.prepare(sql).await?;
+        let rows = self.client.query(&stmt, &[]).await?;
+        let answer = rows
+            .iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let start = Instant::now();
+            self.client.query(&stmt, &[]).await?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((median(&mut times), answer))
+    }
+
+    /// A backlog written while nothing consumes it, drained by pg_recvlogical (to /dev/null)
+    /// and then by `deltamv run`, each from its own slot created before the backlog. Returns
+    /// the engine, running and caught up.
+    async fn catch_up(&mut self, r: &mut Results) -> Result<Running> {
+        let txns = (self.opts.backlog_changes / 100).max(1);
+        self.progress.step(format_args!(
+            "catch-up: writing a backlog of ~{} changes ({txns} transactions) with nothing consuming",
+            txns * 100
+        ));
+        self.client
+            .execute(
+                "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')",
+                &[],
+            )
+            .await?;
+        let before = self.changes().await?;
+        let max_id: i64 = self
+            .client
+            .query_one("SELECT max(id) FROM public.agent_runs", &[])
+            .await?
+            .get(0);
+        let start_lsn = self.slot_lsn("bench_recv").await?;
+        let script = self.work_dir.join("backlog.sql");
+        std::fs::write(&script, dataset::backlog_script(max_id as u64))?;
+        self.pgbench(&["-c", "1", "-t", &txns.to_string(), "-f", &path_str(&script)])?;
+        tokio::time::sleep(Duration::from_millis(1500)).await; // statistics flush
+        r.catch_up.changes = self.changes().await? - before;
+        let end_lsn = self.current_lsn().await?;
+        r.catch_up.wal_bytes = end_lsn - start_lsn;
+        self.progress.step(format_args!(
+            "  backlog: {} changes, {} MB of WAL; pg_recvlogical drains it",
+            r.catch_up.changes,
+            r.catch_up.wal_bytes >> 20
+        ));
+
+        let start = Instant::now();
+        let mut recv = Command::new(self.cluster.bindir().join("pg_recvlogical"))
+            .args(self.conn_args())
+            .args(["--slot", "bench_recv", "--start", "-P", "pgoutput"])
+            .args(["-o", "proto_version=1", "-o"])
+            .arg(format!("publication_names={PUBLICATION}"))
+            .args(["-F", "0", "-s", "1", "--no-loop", "-f", "/dev/null"])
+            .arg(format!("--endpos={}", lsn_text(end_lsn)))
+            .spawn()
+            .context("running pg_recvlogical")?;
+        let mut curve = Vec::new();
+        loop {
+            let lsn = self.slot_lsn("bench_recv").await?;
+            curve.push((
+                start.elapsed().as_secs_f64(),
+                fraction(lsn, start_lsn, end_lsn),
+            ));
+            if let Some(status) = recv.try_wait()? {
+                if !status.success() {
+                    bail!("pg_recvlogical failed: {status}");
+                }
+                break;
+            }
+            tokio::time::sleep(SAMPLE_EVERY).await;
+        }
+        r.catch_up.recv_seconds = start.elapsed().as_secs_f64();
+        curve.push((r.catch_up.recv_seconds, 1.0));
+        r.catch_up.recv_curve = curve;
+        self.client
+            .execute("SELECT pg_drop_replication_slot('bench_recv')", &[])
+            .await?;
+        self.progress.step(format_args!(
+            "  pg_recvlogical: {:.2} s ({:.0} changes/s); now deltamv run",
+            r.catch_up.recv_seconds,
+            r.catch_up.changes as f64 / r.catch_up.recv_seconds
+        ));
+
+        let start = Instant::now();
+        let mut running = self.engine.spawn_run()?;
+        let mut curve = Vec::new();
+        loop {
+            let lsn = self.slot_lsn(SLOT).await?;
+            curve.push((
+                start.elapsed().as_secs_f64(),
+                fraction(lsn, start_lsn, end_lsn),
+            ));
+            if lsn >= end_lsn {
+                break;
+            }
+            running.check_alive(self.engine)?;
+            if start.elapsed() > CATCH_UP_LIMIT {
+                bail!("deltamv did not drain the backlog within {CATCH_UP_LIMIT:?}");
+            }
+            tokio::time::sleep(SAMPLE_EVERY.min(Duration::from_millis(50))).await;
+        }
+        r.catch_up.engine_seconds = start.elapsed().as_secs_f64();
+        r.catch_up.engine_curve = thin(curve, SAMPLE_EVERY.as_secs_f64());
+        self.progress.step(format_args!(
+            "  deltamv: {:.2} s ({:.0} changes/s)",
+            r.catch_up.engine_seconds,
+            r.catch_up.changes as f64 / r.catch_up.engine_seconds
+        ));
+        Ok(running)
+    }
+
+    /// Writes at a steady `rate` (changes/s) from one connection, one probe run per transaction,
+    /// while another connection polls the target every millisecond.
+    async fn freshness(&mut self, rate: u32, running: &mut Running) -> Result<Freshness> {
+        let changes_per_txn = (rate / 100).max(10);
+        let txn_rate = f64::from(rate) / f64::from(changes_per_txn);
+        self.progress.step(format_args!(
+            "freshness at {rate} changes/s ({txn_rate:.0} transactions/s of {changes_per_txn}) for {} s",
+            self.opts.rate_seconds
+        ));
+        let writer = crate::support::connect(&self.url).await?;
+        let base: i64 = self
+            .client
+            .query_one(dataset::PROBE_QUERY, &[])
+            .await?
+            .get(0);
+        let max_id: i64 = self
+            .client
+            .query_one("SELECT max(id) FROM public.agent_runs", &[])
+            .await?
+            .get(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = tokio::spawn(poll_probe(self.url.clone(), stop.clone()));
+        let sampler = tokio::spawn(sample_lag(self.url.clone(), stop.clone()));
+        let stmt = writer
+            .prepare(&dataset::writer_statement(changes_per_txn))
+            .await?;
+        let start = Instant::now();
+        let mut commits = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / txn_rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while start.elapsed().as_secs_f64() < self.opts.rate_seconds {
+            tick.tick().await;
+            let id = rand::thread_rng().gen_range(1..max_id.max(2));
+            writer.execute(&stmt, &[&id]).await?;
+            commits.push(Instant::now());
+        }
+        let written = start.elapsed().as_secs_f64();
+        let expected = base + commits.len() as i64;
+        let wait = Instant::now();
+        loop {
+            let seen: i64 = self
+                .client
+                .query_one(dataset::PROBE_QUERY, &[])
+                .await?
+                .get(0);
+            if seen >= expected {
+                break;
+            }
+            running.check_alive(self.engine)?;
+            if wait.elapsed() > CATCH_UP_LIMIT {
+                bail!("the engine did not show the last write within {CATCH_UP_LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.store(true, Ordering::Relaxed);
+        let seen = poller.await??;
+        let lag = sampler.await??;
+        let latencies = match_visibility(&commits, &seen, base, start)?;
+        let f = Freshness {
+            rate,
+            achieved_rate: (commits.len() as f64 * f64::from(changes_per_txn)) / written,
+            changes_per_txn,
+            latencies,
+            lag_bytes: lag
+                .into_iter()
+                .map(|(t, b)| (t.duration_since(start).as_secs_f64(), b))
+                .collect(),
+        };
+        let mut ms: Vec<f64> = f.latencies.iter().map(|l| l.1).collect();
+        self.progress.step(format_args!(
+            "  achieved {:.0} changes/s; commit-to-visible p50 {:.1} ms, p99 {:.1} ms",
+            f.achieved_rate,
+            percentile(&mut ms, 0.5),
+            percentile(&mut ms, 0.99)
+        ));
+        Ok(f)
+    }
+
+    /// One transaction of `batch_changes` changes made visible by the engine, against
+    /// REFRESH MATERIALIZED VIEW CONCURRENTLY of all five views (which the user would need).
+    async fn incremental_vs_full(&mut self, r: &mut Results, running: &mut Running) -> Result<()> {
+        let n = self.opts.batch_changes;
+        self.progress.step(format_args!(
+            "incremental vs full: one {n}-change transaction, {} times",
+            self.opts.batch_repeats
+        ));
+        let stmt = self.client.prepare(&dataset::writer_statement(n)).await?;
+        let max_id: i64 = self
+            .client
+            .query_one("SELECT max(id) FROM public.agent_runs", &[])
+            .await?
+            .get(0);
+        for _ in 0..self.opts.batch_repeats {
+            let base: i64 = self
+                .client
+                .query_one(dataset::PROBE_QUERY, &[])
+                .await?
+                .get(0);
+            let id = rand::thread_rng().gen_range(1..max_id.max(2));
+            self.client.execute(&stmt, &[&id]).await?;
+            let start = Instant::now();
+            loop {
+                let seen: i64 = self
+                    .client
+                    .query_one(dataset::PROBE_QUERY, &[])
+                    .await?
+                    .get(0);
+                if seen > base {
+                    break;
+                }
+                running.check_alive(self.engine)?;
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+            let s = start.elapsed().as_secs_f64();
+            self.progress.step(format_args!(
+                "  visible in the targets {:.1} ms after commit",
+                s * 1e3
+            ));
+            r.batch_seconds.push(s);
+        }
+        self.progress
+            .step("  REFRESH MATERIALIZED VIEW CONCURRENTLY of the same 5 views");
+        let start = Instant::now();
+        for view in [
+            "mv_active_users",
+            "mv_agent_performance",
+            "mv_workspace_metrics",
+            "mv_top_agents",
+            "mv_error_summary",
+        ] {
+            self.client
+                .batch_execute(&format!(
+                    "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.pg_{view}"
+                ))
+                .await?;
+        }
+        r.refresh_seconds = start.elapsed().as_secs_f64();
+        self.progress
+            .step(format_args!("  full refresh: {:.2} s", r.refresh_seconds));
+        Ok(())
+    }
+
+    /// pgbench single-row INSERTs, alternating rounds without and with the engine attached.
+    async fn writer_overhead(&mut self, r: &mut Results) -> Result<()> {
+        let script = self.work_dir.join("insert.sql");
+        std::fs::write(&script, dataset::single_insert_script())?;
+        let secs = self.opts.overhead_seconds.to_string();
+        let args = ["-c", "2", "-j", "2", "-T", &secs, "-f", &path_str(&script)];
+        for round in 0..2 {
+            self.progress.step(format_args!(
+                "writer overhead round {}: pgbench single-row INSERT, no consumer",
+                round + 1
+            ));
+            let tps = parse_tps(&self.pgbench(&args)?)?;
+            self.progress.step(format_args!(
+                "  {tps:.0} tps; now with deltamv run attached"
+            ));
+            r.tps_alone.push(tps);
+            let running = self.start_caught_up().await?;
+            let tps = parse_tps(&self.pgbench(&args)?)?;
+            self.progress
+                .step(format_args!("  {tps:.0} tps with the engine"));
+            r.tps_engine.push(tps);
+            self.stop(running)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `deltamv run` and waits until it has confirmed everything written so far.
+    async fn start_caught_up(&mut self) -> Result<Running> {
+        let mut running = self.engine.spawn_run()?;
+        let target = self.current_lsn().await?;
+        let start = Instant::now();
+        while self.slot_lsn(SLOT).await? < target {
+            running.check_alive(self.engine)?;
+            if start.elapsed() > CATCH_UP_LIMIT {
+                bail!("deltamv did not catch up within {CATCH_UP_LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(running)
+    }
+
+    fn stop(&mut self, running: Running) -> Result<()> {
+        let rss = running.stop()?;
+        self.peak_run_rss = self.peak_run_rss.max(rss);
+        Ok(())
+    }
+
+    fn conn_args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.cluster.port().to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "-d".into(),
+            "app".into(),
+        ]
+    }
+
+    fn pgbench(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.cluster.bindir().join("pgbench"))
+            .arg("-n")
+            .args(args)
+            .args(self.conn_args())
+            .output()
+            .context("running pgbench")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "pgbench failed ({}): {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
+    async fn changes(&self) -> Result<u64> {
+        let n: i64 = self
+            .client
+            .query_one(dataset::CHANGES_QUERY, &[])
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    async fn current_lsn(&self) -> Result<u64> {
+        let lsn: String = self
+            .client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await?
+            .get(0);
+        parse_lsn(&lsn)
+    }
+
+    async fn slot_lsn(&self, slot: &str) -> Result<u64> {
+        let lsn: Option<String> = self
+            .client
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?
+            .with_context(|| format!("replication slot {slot} is missing"))?
+            .get(0);
+        lsn.map_or(Ok(0), |l| parse_lsn(&l))
+    }
+}
+
+/// Polls the probe count every millisecond until stopped; returns (when seen, count) each time
+/// the count changed.
+async fn poll_probe(url: String, stop: Arc<AtomicBool>) -> Result<Vec<(Instant, i64)>> {
+    let client = crate::support::connect(&url).await?;
+    let stmt = client.prepare(dataset::PROBE_QUERY).await?;
+    let mut seen: Vec<(Instant, i64)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let n: i64 = client.query_one(&stmt, &[]).await?.get(0);
+        if seen.last().is_none_or(|l| l.1 != n) {
+            seen.push((Instant::now(), n));
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+    Ok(seen)
+}
+
+/// Samples the WAL bytes the engine's slot has not confirmed, until stopped.
+async fn sample_lag(url: String, stop: Arc<AtomicBool>) -> Result<Vec<(Instant, f64)>> {
+    let client = crate::support::connect(&url).await?;
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let row = client
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn)::float8
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&SLOT],
+            )
+            .await?;
+        out.push((Instant::now(), row.get::<_, f64>(0).max(0.0)));
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    Ok(out)
+}
+
+/// For the k-th commit (0-based), the first observation with count >= base + k + 1.
+fn match_visibility(
+    commits: &[Instant],
+    seen: &[(Instant, i64)],
+    base: i64,
+    start: Instant,
+) -> Result<Vec<(f64, f64)>> {
+    let mut out = Vec::with_capacity(commits.len());
+    let mut j = 0;
+    for (k, commit) in commits.iter().enumerate() {
+        let need = base + k as i64 + 1;
+        while j < seen.len() && seen[j].1 < need {
+            j += 1;
+        }
+        let Some((at, _)) = seen.get(j) else {
+            bail!("transaction {k} was never seen in the target (probe count {need})");
+        };
+        out.push((
+            commit.duration_since(start).as_secs_f64(),
+            at.saturating_duration_since(*commit).as_secs_f64() * 1e3,
+        ));
+    }
+    Ok(out)
+}
+
+/// Keeps at most one point per `step` seconds.
+fn thin(points: Vec<(f64, f64)>, step: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let last = points.last().copied();
+    for p in points {
+        if out.last().is_none_or(|l| p.0 - l.0 >= step) {
+            out.push(p);
+        }
+    }
+    if let (Some(l), Some(o)) = (last, out.last()) {
+        if o.0 < l.0 {
+            out.push(l);
+        }
+    }
+    out
+}
+
+fn fraction(lsn: u64, start: u64, end: u64) -> f64 {
+    if end <= start {
+        return 1.0;
+    }
+    (lsn.saturating_sub(start) as f64 / (end - start) as f64).min(1.0)
+}
+
+pub fn parse_lsn(text: &str) -> Result<u64> {
+    let (hi, lo) = text
+        .split_once('/')
+        .with_context(|| format!("{text:?} is not an LSN"))?;
+    Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
+}
+
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+fn parse_tps(pgbench_out: &str) -> Result<f64> {
+    pgbench_out
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no \"tps = \" line in pgbench's output:\n{pgbench_out}"))
+}
+
+/// The query of a `CREATE MATERIALIZED VIEW name AS <query>;` file, comments dropped.
+fn view_body(file: &str) -> Result<String> {
+    let sql: String = file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let start = sql.find(" AS").context("no AS in the view file")? + 3;
+    let end = sql[start..].find(';').map_or(sql.len(), |i| start + i);
+    Ok(sql[start..end].to_string())
+}
+
+fn path_str(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+/// Nearest-rank percentile (0 for no values).
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}

@@ -1,0 +1,218 @@
+//! The side-by-side benchmark of deltamv against what a user would pick instead.
+//!
+//! One run starts a throwaway PostgreSQL (the test harness's cluster), loads a synthetic dataset
+//! ([`dataset`]), and measures on the same machine, data and server, one after the other:
+//! the initial load against `CREATE MATERIALIZED VIEW`, reconcile, dashboard queries against the
+//! base tables, draining a change backlog against `pg_recvlogical`, commit-to-visible freshness at
+//! steady write rates, a 10k-row change against `REFRESH MATERIALIZED VIEW CONCURRENTLY`, and
+//! pgbench writer throughput with and without the engine attached. The machine is shared and
+//! noisy, so every figure is paired with its alternative from the same run and reported as a
+//! ratio ([`report`]); absolute times drift between runs, ratios much less.
+//!
+//! The run ends with a reconcile after all workloads: a benchmark of an engine whose targets
+//! differ from PostgreSQL's own answer would be meaningless, so any difference fails the run.
+//!
+//! The same code runs as `cargo bench --bench ivm` (release build, quick or full size) and as the
+//! smoke test `tests/bench_smoke.rs` (debug build, a tiny dataset), so the harness never rots.
+
+pub mod dataset;
+pub mod engine;
+pub mod measure;
+pub mod plot;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::support::{ClusterOptions, PgCluster};
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// "quick", "full", "smoke" or "custom": names the report file.
+    pub label: String,
+    pub runs_rows: u64,
+    pub activity_rows: u64,
+    /// Changes in the catch-up backlog (about 100 per transaction).
+    pub backlog_changes: u64,
+    /// Steady write rates (changes/s) for the freshness runs.
+    pub rates: Vec<u32>,
+    pub rate_seconds: f64,
+    /// Rows changed by the one transaction compared with a full refresh.
+    pub batch_changes: u32,
+    pub batch_repeats: usize,
+    /// Seconds of each pgbench round (two rounds with, two without the engine).
+    pub overhead_seconds: u32,
+    /// Executions of each query on the base tables (on the targets: 20 times as many).
+    pub query_repeats: usize,
+    /// Where the report and plots go.
+    pub out_dir: PathBuf,
+}
+
+impl Options {
+    pub fn quick() -> Options {
+        Options {
+            label: "quick".into(),
+            runs_rows: 500_000,
+            activity_rows: 500_000,
+            backlog_changes: 200_000,
+            rates: vec![2_000, 10_000],
+            rate_seconds: 15.0,
+            batch_changes: 10_000,
+            batch_repeats: 3,
+            overhead_seconds: 10,
+            query_repeats: 5,
+            out_dir: PathBuf::from("bench/results"),
+        }
+    }
+
+    pub fn full() -> Options {
+        Options {
+            label: "full".into(),
+            runs_rows: 5_000_000,
+            activity_rows: 5_000_000,
+            backlog_changes: 1_000_000,
+            rate_seconds: 30.0,
+            overhead_seconds: 20,
+            ..Options::quick()
+        }
+    }
+
+    /// A few seconds of everything, for the test suite.
+    pub fn smoke(out_dir: PathBuf) -> Options {
+        Options {
+            label: "smoke".into(),
+            runs_rows: 3_000,
+            activity_rows: 3_000,
+            backlog_changes: 2_000,
+            rates: vec![500],
+            rate_seconds: 2.0,
+            batch_changes: 1_000,
+            batch_repeats: 2,
+            overhead_seconds: 1,
+            query_repeats: 2,
+            out_dir,
+        }
+    }
+
+    /// `--full`, `--smoke`, `--rows N` (both tables), `--backlog N`, `--seconds S` (each steady
+    /// rate), `--out DIR`; cargo's own `--bench` flag is ignored.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Options> {
+        let mut opts = Options::quick();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value (see benches/ivm.rs)"))
+            };
+            match arg.as_str() {
+                "--bench" => {}
+                "--full" => {
+                    opts = Options {
+                        out_dir: opts.out_dir,
+                        ..Options::full()
+                    }
+                }
+                "--smoke" => opts = Options::smoke(opts.out_dir),
+                "--rows" => {
+                    let rows = parse_count(&value("--rows")?)?;
+                    opts.runs_rows = rows;
+                    opts.activity_rows = rows;
+                    opts.label = "custom".into();
+                }
+                "--backlog" => opts.backlog_changes = parse_count(&value("--backlog")?)?,
+                "--seconds" => {
+                    let text = value("--seconds")?;
+                    opts.rate_seconds = text
+                        .parse()
+                        .with_context(|| format!("--seconds {text:?}: expected seconds"))?;
+                }
+                "--out" => opts.out_dir = PathBuf::from(value("--out")?),
+                other => bail!(
+                    "unknown argument {other:?}; expected --full, --smoke, --rows N, \
+                     --backlog N, --seconds S or --out DIR"
+                ),
+            }
+        }
+        Ok(opts)
+    }
+}
+
+/// `500000`, `500k`, `5M`.
+fn parse_count(text: &str) -> Result<u64> {
+    let (digits, scale) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 1_000),
+        Some((i, 'm' | 'M')) => (&text[..i], 1_000_000),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .map(|n| n * scale)
+        .with_context(|| format!("{text:?}: expected a count like 500000, 500k or 5M"))
+}
+
+/// Progress lines on stderr, each with the time since the run started.
+pub struct Progress {
+    start: Instant,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            start: Instant::now(),
+        }
+    }
+
+    pub fn step(&self, what: impl std::fmt::Display) {
+        eprintln!("[{:7.1} s] {what}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Runs the whole benchmark and writes the report; returns the report's path.
+pub async fn run(opts: &Options) -> Result<PathBuf> {
+    let progress = Progress::new();
+    progress.step(format_args!(
+        "benchmark ({}): {} agent_runs + {} user_activity rows, build {}",
+        opts.label,
+        opts.runs_rows,
+        opts.activity_rows,
+        report::build_profile()
+    ));
+    let cluster = PgCluster::start(
+        // synchronous_commit on, as on a production server: with it off (the test harness's
+        // default) a commit reaches the WAL sender only at the WAL writer's next round (up to
+        // wal_writer_delay, 200 ms later), which would be measured as the engine's latency.
+        ClusterOptions::default()
+            .conf("synchronous_commit", "on")
+            .conf("shared_buffers", "1GB")
+            .conf("work_mem", "64MB")
+            .conf("maintenance_work_mem", "512MB")
+            .conf("max_wal_size", "16GB")
+            .conf("checkpoint_timeout", "30min"),
+    )?;
+    let url = cluster.create_database("app")?;
+    let work = tempfile::tempdir()?;
+    let views_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/views"));
+    let engine = engine::Engine::new(&url, work.path(), &views_dir);
+    let mut bench = measure::Bench {
+        opts,
+        progress: &progress,
+        cluster: &cluster,
+        url: url.clone(),
+        client: crate::support::connect(&url).await?,
+        engine: &engine,
+        work_dir: work.path().to_path_buf(),
+        views_dir,
+        peak_run_rss: 0,
+    };
+    let results = bench.all().await.inspect_err(|_| {
+        eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
+    })?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let path = report::write(opts, &results, &cluster, &mut bench.client).await?;
+    progress.step(format_args!("report written: {}", path.display()));
+    Ok(path)
+}
