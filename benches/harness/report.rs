@@ -94,21 +94,31 @@ fn setup(w: &mut String, opts: &Options, cluster: &PgCluster, server: &str) {
     );
 }
 
-fn ratio_row(
-    w: &mut String,
+/// One target compared with its alternative.
+struct Compared<'a> {
     n: u32,
-    what: &str,
+    what: &'a str,
     ours: String,
     theirs: String,
     ratio: f64,
-    target: &str,
+    target: &'a str,
     met: bool,
-) {
-    let _ = writeln!(
-        w,
-        "| {n} | {what} | {ours} | {theirs} | {ratio:.2}x | {target} | {} |",
-        if met { "yes" } else { "**no**" }
-    );
+}
+
+impl Compared<'_> {
+    fn write(self, w: &mut String) {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {:.2}x | {} | {} |",
+            self.n,
+            self.what,
+            self.ours,
+            self.theirs,
+            self.ratio,
+            self.target,
+            if self.met { "yes" } else { "**no**" }
+        );
+    }
 }
 
 fn targets(w: &mut String, r: &Results) {
@@ -121,19 +131,19 @@ fn targets(w: &mut String, r: &Results) {
     let c = &r.catch_up;
     let ours = c.changes as f64 / c.engine_seconds;
     let theirs = c.changes as f64 / c.recv_seconds;
-    ratio_row(
-        w,
-        1,
-        &format!("catch-up: {} changes drained", c.changes),
-        format!("{ours:.0} changes/s ({:.1} s)", c.engine_seconds),
-        format!(
+    Compared {
+        n: 1,
+        what: &format!("catch-up: {} changes drained", c.changes),
+        ours: format!("{ours:.0} changes/s ({:.1} s)", c.engine_seconds),
+        theirs: format!(
             "pg_recvlogical to /dev/null: {theirs:.0} changes/s ({:.1} s)",
             c.recv_seconds
         ),
-        ours / theirs,
-        "deltamv/pg_recvlogical >= 0.9",
-        ours / theirs >= 0.9,
-    );
+        ratio: ours / theirs,
+        target: "deltamv/pg_recvlogical >= 0.9",
+        met: ours / theirs >= 0.9,
+    }
+    .write(w);
     for f in &r.freshness {
         let mut ms: Vec<f64> = f.latencies.iter().map(|l| l.1).collect();
         let (p50, p99) = (percentile(&mut ms, 0.5), percentile(&mut ms, 0.99));
@@ -156,52 +166,52 @@ fn targets(w: &mut String, r: &Results) {
     }
     let alone = mean(&r.tps_alone);
     let with = mean(&r.tps_engine);
-    ratio_row(
-        w,
-        3,
-        "writer overhead: pgbench single-row INSERT, 2 clients",
-        format!("{with:.0} tps with the engine attached"),
-        format!("{alone:.0} tps with no consumer"),
-        with / alone,
-        ">= 0.85",
-        with / alone >= 0.85,
-    );
+    Compared {
+        n: 3,
+        what: "writer overhead: pgbench single-row INSERT, 2 clients",
+        ours: format!("{with:.0} tps with the engine attached"),
+        theirs: format!("{alone:.0} tps with no consumer"),
+        ratio: with / alone,
+        target: ">= 0.85",
+        met: with / alone >= 0.85,
+    }
+    .write(w);
     let mut batch = r.batch_seconds.clone();
     let inc = percentile(&mut batch, 0.5);
-    ratio_row(
-        w,
-        4,
-        "a 10k-change transaction, all seed views",
-        format!("visible {:.0} ms after commit (median)", inc * 1e3),
-        format!(
+    Compared {
+        n: 4,
+        what: "a 10k-change transaction, all seed views",
+        ours: format!("visible {:.0} ms after commit (median)", inc * 1e3),
+        theirs: format!(
             "REFRESH MATERIALIZED VIEW CONCURRENTLY: {:.2} s",
             r.refresh_seconds
         ),
-        r.refresh_seconds / inc,
-        "refresh/incremental >= 1000",
-        r.refresh_seconds / inc >= 1000.0,
-    );
-    ratio_row(
-        w,
-        5,
-        "initial load",
-        format!("deltamv init: {:.1} s", r.init_seconds),
-        format!("CREATE MATERIALIZED VIEW: {:.1} s", r.create_mv_seconds),
-        r.init_seconds / r.create_mv_seconds,
-        "init/create <= 1.0",
-        r.init_seconds <= r.create_mv_seconds,
-    );
+        ratio: r.refresh_seconds / inc,
+        target: "refresh/incremental >= 1000",
+        met: r.refresh_seconds / inc >= 1000.0,
+    }
+    .write(w);
+    Compared {
+        n: 5,
+        what: "initial load",
+        ours: format!("deltamv init: {:.1} s", r.init_seconds),
+        theirs: format!("CREATE MATERIALIZED VIEW: {:.1} s", r.create_mv_seconds),
+        ratio: r.init_seconds / r.create_mv_seconds,
+        target: "init/create <= 1.0",
+        met: r.init_seconds <= r.create_mv_seconds,
+    }
+    .write(w);
     for q in &r.queries {
-        ratio_row(
-            w,
-            6,
-            &format!("query: {}", q.name),
-            format!("target: {:.3} ms", q.target_ms),
-            format!("from the base tables: {:.1} ms", q.base_ms),
-            q.base_ms / q.target_ms,
-            "base/target >= 100",
-            q.base_ms / q.target_ms >= 100.0,
-        );
+        Compared {
+            n: 6,
+            what: &format!("query: {}", q.name),
+            ours: format!("target: {:.3} ms", q.target_ms),
+            theirs: format!("from the base tables: {:.1} ms", q.base_ms),
+            ratio: q.base_ms / q.target_ms,
+            target: "base/target >= 100",
+            met: q.base_ms / q.target_ms >= 100.0,
+        }
+        .write(w);
     }
     let rss = r.init_peak_rss.max(r.peak_run_rss);
     let _ = writeln!(
