@@ -186,6 +186,9 @@ async fn run_once(
     result
 }
 
+/// How long the stream must stay quiet before a non-full batch is applied (see `Loop::run`).
+const BATCH_LINGER: Duration = Duration::from_millis(2);
+
 impl Loop<'_> {
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), EngineError> {
         loop {
@@ -194,6 +197,7 @@ impl Loop<'_> {
             let mut rows = 0usize;
             let mut idle_at: Option<(u64, i64)> = None;
             let mut deadline: Option<tokio::time::Instant> = None;
+            let mut last_event: Option<tokio::time::Instant> = None;
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::pin!(tick);
             loop {
@@ -203,19 +207,28 @@ impl Loop<'_> {
                         None => std::future::pending().await,
                     }
                 };
-                // Adaptive batching: a batch closes as soon as the stream has nothing more
-                // ready (so a lone transaction is applied at once: low latency when writes are
-                // sparse), when it reaches batch_max_rows, or batch_max_ms after it opened
-                // (under a steady stream). Transactions arriving while a batch is applied queue
-                // up and form the next one, so batches grow with the load. `biased` polls the
-                // stream first; `next` keeps a partial transaction in `self` (cancel-safe).
+                // Adaptive batching: a batch closes when the stream has been quiet for
+                // BATCH_LINGER (so a lone transaction is applied at once: low latency when
+                // writes are sparse), when it reaches batch_max_rows, or batch_max_ms after it
+                // opened (under a steady stream). Transactions arriving while a batch is applied
+                // queue up and form the next one, so batches grow with the load (a backlog is
+                // applied in full-size batches). `next` keeps a partial transaction in `self`
+                // (cancel-safe).
+                let quiet = async {
+                    match last_event {
+                        Some(t) if !batch.is_empty() => {
+                            tokio::time::sleep_until(t + BATCH_LINGER).await
+                        }
+                        _ => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
-                    biased;
                     ev = self.stream.next() => match ev? {
                         StreamEvent::Transaction { end_lsn, commit_time_micros, changes, touched } => {
                             if end_lsn <= self.state_lsn {
                                 continue;
                             }
+                            last_event = Some(tokio::time::Instant::now());
                             rows += changes.len();
                             batch.push(PendingTxn { end_lsn, commit_time_micros, changes, touched });
                             deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
@@ -233,7 +246,7 @@ impl Loop<'_> {
                         }
                     },
                     _ = batch_deadline => break,
-                    _ = std::future::ready(()), if !batch.is_empty() => break,
+                    _ = quiet => break,
                     _ = &mut tick, if batch.is_empty() => break,
                     _ = shutdown.changed() => {
                         if !batch.is_empty() {
@@ -279,11 +292,23 @@ impl Loop<'_> {
         let commit_times: Vec<i64> = fresh.iter().map(|t| t.commit_time_micros).collect();
         let source_rows: usize = fresh.iter().map(|t| t.changes.len()).sum();
         let changes: Vec<Change> = fresh.into_iter().flat_map(|t| t.changes).collect();
+        let started = std::time::Instant::now();
         let deltas = self.fold(changes).await?;
+        let folded = started.elapsed();
         crate::failpoint::hit("before_target_commit");
         self.write_targets(&deltas, lsn, Some(commit_time)).await?;
+        let written = started.elapsed();
         crate::failpoint::hit("after_target_commit");
         self.commit_state(lsn).await?;
+        tracing::debug!(
+            txns = commit_times.len(),
+            source_rows,
+            target_rows = deltas.iter().map(Vec::len).sum::<usize>(),
+            fold_ms = folded.as_millis() as u64,
+            write_ms = (written - folded).as_millis() as u64,
+            commit_ms = (started.elapsed() - written).as_millis() as u64,
+            "batch applied"
+        );
         self.notify(touched, &deltas);
         self.record_batch(&commit_times, source_rows).await?;
         Ok(())

@@ -16,6 +16,7 @@
 //! a changed output row of one stage is a retract/insert pair for the next, and the last stage's
 //! changed rows are what the sink writes.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use thiserror::Error;
 use crate::ops::rank::Members;
 use crate::ops::Acc;
 use crate::pgtime::PgTimeZone;
-use crate::plan::expr::{CmpOp, EvalCtx, EvalError, Expr, Inputs};
+use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, StageInput, TableInfo, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
 use crate::state::store::{Store, StoreError};
@@ -108,6 +109,9 @@ struct ViewRuntime {
     date: i32,
     /// Monotonic comparisons derived from the temporal atoms (= and <> split in two).
     components: Vec<Expr>,
+    /// The stages with CURRENT_DATE folded for `date` ([`Expr::bind_today`]): what rows are
+    /// evaluated with, unless a revisit evaluates them for another day.
+    bound: Vec<Stage>,
     failed: Option<String>,
 }
 
@@ -118,6 +122,8 @@ type Contribution = (Vec<Value>, Vec<Value>);
 
 pub struct Maintainer {
     store: Store,
+    /// Day-only sides of temporal comparisons by (view, component, day): see `day_side`.
+    day_memo: RefCell<HashMap<(usize, usize, i32), Value>>,
     /// Groups touched by the current batch, decoded (flag: may be deleted when empty).
     groups: HashMap<Vec<u8>, (GroupState, bool)>,
     tz: PgTimeZone,
@@ -155,6 +161,7 @@ impl Maintainer {
             }
             let components = first.temporal.iter().flat_map(split_monotone).collect();
             runtimes.push(ViewRuntime {
+                bound: bind_stages(&plan, today, &tz),
                 plan,
                 table,
                 date: today,
@@ -164,6 +171,7 @@ impl Maintainer {
         }
         Maintainer {
             store,
+            day_memo: RefCell::new(HashMap::new()),
             groups: HashMap::new(),
             tz,
             tables,
@@ -200,6 +208,7 @@ impl Maintainer {
     pub fn set_dates(&mut self, dates: &[i32]) {
         for (rt, d) in self.views.iter_mut().zip(dates) {
             rt.date = *d;
+            rt.bound = bind_stages(&rt.plan, *d, &self.tz);
         }
     }
 
@@ -227,8 +236,43 @@ impl Maintainer {
         row
     }
 
+    fn set_date(&mut self, v: usize, today: i32) {
+        let rt = &mut self.views[v];
+        if rt.date != today {
+            rt.date = today;
+            rt.bound = bind_stages(&rt.plan, today, &self.tz);
+        }
+    }
+
     pub fn referenced(&self, table: usize) -> &[bool] {
         &self.referenced[table]
+    }
+
+    /// The order in which to read `table`'s snapshot: the columns its views group by first,
+    /// most shared first (ties: first seen). Rows of a group then arrive together, so a load
+    /// chunk touches each group once instead of every group once per chunk: fewer state
+    /// lookups, group encodings and finalizations.
+    pub fn load_order(&self, table: usize) -> Vec<usize> {
+        let mut counts: Vec<(usize, usize)> = Vec::new(); // (column, views grouping by it)
+        for &v in &self.table_views[table] {
+            let mut used = vec![false; self.tables[table].columns.len()];
+            for key in &self.views[v].plan.stages[0].keys {
+                let mut cols = vec![false; used.len()];
+                collect_columns(key, &mut cols);
+                for (c, hit) in cols.into_iter().enumerate() {
+                    if hit && !used[c] {
+                        used[c] = true;
+                        match counts.iter_mut().find(|(col, _)| *col == c) {
+                            Some((_, n)) => *n += 1,
+                            None => counts.push((c, 1)),
+                        }
+                    }
+                }
+            }
+        }
+        // A stable sort keeps first-seen order among equals.
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        counts.into_iter().map(|(c, _)| c).collect()
     }
 
     /// Applies a batch of changes; returns the changed target rows of each view.
@@ -246,7 +290,7 @@ impl Maintainer {
         for v in 0..self.views.len() {
             let rt = &self.views[v];
             if rt.components.is_empty() || rt.failed.is_some() || rt.date == today {
-                self.views[v].date = today;
+                self.set_date(v, today);
                 continue;
             }
             let old = rt.date;
@@ -286,7 +330,7 @@ impl Maintainer {
                 rec.revisit.push((v as u16, next));
                 self.store.put(CF_ROWS, rk, &rec);
             }
-            self.views[v].date = today;
+            self.set_date(v, today);
         }
         self.propagate(touched)
     }
@@ -477,7 +521,12 @@ impl Maintainer {
             today: date,
             tz: &self.tz,
         };
-        let stage: &Stage = &self.views[v].plan.stages[s];
+        let rt = &self.views[v];
+        let stage: &Stage = if date == rt.date {
+            &rt.bound[s]
+        } else {
+            &rt.plan.stages[s]
+        };
         let input = Inputs::row(row);
         let eval = || -> Result<Option<Contribution>, EvalError> {
             if let Some(f) = &stage.filter {
@@ -672,21 +721,49 @@ impl Maintainer {
     /// The next date after `date` at which one of the view's date comparisons may flip for `row`.
     fn next_revisit(&self, v: usize, row: &[Value], date: i32) -> Result<i32, MaintainError> {
         let tz = &self.tz;
-        let at = |e: &Expr, d: i32| {
-            e.eval(Inputs::row(row), EvalCtx { today: d, tz })
-                .map_err(|e| self.view_err(v, e))
-        };
+        let ctx = |today| EvalCtx { today, tz };
         let horizon = date.saturating_add(HORIZON_DAYS);
         let mut best = horizon;
-        for c in &self.views[v].components {
-            let start = at(c, date)?;
-            if identical(&[at(c, horizon)?], std::slice::from_ref(&start)) {
+        for (i, c) in self.views[v].components.iter().enumerate() {
+            // A comparison of a row-only side with a day-only side (the usual `col >=
+            // CURRENT_DATE - k`): the row side is evaluated once, the day side once per probed
+            // day for all rows (memoized); anything else is evaluated whole at each probe.
+            let split = match c {
+                Expr::Cmp { op, left, right }
+                    if !right.reads_input() && !left.uses_current_date() =>
+                {
+                    Some((*op, left.eval(Inputs::row(row), ctx(date)), right, false))
+                }
+                Expr::Cmp { op, left, right }
+                    if !left.reads_input() && !right.uses_current_date() =>
+                {
+                    Some((*op, right.eval(Inputs::row(row), ctx(date)), left, true))
+                }
+                _ => None,
+            };
+            let at = |d: i32| -> Result<Value, EvalError> {
+                match &split {
+                    Some((op, row_side, day_side, mirrored)) => {
+                        let row_side = row_side.as_ref().map_err(Clone::clone)?;
+                        let day = self.day_side(v, i, day_side, d)?;
+                        Ok(if *mirrored {
+                            compare(*op, &day, row_side)
+                        } else {
+                            compare(*op, row_side, &day)
+                        })
+                    }
+                    None => c.eval(Inputs::row(row), ctx(d)),
+                }
+            };
+            let at = |d: i32| at(d).map_err(|e| self.view_err(v, e));
+            let start = at(date)?;
+            if identical(&[at(horizon)?], std::slice::from_ref(&start)) {
                 continue;
             }
             let (mut lo, mut hi) = (date, horizon);
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                if identical(&[at(c, mid)?], std::slice::from_ref(&start)) {
+                if identical(&[at(mid)?], std::slice::from_ref(&start)) {
                     lo = mid;
                 } else {
                     hi = mid;
@@ -696,6 +773,41 @@ impl Maintainer {
         }
         Ok(best)
     }
+
+    /// The day-only side of component `i` of view `v` on day `d`, computed once per day.
+    fn day_side(&self, v: usize, i: usize, e: &Expr, d: i32) -> Result<Value, EvalError> {
+        let mut memo = self.day_memo.borrow_mut();
+        if let Some(value) = memo.get(&(v, i, d)) {
+            return Ok(value.clone());
+        }
+        let value = e.eval(
+            Inputs::row(&[]),
+            EvalCtx {
+                today: d,
+                tz: &self.tz,
+            },
+        )?;
+        memo.insert((v, i, d), value.clone());
+        Ok(value)
+    }
+}
+
+/// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.
+fn bind_stages(plan: &ViewPlan, today: i32, tz: &PgTimeZone) -> Vec<Stage> {
+    let ctx = EvalCtx { today, tz };
+    plan.stages
+        .iter()
+        .map(|stage| {
+            let mut b = stage.clone();
+            b.filter = stage.filter.as_ref().map(|f| f.bind_today(ctx));
+            b.keys = stage.keys.iter().map(|k| k.bind_today(ctx)).collect();
+            for agg in &mut b.aggs {
+                agg.arg = agg.arg.as_ref().map(|a| a.bind_today(ctx));
+                agg.filter = agg.filter.as_ref().map(|f| f.bind_today(ctx));
+            }
+            b
+        })
+        .collect()
 }
 
 fn mark_columns(stage: &Stage, referenced: &mut [bool]) {

@@ -484,21 +484,18 @@ pub async fn init(
     let state = StateThread::spawn(maintainer);
     load_snapshot(p, &state, &snapshot).await?;
     drop(snapshot);
-    let rows = state
-        .call(
-            move |m| -> Result<Vec<Vec<Vec<crate::value::Value>>>, MaintainError> {
-                m.ensure_global_groups()?;
-                (0..m.view_count()).map(|v| m.all_rows(v)).collect()
-            },
-        )
-        .await??;
+    state.call(|m| m.ensure_global_groups().map(drop)).await??;
     let tx = p
         .client
         .transaction()
         .await
         .map_err(control::sql_err("loading targets"))?;
-    for (t, rows) in targets.iter().zip(&rows) {
-        target::replace_all(&tx, t, rows)
+    let mut total = 0;
+    // One view's rows in memory at a time.
+    for (v, t) in targets.iter().enumerate() {
+        let rows = state.call(move |m| m.all_rows(v)).await??;
+        total += rows.len();
+        target::replace_all(&tx, t, &rows)
             .await
             .map_err(control::sql_err(format!("loading {}", t.plan_name)))?;
         history::record(
@@ -527,6 +524,9 @@ pub async fn init(
     let fingerprint = p.fingerprint.clone();
     state
         .call(move |m| {
+            // The snapshot's chunks were written without RocksDB's log: make them durable
+            // before the load is marked done.
+            m.store().flush()?;
             m.commit(
                 lsn,
                 &[
@@ -543,7 +543,6 @@ pub async fn init(
             tracing::warn!(view = %fb.name, error = %e, "first refresh of a fallback view failed; the engine retries");
         }
     }
-    let total: usize = rows.iter().map(Vec::len).sum();
     tracing::info!(lsn = %target::lsn_text(lsn), rows = total, "initial load complete");
     Ok((state, targets, lsn))
 }
@@ -553,11 +552,26 @@ async fn load_snapshot(
     state: &StateThread<Maintainer>,
     snapshot: &SlotSnapshot,
 ) -> Result<(), SetupError> {
+    // Durably "not done" before the unlogged chunks (whatever an earlier state said).
+    state
+        .call(|m| m.store().commit(&[("snapshot_done", keys::encode(&false))]))
+        .await??;
     let reader = p.db.connect().await?;
     begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
+    // The snapshot is read sorted by group columns (Maintainer::load_order): give that one
+    // sort room in memory rather than spilling (this transaction only).
+    reader
+        .batch_execute("SET LOCAL work_mem = '256MB'")
+        .await
+        .map_err(|e| SnapshotError::Copy {
+            table: "(snapshot)".into(),
+            detail: describe(&e),
+        })?;
     for (t, table) in p.tables.iter().enumerate() {
-        let referenced = state.call(move |m| m.referenced(t).to_vec()).await?;
-        let mut copy = TableCopy::start(&reader, table, &referenced, p.tz).await?;
+        let (referenced, order) = state
+            .call(move |m| (m.referenced(t).to_vec(), m.load_order(t)))
+            .await?;
+        let mut copy = TableCopy::start(&reader, table, &referenced, &order, p.tz).await?;
         let mut loaded = 0usize;
         let started = std::time::Instant::now();
         // The planner's row estimate: enough for an ETA on the terminal.
@@ -583,7 +597,7 @@ async fn load_snapshot(
             let apply = state.call(move |m| -> Result<(), SetupError> {
                 m.apply(changes)?;
                 m.store()
-                    .commit(&[("snapshot_done", keys::encode(&false))])?;
+                    .commit_unlogged(&[("snapshot_done", keys::encode(&false))])?;
                 crate::failpoint::hit("snapshot_chunk");
                 Ok(())
             });

@@ -51,7 +51,11 @@ impl Engine {
             .env("DATABASE_URL", &self.url)
             .env("DELTAMV_STATE_DIR", &self.state_dir)
             .env("DELTAMV_VIEWS", &self.views_dir)
-            .env("DELTAMV_LOG", "info,tokio_postgres=warn")
+            .env(
+                "DELTAMV_LOG",
+                std::env::var("DELTAMV_BENCH_LOG")
+                    .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
+            )
             .env("DELTAMV_HTTP", "127.0.0.1:0")
             .env_remove("DELTAMV_CLOCK_FILE")
             .stdout(Stdio::piped())

@@ -213,6 +213,10 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let path = report::write(opts, &results, &cluster, &mut bench.client).await?;
+    // The engine's log next to the report (not committed: bench/results/.gitignore).
+    let log = path.with_extension("engine.log");
+    std::fs::copy(&engine.log, &log)
+        .with_context(|| format!("copying the engine log to {}", log.display()))?;
     progress.step(format_args!("report written: {}", path.display()));
     Ok(path)
 }

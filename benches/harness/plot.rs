@@ -104,13 +104,17 @@ impl Chart {
         let svg_path = dir.join(format!("{stem}.svg"));
         std::fs::write(&svg_path, self.svg())
             .with_context(|| format!("writing {}", svg_path.display()))?;
-        match chromium() {
-            Some(browser) => {
-                let png = format!("{stem}.png");
-                render_png(&browser, &svg_path, &dir.join(&png))?;
-                Ok(png)
+        let Some(browser) = chromium() else {
+            return Ok(format!("{stem}.svg"));
+        };
+        let png = format!("{stem}.png");
+        match render_png(&browser, &svg_path, &dir.join(&png)) {
+            Ok(()) => Ok(png),
+            // The figures matter more than the picture: keep the report, link the SVG.
+            Err(e) => {
+                eprintln!("warning: {e:#}; the report links the SVG instead");
+                Ok(format!("{stem}.svg"))
             }
-            None => Ok(format!("{stem}.svg")),
         }
     }
 }
@@ -128,6 +132,10 @@ pub fn chromium() -> Option<PathBuf> {
 }
 
 fn render_png(browser: &Path, svg: &Path, png: &Path) -> Result<()> {
+    // file:// URLs need an absolute path.
+    let svg =
+        &std::fs::canonicalize(svg).with_context(|| format!("resolving {}", svg.display()))?;
+    let png = &std::path::absolute(png)?;
     let profile = tempfile::tempdir()?;
     let out = Command::new(browser)
         .args([

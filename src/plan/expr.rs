@@ -197,6 +197,74 @@ impl Expr {
         }
     }
 
+    /// Direct children, mutably (the same order as [`Self::children`]).
+    fn children_mut(&mut self) -> Vec<&mut Expr> {
+        match self {
+            Expr::Column { .. }
+            | Expr::GroupKey { .. }
+            | Expr::Agg { .. }
+            | Expr::Literal { .. }
+            | Expr::CurrentDate => vec![],
+            Expr::Arith { left, right, .. } | Expr::Cmp { left, right, .. } => {
+                vec![&mut **left, &mut **right]
+            }
+            Expr::Neg { expr, .. }
+            | Expr::Not(expr)
+            | Expr::IsNull { expr, .. }
+            | Expr::Cast { expr, .. }
+            | Expr::DateTrunc { expr, .. } => vec![&mut **expr],
+            Expr::And(v) | Expr::Or(v) | Expr::Coalesce { args: v, .. } => v.iter_mut().collect(),
+            Expr::InList { expr, list, .. } => std::iter::once(&mut **expr)
+                .chain(list.iter_mut())
+                .collect(),
+            Expr::Case {
+                whens, otherwise, ..
+            } => whens
+                .iter_mut()
+                .flat_map(|(c, r)| [c, r])
+                .chain(otherwise.as_deref_mut())
+                .collect(),
+        }
+    }
+
+    /// This expression for one day: every subexpression that reads CURRENT_DATE but no input
+    /// (`CURRENT_DATE - INTERVAL '30 days'`, cast to timestamptz in the server's zone) becomes
+    /// its value, computed once instead of once per row. A subexpression whose evaluation fails
+    /// is kept, so the row's evaluation raises the error as before.
+    pub fn bind_today(&self, ctx: EvalCtx<'_>) -> Expr {
+        let mut bound = self.clone();
+        bound.fold_today(ctx);
+        bound
+    }
+
+    fn fold_today(&mut self, ctx: EvalCtx<'_>) {
+        if !self.uses_current_date() {
+            return;
+        }
+        if !self.reads_input() {
+            if let Ok(value) = self.eval(Inputs::row(&[]), ctx) {
+                *self = Expr::Literal {
+                    value,
+                    ty: self.ty(),
+                };
+                return;
+            }
+        }
+        for c in self.children_mut() {
+            c.fold_today(ctx);
+        }
+    }
+
+    /// Whether the value depends on the row, group key or aggregates (not only on the day).
+    pub fn reads_input(&self) -> bool {
+        self.any(&|e| {
+            matches!(
+                e,
+                Expr::Column { .. } | Expr::GroupKey { .. } | Expr::Agg { .. }
+            )
+        })
+    }
+
     pub fn any(&self, pred: &dyn Fn(&Expr) -> bool) -> bool {
         pred(self) || self.children().into_iter().any(|c| c.any(pred))
     }

@@ -113,6 +113,7 @@ impl<'a> TableCopy<'a> {
         client: &Client,
         table: &'a TableInfo,
         referenced: &[bool],
+        order: &[usize],
         tz: PgTimeZone,
     ) -> Result<TableCopy<'a>, SnapshotError> {
         let columns: Vec<usize> = (0..table.columns.len())
@@ -123,8 +124,18 @@ impl<'a> TableCopy<'a> {
             .map(|i| quote_ident(&table.columns[*i].name))
             .collect::<Vec<_>>()
             .join(", ");
+        let order_by = if order.is_empty() {
+            String::new()
+        } else {
+            let cols: Vec<String> = order
+                .iter()
+                .filter_map(|i| table.columns.get(*i))
+                .map(|c| quote_ident(&c.name))
+                .collect();
+            format!(" ORDER BY {}", cols.join(", "))
+        };
         let sql = format!(
-            "COPY (SELECT {list} FROM {}) TO STDOUT",
+            "COPY (SELECT {list} FROM {}{order_by}) TO STDOUT",
             table.name.quoted()
         );
         let stream = client

@@ -39,6 +39,9 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// One pending write: a value, or a deletion.
 type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// RocksDB's block cache, shared by the column families (part of the engine's memory budget).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
 pub struct Store {
     db: DB,
     overlay: HashMap<&'static str, Pending>,
@@ -55,9 +58,19 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        // Point lookups dominate (a row image or a group per change): a shared block cache so
+        // hot blocks are not re-read and re-decompressed for every lookup, and bloom filters so
+        // a lookup skips the table files that cannot hold its key.
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             let detail = e.to_string();
             if detail.contains("lock") || detail.contains("LOCK") {
@@ -156,6 +169,33 @@ impl Store {
 
     /// Writes all pending changes plus the meta entries atomically and durably.
     pub fn commit(&mut self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.write(meta, &wo)
+    }
+
+    /// Like [`Self::commit`] but without RocksDB's write-ahead log: a crash loses these writes.
+    /// For the initial snapshot only, whose chunks are worthless until the whole load is done
+    /// (a crash restarts it from a new snapshot) and which [`Self::flush`] makes durable before
+    /// the load is marked complete; skipping the log saves writing every row twice.
+    pub fn commit_unlogged(&mut self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.write(meta, &wo)
+    }
+
+    /// Flushes every memtable to table files (durable without the write-ahead log).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let handles = ALL_CFS
+            .iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.db
+            .flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+
+    fn write(&mut self, meta: &[(&str, Vec<u8>)], wo: &WriteOptions) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for (cf, pending) in &self.overlay {
             let handle = self.cf(cf)?;
@@ -170,9 +210,7 @@ impl Store {
         for (k, v) in meta {
             batch.put_cf(meta_cf, k.as_bytes(), v);
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
+        self.db.write_opt(batch, wo)?;
         self.overlay.clear();
         Ok(())
     }
