@@ -117,6 +117,39 @@ struct ViewRuntime {
 
 type Touched = HashMap<(usize, usize), BTreeSet<Vec<u8>>>;
 
+/// Groups per generation of [`HotGroups`] (two generations: at most twice this many).
+const HOT_GROUPS: usize = 32_768;
+
+/// Decoded groups kept across batches, so a group changed again soon (today's groups, the
+/// workspace totals) is neither looked up in RocksDB nor decoded again. Write-through: a group
+/// enters when the batch writing it is flushed to the store, so it always equals what the store
+/// holds once that batch commits; a discarded batch clears the cache. Two generations
+/// approximate LRU without bookkeeping: when the young one is full it becomes the old one and
+/// the previous old one is dropped.
+#[derive(Default)]
+struct HotGroups {
+    young: HashMap<Vec<u8>, GroupState>,
+    old: HashMap<Vec<u8>, GroupState>,
+}
+
+impl HotGroups {
+    fn take(&mut self, key: &[u8]) -> Option<GroupState> {
+        self.young.remove(key).or_else(|| self.old.remove(key))
+    }
+
+    fn put(&mut self, key: Vec<u8>, group: GroupState) {
+        if self.young.len() >= HOT_GROUPS {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, group);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+}
+
 /// A row's group key and the argument it feeds each aggregate (NULL: none).
 type Contribution = (Vec<Value>, Vec<Value>);
 
@@ -126,6 +159,8 @@ pub struct Maintainer {
     day_memo: RefCell<HashMap<(usize, usize, i32), Value>>,
     /// Groups touched by the current batch, decoded (flag: may be deleted when empty).
     groups: HashMap<Vec<u8>, (GroupState, bool)>,
+    /// Recently written groups, decoded, across batches.
+    hot: HotGroups,
     tz: PgTimeZone,
     tables: Vec<TableInfo>,
     referenced: Vec<Vec<bool>>,
@@ -173,6 +208,7 @@ impl Maintainer {
             store,
             day_memo: RefCell::new(HashMap::new()),
             groups: HashMap::new(),
+            hot: HotGroups::default(),
             tz,
             tables,
             referenced,
@@ -561,7 +597,10 @@ impl Maintainer {
         let deletable = !stage.keys.is_empty();
         let is_topk = stage.topk.is_some();
         let fresh_accs = || stage.aggs.iter().map(Acc::new).collect::<Vec<_>>();
-        let cached = self.groups.remove(&gk).map(|(g, _)| g);
+        let cached = match self.groups.remove(&gk) {
+            Some((g, _)) => Some(g),
+            None => self.hot.take(&gk),
+        };
         let mut g = match cached {
             Some(g) => g,
             None => match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
@@ -592,7 +631,10 @@ impl Maintainer {
     fn take_group(&mut self, gk: &[u8]) -> Result<Option<GroupState>, MaintainError> {
         match self.groups.remove(gk) {
             Some((g, _)) => Ok(Some(g)),
-            None => Ok(self.store.get::<GroupState>(CF_GROUPS, gk)?),
+            None => match self.hot.take(gk) {
+                Some(g) => Ok(Some(g)),
+                None => Ok(self.store.get::<GroupState>(CF_GROUPS, gk)?),
+            },
         }
     }
 
@@ -603,7 +645,8 @@ impl Maintainer {
             if deletable && g.rows <= 0 {
                 self.store.delete(CF_GROUPS, gk);
             } else {
-                self.store.put(CF_GROUPS, gk, &g);
+                self.store.put(CF_GROUPS, gk.clone(), &g);
+                self.hot.put(gk, g);
             }
         }
     }
@@ -622,6 +665,8 @@ impl Maintainer {
     /// Forgets everything folded since the last commit (after an error).
     pub fn discard(&mut self) {
         self.groups.clear();
+        // It may hold this batch's uncommitted group values.
+        self.hot.clear();
         self.store.discard();
     }
 

@@ -41,6 +41,8 @@ type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// RocksDB's block cache, shared by the column families (part of the engine's memory budget).
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// RocksDB's memtables, all column families together (the rest of its memory budget).
+const MEMTABLE_BYTES: usize = 128 << 20;
 
 pub struct Store {
     db: DB,
@@ -58,6 +60,8 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
+        // All column families' memtables together (RocksDB's default allows 2 x 64 MB each).
+        opts.set_db_write_buffer_size(MEMTABLE_BYTES);
         // Point lookups dominate (a row image or a group per change): a shared block cache so
         // hot blocks are not re-read and re-decompressed for every lookup, and bloom filters so
         // a lookup skips the table files that cannot hold its key.
@@ -68,6 +72,7 @@ impl Store {
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
             cf.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, cf)
         });
