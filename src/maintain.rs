@@ -242,9 +242,8 @@ impl Maintainer {
     }
 
     pub fn set_dates(&mut self, dates: &[i32]) {
-        for (rt, d) in self.views.iter_mut().zip(dates) {
-            rt.date = *d;
-            rt.bound = bind_stages(&rt.plan, *d, &self.tz);
+        for (v, d) in dates.iter().enumerate().take(self.views.len()) {
+            self.set_date(v, *d);
         }
     }
 
@@ -597,21 +596,14 @@ impl Maintainer {
         let deletable = !stage.keys.is_empty();
         let is_topk = stage.topk.is_some();
         let fresh_accs = || stage.aggs.iter().map(Acc::new).collect::<Vec<_>>();
-        let cached = match self.groups.remove(&gk) {
-            Some((g, _)) => Some(g),
-            None => self.hot.take(&gk),
-        };
-        let mut g = match cached {
+        let mut g = match find_group(&mut self.groups, &mut self.hot, &self.store, &gk)? {
             Some(g) => g,
-            None => match self.store.get::<GroupState>(CF_GROUPS, &gk)? {
-                Some(g) => g,
-                None => GroupState {
-                    key,
-                    rows: 0,
-                    accs: fresh_accs(),
-                    members: Members::default(),
-                    output: vec![],
-                },
+            None => GroupState {
+                key,
+                rows: 0,
+                accs: fresh_accs(),
+                members: Members::default(),
+                output: vec![],
             },
         };
         g.rows += sign;
@@ -626,16 +618,15 @@ impl Maintainer {
         Ok(())
     }
 
-    /// A group's state: from this batch's cache, else from the store. Groups are decoded once
+    /// A group's state: from this batch's groups, the hot groups or the store. Groups are decoded once
     /// and encoded once per batch however many rows touch them (see [`Self::flush_groups`]).
     fn take_group(&mut self, gk: &[u8]) -> Result<Option<GroupState>, MaintainError> {
-        match self.groups.remove(gk) {
-            Some((g, _)) => Ok(Some(g)),
-            None => match self.hot.take(gk) {
-                Some(g) => Ok(Some(g)),
-                None => Ok(self.store.get::<GroupState>(CF_GROUPS, gk)?),
-            },
-        }
+        Ok(find_group(
+            &mut self.groups,
+            &mut self.hot,
+            &self.store,
+            gk,
+        )?)
     }
 
     /// Writes every group touched by the batch into the store's pending writes, dropping empty
@@ -834,6 +825,23 @@ impl Maintainer {
         )?;
         memo.insert((v, i, d), value.clone());
         Ok(value)
+    }
+}
+
+/// A group's state, taken out of this batch's groups, else the hot groups, else read from the
+/// store (a free function: callers hold borrows of other fields).
+fn find_group(
+    groups: &mut HashMap<Vec<u8>, (GroupState, bool)>,
+    hot: &mut HotGroups,
+    store: &Store,
+    gk: &[u8],
+) -> Result<Option<GroupState>, StoreError> {
+    match groups.remove(gk) {
+        Some((g, _)) => Ok(Some(g)),
+        None => match hot.take(gk) {
+            Some(g) => Ok(Some(g)),
+            None => store.get::<GroupState>(CF_GROUPS, gk),
+        },
     }
 }
 
