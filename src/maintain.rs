@@ -150,6 +150,9 @@ impl HotGroups {
     }
 }
 
+/// Target rows, and the group key the next page starts from (`None`: no more).
+pub type RowsPage = (Vec<Vec<Value>>, Option<Vec<u8>>);
+
 /// A row's group key and the argument it feeds each aggregate (NULL: none).
 type Contribution = (Vec<Value>, Vec<Value>);
 
@@ -388,20 +391,27 @@ impl Maintainer {
     }
 
     /// All current output rows of view `v` (for loading or rebuilding its target).
-    pub fn all_rows(&self, v: usize) -> Result<Vec<Vec<Value>>, MaintainError> {
+    /// One page of view `v`'s target rows: the output of up to about `limit` groups from `from`
+    /// on (`None`: the first page), and where the next page starts (`None`: this was the last).
+    pub fn rows_page(
+        &self,
+        v: usize,
+        from: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RowsPage, MaintainError> {
         let last = (self.views[v].plan.stages.len() - 1) as u8;
-        let mut out = Vec::new();
-        for (_, bytes) in
-            self.store
-                .scan_prefix(CF_GROUPS, &keys::group_prefix(v as u16, last), None)?
-        {
+        let prefix = keys::group_prefix(v as u16, last);
+        let from = from.unwrap_or_else(|| prefix.clone());
+        let (groups, next) = self.store.scan_page(CF_GROUPS, &prefix, &from, limit)?;
+        let mut out = Vec::with_capacity(groups.len());
+        for (_, bytes) in groups {
             let g: GroupState = keys::decode(&bytes).map_err(|e| StoreError::Corrupt {
                 cf: CF_GROUPS,
                 detail: e.to_string(),
             })?;
             out.extend(g.output);
         }
-        Ok(out)
+        Ok((out, next))
     }
 
     fn key_of(&self, table: usize, row: &[Value]) -> Vec<Value> {

@@ -491,19 +491,29 @@ pub async fn init(
         .await
         .map_err(control::sql_err("loading targets"))?;
     let mut total = 0;
-    // One view's rows in memory at a time.
     for (v, t) in targets.iter().enumerate() {
-        let rows = state.call(move |m| m.all_rows(v)).await??;
-        total += rows.len();
-        target::replace_all(&tx, t, &rows)
-            .await
-            .map_err(control::sql_err(format!("loading {}", t.plan_name)))?;
+        let load_err = || control::sql_err(format!("loading {}", t.plan_name));
+        target::clear(&tx, t).await.map_err(load_err())?;
+        // A page of groups at a time: memory stays flat however large the view.
+        let (mut rows_loaded, mut from) = (0usize, None);
+        loop {
+            let (rows, next) = state
+                .call(move |m| m.rows_page(v, from, TARGET_LOAD_PAGE))
+                .await??;
+            target::copy_rows(&tx, t, &rows).await.map_err(load_err())?;
+            rows_loaded += rows.len();
+            match next {
+                Some(key) => from = Some(key),
+                None => break,
+            }
+        }
+        total += rows_loaded;
         history::record(
             &tx,
             &t.plan_name,
             RefreshKind::InitialLoad,
             started,
-            Some(rows.len() as i64),
+            Some(rows_loaded as i64),
             None,
         )
         .await
@@ -546,6 +556,9 @@ pub async fn init(
     tracing::info!(lsn = %target::lsn_text(lsn), rows = total, "initial load complete");
     Ok((state, targets, lsn))
 }
+
+/// Groups per page when writing the initial targets.
+const TARGET_LOAD_PAGE: usize = 20_000;
 
 async fn load_snapshot(
     p: &Prepared,

@@ -350,14 +350,18 @@ fn text_params(cols: &[Vec<Option<String>>]) -> Vec<&(dyn ToSql + Sync)> {
     cols.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
 
-/// Replaces all rows of a target (readers keep seeing the old rows until commit).
-pub async fn replace_all(
+/// Empties a target before [`copy_rows`] refills it (readers keep seeing the old rows until
+/// the transaction commits).
+pub async fn clear(tx: &Transaction<'_>, t: &TargetTable) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!("DELETE FROM {}", t.table)).await
+}
+
+/// Appends rows to a target with COPY.
+pub async fn copy_rows(
     tx: &Transaction<'_>,
     t: &TargetTable,
     rows: &[Vec<Value>],
 ) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(&format!("DELETE FROM {}", t.table))
-        .await?;
     let mut text = String::new();
     for r in rows {
         copy_line(&mut text, r);
