@@ -2,8 +2,10 @@
 //!
 //! mimalloc replaces the system allocator: folding a batch allocates and frees many small
 //! values (decoded rows, group records, keys), and glibc's malloc spent about a fifth of the
-//! apply loop's time in a profile (bench/results), returning and re-faulting pages.
+//! apply loop's time in a profile (bench/results), returning and re-faulting pages. Build with
+//! `--no-default-features` for the system allocator (heap profilers interpose malloc).
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
