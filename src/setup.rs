@@ -484,7 +484,12 @@ pub async fn init(
     let state = StateThread::spawn(maintainer);
     load_snapshot(p, &state, &snapshot).await?;
     drop(snapshot);
-    state.call(|m| m.ensure_global_groups().map(drop)).await??;
+    state
+        .call(|m| {
+            m.forget_hot_groups();
+            m.ensure_global_groups().map(drop)
+        })
+        .await??;
     let tx = p
         .client
         .transaction()

@@ -134,6 +134,11 @@ impl Store {
             .insert(key, Some(keys::encode(value)));
     }
 
+    /// Like [`Self::put`] with a value already encoded ([`keys::encode`]).
+    pub fn put_encoded(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.entry(cf).or_default().insert(key, Some(value));
+    }
+
     pub fn delete(&mut self, cf: &'static str, key: Vec<u8>) {
         self.overlay.entry(cf).or_default().insert(key, None);
     }
