@@ -40,14 +40,6 @@ async fn the_benchmark_runs_end_to_end_and_reports_every_target() -> anyhow::Res
 }
 
 #[test]
-fn lsns_round_trip() -> anyhow::Result<()> {
-    let lsn = harness::measure::parse_lsn("1/2A0")?;
-    assert_eq!(lsn, (1 << 32) + 0x2a0);
-    assert_eq!(harness::measure::lsn_text(lsn), "1/2A0");
-    Ok(())
-}
-
-#[test]
 fn percentiles_are_nearest_rank() {
     let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
     assert_eq!(harness::measure::percentile(&mut v, 0.5), 50.0);

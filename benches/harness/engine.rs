@@ -101,9 +101,10 @@ impl Engine {
 
     /// The last lines of the engine's log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        crate::support::engine::tail(
+            &std::fs::read_to_string(&self.log).unwrap_or_default(),
+            lines,
+        )
     }
 
     /// Bytes under the state directory (RocksDB's files).
@@ -132,19 +133,11 @@ impl Running {
     /// SIGTERM, a clean exit within 60 s; returns the worker's peak RSS.
     pub fn stop(mut self) -> Result<u64> {
         let peak = peak_rss(self.child.id());
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!("deltamv run exited with {status} on SIGTERM");
-                }
-                return Ok(peak);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match crate::support::engine::terminate(&mut self.child, Duration::from_secs(60))? {
+            Some(0) => Ok(peak),
+            Some(code) => bail!("deltamv run exited with code {code} on SIGTERM"),
+            None => bail!("deltamv run did not exit on its own within 60 s of SIGTERM"),
         }
-        bail!("deltamv run did not exit within 60 s of SIGTERM")
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use deltamv::sink::target::{lsn_text, parse_lsn};
 use rand::Rng;
 use tokio_postgres::Client;
 
@@ -633,7 +634,7 @@ impl Bench<'_> {
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await?
             .get(0);
-        parse_lsn(&lsn)
+        parse_lsn(&lsn).with_context(|| format!("{lsn:?} is not an LSN"))
     }
 
     async fn slot_lsn(&self, slot: &str) -> Result<u64> {
@@ -646,7 +647,9 @@ impl Bench<'_> {
             .await?
             .with_context(|| format!("replication slot {slot} is missing"))?
             .get(0);
-        lsn.map_or(Ok(0), |l| parse_lsn(&l))
+        lsn.map_or(Ok(0), |l| {
+            parse_lsn(&l).with_context(|| format!("{l:?} is not an LSN"))
+        })
     }
 }
 
@@ -731,17 +734,6 @@ fn fraction(lsn: u64, start: u64, end: u64) -> f64 {
         return 1.0;
     }
     (lsn.saturating_sub(start) as f64 / (end - start) as f64).min(1.0)
-}
-
-pub fn parse_lsn(text: &str) -> Result<u64> {
-    let (hi, lo) = text
-        .split_once('/')
-        .with_context(|| format!("{text:?} is not an LSN"))?;
-    Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
-}
-
-pub fn lsn_text(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
 fn parse_tps(pgbench_out: &str) -> Result<f64> {
