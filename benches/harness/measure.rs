@@ -314,11 +314,7 @@ impl Bench<'_> {
             )
             .await?;
         let before = self.changes().await?;
-        let max_id: i64 = self
-            .client
-            .query_one("SELECT max(id) FROM public.agent_runs", &[])
-            .await?
-            .get(0);
+        let max_id: i64 = self.max_run_id().await?;
         let start_lsn = self.slot_lsn("bench_recv").await?;
         let script = self.work_dir.join("backlog.sql");
         std::fs::write(&script, dataset::backlog_script(max_id as u64))?;
@@ -408,16 +404,8 @@ impl Bench<'_> {
             self.opts.rate_seconds
         ));
         let writer = crate::support::connect(&self.url).await?;
-        let base: i64 = self
-            .client
-            .query_one(dataset::PROBE_QUERY, &[])
-            .await?
-            .get(0);
-        let max_id: i64 = self
-            .client
-            .query_one("SELECT max(id) FROM public.agent_runs", &[])
-            .await?
-            .get(0);
+        let base: i64 = self.probe_count().await?;
+        let max_id: i64 = self.max_run_id().await?;
         let stop = Arc::new(AtomicBool::new(false));
         let poller = tokio::spawn(poll_probe(self.url.clone(), stop.clone()));
         let sampler = tokio::spawn(sample_lag(self.url.clone(), stop.clone()));
@@ -438,11 +426,7 @@ impl Bench<'_> {
         let expected = base + commits.len() as i64;
         let wait = Instant::now();
         loop {
-            let seen: i64 = self
-                .client
-                .query_one(dataset::PROBE_QUERY, &[])
-                .await?
-                .get(0);
+            let seen: i64 = self.probe_count().await?;
             if seen >= expected {
                 break;
             }
@@ -486,26 +470,14 @@ impl Bench<'_> {
             self.opts.batch_repeats
         ));
         let stmt = self.client.prepare(&dataset::writer_statement(n)).await?;
-        let max_id: i64 = self
-            .client
-            .query_one("SELECT max(id) FROM public.agent_runs", &[])
-            .await?
-            .get(0);
+        let max_id: i64 = self.max_run_id().await?;
         for _ in 0..self.opts.batch_repeats {
-            let base: i64 = self
-                .client
-                .query_one(dataset::PROBE_QUERY, &[])
-                .await?
-                .get(0);
+            let base: i64 = self.probe_count().await?;
             let id = rand::thread_rng().gen_range(1..max_id.max(2));
             self.client.execute(&stmt, &[&id]).await?;
             let start = Instant::now();
             loop {
-                let seen: i64 = self
-                    .client
-                    .query_one(dataset::PROBE_QUERY, &[])
-                    .await?
-                    .get(0);
+                let seen: i64 = self.probe_count().await?;
                 if seen > base {
                     break;
                 }
@@ -522,17 +494,24 @@ impl Bench<'_> {
         self.progress
             .step("  REFRESH MATERIALIZED VIEW CONCURRENTLY of the same 5 views");
         let start = Instant::now();
-        for view in [
-            "mv_active_users",
-            "mv_agent_performance",
-            "mv_workspace_metrics",
-            "mv_top_agents",
-            "mv_error_summary",
-        ] {
+        // The materialized views initial_load created.
+        let matviews: Vec<String> = self
+            .client
+            .query(
+                "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews
+                  WHERE matviewname LIKE 'pg\\_mv\\_%' ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if matviews.len() != self.matview_definitions()?.len() {
+            bail!("expected one pg_mv_* materialized view per seed view, found {matviews:?}");
+        }
+        for view in &matviews {
             self.client
-                .batch_execute(&format!(
-                    "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.pg_{view}"
-                ))
+                .batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
                 .await?;
         }
         r.refresh_seconds = start.elapsed().as_secs_f64();
@@ -617,6 +596,24 @@ impl Bench<'_> {
             );
         }
         Ok(stdout)
+    }
+
+    /// How many probe runs the engine's target shows ([`dataset::PROBE_QUERY`]).
+    async fn probe_count(&self) -> Result<i64> {
+        Ok(self
+            .client
+            .query_one(dataset::PROBE_QUERY, &[])
+            .await?
+            .get(0))
+    }
+
+    /// The highest agent_runs id (updates pick existing runs below it).
+    async fn max_run_id(&self) -> Result<i64> {
+        Ok(self
+            .client
+            .query_one("SELECT max(id) FROM public.agent_runs", &[])
+            .await?
+            .get(0))
     }
 
     async fn changes(&self) -> Result<u64> {
