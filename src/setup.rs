@@ -576,15 +576,6 @@ async fn load_snapshot(
         .await??;
     let reader = p.db.connect().await?;
     begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
-    // The snapshot is read sorted by group columns (Maintainer::load_order): give that one
-    // sort room in memory rather than spilling (this transaction only).
-    reader
-        .batch_execute("SET LOCAL work_mem = '256MB'")
-        .await
-        .map_err(|e| SnapshotError::Copy {
-            table: "(snapshot)".into(),
-            detail: describe(&e),
-        })?;
     for (t, table) in p.tables.iter().enumerate() {
         let (referenced, order) = state
             .call(move |m| (m.referenced(t).to_vec(), m.load_order(t)))

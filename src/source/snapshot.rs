@@ -80,13 +80,16 @@ impl SlotSnapshot {
 }
 
 /// Opens a transaction on `client` that sees the exported snapshot, with the session settings
-/// that make COPY's text output parse exactly.
+/// that make COPY's text output parse exactly. The tables are read sorted by group columns
+/// (`Maintainer::load_order`): `work_mem` gives that sort room in memory rather than spilling
+/// (this transaction only).
 pub async fn begin_in_snapshot(client: &Client, snapshot_name: &str) -> Result<(), SnapshotError> {
     let sql = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
          SET TRANSACTION SNAPSHOT {};
          SET LOCAL datestyle = ISO; SET LOCAL timezone = 'UTC';
-         SET LOCAL intervalstyle = postgres; SET LOCAL extra_float_digits = 3;",
+         SET LOCAL intervalstyle = postgres; SET LOCAL extra_float_digits = 3;
+         SET LOCAL work_mem = '256MB';",
         quote_literal(snapshot_name)
     );
     client
