@@ -151,30 +151,7 @@ impl Store {
         prefix: &[u8],
         upto: Option<&[u8]>,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
-            std::collections::BTreeMap::new();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward));
-        for item in iter {
-            let (k, v) = item?;
-            if !k.starts_with(prefix) || upto.is_some_and(|u| k.as_ref() >= u) {
-                break;
-            }
-            out.insert(k.to_vec(), v.to_vec());
-        }
-        if let Some(pending) = self.overlay.get(cf) {
-            for (k, v) in pending {
-                if !k.starts_with(prefix) || upto.is_some_and(|u| k.as_slice() >= u) {
-                    continue;
-                }
-                match v {
-                    Some(v) => out.insert(k.clone(), v.clone()),
-                    None => out.remove(k),
-                };
-            }
-        }
-        Ok(out.into_iter().collect())
+        Ok(self.scan(cf, prefix, prefix, upto, usize::MAX)?.0)
     }
 
     /// Up to about `limit` entries under `prefix` from `from` on (inclusive), pending writes
@@ -186,6 +163,19 @@ impl Store {
         from: &[u8],
         limit: usize,
     ) -> Result<(Vec<KeyValue>, Option<Vec<u8>>), StoreError> {
+        self.scan(cf, prefix, from, None, limit)
+    }
+
+    /// Live keys under `prefix` in [`from`, `upto`), database merged with pending writes, at
+    /// most `limit` from the database; the first database key left out, if the limit cut.
+    fn scan(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        upto: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, Option<Vec<u8>>), StoreError> {
         let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
             std::collections::BTreeMap::new();
         let start = if from < prefix { prefix } else { from };
@@ -195,7 +185,7 @@ impl Store {
         let mut end: Option<Vec<u8>> = None;
         for item in iter {
             let (k, v) = item?;
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || upto.is_some_and(|u| k.as_ref() >= u) {
                 break;
             }
             if out.len() >= limit {
@@ -204,13 +194,14 @@ impl Store {
             }
             out.insert(k.to_vec(), v.to_vec());
         }
-        // Pending writes in [start, end) belong to this page.
+        // Pending writes in [start, upto) and before the cut belong to this scan.
         if let Some(pending) = self.overlay.get(cf) {
             for (k, v) in pending {
-                let in_page = k.starts_with(prefix)
+                let in_range = k.starts_with(prefix)
                     && k.as_slice() >= start
+                    && upto.is_none_or(|u| k.as_slice() < u)
                     && end.as_ref().is_none_or(|e| k < e);
-                if in_page {
+                if in_range {
                     match v {
                         Some(v) => out.insert(k.clone(), v.clone()),
                         None => out.remove(k),
