@@ -121,18 +121,6 @@ const ERROR_CODES: [&str; 4] = ["timeout", "oom", "tool_error", "rate_limited"];
 /// One agent_runs row: each column's text output, `None` for NULL.
 type TextRow = Vec<Option<String>>;
 
-fn uuid(rng: &mut SmallRng) -> String {
-    let b: [u8; 16] = rng.gen();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0xfff,
-        u16::from_be_bytes([b[8], b[9]]) & 0xfff,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
-}
-
 /// A platform of 20 workspaces, 400 agents (each in one workspace) and 2,000 users, producing
 /// runs started over the last 35 days (so some fall outside the views' 7- and 30-day windows).
 struct Fleet {
@@ -144,11 +132,18 @@ struct Fleet {
 impl Fleet {
     fn new(seed: u64) -> Fleet {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let workspaces: Vec<String> = (0..20).map(|_| uuid(&mut rng)).collect();
+        let workspaces: Vec<String> = (0..20).map(|_| support::workload::uuid(&mut rng)).collect();
         let agents = (0..400)
-            .map(|i| (uuid(&mut rng), workspaces[i % workspaces.len()].clone()))
+            .map(|i| {
+                (
+                    support::workload::uuid(&mut rng),
+                    workspaces[i % workspaces.len()].clone(),
+                )
+            })
             .collect();
-        let users = (0..2_000).map(|_| uuid(&mut rng)).collect();
+        let users = (0..2_000)
+            .map(|_| support::workload::uuid(&mut rng))
+            .collect();
         Fleet { rng, agents, users }
     }
 

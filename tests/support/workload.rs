@@ -22,7 +22,8 @@ pub struct Workload {
     pub allow_truncate: bool,
 }
 
-fn uuid(rng: &mut SmallRng) -> String {
+/// A random version-4 UUID in text form.
+pub fn uuid(rng: &mut SmallRng) -> String {
     let b: [u8; 16] = rng.gen();
     format!(
         "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
