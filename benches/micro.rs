@@ -56,7 +56,7 @@ use deltamv::sink::target::{ensure_target, TargetTable, TargetWriter};
 use deltamv::source::pgoutput::{
     decode, encode, OldTuple, PgOutputMessage, Relation, RelationColumn, TupleColumn, TupleData,
 };
-use deltamv::state::store::Store;
+use deltamv::state::store::{Durability, Store};
 use deltamv::value::{SqlType, Value};
 
 /// The engine's "now" for every benchmark: 2026-11-24 12:00:00 UTC, in microseconds since 1970.
@@ -402,7 +402,8 @@ fn maintainer(dir: &Path, preload: &[Vec<Value>]) -> (Maintainer, usize) {
             .collect();
         m.apply(changes).expect("loading rows");
     }
-    m.commit(1, &[]).expect("committing the preload");
+    m.commit(1, &[], Durability::Unlogged)
+        .expect("committing the preload");
     (m, table)
 }
 
@@ -433,7 +434,9 @@ impl StateBench {
         self.lsn += 1;
         let t = Instant::now();
         let out = self.m.apply(changes).expect("applying the batch");
-        self.m.commit(self.lsn, &[]).expect("committing the batch");
+        self.m
+            .commit(self.lsn, &[], Durability::Unlogged)
+            .expect("committing the batch");
         let elapsed = t.elapsed();
         black_box(out);
         elapsed

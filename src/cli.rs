@@ -12,7 +12,8 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{
-    Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_PUBLICATION, DEFAULT_SLOT,
+    Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHECKPOINT_MS,
+    DEFAULT_PUBLICATION, DEFAULT_SLOT,
 };
 use crate::{engine, pgtime, reconcile, setup, status};
 
@@ -62,6 +63,10 @@ pub struct Cli {
     /// Publication name.
     #[arg(long, env = "DELTAMV_PUBLICATION", global = true, default_value = DEFAULT_PUBLICATION)]
     publication: String,
+    /// How often `run` makes its state durable and acknowledges the slot up to it, in
+    /// milliseconds: the most a crash makes it replay.
+    #[arg(long, env = "DELTAMV_CHECKPOINT_MS", global = true, default_value_t = DEFAULT_CHECKPOINT_MS)]
+    checkpoint_ms: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -166,6 +171,7 @@ fn config(cli: &Cli) -> Config {
         clock_file: std::env::var_os("DELTAMV_CLOCK_FILE").map(PathBuf::from),
         batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
         batch_max_ms: DEFAULT_BATCH_MAX_MS,
+        checkpoint_ms: cli.checkpoint_ms,
     }
 }
 

@@ -18,12 +18,16 @@ pub struct Config {
     pub batch_max_rows: usize,
     /// ...or this long after its first transaction arrived.
     pub batch_max_ms: u64,
+    /// How often the state written since the last checkpoint is flushed to disk (and the slot
+    /// acknowledged up to it): the most a crash makes the engine replay.
+    pub checkpoint_ms: u64,
 }
 
 pub const DEFAULT_SLOT: &str = "deltamv";
 pub const DEFAULT_PUBLICATION: &str = "deltamv_pub";
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 20_000;
 pub const DEFAULT_BATCH_MAX_MS: u64 = 100;
+pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -59,6 +63,9 @@ impl Config {
         if self.batch_max_ms == 0 {
             return Err(ConfigError::Zero("batch_max_ms"));
         }
+        if self.checkpoint_ms == 0 {
+            return Err(ConfigError::Zero("checkpoint_ms"));
+        }
         Ok(())
     }
 }
@@ -77,6 +84,7 @@ mod tests {
             clock_file: None,
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
+            checkpoint_ms: DEFAULT_CHECKPOINT_MS,
         }
     }
 

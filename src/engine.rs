@@ -1,20 +1,30 @@
 //! The apply loop, and why it is crash-safe.
 //!
-//! Positions: S = the LSN recorded in RocksDB with the state, T = the LSN recorded in
-//! `deltamv.progress` in the same transaction as the target rows, A = what the slot was told
-//! (confirmed_flush_lsn). Each batch of committed source transactions is folded into state in
-//! memory, then (1) the targets and T are committed in one transaction, (2) the state and S are
-//! written in one synced RocksDB batch, (3) the slot is acknowledged up to S. So A <= S <= T
-//! always, and kill -9 at any point leaves:
-//! - before (1): nothing durable moved; the slot replays the batch from A <= S.
-//! - between (1) and (2): T is ahead of S. On restart, transactions with end LSN <= S are skipped
-//!   (already in state), those in (S, T] only rebuild state (the targets already hold their effect;
+//! Positions: T = the LSN recorded in `deltamv.progress` in the same transaction as the target
+//! rows, S = the LSN recorded in RocksDB with the state, D = the S of the last checkpoint (the
+//! state RocksDB has on disk), A = what the slot was told (confirmed_flush_lsn). Each batch of
+//! committed source transactions is folded into state in memory, then (1) the targets and T are
+//! committed in one transaction, (2) the state and S are written to RocksDB's memtables in one
+//! atomic batch without its write-ahead log ([`Durability::Unlogged`]). Every `checkpoint_ms`
+//! (and at a clean stop) (3) the memtables are flushed, all column families atomically, which
+//! makes D = S, and (4) the slot is acknowledged up to D (never past T). So A <= D <= S <= T
+//! always, and kill -9 at any point leaves a state on disk as of some batch's S' with
+//! A <= S' <= T (RocksDB may also flush on its own when a memtable fills; what it persists is
+//! still some whole batch, all column families alike):
+//! - the slot replays everything after A; transactions with end LSN <= S' are skipped (already
+//!   in state), those in (S', T] only rebuild state (the targets already hold their effect;
 //!   writing older values again would move readers back in time), and writing resumes after T.
-//! - after (2): a replay of the batch is skipped by LSN.
+//! - a crash before (1) loses only the batch in memory, which the slot still holds.
+//!
+//! Why unlogged: a synced write of every touched group per batch cost as much as writing the
+//! targets (`bench/results/profile-2026-11-24.md`), and the slot already keeps every change
+//! after A, so RocksDB's own log only duplicated it. The price is a replay of at most a
+//! checkpoint interval of changes after a crash, and WAL retained on the server for as long.
 //!
 //! Targets carry absolute values per group, so even a repeated write would be harmless.
 //! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
-//! WAL position from its keepalive, so WAL does not pile up while nothing relevant is written.
+//! WAL position from its keepalive (after the next checkpoint if state has unflushed writes), so
+//! WAL does not pile up while nothing relevant is written.
 //!
 //! Midnights: before each batch, if the server-zone date has changed, the time index is
 //! processed as a batch of its own (see [`crate::maintain`]), written like any other.
@@ -35,6 +45,7 @@ use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
 use crate::source::stream::{SourceStream, StreamError, StreamEvent};
+use crate::state::store::Durability;
 use crate::state::{StateThread, StateThreadGone};
 
 #[derive(Debug, Error)]
@@ -108,10 +119,16 @@ struct Loop<'a> {
     /// Where to report changes for fallback views (absent when there are none).
     refresher: Option<tokio::sync::mpsc::UnboundedSender<Vec<QualifiedName>>>,
     stream: SourceStream,
-    /// LSN of the state in RocksDB.
+    /// LSN of the state in RocksDB (S in the module doc).
     state_lsn: u64,
-    /// LSN of the targets.
+    /// LSN of the targets (T).
     target_lsn: u64,
+    /// Where the slot may go once the state written so far is on disk: at most T, up to the
+    /// server's WAL end when idle.
+    ack_ready: u64,
+    /// Unlogged state writes since the last checkpoint.
+    dirty: bool,
+    last_checkpoint: Instant,
     last_heartbeat: Instant,
     /// Send time of the latest keepalive after which everything received was applied.
     caught_up_at: Option<i64>,
@@ -177,6 +194,9 @@ async fn run_once(
         stream,
         state_lsn,
         target_lsn,
+        ack_ready: state_lsn.min(target_lsn),
+        dirty: false,
+        last_checkpoint: Instant::now(),
         last_heartbeat: Instant::now(),
         caught_up_at: None,
         metrics: metrics.clone(),
@@ -252,7 +272,7 @@ impl Loop<'_> {
                         if !batch.is_empty() {
                             self.apply(batch).await?;
                         }
-                        return Ok(());
+                        return self.checkpoint(true).await;
                     }
                 }
             }
@@ -262,9 +282,10 @@ impl Loop<'_> {
             if let Some((wal_end, server_time)) = idle_at {
                 self.idle(wal_end, server_time);
             }
+            self.checkpoint(false).await?;
             self.heartbeat().await?;
             if *shutdown.borrow() {
-                return Ok(());
+                return self.checkpoint(true).await;
             }
         }
     }
@@ -491,14 +512,38 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// Writes the folded state (unlogged) with its LSN; durable at the next checkpoint.
     async fn commit_state(&mut self, lsn: u64) -> Result<(), EngineError> {
         self.state
-            .call(move |m| m.commit(lsn, &[]))
+            .call(move |m| m.commit(lsn, &[], Durability::Unlogged))
             .await?
             .map_err(MaintainError::from)?;
+        self.dirty = true;
         self.state_lsn = self.state_lsn.max(lsn);
         crate::failpoint::hit("after_state_commit");
-        self.stream.ack(self.state_lsn.min(self.target_lsn));
+        self.ack_ready = self.ack_ready.max(self.state_lsn.min(self.target_lsn));
+        Ok(())
+    }
+
+    /// Makes the state durable (every `checkpoint_ms`, or now when `now`), then lets the slot go
+    /// as far as that state covers.
+    async fn checkpoint(&mut self, now: bool) -> Result<(), EngineError> {
+        if self.dirty {
+            let due = Duration::from_millis(self.cfg.checkpoint_ms);
+            if !now && self.last_checkpoint.elapsed() < due {
+                return Ok(());
+            }
+            let started = Instant::now();
+            self.state
+                .call(|m| m.store().flush())
+                .await?
+                .map_err(MaintainError::from)?;
+            self.dirty = false;
+            self.last_checkpoint = Instant::now();
+            tracing::debug!(lsn = %target::lsn_text(self.state_lsn), flush_ms = started.elapsed().as_millis() as u64, "state checkpoint");
+            crate::failpoint::hit("after_checkpoint");
+        }
+        self.stream.ack(self.ack_ready);
         Ok(())
     }
 
@@ -540,7 +585,7 @@ impl Loop<'_> {
         if self.state_lsn < self.target_lsn {
             return;
         }
-        self.stream.ack(wal_end);
+        self.ack_ready = self.ack_ready.max(wal_end);
         self.caught_up_at = Some(server_time_micros);
     }
 

@@ -28,7 +28,7 @@ use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, StageInput, TableInfo, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
-use crate::state::store::{Store, StoreError};
+use crate::state::store::{Durability, Store, StoreError};
 use crate::value::{identical, Value};
 
 /// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
@@ -663,14 +663,19 @@ impl Maintainer {
     }
 
     /// Writes everything folded so far, with the position it reflects and the views' dates (plus
-    /// `extra` meta entries), atomically and durably.
-    pub fn commit(&mut self, lsn: u64, extra: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+    /// `extra` meta entries), atomically.
+    pub fn commit(
+        &mut self,
+        lsn: u64,
+        extra: &[(&str, Vec<u8>)],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let mut meta = vec![
             ("lsn", keys::encode(&lsn)),
             ("dates", keys::encode(&self.dates())),
         ];
         meta.extend(extra.iter().cloned());
-        self.store.commit(&meta)
+        self.store.commit(&meta, durability)
     }
 
     /// Drops the decoded groups kept across batches (after a bulk load, whose groups are not

@@ -28,7 +28,7 @@ use crate::sink::target::{self, SinkError, TargetColumn, TargetTable};
 use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
 use crate::state::keys;
-use crate::state::store::{Store, StoreError};
+use crate::state::store::{Durability, Store, StoreError};
 use crate::state::{StateThread, StateThreadGone};
 
 /// Rows per state batch while loading the snapshot.
@@ -548,6 +548,7 @@ pub async fn init(
                     ("fingerprint", keys::encode(&fingerprint)),
                     ("snapshot_done", keys::encode(&true)),
                 ],
+                Durability::Synced,
             )
         })
         .await??;
@@ -572,7 +573,12 @@ async fn load_snapshot(
 ) -> Result<(), SetupError> {
     // Durably "not done" before the unlogged chunks (whatever an earlier state said).
     state
-        .call(|m| m.store().commit(&[("snapshot_done", keys::encode(&false))]))
+        .call(|m| {
+            m.store().commit(
+                &[("snapshot_done", keys::encode(&false))],
+                Durability::Synced,
+            )
+        })
         .await??;
     let reader = p.db.connect().await?;
     begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
@@ -605,8 +611,10 @@ async fn load_snapshot(
                 .collect();
             let apply = state.call(move |m| -> Result<(), SetupError> {
                 m.apply(changes)?;
-                m.store()
-                    .commit_unlogged(&[("snapshot_done", keys::encode(&false))])?;
+                m.store().commit(
+                    &[("snapshot_done", keys::encode(&false))],
+                    Durability::Unlogged,
+                )?;
                 crate::failpoint::hit("snapshot_chunk");
                 Ok(())
             });

@@ -1,7 +1,9 @@
 //! kill -9 at the interesting moments of the durability argument (see src/engine.rs): during the
 //! snapshot, with a batch folded only in memory, between the target commit and the state commit,
-//! and after both but before the slot acknowledgement. After each crash a plain restart must
-//! converge to PostgreSQL's own evaluation, with nothing lost and nothing counted twice.
+//! after batches whose state was written but not yet checkpointed (so RocksDB comes back older
+//! than the targets), and after a checkpoint but before the slot acknowledgement. After each
+//! crash a plain restart must converge to PostgreSQL's own evaluation, with nothing lost and
+//! nothing counted twice.
 
 mod support;
 
@@ -114,6 +116,11 @@ async fn crash_between_target_commit_and_state_commit() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_before_the_slot_acknowledgement() -> Result<()> {
+async fn crash_with_state_written_but_not_checkpointed() -> Result<()> {
     crash_case("after_state_commit:3", 104).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_checkpoint_before_the_slot_acknowledgement() -> Result<()> {
+    crash_case("after_checkpoint:2", 105).await
 }

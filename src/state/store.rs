@@ -33,6 +33,20 @@ pub enum StoreError {
     Corrupt { cf: &'static str, detail: String },
 }
 
+/// How a [`Store::commit`] reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Through RocksDB's write-ahead log, synced before the commit returns.
+    Synced,
+    /// Into the memtables only: durable at the next [`Store::flush`] (or at one RocksDB starts
+    /// itself when a memtable fills). A crash before that loses these writes, but never part of
+    /// one: with atomic flush, what survives is the state as of some commit, all column
+    /// families alike, so its recorded LSN says where to replay from. For the snapshot's
+    /// chunks and the engine's batches, whose source the slot still holds (see
+    /// [`crate::engine`]); skipping the log saves writing every change twice plus an fsync.
+    Unlogged,
+}
+
 /// A raw key and value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -60,6 +74,10 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
+        // Unlogged commits rely on this: a flush (ours or RocksDB's own when a memtable fills)
+        // persists all column families together, so a crash never leaves, say, a group updated
+        // without the row image it came from.
+        opts.set_atomic_flush(true);
         // All column families' memtables together (RocksDB's default allows 2 x 64 MB each).
         opts.set_db_write_buffer_size(MEMTABLE_BYTES);
         // Point lookups dominate (a row image or a group per change): a shared block cache so
@@ -212,24 +230,23 @@ impl Store {
         Ok((out.into_iter().collect(), end))
     }
 
-    /// Writes all pending changes plus the meta entries atomically and durably.
-    pub fn commit(&mut self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Writes all pending changes plus the meta entries in one atomic WriteBatch, durably or
+    /// not (see [`Durability`]).
+    pub fn commit(
+        &mut self,
+        meta: &[(&str, Vec<u8>)],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        match durability {
+            Durability::Synced => wo.set_sync(true),
+            Durability::Unlogged => wo.disable_wal(true),
+        }
         self.write(meta, &wo)
     }
 
-    /// Like [`Self::commit`] but without RocksDB's write-ahead log: a crash loses these writes.
-    /// For the initial snapshot only, whose chunks are worthless until the whole load is done
-    /// (a crash restarts it from a new snapshot) and which [`Self::flush`] makes durable before
-    /// the load is marked complete; skipping the log saves writing every row twice.
-    pub fn commit_unlogged(&mut self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.write(meta, &wo)
-    }
-
-    /// Flushes every memtable to table files (durable without the write-ahead log).
+    /// Flushes every memtable to table files, all column families as one atomic unit: after
+    /// it returns, every write committed before it is durable, logged or not.
     pub fn flush(&self) -> Result<(), StoreError> {
         let handles = ALL_CFS
             .iter()
@@ -331,7 +348,7 @@ mod tests {
             store.put(CF_GROUPS, [b"p".as_slice(), &i.to_be_bytes()].concat(), &i);
         }
         store.put(CF_GROUPS, b"q-other-prefix".to_vec(), &0u32);
-        store.commit(&[])?;
+        store.commit(&[], Durability::Synced)?;
         for i in (1u32..100).step_by(10) {
             store.put(CF_GROUPS, [b"p".as_slice(), &i.to_be_bytes()].concat(), &i);
         }

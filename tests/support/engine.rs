@@ -244,6 +244,7 @@ impl EngineEnv {
             clock_file: Some(self.clock_file.clone()),
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
+            checkpoint_ms: deltamv::config::DEFAULT_CHECKPOINT_MS,
         }
     }
 
