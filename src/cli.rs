@@ -181,7 +181,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Init { resync } => {
             let mut prepared = setup::prepare(&cfg).await?;
             let clock = Clock::new(cfg.clock_file.clone());
-            let (_state, _targets, lsn) = setup::init(&mut prepared, &cfg, &clock, resync).await?;
+            let (_state, _targets, lsn) = setup::init(
+                &mut prepared,
+                &cfg,
+                &clock,
+                if resync {
+                    setup::Start::Resync
+                } else {
+                    setup::Start::Init
+                },
+            )
+            .await?;
             outln!(
                 "initialized: {} views at LSN {}",
                 prepared.plans.len(),

@@ -45,6 +45,7 @@ use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
 use crate::source::stream::{SourceStream, StreamError, StreamEvent};
+use crate::state::keys;
 use crate::state::store::Durability;
 use crate::state::{StateThread, StateThreadGone};
 
@@ -126,6 +127,8 @@ struct Loop<'a> {
     /// Where the slot may go once the state written so far is on disk: at most T, up to the
     /// server's WAL end when idle.
     ack_ready: u64,
+    /// What the slot was told.
+    acked: u64,
     /// Unlogged state writes since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
@@ -142,7 +145,8 @@ async fn run_once(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), EngineError> {
     let mut prepared = setup::prepare(cfg).await?;
-    let (state, targets, state_lsn) = setup::init(&mut prepared, cfg, clock, false).await?;
+    let (state, targets, state_lsn) =
+        setup::init(&mut prepared, cfg, clock, setup::Start::Run).await?;
     let target_lsn = target::read_progress(&prepared.client, &cfg.slot)
         .await
         .map_err(SetupError::from)?
@@ -195,6 +199,7 @@ async fn run_once(
         state_lsn,
         target_lsn,
         ack_ready: state_lsn.min(target_lsn),
+        acked: 0,
         dirty: false,
         last_checkpoint: Instant::now(),
         last_heartbeat: Instant::now(),
@@ -543,6 +548,20 @@ impl Loop<'_> {
             tracing::debug!(lsn = %target::lsn_text(self.state_lsn), flush_ms = started.elapsed().as_millis() as u64, "state checkpoint");
             crate::failpoint::hit("after_checkpoint");
         }
+        if self.ack_ready > self.state_lsn && self.ack_ready > self.acked {
+            // Idle past the state's LSN: recorded durably first, so that at start a slot
+            // confirmed beyond the state's LSN is known to be ours (see `setup::init`). The
+            // memtables were just flushed, so this logged write cannot resurrect on its own.
+            let acked = self.ack_ready;
+            self.state
+                .call(move |m| {
+                    m.store()
+                        .commit(&[("acked", keys::encode(&acked))], Durability::Synced)
+                })
+                .await?
+                .map_err(MaintainError::from)?;
+        }
+        self.acked = self.acked.max(self.ack_ready);
         self.stream.ack(self.ack_ready);
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! `init`/`run` start the snapshot over.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use thiserror::Error;
 use tokio_postgres::Client;
@@ -56,6 +57,14 @@ pub enum SetupError {
     Maintain(#[from] MaintainError),
     #[error(transparent)]
     StateThread(#[from] StateThreadGone),
+    #[error("replication slot {slot} is in use by {holder}: another engine streams from it; stop that one first (two engines on one slot would each miss changes)")]
+    SlotInUse { slot: String, holder: String },
+    #[error("replication slot {slot} {why}, so the changes after the targets' position {} can no longer be streamed: run `deltamv init --resync` to rebuild from a fresh snapshot (the targets stay readable until it swaps them in)", target::lsn_text(*target_lsn))]
+    SlotGone {
+        slot: String,
+        why: String,
+        target_lsn: u64,
+    },
     #[error("view {view} is no longer defined, but {dependents} read it: restore its file, or remove or change the dependents first")]
     RemovedInput { view: String, dependents: String },
 }
@@ -277,6 +286,68 @@ async fn check_removed_inputs(client: &Client, files: &[ViewFile]) -> Result<(),
 }
 
 /// What the state directory says about a previous `init`.
+/// Why a state with LSN `state`, last acknowledged position `acked`, cannot continue targets at
+/// `targets` from a slot confirmed at `slot`; `Ok` when it can.
+fn state_trust(state: u64, acked: u64, targets: u64, slot: Option<u64>) -> Result<(), String> {
+    if state > targets {
+        return Err(format!(
+            "the state (at {}) is ahead of the targets (at {}): the targets were restored from an older backup or rewritten behind the engine",
+            target::lsn_text(state),
+            target::lsn_text(targets)
+        ));
+    }
+    match slot {
+        Some(a) if a > state.max(acked) => Err(format!(
+            "the slot was confirmed up to {} but the state is at {}: the state directory is older than the slot (restored from a backup, or another engine's)",
+            target::lsn_text(a),
+            target::lsn_text(state)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the state directory; one RocksDB finds corrupt is moved aside (kept for a bug report)
+/// and replaced by an empty one, which `init` then fills from a fresh snapshot.
+fn open_state(dir: &Path) -> Result<Store, SetupError> {
+    match Store::open(dir) {
+        Err(StoreError::Damaged { detail, .. }) => {
+            let aside = dir.with_extension(format!("corrupt-{}", chrono::Utc::now().timestamp()));
+            std::fs::rename(dir, &aside).map_err(|e| StoreError::Open {
+                dir: dir.display().to_string(),
+                detail: format!(
+                    "it is corrupt ({detail}) and cannot be moved aside to {}: {e}",
+                    aside.display()
+                ),
+            })?;
+            tracing::error!(corrupt = %detail, moved_to = %aside.display(), "the state directory is corrupt: moved it aside; rebuilding from a fresh snapshot");
+            Ok(Store::open(dir)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The slot, once no other engine streams from it: this process's own walsender left over
+/// from a cut connection is ended; another holder is waited for briefly, then refused by name.
+async fn free_slot(client: &Client, slot: &str) -> Result<Option<control::SlotInfo>, SetupError> {
+    let ours = crate::source::stream::application_name(slot);
+    let started = std::time::Instant::now();
+    loop {
+        let info = control::slot_info(client, slot).await?;
+        match info.as_ref().and_then(|i| i.holder.as_ref()) {
+            None => return Ok(info),
+            Some(h) if h.application == ours => control::terminate_backend(client, h.pid).await?,
+            Some(h) if started.elapsed() >= SLOT_HOLD_WAIT => {
+                return Err(SetupError::SlotInUse {
+                    slot: slot.to_string(),
+                    holder: h.description.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 pub fn initialized_lsn(store: &Store, fingerprint: &str) -> Result<Option<u64>, StoreError> {
     let done: Option<bool> = store.meta("snapshot_done")?;
     let fp: Option<String> = store.meta("fingerprint")?;
@@ -436,23 +507,65 @@ pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<TargetColumn>>, 
     Ok(out)
 }
 
+/// What `init` was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// `deltamv run`: resume; initialize only a database never initialized.
+    Run,
+    /// `deltamv init`: resume when state, targets and slot agree, else initialize.
+    Init,
+    /// `deltamv init --resync`: rebuild from a fresh snapshot whatever the state.
+    Resync,
+}
+
+/// How long a slot held by another walsender is waited for (a crashed engine's walsender ends
+/// once the server notices the closed connection) before a second engine is refused.
+const SLOT_HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs `init` if needed; returns the opened maintainer state, target tables and state LSN.
+///
+/// Before anything is written it makes sure this process is the only engine (the state
+/// directory's lock, the slot's walsender) and that the state can be trusted: its LSN S, the
+/// targets' T and the slot's confirmed position A must satisfy A <= S <= T (see
+/// [`crate::engine`]). A state directory that breaks that (restored from a backup, copied from
+/// another engine, corrupt, or gone) is rebuilt from a fresh snapshot, so it never produces
+/// wrong numbers; a slot that was dropped or lost its WAL is an error naming the fix.
 pub async fn init(
     p: &mut Prepared,
     cfg: &Config,
     clock: &Clock,
-    force: bool,
+    start: Start,
 ) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, u64), SetupError> {
-    let store = Store::open(&cfg.state_dir)?;
-    let slot_exists = control::slot_exists(&p.client, &cfg.slot).await?;
+    let store = open_state(&cfg.state_dir)?;
+    let slot = free_slot(&p.client, &cfg.slot).await?;
     let target_lsn = target::read_progress(&p.client, &cfg.slot).await?;
     let today = clock.today(&p.tz);
-    if let (false, true, Some(_), Some(lsn)) = (
-        force,
-        slot_exists,
-        target_lsn,
-        initialized_lsn(&store, &p.fingerprint)?,
-    ) {
+    let resume = match (start, target_lsn) {
+        (Start::Resync, _) | (_, None) => None,
+        (_, Some(t)) => {
+            if start == Start::Run {
+                match &slot {
+                    None => return Err(SetupError::SlotGone { slot: cfg.slot.clone(), why: "was dropped".into(), target_lsn: t }),
+                    Some(s) if s.lost => return Err(SetupError::SlotGone { slot: cfg.slot.clone(), why: "lost WAL it still needed (wal_status = 'lost': the server removed it, see max_slot_wal_keep_size)".into(), target_lsn: t }),
+                    Some(_) => {}
+                }
+            }
+            match (&slot, initialized_lsn(&store, &p.fingerprint)?) {
+                (Some(s), Some(state_lsn)) if !s.lost => {
+                    let acked: u64 = store.meta("acked")?.unwrap_or(0);
+                    match state_trust(state_lsn, acked, t, s.confirmed_lsn) {
+                        Ok(()) => Some(state_lsn),
+                        Err(why) => {
+                            tracing::error!(problem = %why, "the state cannot be trusted: rebuilding it from a fresh snapshot (targets stay readable until then)");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            }
+        }
+    };
+    if let Some(lsn) = resume {
         // Bookkeeping added by newer versions appears without a re-init (all IF NOT EXISTS).
         p.client
             .batch_execute(BOOKKEEPING_DDL)

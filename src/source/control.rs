@@ -321,15 +321,66 @@ pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
 }
 
 /// Whether the logical slot exists.
-pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool, ControlError> {
+/// The replication slot as the server sees it.
+#[derive(Debug)]
+pub struct SlotInfo {
+    /// How far the consumer confirmed (`confirmed_flush_lsn`).
+    pub confirmed_lsn: Option<u64>,
+    /// The server removed WAL the slot still needed (`wal_status = 'lost'`): it can never
+    /// stream again.
+    pub lost: bool,
+    /// The walsender streaming from it right now.
+    pub holder: Option<SlotHolder>,
+}
+
+#[derive(Debug)]
+pub struct SlotHolder {
+    pub pid: i32,
+    pub application: String,
+    /// Pid, application, client address and start, for an operator.
+    pub description: String,
+}
+
+/// Looks up the slot; `None` when it does not exist.
+pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>, ControlError> {
     let row = client
         .query_opt(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT s.confirmed_flush_lsn::text, coalesce(s.wal_status = 'lost', false),
+                    s.active_pid, coalesce(r.application_name, ''),
+                    format('walsender pid %s for %s from %s, connected since %s',
+                        s.active_pid, coalesce(nullif(r.application_name, ''), 'an unnamed client'),
+                        coalesce(host(r.client_addr), 'a local socket'),
+                        coalesce(to_char(r.backend_start AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD HH24:MI:SS \"UTC\"'), 'unknown'))
+               FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+              WHERE s.slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(sql_err("looking up the replication slot"))?;
-    Ok(row.is_some())
+    let Some(row) = row else { return Ok(None) };
+    let confirmed: Option<String> = row.get(0);
+    let pid: Option<i32> = row.get(2);
+    Ok(Some(SlotInfo {
+        confirmed_lsn: confirmed
+            .as_deref()
+            .and_then(crate::sink::target::parse_lsn),
+        lost: row.get(1),
+        holder: pid.map(|pid| SlotHolder {
+            pid,
+            application: row.get(3),
+            description: row.get(4),
+        }),
+    }))
+}
+
+/// Ends a walsender (this process's own, left over from a cut connection).
+pub async fn terminate_backend(client: &Client, pid: i32) -> Result<(), ControlError> {
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .map_err(sql_err("ending a stale walsender"))?;
+    Ok(())
 }
 
 /// Drops the slot (terminating a walsender that still holds it).

@@ -359,7 +359,14 @@ pub fn replication_config(db: &DbTarget, slot: &str, publication: &str) -> Repli
     )
     .with_port(c.get_ports().first().copied().unwrap_or(5432))
     .with_options(SESSION_OPTIONS)
-    .with_application_name(format!("deltamv:{slot}"))
+    .with_application_name(application_name(slot))
     .with_status_interval(Duration::from_millis(500))
     .with_wakeup_interval(Duration::from_secs(1))
+}
+
+/// What the walsender of this process shows as its application: names the engine holding the
+/// slot to a second one (see [`crate::setup::init`]). The pid comes first because the server
+/// truncates application names to 63 bytes.
+pub fn application_name(slot: &str) -> String {
+    format!("deltamv pid {} slot {slot}", std::process::id())
 }

@@ -20,11 +20,14 @@ use super::keys::{self, ALL_CFS, CF_META};
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error(
-        "state directory {dir} is in use by another deltamv process (RocksDB lock held): stop it first, or use another --state-dir ({detail})"
+        "state directory {dir} is in use by another deltamv process ({holder}): stop that process first; a second engine on the same state is refused"
     )]
-    Locked { dir: String, detail: String },
+    Locked { dir: String, holder: String },
     #[error("cannot open state directory {dir}: {detail}")]
     Open { dir: String, detail: String },
+    /// RocksDB found its own files corrupt (see [`Store::open_or_set_aside`]).
+    #[error("state directory {dir} is corrupt: {detail}")]
+    Damaged { dir: String, detail: String },
     #[error("state store error: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error(
@@ -52,6 +55,9 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// One pending write: a value, or a deletion.
 type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Who holds the state directory: written by the process that opened it.
+const OWNER_FILE: &str = "deltamv.owner";
 
 /// RocksDB's block cache, shared by the column families (part of the engine's memory budget).
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
@@ -97,7 +103,15 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             let detail = e.to_string();
             if detail.contains("lock") || detail.contains("LOCK") {
+                let holder = std::fs::read_to_string(dir.join(OWNER_FILE))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| format!("holder unknown: {detail}"));
                 StoreError::Locked {
+                    dir: dir.display().to_string(),
+                    holder,
+                }
+            } else if e.kind() == rocksdb::ErrorKind::Corruption {
+                StoreError::Damaged {
                     dir: dir.display().to_string(),
                     detail,
                 }
@@ -108,6 +122,19 @@ impl Store {
                 }
             }
         })?;
+        // Names this process to a second one that finds the lock taken (RocksDB's LOCK file
+        // holds no owner). Best effort: the lock itself is what keeps the second one out.
+        let owner = format!(
+            "pid {} on {}, since {}",
+            std::process::id(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "this host".into()),
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        if let Err(e) = std::fs::write(dir.join(OWNER_FILE), owner) {
+            tracing::warn!(error = %e, "cannot record this process as the state directory's owner");
+        }
         Ok(Store {
             db,
             overlay: HashMap::new(),

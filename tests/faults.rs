@@ -1,0 +1,351 @@
+//! Faults an always-on consumer meets, each against a real PostgreSQL: a second engine started
+//! on the same state or slot, the server restarted (fast and immediate) and the walsender
+//! terminated while streaming, the state directory lost, corrupt or older than the slot, the
+//! targets rolled back behind the state, and the slot dropped or invalidated. Each must end in
+//! targets equal to PostgreSQL's evaluation, or in a clear error that names the fix, and never
+//! in silently wrong numbers.
+//!
+//! `DELTAMV_FAULT_ROUNDS` (default 1) repeats the restart and terminate rounds for a soak run.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use support::engine::{
+    assert_converges, micros, run_txns, seed_rows, tail, terminate, wait_caught_up, Database,
+    EngineChild, EngineEnv, Fixture,
+};
+use support::workload::Workload;
+use support::{ClusterOptions, PgCluster};
+
+const NOW: &str = "2026-03-07T12:00:00Z";
+
+fn rounds() -> usize {
+    std::env::var("DELTAMV_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// A database with seed rows and an initialized engine environment.
+async fn initialized(db: Database, seed: u64) -> Result<(Fixture, Workload)> {
+    let fx = db.engine(Path::new("schema/views"), Some(NOW))?;
+    let mut w = Workload::new(seed, micros(NOW));
+    w.allow_truncate = false;
+    seed_rows(&fx.client, &mut w, 300).await?;
+    let (code, _, err) = fx.env.run_cmd(&["init"])?;
+    ensure!(code == 0, "init failed: {err}");
+    Ok((fx, w))
+}
+
+/// Writes `n` transactions while `engine` runs, waits for it to catch up and checks the targets.
+async fn write_and_converge(
+    client: &tokio_postgres::Client,
+    env: &EngineEnv,
+    w: &mut Workload,
+    engine: &mut EngineChild,
+    n: usize,
+    what: &str,
+) -> Result<()> {
+    run_txns(client, w, n).await?;
+    wait_caught_up(client, engine, env, Duration::from_secs(60))
+        .await
+        .with_context(|| what.to_string())?;
+    assert_converges(env, Duration::from_secs(10), what).await
+}
+
+/// Runs `args` to completion, expecting failure within `limit`; returns its stderr.
+fn expect_refusal(env: &EngineEnv, args: &[&str], limit: Duration) -> Result<String> {
+    let mut child = env.command(args);
+    child
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = child.spawn()?;
+    let start = Instant::now();
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            bail!(
+                "`deltamv {}` kept running instead of refusing",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output()?;
+    ensure!(
+        !out.status.success(),
+        "`deltamv {}` succeeded but should have refused",
+        args.join(" ")
+    );
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_is_refused_naming_the_first() -> Result<()> {
+    let (fx, mut w) = initialized(Database::start(None).await?, 201).await?;
+    let mut first = fx.env.spawn_run()?;
+    write_and_converge(&fx.client, &fx.env, &mut w, &mut first, 20, "first engine").await?;
+    let pid = first.id();
+
+    // The same state directory: RocksDB's lock, and the owner file names the holder.
+    let err = expect_refusal(&fx.env, &["run"], Duration::from_secs(30))?;
+    ensure!(
+        err.contains("in use by another deltamv process") && err.contains(&format!("pid {pid}")),
+        "the refusal should name the first engine (pid {pid}): {err}"
+    );
+    // Another state directory on the same slot: the slot's walsender names the holder.
+    let other = EngineEnv::new(&fx.url, Path::new("schema/views"))?;
+    other.set_clock(NOW)?;
+    let err = expect_refusal(&other, &["run"], Duration::from_secs(30))?;
+    ensure!(
+        err.contains("replication slot") && err.contains(&format!("deltamv pid {pid}")),
+        "the refusal should name the slot's holder (pid {pid}): {err}"
+    );
+    // The first engine was not disturbed.
+    ensure!(first.try_wait()?.is_none(), "the first engine stopped");
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut first,
+        30,
+        "after the refused engines",
+    )
+    .await?;
+    terminate(&mut first, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarts_and_a_terminated_walsender_are_survived() -> Result<()> {
+    let (fx, mut w) = initialized(Database::start(None).await?, 202).await?;
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "before the faults",
+    )
+    .await?;
+    // Reconnected after each restart (a restart ends every connection).
+    let mut client = support::connect(&fx.url).await?;
+    for round in 0..rounds() {
+        // The walsender ended by an administrator.
+        let ended: i64 = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots
+                  WHERE active_pid IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        ensure!(ended == 1, "expected one walsender to end, ended {ended}");
+        let what = format!("round {round}: after pg_terminate_backend");
+        write_and_converge(&client, &fx.env, &mut w, &mut engine, 20, &what).await?;
+        for mode in ["fast", "immediate"] {
+            run_txns(&client, &mut w, 10).await?;
+            fx.cluster.restart(mode)?;
+            client = support::connect(&fx.url).await?;
+            let what = format!("round {round}: after a {mode} restart");
+            write_and_converge(&client, &fx.env, &mut w, &mut engine, 20, &what).await?;
+        }
+    }
+    ensure!(
+        fx.env.engine_log().contains("reconnecting"),
+        "the log should show the outages"
+    );
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_stale_corrupt_or_untrusted_state_is_rebuilt() -> Result<()> {
+    let (fx, mut w) = initialized(Database::start(None).await?, 203).await?;
+    let stop = |mut e: EngineChild| terminate(&mut e, Duration::from_secs(10)).map(drop);
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 20, "first run").await?;
+    stop(engine)?;
+
+    // A copy of the state, then more changes: the copy is older than the slot.
+    let old = fx.env.state_dir.with_extension("old");
+    copy_dir(&fx.env.state_dir, &old)?;
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 30, "second run").await?;
+    stop(engine)?;
+    std::fs::remove_dir_all(&fx.env.state_dir)?;
+    std::fs::rename(&old, &fx.env.state_dir)?;
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "an older state restored",
+    )
+    .await?;
+    stop(engine)?;
+    ensure!(
+        fx.env.engine_log().contains("older than the slot"),
+        "the restored state should have been detected: {}",
+        tail(&fx.env.engine_log(), 20)
+    );
+
+    // The targets set back behind the state (as if restored from an older backup).
+    fx.client
+        .batch_execute("UPDATE deltamv.progress SET applied_lsn = '0/1'")
+        .await?;
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "targets behind the state",
+    )
+    .await?;
+    stop(engine)?;
+    ensure!(
+        fx.env.engine_log().contains("ahead of the targets"),
+        "targets behind the state should have been detected"
+    );
+
+    // The state directory lost.
+    std::fs::remove_dir_all(&fx.env.state_dir)?;
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "state directory lost",
+    )
+    .await?;
+    stop(engine)?;
+
+    // The state directory corrupt: every MANIFEST overwritten.
+    let mut corrupted = 0;
+    for entry in std::fs::read_dir(&fx.env.state_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("MANIFEST-")) {
+            let len = std::fs::metadata(&path)?.len() as usize;
+            std::fs::write(&path, vec![0x5a; len.max(64)])?;
+            corrupted += 1;
+        }
+    }
+    ensure!(corrupted > 0, "no MANIFEST file to corrupt");
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "state directory corrupt",
+    )
+    .await?;
+    stop(engine)?;
+    ensure!(
+        fx.env.engine_log().contains("moved it aside"),
+        "the corrupt state should have been set aside: {}",
+        tail(&fx.env.engine_log(), 20)
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_or_invalidated_slot_names_the_fix() -> Result<()> {
+    // WAL beyond 1 MB behind a slot may be removed: lets the test invalidate it.
+    let cluster =
+        PgCluster::start(ClusterOptions::default().conf("max_slot_wal_keep_size", "1MB"))?;
+    let url = cluster.create_database("app")?;
+    let client = support::connect(&url).await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+        .await?;
+    let db = Database {
+        cluster,
+        url,
+        client,
+    };
+    let (fx, mut w) = initialized(db, 204).await?;
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 20, "before").await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+
+    // Dropped.
+    fx.client
+        .batch_execute("SELECT pg_drop_replication_slot('deltamv')")
+        .await?;
+    let err = expect_refusal(&fx.env, &["run"], Duration::from_secs(30))?;
+    ensure!(
+        err.contains("was dropped") && err.contains("deltamv init --resync"),
+        "a dropped slot should be reported with the fix: {err}"
+    );
+    let (code, _, err) = fx.env.run_cmd(&["init", "--resync"])?;
+    ensure!(code == 0, "init --resync failed: {err}");
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "after init --resync",
+    )
+    .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+
+    // Invalidated: the server removes WAL the stopped engine still needs.
+    run_txns(&fx.client, &mut w, 10).await?;
+    for _ in 0..4 {
+        run_txns(&fx.client, &mut w, 2).await?;
+        fx.client.batch_execute("SELECT pg_switch_wal()").await?;
+    }
+    fx.client.batch_execute("CHECKPOINT").await?;
+    let status: String = fx
+        .client
+        .query_one(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'deltamv'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(status == "lost", "the slot was not invalidated: {status}");
+    let err = expect_refusal(&fx.env, &["run"], Duration::from_secs(30))?;
+    ensure!(
+        err.contains("wal_status = 'lost'") && err.contains("deltamv init --resync"),
+        "an invalidated slot should be reported with the fix: {err}"
+    );
+    let (code, _, err) = fx.env.run_cmd(&["init", "--resync"])?;
+    ensure!(code == 0, "init --resync failed: {err}");
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "after the second resync",
+    )
+    .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
