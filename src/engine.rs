@@ -6,8 +6,9 @@
 //! committed source transactions is folded into state in memory, then (1) the targets and T are
 //! committed in one transaction, (2) the state and S are written to RocksDB's memtables in one
 //! atomic batch without its write-ahead log ([`Durability::Unlogged`]). Every `checkpoint_ms`
-//! (and at a clean stop) (3) the memtables are flushed, all column families atomically, which
-//! makes D = S, and (4) the slot is acknowledged up to D (never past T). So A <= D <= S <= T
+//! (and at a clean stop) (3) the memtables are flushed, all column families atomically, on a
+//! blocking thread while later batches go on into fresh memtables; its end makes D the S of
+//! the flush's start, and (4) only then is the slot acknowledged up to D (never past T). So A <= D <= S <= T
 //! always, and kill -9 at any point leaves a state on disk as of some batch's S' with
 //! A <= S' <= T (RocksDB may also flush on its own when a memtable fills; what it persists is
 //! still some whole batch, all column families alike):
@@ -44,9 +45,9 @@ use crate::plan::QualifiedName;
 use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
-use crate::source::stream::{SourceStream, StreamError, StreamEvent};
+use crate::source::stream::{SchemaBreak, SourceStream, StreamError, StreamEvent};
 use crate::state::keys;
-use crate::state::store::Durability;
+use crate::state::store::{Durability, Flusher, StoreError};
 use crate::state::{StateThread, StateThreadGone};
 
 #[derive(Debug, Error)]
@@ -129,6 +130,10 @@ struct Loop<'a> {
     ack_ready: u64,
     /// What the slot was told.
     acked: u64,
+    /// Flushes the state from a blocking thread.
+    flusher: Flusher,
+    /// The checkpoint in flight: what it lets the slot acknowledge, and the flush.
+    flushing: Option<(u64, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
     /// Unlogged state writes since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
@@ -161,11 +166,12 @@ async fn run_once(
     }
     let tables = prepared.tables.clone();
     let count = tables.len();
-    let referenced = state
+    let (referenced, flusher) = state
         .call(move |m| {
-            (0..count)
+            let referenced = (0..count)
                 .map(|t| m.referenced(t).to_vec())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (referenced, m.store().flusher())
         })
         .await?;
     let stream = SourceStream::start(
@@ -200,6 +206,8 @@ async fn run_once(
         target_lsn,
         ack_ready: state_lsn.min(target_lsn),
         acked: 0,
+        flusher,
+        flushing: None,
         dirty: false,
         last_checkpoint: Instant::now(),
         last_heartbeat: Instant::now(),
@@ -207,6 +215,10 @@ async fn run_once(
         metrics: metrics.clone(),
     };
     let result = lp.run(shutdown).await;
+    // A flush in flight holds the RocksDB handle: let it end before a reconnect reopens it.
+    if let Some((_, flush)) = lp.flushing.take() {
+        let _ = flush.await;
+    }
     lp.stream.shutdown().await;
     result
 }
@@ -249,7 +261,10 @@ impl Loop<'_> {
                 };
                 tokio::select! {
                     ev = self.stream.next() => match ev? {
-                        StreamEvent::Transaction { end_lsn, commit_time_micros, changes, touched } => {
+                        StreamEvent::Transaction { end_lsn, commit_time_micros, changes, touched, breaks } => {
+                            if !breaks.is_empty() {
+                                self.schema_breaks(breaks).await?;
+                            }
                             if end_lsn <= self.state_lsn {
                                 continue;
                             }
@@ -395,7 +410,6 @@ impl Loop<'_> {
                 Ok(deltas) => return Ok(deltas),
                 Err(MaintainError::View { view, name, error }) => {
                     let why = error.to_string();
-                    tracing::error!(view = %name, error = %why, "view failed; other views continue");
                     self.mark_failed(view, &name, &why).await?;
                 }
                 Err(e) => return Err(e.into()),
@@ -403,7 +417,30 @@ impl Loop<'_> {
         }
     }
 
+    /// Fails the views that read a column a schema change took away; the others go on.
+    async fn schema_breaks(&mut self, breaks: Vec<SchemaBreak>) -> Result<(), EngineError> {
+        let hits = self
+            .state
+            .call(move |m| {
+                let mut out: Vec<(usize, String, String)> = Vec::new();
+                for b in &breaks {
+                    for v in m.readers(b.table, b.column) {
+                        if m.failed(v).is_none() && !out.iter().any(|(x, ..)| *x == v) {
+                            out.push((v, m.plan(v).name.to_string(), b.why.clone()));
+                        }
+                    }
+                }
+                out
+            })
+            .await?;
+        for (v, name, why) in hits {
+            self.mark_failed(v, &name, &why).await?;
+        }
+        Ok(())
+    }
+
     async fn mark_failed(&mut self, view: usize, name: &str, why: &str) -> Result<(), EngineError> {
+        tracing::error!(view = %name, error = %why, "view failed; other views continue");
         self.metrics
             .errors_view
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -530,39 +567,79 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Makes the state durable (every `checkpoint_ms`, or now when `now`), then lets the slot go
-    /// as far as that state covers.
+    /// Makes the state durable every `checkpoint_ms` (or now when `now`, waiting for it), then
+    /// lets the slot go as far as that state covers. The flush runs on a blocking thread while
+    /// batches go on (writes after it began land in fresh memtables), so a checkpoint does not
+    /// stall the stream; its acknowledgement waits for it to finish.
     async fn checkpoint(&mut self, now: bool) -> Result<(), EngineError> {
-        if self.dirty {
-            let due = Duration::from_millis(self.cfg.checkpoint_ms);
-            if !now && self.last_checkpoint.elapsed() < due {
+        if let Some((_, flush)) = &self.flushing {
+            if !now && !flush.is_finished() {
                 return Ok(());
             }
-            let started = Instant::now();
-            self.state
-                .call(|m| m.store().flush())
-                .await?
-                .map_err(MaintainError::from)?;
-            self.dirty = false;
-            self.last_checkpoint = Instant::now();
-            tracing::debug!(lsn = %target::lsn_text(self.state_lsn), flush_ms = started.elapsed().as_millis() as u64, "state checkpoint");
-            crate::failpoint::hit("after_checkpoint");
+            self.finish_checkpoint().await?;
         }
-        if self.ack_ready > self.state_lsn && self.ack_ready > self.acked {
-            // Idle past the state's LSN: recorded durably first, so that at start a slot
-            // confirmed beyond the state's LSN is known to be ours (see `setup::init`). The
-            // memtables were just flushed, so this logged write cannot resurrect on its own.
-            let acked = self.ack_ready;
-            self.state
-                .call(move |m| {
-                    m.store()
-                        .commit(&[("acked", keys::encode(&acked))], Durability::Synced)
-                })
-                .await?
-                .map_err(MaintainError::from)?;
+        if !self.dirty && self.ack_ready > self.acked {
+            // Idle with everything on disk: no flush needed. Past the state's LSN the position
+            // is recorded first, so that at start a slot confirmed beyond the state's LSN is
+            // known to be ours (see `setup::init`); with no unflushed writes, a logged write
+            // cannot come back from RocksDB's log without what preceded it.
+            let ack = self.ack_ready;
+            if ack > self.state_lsn {
+                self.record_acked(ack, Durability::Synced).await?;
+            }
+            self.acked = ack;
+            self.stream.ack(ack);
+            return Ok(());
         }
-        self.acked = self.acked.max(self.ack_ready);
-        self.stream.ack(self.ack_ready);
+        let due =
+            now || self.last_checkpoint.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms);
+        if !due || !self.dirty {
+            return Ok(());
+        }
+        let ack = self.ack_ready;
+        if ack > self.state_lsn {
+            self.record_acked(ack, Durability::Unlogged).await?;
+        }
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        let flusher = self.flusher.clone();
+        let started = Instant::now();
+        let flush = tokio::task::spawn_blocking(move || {
+            flusher.flush()?;
+            Ok(started.elapsed())
+        });
+        self.flushing = Some((ack, flush));
+        if now {
+            self.finish_checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Records in the state how far the slot is about to be acknowledged.
+    async fn record_acked(&mut self, ack: u64, durability: Durability) -> Result<(), EngineError> {
+        self.state
+            .call(move |m| {
+                m.store()
+                    .commit(&[("acked", keys::encode(&ack))], durability)
+            })
+            .await?
+            .map_err(MaintainError::from)?;
+        Ok(())
+    }
+
+    /// Waits for the flush in flight and acknowledges what it made durable.
+    async fn finish_checkpoint(&mut self) -> Result<(), EngineError> {
+        let Some((ack, flush)) = self.flushing.take() else {
+            return Ok(());
+        };
+        let took = flush
+            .await
+            .map_err(|_| StateThreadGone)?
+            .map_err(MaintainError::from)?;
+        tracing::debug!(ack = %target::lsn_text(ack), flush_ms = took.as_millis() as u64, "state checkpoint");
+        crate::failpoint::hit("after_checkpoint");
+        self.acked = self.acked.max(ack);
+        self.stream.ack(self.acked);
         Ok(())
     }
 

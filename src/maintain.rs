@@ -248,6 +248,20 @@ impl Maintainer {
         self.views[v].failed = Some(why);
     }
 
+    /// The views that read `column` of `table` (the key is read by all of them).
+    pub fn readers(&self, table: usize, column: usize) -> Vec<usize> {
+        let t = &self.tables[table];
+        self.table_views[table]
+            .iter()
+            .copied()
+            .filter(|&v| {
+                let mut cols = vec![false; t.columns.len()];
+                mark_columns(&self.views[v].plan.stages[0], &mut cols);
+                cols[column] || t.key.contains(&column)
+            })
+            .collect()
+    }
+
     pub fn date(&self, v: usize) -> i32 {
         self.views[v].date
     }

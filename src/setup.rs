@@ -85,6 +85,8 @@ pub struct Prepared {
     pub published: Vec<QualifiedName>,
     pub settings: Settings,
     pub fingerprint: String,
+    /// Views that ran before but no longer plan against the current tables, and why.
+    pub broken: Vec<(QualifiedName, String)>,
 }
 
 impl Prepared {
@@ -102,7 +104,7 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
     cfg.validate()?;
     let db = DbTarget::parse(&cfg.database_url)?;
     let client = db.connect().await?;
-    control::check_server(&client).await?;
+    control::check_server(&client, &cfg.slot).await?;
     let tz = control::server_timezone(&client).await?;
     let files = read_views_dir(&cfg.views_dir)?;
     let order = deps::dependency_order(&files).map_err(|error| ViewError {
@@ -110,7 +112,8 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         file: cfg.views_dir.display().to_string(),
         error,
     })?;
-    check_removed_inputs(&client, &files).await?;
+    let known = known_views(&client).await?;
+    check_removed_inputs(&known, &files).await?;
     let settings = Settings::load(&cfg.views_dir)?;
     let mut names: Vec<QualifiedName> = Vec::new();
     for f in &files {
@@ -132,6 +135,7 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
     let mut planned: BTreeMap<QualifiedName, ViewPlan> = BTreeMap::new();
     let mut fallbacks: Vec<FallbackPlan> = Vec::new();
     let mut topo = Vec::new();
+    let mut broken = Vec::new();
     for i in order {
         let f = &files[i];
         let reads = relations(&f.query);
@@ -170,6 +174,11 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
                     )),
                 }
                 .into())
+            }
+            // A view that ran before and no longer plans lost a column it reads to a schema
+            // change (DROP, RENAME, type change): it fails alone, the others go on.
+            Err(error) if known.contains(&f.name.to_string()) => {
+                broken.push((f.name.clone(), format!("{error}; fix the view or the source table, then run `deltamv init --resync`")));
             }
             Err(error) => {
                 return Err(ViewError { view: f.name.to_string(), file: f.path.display().to_string(), error }.into())
@@ -239,6 +248,7 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         published,
         settings,
         fingerprint,
+        broken,
     })
 }
 
@@ -250,34 +260,56 @@ fn has_unique_index(f: &ViewFile) -> bool {
     })
 }
 
-/// A view whose definition was removed while others still read it would silently turn its
-/// stale target into a "source table": refuse, naming the dependents.
-async fn check_removed_inputs(client: &Client, files: &[ViewFile]) -> Result<(), SetupError> {
+/// The views a previous `init` recorded (none before the first).
+async fn known_views(client: &Client) -> Result<Vec<String>, SetupError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('deltamv.views') IS NOT NULL", &[])
         .await
         .map_err(control::sql_err("looking up deltamv.views"))?
         .get(0);
     if !exists {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let known = client
+    Ok(client
         .query("SELECT view_name FROM deltamv.views", &[])
         .await
-        .map_err(control::sql_err("reading deltamv.views"))?;
-    for row in known {
-        let former: String = row.get(0);
-        if files.iter().any(|f| f.name.to_string() == former) {
+        .map_err(control::sql_err("reading deltamv.views"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Records the views that no longer plan as failed, with why (after `init`, which resets the
+/// state of the views it loads).
+async fn record_broken(p: &Prepared) -> Result<(), SetupError> {
+    for (name, why) in &p.broken {
+        tracing::error!(view = %name, error = %why, "view failed: it no longer matches its source tables; other views continue");
+        p.client
+            .execute(
+                "UPDATE deltamv.views SET state = 'failed', last_error = $2, updated_at = now() WHERE view_name = $1",
+                &[&name.to_string(), why],
+            )
+            .await
+            .map_err(control::sql_err("recording a failed view"))?;
+    }
+    Ok(())
+}
+
+/// A view whose definition was removed while others still read it would silently turn its
+/// stale target into a "source table": refuse, naming the dependents.
+async fn check_removed_inputs(known: &[String], files: &[ViewFile]) -> Result<(), SetupError> {
+    for former in known {
+        if files.iter().any(|f| &f.name.to_string() == former) {
             continue;
         }
         let readers: Vec<String> = deps::dependents(files)
             .into_iter()
-            .filter(|(input, _)| input.to_string() == former)
+            .filter(|(input, _)| &input.to_string() == former)
             .flat_map(|(_, readers)| readers.into_iter().map(|r| r.to_string()))
             .collect();
         if !readers.is_empty() {
             return Err(SetupError::RemovedInput {
-                view: former,
+                view: former.clone(),
                 dependents: readers.join(", "),
             });
         }
@@ -579,6 +611,7 @@ pub async fn init(
         let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
         m.set_dates(&dates);
         load_failures(&p.client, &mut m).await?;
+        record_broken(p).await?;
         return Ok((StateThread::spawn(m), p.targets(&columns), lsn));
     }
     tracing::info!(
@@ -666,6 +699,7 @@ pub async fn init(
         })
         .await??;
     apply_row_security(p).await?;
+    record_broken(p).await?;
     // Fallback views reading incremental targets were created while those were empty.
     for fb in &p.fallbacks {
         if let Err(e) = crate::refresher::refresh_now(&p.client, fb).await {

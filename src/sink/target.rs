@@ -28,7 +28,7 @@ pub enum SinkError {
     Sql { context: String, detail: String },
     #[error("{view} already exists as a {kind}; drop it (or rename it) so deltamv can maintain a table of that name")]
     WrongKind { view: String, kind: String },
-    #[error("internal: planner inferred {ours} for column {column} of {view}, PostgreSQL says {theirs}; please report this view")]
+    #[error("target {view}: column {column} is {theirs}, but the view now yields {ours} (a source column or the view's SQL changed): drop the table {view} and run `deltamv init --resync` (if neither changed, please report this view)")]
     TypeMismatch {
         view: String,
         column: String,

@@ -12,6 +12,9 @@ use crate::pgtime::PgTimeZone;
 use crate::plan::{quote_ident, quote_literal, ColumnInfo, QualifiedName, TableInfo};
 use crate::value::SqlType;
 
+/// How long a connection attempt may take (unless the URL sets connect_timeout).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Error)]
 pub enum ControlError {
     #[error("invalid database URL: {0} (expected postgresql://user:password@host:port/dbname)")]
@@ -20,6 +23,12 @@ pub enum ControlError {
     Connect { target: String, detail: String },
     #[error("wal_level is '{0}', but logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart PostgreSQL")]
     WalLevel(String),
+    #[error("role {0} may not stream changes (it lacks the REPLICATION attribute): ALTER ROLE {0} REPLICATION as an administrator, or connect as deltamv_worker from schema/roles.sql")]
+    NoReplication(String),
+    #[error("all {max} replication slots are in use (max_replication_slots = {max}): drop an unused one (SELECT slot_name FROM pg_replication_slots WHERE NOT active) or raise max_replication_slots and restart PostgreSQL")]
+    NoFreeSlot { max: i32 },
+    #[error("all {max} WAL senders are busy (max_wal_senders = {max}): stop an unused replication client or raise max_wal_senders and restart PostgreSQL")]
+    NoFreeWalSender { max: i32 },
     #[error("source table {0} does not exist (create it, e.g. with schema/sources.sql, or fix the view's FROM)")]
     MissingTable(QualifiedName),
     #[error("source table {0} has no primary key: deltamv identifies rows by their primary key (REPLICA IDENTITY DEFAULT)")]
@@ -48,12 +57,41 @@ pub struct DbTarget {
 
 impl DbTarget {
     pub fn parse(url: &str) -> Result<DbTarget, ControlError> {
-        let config =
+        let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| ControlError::Url(e.to_string()))?;
+        // An unreachable host (packets dropped) would otherwise hang until the OS gives up.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         Ok(DbTarget {
             url: url.to_string(),
             config,
         })
+    }
+
+    /// A failed connection's cause with what to do about it.
+    fn diagnose(&self, e: &tokio_postgres::Error) -> String {
+        let user = self.config.get_user().unwrap_or("(default user)");
+        let db = self.config.get_dbname().unwrap_or(user);
+        let hint = match e.as_db_error().map(|d| d.code().code()) {
+            Some("28P01") => format!(
+                "wrong password for user {user}: fix the password in DATABASE_URL"
+            ),
+            Some("28000") => format!(
+                "the server refuses user {user} from this host: check the user name, and that pg_hba.conf allows it"
+            ),
+            Some("3D000") => format!(
+                "database {db} does not exist: create it, or fix the database name in DATABASE_URL"
+            ),
+            Some("53300") => "the server has no free connection slots: raise max_connections or close idle sessions".into(),
+            Some(_) => String::new(),
+            None => "is PostgreSQL running and accepting TCP connections there? Check the host and port in DATABASE_URL and the server's listen_addresses".into(),
+        };
+        if hint.is_empty() {
+            describe(e)
+        } else {
+            format!("{} ({hint})", describe(e))
+        }
     }
 
     /// Host and port for messages (never the password).
@@ -75,7 +113,7 @@ impl DbTarget {
                 .await
                 .map_err(|e| ControlError::Connect {
                     target: self.display(),
-                    detail: describe(&e),
+                    detail: self.diagnose(&e),
                 })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -102,15 +140,38 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Checks that the server can do logical replication.
-pub async fn check_server(client: &Client) -> Result<(), ControlError> {
+/// Checks that the server and this role can do logical replication through `slot`: wal_level,
+/// the REPLICATION attribute, a free replication slot (unless `slot` exists) and a free WAL
+/// sender. Each failure names the setting to change.
+pub async fn check_server(client: &Client, slot: &str) -> Result<(), ControlError> {
     let row = client
-        .query_one("SHOW wal_level", &[])
+        .query_one(
+            "SELECT current_setting('wal_level'),
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
+                    current_user::text,
+                    current_setting('max_replication_slots')::int,
+                    (SELECT count(*)::int FROM pg_replication_slots),
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
+                    current_setting('max_wal_senders')::int,
+                    (SELECT count(*)::int FROM pg_stat_replication)",
+            &[&slot],
+        )
         .await
-        .map_err(sql_err("reading wal_level"))?;
+        .map_err(sql_err("checking the server's replication settings"))?;
     let level: String = row.get(0);
     if level != "logical" {
         return Err(ControlError::WalLevel(level));
+    }
+    if !row.get::<_, Option<bool>>(1).unwrap_or(false) {
+        return Err(ControlError::NoReplication(row.get(2)));
+    }
+    let (max_slots, slots, ours): (i32, i32, bool) = (row.get(3), row.get(4), row.get(5));
+    if !ours && slots >= max_slots {
+        return Err(ControlError::NoFreeSlot { max: max_slots });
+    }
+    let (max_senders, senders): (i32, i32) = (row.get(6), row.get(7));
+    if senders >= max_senders {
+        return Err(ControlError::NoFreeWalSender { max: max_senders });
     }
     Ok(())
 }

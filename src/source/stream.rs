@@ -30,8 +30,6 @@ pub enum StreamError {
     Replication(#[from] pgwire_replication::PgWireError),
     #[error("undecodable pgoutput message: {0}")]
     Decode(#[from] pgoutput::DecodeError),
-    #[error("table {table}: column {column} that a view reads is missing from the replicated relation (dropped or renamed?)")]
-    MissingColumn { table: String, column: String },
     #[error("table {table}, column {column}: {detail}")]
     Value {
         table: String,
@@ -54,6 +52,8 @@ pub enum StreamEvent {
         changes: Vec<Change>,
         /// Every published table it changed (also those only fallback views read).
         touched: Vec<QualifiedName>,
+        /// Columns views read that this transaction dropped, renamed or retyped.
+        breaks: Vec<SchemaBreak>,
     },
     /// The server has sent everything up to `wal_end` and no transaction is open.
     /// `server_time_micros` (since 2000-01-01) is when the server sent it: the walsender sends
@@ -63,6 +63,17 @@ pub enum StreamEvent {
         wal_end: u64,
         server_time_micros: i64,
     },
+}
+
+/// A column some view reads that a schema change took away: the views reading it can no longer
+/// be maintained (the engine fails exactly those), while the others go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaBreak {
+    pub table: usize,
+    /// Index into the table's columns as planned.
+    pub column: usize,
+    /// What happened to it, for the view's error.
+    pub why: String,
 }
 
 /// Where each column of a replicated relation goes in the table's row image.
@@ -83,6 +94,7 @@ pub struct SourceStream {
     names: HashMap<u32, QualifiedName>,
     open: Option<Vec<Change>>,
     touched: Vec<QualifiedName>,
+    breaks: Vec<SchemaBreak>,
 }
 
 impl SourceStream {
@@ -110,6 +122,7 @@ impl SourceStream {
             names: HashMap::new(),
             open: None,
             touched: Vec::new(),
+            breaks: Vec::new(),
         })
     }
 
@@ -143,6 +156,7 @@ impl SourceStream {
                         commit_time_micros,
                         changes,
                         touched: std::mem::take(&mut self.touched),
+                        breaks: std::mem::take(&mut self.breaks),
                     });
                 }
                 ReplicationEvent::KeepAlive {
@@ -179,16 +193,33 @@ impl SourceStream {
                     let idx = info.columns.iter().position(|tc| tc.name == c.name);
                     columns.push(idx.and_then(|i| {
                         let ty = info.columns[i].ty?;
-                        self.referenced[table][i].then_some((i, ty))
+                        // A retyped column is not read as its old type (see below).
+                        let same_type = SqlType::from_oid(c.type_oid) == Some(ty);
+                        (self.referenced[table][i] && same_type).then_some((i, ty))
                     }));
                 }
+                // ADD COLUMN needs nothing (columns are matched by name); a referenced column
+                // that is gone or retyped breaks the views reading it.
                 for (i, needed) in self.referenced[table].iter().enumerate() {
-                    if *needed && !columns.iter().flatten().any(|(c, _)| *c == i) {
-                        return Err(StreamError::MissingColumn {
-                            table: info.name.to_string(),
-                            column: info.columns[i].name.clone(),
-                        });
+                    if !*needed || columns.iter().flatten().any(|(c, _)| *c == i) {
+                        continue;
                     }
+                    let column = &info.columns[i];
+                    let why = match rel.columns.iter().find(|c| c.name == column.name) {
+                        Some(c) => format!(
+                            "column {} of {} changed type (was {}, now type OID {}): fix the view or the column, then run `deltamv init --resync`",
+                            column.name, info.name, column.type_name, c.type_oid
+                        ),
+                        None => format!(
+                            "column {} of {} was dropped or renamed: fix the view or the column, then run `deltamv init --resync`",
+                            column.name, info.name
+                        ),
+                    };
+                    self.breaks.push(SchemaBreak {
+                        table,
+                        column: i,
+                        why,
+                    });
                 }
                 let key_positions = info.key.clone();
                 self.relations.insert(

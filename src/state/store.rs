@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -50,6 +51,32 @@ pub enum Durability {
     Unlogged,
 }
 
+/// See [`Store::flusher`].
+#[derive(Clone)]
+pub struct Flusher(Arc<DB>);
+
+impl Flusher {
+    pub fn flush(&self) -> Result<(), StoreError> {
+        flush_all(&self.0)
+    }
+}
+
+fn cf_handle<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name).ok_or_else(|| StoreError::Open {
+        dir: db.path().display().to_string(),
+        detail: format!("missing column family {name}"),
+    })
+}
+
+fn flush_all(db: &DB) -> Result<(), StoreError> {
+    let handles = ALL_CFS
+        .iter()
+        .map(|name| cf_handle(db, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    db.flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())?;
+    Ok(())
+}
+
 /// A raw key and value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -65,7 +92,7 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const MEMTABLE_BYTES: usize = 128 << 20;
 
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
     overlay: HashMap<&'static str, Pending>,
 }
 
@@ -136,16 +163,13 @@ impl Store {
             tracing::warn!(error = %e, "cannot record this process as the state directory's owner");
         }
         Ok(Store {
-            db,
+            db: Arc::new(db),
             overlay: HashMap::new(),
         })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or_else(|| StoreError::Open {
-            dir: self.db.path().display().to_string(),
-            detail: format!("missing column family {name}"),
-        })
+        cf_handle(&self.db, name)
     }
 
     /// Reads a raw value, pending writes first.
@@ -275,13 +299,13 @@ impl Store {
     /// Flushes every memtable to table files, all column families as one atomic unit: after
     /// it returns, every write committed before it is durable, logged or not.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let handles = ALL_CFS
-            .iter()
-            .map(|name| self.cf(name))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.db
-            .flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())?;
-        Ok(())
+        flush_all(&self.db)
+    }
+
+    /// A handle that flushes from another thread while this one goes on writing (writes after
+    /// the flush began go to fresh memtables and are not covered by it).
+    pub fn flusher(&self) -> Flusher {
+        Flusher(self.db.clone())
     }
 
     fn write(&mut self, meta: &[(&str, Vec<u8>)], wo: &WriteOptions) -> Result<(), StoreError> {

@@ -35,6 +35,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod proxy;
 pub mod workload;
 
 use std::ffi::OsStr;
