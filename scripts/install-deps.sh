@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test deltamv:
-# PostgreSQL server binaries (initdb, pg_ctl, postgres), libclang (RocksDB's bindings) and
-# chromium (the dashboard's browser test).
+# PostgreSQL server binaries (initdb, pg_ctl, postgres), libclang (RocksDB's bindings),
+# chromium (the dashboard's browser test) and openssl (certificates for the TLS test).
 # Elsewhere it says what to install.
 set -euo pipefail
 
@@ -17,6 +17,7 @@ missing=()
 have_pg || missing+=(postgresql)
 have_clang || missing+=(libclang-dev)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if command -v apt-get >/dev/null 2>&1; then

@@ -7,9 +7,11 @@ use std::str::FromStr;
 
 use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::pgtime::PgTimeZone;
 use crate::plan::{quote_ident, quote_literal, ColumnInfo, QualifiedName, TableInfo};
+use crate::source::tls::{client_config, split_tls, Tls, TlsError};
 use crate::value::SqlType;
 
 /// How long a connection attempt may take (unless the URL sets connect_timeout).
@@ -19,6 +21,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub enum ControlError {
     #[error("invalid database URL: {0} (expected postgresql://user:password@host:port/dbname)")]
     Url(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot connect to PostgreSQL at {target}: {detail}")]
     Connect { target: String, detail: String },
     #[error("wal_level is '{0}', but logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart PostgreSQL")]
@@ -53,12 +57,23 @@ pub fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error)
 pub struct DbTarget {
     pub url: String,
     pub config: tokio_postgres::Config,
+    /// From the URL's `sslmode` and `sslrootcert` (see [`crate::source::tls`]).
+    pub tls: Tls,
+    connector: Option<MakeRustlsConnect>,
 }
 
 impl DbTarget {
     pub fn parse(url: &str) -> Result<DbTarget, ControlError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| ControlError::Url(e.to_string()))?;
+        let (rest, tls) = split_tls(url)?;
+        let mut config = tokio_postgres::Config::from_str(&rest)
+            .map_err(|e| ControlError::Url(e.to_string()))?;
+        let connector = match &tls {
+            Tls::Plain => None,
+            Tls::VerifyFull { root } => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Some(MakeRustlsConnect::new(client_config(root)?))
+            }
+        };
         // An unreachable host (packets dropped) would otherwise hang until the OS gives up.
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -66,6 +81,8 @@ impl DbTarget {
         Ok(DbTarget {
             url: url.to_string(),
             config,
+            tls,
+            connector,
         })
     }
 
@@ -107,20 +124,23 @@ impl DbTarget {
     }
 
     pub async fn connect(&self) -> Result<Client, ControlError> {
-        let (client, conn) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|e| ControlError::Connect {
-                    target: self.display(),
-                    detail: self.diagnose(&e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed");
+        let err = |e: tokio_postgres::Error| ControlError::Connect {
+            target: self.display(),
+            detail: self.diagnose(&e),
+        };
+        let closed = |e: tokio_postgres::Error| tracing::debug!(error = %e, "connection closed");
+        match &self.connector {
+            None => {
+                let (client, conn) = self.config.connect(NoTls).await.map_err(err)?;
+                tokio::spawn(async move { conn.await.unwrap_or_else(closed) });
+                Ok(client)
             }
-        });
-        Ok(client)
+            Some(tls) => {
+                let (client, conn) = self.config.connect(tls.clone()).await.map_err(err)?;
+                tokio::spawn(async move { conn.await.unwrap_or_else(closed) });
+                Ok(client)
+            }
+        }
     }
 }
 

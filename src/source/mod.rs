@@ -5,3 +5,4 @@ pub mod control;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod stream;
+pub mod tls;

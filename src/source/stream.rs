@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use pgwire_replication::config::TlsConfig;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+
+use crate::source::tls::Tls;
 use thiserror::Error;
 
 use super::control::DbTarget;
@@ -380,6 +383,12 @@ pub fn replication_config(db: &DbTarget, slot: &str, publication: &str) -> Repli
         .get_password()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
+    let tls = match &db.tls {
+        Tls::Plain => TlsConfig::disabled(),
+        Tls::VerifyFull { root } => {
+            TlsConfig::verify_full(Some(root.clone())).with_sni_hostname(host.clone())
+        }
+    };
     ReplicationConfig::new(
         host,
         c.get_user().unwrap_or("postgres"),
@@ -391,6 +400,7 @@ pub fn replication_config(db: &DbTarget, slot: &str, publication: &str) -> Repli
     .with_port(c.get_ports().first().copied().unwrap_or(5432))
     .with_options(SESSION_OPTIONS)
     .with_application_name(application_name(slot))
+    .with_tls(tls)
     .with_status_interval(Duration::from_millis(500))
     .with_wakeup_interval(Duration::from_secs(1))
 }
