@@ -312,12 +312,19 @@ CREATE TABLE IF NOT EXISTS deltamv.refresh_history (
 CREATE INDEX IF NOT EXISTS refresh_history_view ON deltamv.refresh_history (view_name, finished_at DESC);
 CREATE OR REPLACE FUNCTION deltamv.row_count(view_name text) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $f$
-DECLARE n bigint;
+DECLARE n bigint; target text;
 BEGIN
     -- Status must answer even while a target is locked: give up on the count instead.
     PERFORM set_config('lock_timeout', '200ms', true);
-    EXECUTE format('SELECT count(*) FROM %s',
-                   (SELECT string_agg(quote_ident(p), '.') FROM unnest(parse_ident(view_name)) p)) INTO n;
+    -- view_name is schema.name unquoted (names may hold dots, spaces or quotes): look it up.
+    SELECT format('%I.%I', ns.nspname, c.relname) INTO target
+      FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE ns.nspname || '.' || c.relname = view_name AND c.relkind IN ('r', 'm', 'p')
+     LIMIT 1;
+    IF target IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s', target) INTO n;
     RETURN n;
 EXCEPTION WHEN undefined_table OR insufficient_privilege OR lock_not_available THEN
     RETURN NULL;
