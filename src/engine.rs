@@ -68,12 +68,26 @@ impl EngineError {
     /// Errors worth a reconnect and retry (the connection or server went away) as opposed to
     /// errors that need an operator (bad configuration, an inconsistent state).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Stream(StreamError::Replication(_) | StreamError::Ended)
-                | EngineError::Sink(_)
-                | EngineError::Setup(SetupError::Control(control::ControlError::Connect { .. }))
-        )
+        self.is_disk_full()
+            || matches!(
+                self,
+                EngineError::Stream(StreamError::Replication(_) | StreamError::Ended)
+                    | EngineError::Sink(_)
+                    | EngineError::Setup(SetupError::Control(
+                        control::ControlError::Connect { .. }
+                    ))
+            )
+    }
+
+    /// The state's disk is full: applying pauses (the slot keeps every change) and resumes
+    /// once RocksDB can write again.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            EngineError::Maintain(MaintainError::Store(e))
+            | EngineError::Setup(SetupError::Store(e))
+            | EngineError::Setup(SetupError::Maintain(MaintainError::Store(e))) => e.is_disk_full(),
+            _ => false,
+        }
     }
 }
 
@@ -96,6 +110,15 @@ pub async fn run(
     loop {
         match run_once(cfg, &clock, &metrics, &mut shutdown).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.is_disk_full() && !*shutdown.borrow() => {
+                tracing::error!(error = %e, state_dir = %cfg.state_dir.display(), retry_in_ms = backoff.as_millis() as u64,
+                    "the state disk is full: applying paused (the slot keeps every change); free space there and it resumes");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
                 metrics
                     .errors_connection

@@ -342,7 +342,7 @@ fn state_trust(state: u64, acked: u64, targets: u64, slot: Option<u64>) -> Resul
 /// and replaced by an empty one, which `init` then fills from a fresh snapshot.
 fn open_state(dir: &Path) -> Result<Store, SetupError> {
     match Store::open(dir) {
-        Err(StoreError::Damaged { detail, .. }) => {
+        Err(StoreError::Damaged { detail, .. }) if !crate::state::store::no_space(&detail) => {
             let aside = dir.with_extension(format!("corrupt-{}", chrono::Utc::now().timestamp()));
             std::fs::rename(dir, &aside).map_err(|e| StoreError::Open {
                 dir: dir.display().to_string(),

@@ -217,6 +217,94 @@ async fn a_network_cut_is_survived_and_shown_while_it_lasts() -> Result<()> {
     Ok(())
 }
 
+/// A small tmpfs mounted on a directory for the test's length (needs root, as the harness
+/// already does for PostgreSQL).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Result<SmallDisk> {
+        std::fs::create_dir_all(at)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .context("running mount")?;
+        ensure!(
+            out.status.success(),
+            "mounting a {size} tmpfs on {} (the disk-full test needs root and mount): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(SmallDisk(at.to_path_buf()))
+    }
+
+    /// Fills the disk with one file; returns its path.
+    fn fill(&self) -> Result<std::path::PathBuf> {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        Ok(path)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_pauses_and_resumes_without_loss() -> Result<()> {
+    let db = Database::start(None).await?;
+    let fx = db.engine(Path::new("schema/views"), Some(NOW))?;
+    let disk = SmallDisk::mount(&fx.env.state_dir, "48m")?;
+    let mut w = Workload::new(206, micros(NOW));
+    w.allow_truncate = false;
+    seed_rows(&fx.client, &mut w, 300).await?;
+    let (code, _, err) = fx.env.run_cmd(&["init"])?;
+    ensure!(code == 0, "init failed: {err}");
+    let mut engine = fx.env.spawn_run()?;
+    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 20, "before").await?;
+
+    let filler = disk.fill()?;
+    let full_at = Instant::now();
+    while !fx.env.engine_log().contains("the state disk is full") {
+        ensure!(
+            full_at.elapsed() < Duration::from_secs(60),
+            "the engine should report the full disk:\n{}",
+            tail(&fx.env.engine_log(), 20)
+        );
+        run_txns(&fx.client, &mut w, 5).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    run_txns(&fx.client, &mut w, 20).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        engine.try_wait()?.is_none(),
+        "the engine should pause, not exit:\n{}",
+        tail(&fx.env.engine_log(), 20)
+    );
+    std::fs::remove_file(filler)?;
+    write_and_converge(
+        &fx.client,
+        &fx.env,
+        &mut w,
+        &mut engine,
+        20,
+        "after space returned",
+    )
+    .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    drop(disk);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_stale_corrupt_or_untrusted_state_is_rebuilt() -> Result<()> {
     let (fx, mut w) = initialized(Database::start(None).await?, 203).await?;

@@ -37,6 +37,23 @@ pub enum StoreError {
     Corrupt { cf: &'static str, detail: String },
 }
 
+impl StoreError {
+    /// RocksDB could not write for lack of space (ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        let text = match self {
+            StoreError::Rocks(e) => e.to_string(),
+            StoreError::Open { detail, .. } | StoreError::Damaged { detail, .. } => detail.clone(),
+            StoreError::Locked { .. } | StoreError::Corrupt { .. } => return false,
+        };
+        no_space(&text)
+    }
+}
+
+/// Whether a RocksDB message reports ENOSPC.
+pub fn no_space(message: &str) -> bool {
+    message.contains("No space left on device")
+}
+
 /// How a [`Store::commit`] reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
