@@ -68,8 +68,9 @@ pub enum StreamEvent {
     },
 }
 
-/// A column some view reads that a schema change took away: the views reading it can no longer
-/// be maintained (the engine fails exactly those), while the others go on.
+/// A column some view reads that a schema change took away, or whose value in some row cannot
+/// be read: the views reading it can no longer be maintained (the engine fails exactly those),
+/// while the others go on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchemaBreak {
     pub table: usize,
@@ -238,11 +239,13 @@ impl SourceStream {
                 let Some(map) = self.relations.get(&relation_id) else {
                     return self.unmaintained(relation_id);
                 };
-                let (row, _) = self.row(map, &new)?;
+                let mut bad = Vec::new();
+                let (row, _) = self.row(map, &new, &mut bad)?;
                 self.push(Change::Insert {
                     table: map.table,
                     row,
                 });
+                self.breaks.extend(bad);
             }
             PgOutputMessage::Update {
                 relation_id,
@@ -252,10 +255,11 @@ impl SourceStream {
                 let Some(map) = self.relations.get(&relation_id) else {
                     return self.unmaintained(relation_id);
                 };
-                let (row, unchanged) = self.row(map, &new)?;
+                let mut bad = Vec::new();
+                let (row, unchanged) = self.row(map, &new, &mut bad)?;
                 let old_key = match old {
                     Some(OldTuple::Key(t) | OldTuple::Full(t)) => {
-                        let (image, _) = self.row(map, &t)?;
+                        let (image, _) = self.row(map, &t, &mut bad)?;
                         Some(
                             map.key_positions
                                 .iter()
@@ -271,12 +275,14 @@ impl SourceStream {
                     row,
                     unchanged,
                 });
+                self.breaks.extend(bad);
             }
             PgOutputMessage::Delete { relation_id, old } => {
                 let Some(map) = self.relations.get(&relation_id) else {
                     return self.unmaintained(relation_id);
                 };
-                let (image, _) = self.row(map, old.tuple())?;
+                let mut bad = Vec::new();
+                let (image, _) = self.row(map, old.tuple(), &mut bad)?;
                 let key = map
                     .key_positions
                     .iter()
@@ -286,6 +292,7 @@ impl SourceStream {
                     table: map.table,
                     key,
                 });
+                self.breaks.extend(bad);
             }
             PgOutputMessage::Truncate { relation_ids, .. } => {
                 for id in relation_ids {
@@ -333,11 +340,14 @@ impl SourceStream {
     }
 
     /// Parses a tuple into a row image over the table's columns; also returns the columns that
-    /// were not sent because their TOASTed value did not change.
+    /// were not sent because their TOASTed value did not change. A value deltamv cannot
+    /// represent (e.g. a timestamp beyond year 294247) is left NULL and reported in `bad`: the
+    /// views reading that column fail, the others go on.
     fn row(
         &self,
         map: &RelationMap,
         tuple: &TupleData,
+        bad: &mut Vec<SchemaBreak>,
     ) -> Result<(Vec<Value>, Vec<usize>), StreamError> {
         let info = &self.tables[map.table];
         let mut row = vec![Value::Null; info.columns.len()];
@@ -348,14 +358,22 @@ impl SourceStream {
                 TupleColumn::Null => {}
                 TupleColumn::UnchangedToast => unchanged.push(*i),
                 TupleColumn::Text(bytes) => {
-                    let err = |detail: String| StreamError::Value {
-                        table: info.name.to_string(),
-                        column: info.columns[*i].name.clone(),
-                        detail,
-                    };
-                    let text = std::str::from_utf8(bytes).map_err(|e| err(e.to_string()))?;
-                    row[*i] =
-                        Value::parse_text(text, *ty, &self.tz).map_err(|e| err(e.to_string()))?;
+                    let parsed = std::str::from_utf8(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| {
+                            Value::parse_text(text, *ty, &self.tz).map_err(|e| e.to_string())
+                        });
+                    match parsed {
+                        Ok(v) => row[*i] = v,
+                        Err(detail) => bad.push(SchemaBreak {
+                            table: map.table,
+                            column: *i,
+                            why: format!(
+                                "a value of column {} of {} cannot be read ({detail}): change that row, or the view, then run `deltamv init --resync`",
+                                info.columns[*i].name, info.name
+                            ),
+                        }),
+                    }
                 }
                 TupleColumn::Binary(_) => {
                     return Err(StreamError::Value {
