@@ -3,7 +3,7 @@
 //! after batches whose state was written but not yet checkpointed (so RocksDB comes back older
 //! than the targets), and after a checkpoint but before the slot acknowledgement. After each
 //! crash a plain restart must converge to PostgreSQL's own evaluation, with nothing lost and
-//! nothing counted twice.
+//! nothing counted twice. `DELTAMV_CRASH_ROUNDS=N` repeats every case N times (a soak).
 
 mod support;
 
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use support::engine::{
     assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, EngineEnv, Fixture,
 };
@@ -42,7 +42,25 @@ fn wait_for_abort(child: &mut Child, env: &EngineEnv, limit: Duration) -> Result
     )
 }
 
+/// `DELTAMV_CRASH_ROUNDS` (default 1) repeats each case for a soak run, each round with another
+/// seed and the crash at a later hit of the failpoint.
 async fn crash_case(failpoint: &str, seed: u64) -> Result<()> {
+    let rounds: u64 = std::env::var("DELTAMV_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let (name, hit) = failpoint.split_once(':').unwrap_or((failpoint, "1"));
+    let hit: u64 = hit.parse()?;
+    for round in 0..rounds {
+        let at = format!("{name}:{}", hit + round % 4);
+        crash_once(&at, seed + 1000 * round)
+            .await
+            .with_context(|| format!("round {round}: crash at {at}"))?;
+    }
+    Ok(())
+}
+
+async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
     // A zone with a daylight-saving change the night before "now".
     let Fixture {
         cluster: _cluster,
