@@ -30,6 +30,7 @@
 //! Midnights: before each batch, if the server-zone date has changed, the time index is
 //! processed as a batch of its own (see [`crate::maintain`]), written like any other.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -88,6 +89,32 @@ impl EngineError {
             | EngineError::Setup(SetupError::Maintain(MaintainError::Store(e))) => e.is_disk_full(),
             _ => false,
         }
+    }
+}
+
+/// A large transaction folded part by part (see [`StreamEvent::Part`]) while the rest arrives.
+#[derive(Default)]
+struct Parts {
+    /// Target rows of the parts so far, per view, by encoded group key (later parts win).
+    deltas: Vec<HashMap<Vec<u8>, TargetChange>>,
+    touched: Vec<QualifiedName>,
+}
+
+impl Parts {
+    /// The parts' target rows updated by `later` ones (the transaction's last part and the
+    /// transactions after it in the batch).
+    fn merged(mut self, later: Vec<Vec<TargetChange>>) -> Vec<Vec<TargetChange>> {
+        self.deltas.resize_with(later.len(), HashMap::new);
+        self.deltas
+            .into_iter()
+            .zip(later)
+            .map(|(mut rows, later)| {
+                for change in later {
+                    rows.insert(keys::encode(&change.key), change);
+                }
+                rows.into_values().collect()
+            })
+            .collect()
     }
 }
 
@@ -155,6 +182,8 @@ struct Loop<'a> {
     acked: u64,
     /// Flushes the state from a blocking thread.
     flusher: Flusher,
+    /// A large transaction being folded part by part.
+    parts: Option<Parts>,
     /// The checkpoint in flight: what it lets the slot acknowledge, and the flush.
     flushing: Option<(u64, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
     /// Unlogged state writes since the last checkpoint.
@@ -230,6 +259,7 @@ async fn run_once(
         ack_ready: state_lsn.min(target_lsn),
         acked: 0,
         flusher,
+        parts: None,
         flushing: None,
         dirty: false,
         last_checkpoint: Instant::now(),
@@ -299,6 +329,18 @@ impl Loop<'_> {
                                 break;
                             }
                         }
+                        StreamEvent::Part { final_lsn, changes, touched, breaks } => {
+                            if !breaks.is_empty() {
+                                self.schema_breaks(breaks).await?;
+                            }
+                            // The transactions before it first, in their own batch.
+                            if !batch.is_empty() {
+                                self.apply(std::mem::take(&mut batch)).await?;
+                                rows = 0;
+                                deadline = None;
+                            }
+                            self.apply_part(final_lsn, changes, touched).await?;
+                        }
                         StreamEvent::Idle { wal_end, server_time_micros } => {
                             // Everything before wal_end has been received; a batch in progress
                             // keeps filling until its deadline (keepalives also arrive mid-backlog).
@@ -335,8 +377,11 @@ impl Loop<'_> {
 
     /// Applies a batch: state-only for what the targets already reflect, then the rest.
     async fn apply(&mut self, batch: Vec<PendingTxn>) -> Result<(), EngineError> {
+        // The batch holds the last part of a large transaction when parts were folded.
+        let parts = self.parts.take();
         let mut touched: Vec<QualifiedName> = Vec::new();
-        for name in batch.iter().flat_map(|t| &t.touched) {
+        let part_touched = parts.iter().flat_map(|p| &p.touched);
+        for name in part_touched.chain(batch.iter().flat_map(|t| &t.touched)) {
             if !touched.contains(name) {
                 touched.push(name.clone());
             }
@@ -358,6 +403,10 @@ impl Loop<'_> {
         let changes: Vec<Change> = fresh.into_iter().flat_map(|t| t.changes).collect();
         let started = std::time::Instant::now();
         let deltas = self.fold(changes).await?;
+        let deltas = match parts {
+            Some(p) => p.merged(deltas),
+            None => deltas,
+        };
         let folded = started.elapsed();
         crate::failpoint::hit("before_target_commit");
         self.write_targets(&deltas, lsn, Some(commit_time)).await?;
@@ -438,6 +487,50 @@ impl Loop<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Folds the first changes of a large transaction ending after `final_lsn` (see
+    /// [`StreamEvent::Part`]) and writes them to the state at once, so memory stays bounded by
+    /// a part. They are written without an LSN and marked partial: the transaction's last part
+    /// commits them with its LSN and clears the mark. Checkpoints wait until the transaction's
+    /// end, but RocksDB flushes a full memtable on its own and when it closes, so an
+    /// interruption in between (a crash, an error, a stop) can leave the mark on disk: then
+    /// `setup::init` rebuilds the state from a fresh snapshot rather than count the first
+    /// parts twice.
+    async fn apply_part(
+        &mut self,
+        final_lsn: u64,
+        changes: Vec<Change>,
+        touched: Vec<QualifiedName>,
+    ) -> Result<(), EngineError> {
+        if final_lsn < self.state_lsn {
+            return Ok(()); // the whole transaction is in the state already
+        }
+        let deltas = self.fold(changes).await?;
+        self.state
+            .call(|m| {
+                m.store()
+                    .commit(&[("partial", keys::encode(&true))], Durability::Unlogged)
+            })
+            .await?
+            .map_err(MaintainError::from)?;
+        self.dirty = true;
+        crate::failpoint::hit("after_part");
+        let parts = self.parts.get_or_insert_with(Parts::default);
+        // Up to the targets' position the transaction only rebuilds state.
+        if final_lsn >= self.target_lsn {
+            let merged = std::mem::take(parts).merged(deltas);
+            parts.deltas = merged
+                .into_iter()
+                .map(|rows| {
+                    rows.into_iter()
+                        .map(|c| (keys::encode(&c.key), c))
+                        .collect()
+                })
+                .collect();
+        }
+        parts.touched.extend(touched);
+        Ok(())
     }
 
     /// Fails the views that read a column a schema change took away; the others go on.
@@ -580,7 +673,13 @@ impl Loop<'_> {
     /// Writes the folded state (unlogged) with its LSN; durable at the next checkpoint.
     async fn commit_state(&mut self, lsn: u64) -> Result<(), EngineError> {
         self.state
-            .call(move |m| m.commit(lsn, &[], Durability::Unlogged))
+            .call(move |m| {
+                m.commit(
+                    lsn,
+                    &[("partial", keys::encode(&false))],
+                    Durability::Unlogged,
+                )
+            })
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;
@@ -595,6 +694,9 @@ impl Loop<'_> {
     /// batches go on (writes after it began land in fresh memtables), so a checkpoint does not
     /// stall the stream; its acknowledgement waits for it to finish.
     async fn checkpoint(&mut self, now: bool) -> Result<(), EngineError> {
+        if self.parts.is_some() {
+            return Ok(()); // no partial transaction on disk (see `apply_part`)
+        }
         if let Some((_, flush)) = &self.flushing {
             if !now && !flush.is_finished() {
                 return Ok(());

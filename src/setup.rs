@@ -585,7 +585,13 @@ pub async fn init(
             match (&slot, initialized_lsn(&store, &p.fingerprint)?) {
                 (Some(s), Some(state_lsn)) if !s.lost => {
                     let acked: u64 = store.meta("acked")?.unwrap_or(0);
-                    match state_trust(state_lsn, acked, t, s.confirmed_lsn) {
+                    let partial: bool = store.meta("partial")?.unwrap_or(false);
+                    let trust = if partial {
+                        Err("it holds part of a large transaction that was cut short".to_string())
+                    } else {
+                        state_trust(state_lsn, acked, t, s.confirmed_lsn)
+                    };
+                    match trust {
                         Ok(()) => Some(state_lsn),
                         Err(why) => {
                             tracing::error!(problem = %why, "the state cannot be trusted: rebuilding it from a fresh snapshot (targets stay readable until then)");

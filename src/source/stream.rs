@@ -58,6 +58,16 @@ pub enum StreamEvent {
         /// Columns views read that this transaction dropped, renamed or retyped.
         breaks: Vec<SchemaBreak>,
     },
+    /// The first changes of a large committed transaction still being received (every
+    /// [`TXN_PART_ROWS`] changes), so that it is folded piece by piece instead of held whole;
+    /// its [`StreamEvent::Transaction`] follows with the rest. `final_lsn` is where its commit
+    /// record starts: the transaction ends after an LSN `x` exactly when `final_lsn >= x`.
+    Part {
+        final_lsn: u64,
+        changes: Vec<Change>,
+        touched: Vec<QualifiedName>,
+        breaks: Vec<SchemaBreak>,
+    },
     /// The server has sent everything up to `wal_end` and no transaction is open.
     /// `server_time_micros` (since 2000-01-01) is when the server sent it: the walsender sends
     /// these when it has decoded all flushed WAL, so once everything before `wal_end` is
@@ -67,6 +77,9 @@ pub enum StreamEvent {
         server_time_micros: i64,
     },
 }
+
+/// Changes of one transaction held before the rest is handed on as a [`StreamEvent::Part`].
+pub const TXN_PART_ROWS: usize = 50_000;
 
 /// A column some view reads that a schema change took away, or whose value in some row cannot
 /// be read: the views reading it can no longer be maintained (the engine fails exactly those),
@@ -97,6 +110,8 @@ pub struct SourceStream {
     /// Every relation announced on the stream, maintained or not.
     names: HashMap<u32, QualifiedName>,
     open: Option<Vec<Change>>,
+    /// `final_lsn` of the open transaction.
+    open_final: u64,
     touched: Vec<QualifiedName>,
     breaks: Vec<SchemaBreak>,
 }
@@ -125,6 +140,7 @@ impl SourceStream {
             relations: HashMap::new(),
             names: HashMap::new(),
             open: None,
+            open_final: 0,
             touched: Vec::new(),
             breaks: Vec::new(),
         })
@@ -144,10 +160,23 @@ impl SourceStream {
         loop {
             let event = self.client.recv().await?.ok_or(StreamError::Ended)?;
             match event {
-                ReplicationEvent::Begin { .. } => self.open = Some(Vec::new()),
+                ReplicationEvent::Begin { final_lsn, .. } => {
+                    self.open = Some(Vec::new());
+                    self.open_final = final_lsn.as_u64();
+                }
                 ReplicationEvent::XLogData { data, .. } => {
                     let msg = pgoutput::decode(&data)?;
                     self.handle(msg)?;
+                    if let Some(open) = &mut self.open {
+                        if open.len() >= TXN_PART_ROWS {
+                            return Ok(StreamEvent::Part {
+                                final_lsn: self.open_final,
+                                changes: std::mem::take(open),
+                                touched: std::mem::take(&mut self.touched),
+                                breaks: std::mem::take(&mut self.breaks),
+                            });
+                        }
+                    }
                 }
                 ReplicationEvent::Commit {
                     end_lsn,
