@@ -403,6 +403,32 @@ async fn lost_stale_corrupt_or_untrusted_state_is_rebuilt() -> Result<()> {
     Ok(())
 }
 
+/// Runs `init --resync` while a reader keeps counting a target's rows: the old rows stay
+/// readable until the new ones replace them in one transaction (never an empty target).
+async fn resync_while_reading(fx: &Fixture) -> Result<()> {
+    let reader = support::connect(&fx.url).await?;
+    let count = "SELECT count(*) FROM analytics.mv_active_users";
+    let before: i64 = reader.query_one(count, &[]).await?.get(0);
+    ensure!(before > 0, "the target should have rows before the resync");
+    let mut resync = fx.env.spawn(&["init", "--resync"], &[])?;
+    let mut reads = 0;
+    let status = loop {
+        if let Some(status) = resync.try_wait()? {
+            break status;
+        }
+        let n: i64 = reader.query_one(count, &[]).await?.get(0);
+        ensure!(n > 0, "the target was empty during the resync");
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    ensure!(
+        status.success() && reads > 0,
+        "init --resync failed ({status}, {reads} reads):\n{}",
+        tail(&fx.env.engine_log(), 20)
+    );
+    Ok(())
+}
+
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -441,8 +467,7 @@ async fn a_dropped_or_invalidated_slot_names_the_fix() -> Result<()> {
         err.contains("was dropped") && err.contains("deltamv init --resync"),
         "a dropped slot should be reported with the fix: {err}"
     );
-    let (code, _, err) = fx.env.run_cmd(&["init", "--resync"])?;
-    ensure!(code == 0, "init --resync failed: {err}");
+    resync_while_reading(&fx).await?;
     let mut engine = fx.env.spawn_run()?;
     write_and_converge(
         &fx.client,
