@@ -308,69 +308,27 @@ async fn a_full_state_disk_pauses_and_resumes_without_loss() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_stale_corrupt_or_untrusted_state_is_rebuilt() -> Result<()> {
     let (fx, mut w) = initialized(Database::start(None).await?, 203).await?;
-    let stop = |mut e: EngineChild| terminate(&mut e, Duration::from_secs(10)).map(drop);
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 20, "first run").await?;
-    stop(engine)?;
+    run_once(&fx, &mut w, 20, "first run", None).await?;
 
     // A copy of the state, then more changes: the copy is older than the slot.
     let old = fx.env.state_dir.with_extension("old");
     copy_dir(&fx.env.state_dir, &old)?;
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 30, "second run").await?;
-    stop(engine)?;
+    run_once(&fx, &mut w, 30, "second run", None).await?;
     std::fs::remove_dir_all(&fx.env.state_dir)?;
     std::fs::rename(&old, &fx.env.state_dir)?;
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(
-        &fx.client,
-        &fx.env,
-        &mut w,
-        &mut engine,
-        20,
-        "an older state restored",
-    )
-    .await?;
-    stop(engine)?;
-    ensure!(
-        fx.env.engine_log().contains("older than the slot"),
-        "the restored state should have been detected: {}",
-        tail(&fx.env.engine_log(), 20)
-    );
+    let restored = "an older state restored";
+    run_once(&fx, &mut w, 20, restored, Some("older than the slot")).await?;
 
     // The targets set back behind the state (as if restored from an older backup).
     fx.client
         .batch_execute("UPDATE deltamv.progress SET applied_lsn = '0/1'")
         .await?;
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(
-        &fx.client,
-        &fx.env,
-        &mut w,
-        &mut engine,
-        20,
-        "targets behind the state",
-    )
-    .await?;
-    stop(engine)?;
-    ensure!(
-        fx.env.engine_log().contains("ahead of the targets"),
-        "targets behind the state should have been detected"
-    );
+    let behind = "targets behind the state";
+    run_once(&fx, &mut w, 20, behind, Some("ahead of the targets")).await?;
 
     // The state directory lost.
     std::fs::remove_dir_all(&fx.env.state_dir)?;
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(
-        &fx.client,
-        &fx.env,
-        &mut w,
-        &mut engine,
-        20,
-        "state directory lost",
-    )
-    .await?;
-    stop(engine)?;
+    run_once(&fx, &mut w, 20, "state directory lost", None).await?;
 
     // The state directory corrupt: every MANIFEST overwritten.
     let mut corrupted = 0;
@@ -384,22 +342,28 @@ async fn lost_stale_corrupt_or_untrusted_state_is_rebuilt() -> Result<()> {
         }
     }
     ensure!(corrupted > 0, "no MANIFEST file to corrupt");
+    let corrupt = "state directory corrupt";
+    run_once(&fx, &mut w, 20, corrupt, Some("moved it aside")).await
+}
+
+/// One `deltamv run`: `n` transactions, converged, stopped; its log must then say `logged`.
+async fn run_once(
+    fx: &Fixture,
+    w: &mut Workload,
+    n: usize,
+    what: &str,
+    logged: Option<&str>,
+) -> Result<()> {
     let mut engine = fx.env.spawn_run()?;
-    write_and_converge(
-        &fx.client,
-        &fx.env,
-        &mut w,
-        &mut engine,
-        20,
-        "state directory corrupt",
-    )
-    .await?;
-    stop(engine)?;
-    ensure!(
-        fx.env.engine_log().contains("moved it aside"),
-        "the corrupt state should have been set aside: {}",
-        tail(&fx.env.engine_log(), 20)
-    );
+    write_and_converge(&fx.client, &fx.env, w, &mut engine, n, what).await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    if let Some(text) = logged {
+        ensure!(
+            fx.env.engine_log().contains(text),
+            "{what}: the log should say {text:?}: {}",
+            tail(&fx.env.engine_log(), 20)
+        );
+    }
     Ok(())
 }
 
