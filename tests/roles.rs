@@ -69,6 +69,41 @@ async fn the_worker_role_suffices_and_readers_see_only_summaries() -> Result<()>
         .await?
         .get(0);
     assert_eq!(fresh, 5, "and their freshness");
+    // The specification's refresh status, as a function an application calls.
+    let status = reader
+        .query(
+            "SELECT view_name, last_refresh_kind, last_refresh_ms, lag_seconds FROM deltamv.refresh_status()",
+            &[],
+        )
+        .await?;
+    assert_eq!(status.len(), 5, "one row per view");
+    for row in &status {
+        let view: String = row.get(0);
+        let kind: Option<String> = row.get(1);
+        let ms: Option<f64> = row.get(2);
+        let lag: Option<f64> = row.get(3);
+        assert!(
+            kind.as_deref() == Some("initial load") && ms.is_some() && lag.is_some(),
+            "{view}: last refresh and lag expected, got {kind:?} {ms:?} {lag:?}"
+        );
+    }
+    // Only roles granted it may call it (even one that may read view_status).
+    admin
+        .batch_execute(
+            "CREATE ROLE stranger LOGIN; GRANT USAGE ON SCHEMA deltamv TO stranger;
+             GRANT SELECT ON deltamv.view_status TO stranger;",
+        )
+        .await?;
+    let stranger = support::connect(&db.url.replacen("postgres@", "stranger@", 1)).await?;
+    let denied = stranger
+        .query("SELECT * FROM deltamv.refresh_status()", &[])
+        .await
+        .expect_err("a role without the grant is refused");
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{denied}"
+    );
     // Row-level security: a tenant sees only its workspace's row.
     let total: i64 = admin
         .query_one("SELECT count(*) FROM analytics.mv_workspace_metrics", &[])

@@ -352,11 +352,24 @@ SELECT v.view_name,
   LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
   LEFT JOIN LATERAL (SELECT kind, finished_at, duration_ms, error FROM deltamv.refresh_history r
                       WHERE r.view_name = v.view_name ORDER BY r.finished_at DESC LIMIT 1) h ON true;
+-- What the specification's get_refresh_status() returned: per view, its last refresh (initial
+-- load, full refresh or fallback refresh) with duration, its last applied change, and lag.
+CREATE OR REPLACE FUNCTION deltamv.refresh_status()
+RETURNS TABLE (view_name text, mode text, state text, last_refresh_kind text,
+               last_refresh_at timestamptz, last_refresh_ms double precision,
+               last_change_at timestamptz, lag_seconds double precision)
+LANGUAGE sql STABLE AS $f$
+    SELECT view_name, mode, state, last_refresh_kind, last_refresh_at, last_refresh_ms,
+           last_change_at, lag_seconds
+      FROM deltamv.view_status ORDER BY view_name
+$f$;
+REVOKE ALL ON FUNCTION deltamv.refresh_status() FROM PUBLIC;
 DO $g$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'analytics_reader') THEN
         GRANT USAGE ON SCHEMA deltamv TO analytics_reader;
         GRANT SELECT ON deltamv.view_status TO analytics_reader;
+        GRANT EXECUTE ON FUNCTION deltamv.refresh_status() TO analytics_reader;
     END IF;
 END
 $g$;
