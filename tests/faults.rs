@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use support::engine::{
-    assert_converges, micros, run_txns, seed_rows, tail, terminate, wait_caught_up, Database,
+    assert_converges, run_txns, seed_and_init, tail, terminate, wait_caught_up, Database,
     EngineChild, EngineEnv, Fixture,
 };
 use support::proxy::Proxy;
@@ -41,11 +41,7 @@ fn rounds() -> usize {
 /// A database with seed rows and an initialized engine environment.
 async fn initialized(db: Database, seed: u64) -> Result<(Fixture, Workload)> {
     let fx = db.engine(Path::new("schema/views"), Some(NOW))?;
-    let mut w = Workload::new(seed, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(&fx.client, &mut w, 300).await?;
-    let (code, _, err) = fx.env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed: {err}");
+    let w = seed_and_init(&fx.client, &fx.env, seed, NOW).await?;
     Ok((fx, w))
 }
 
@@ -181,11 +177,7 @@ async fn a_network_cut_is_survived_and_shown_while_it_lasts() -> Result<()> {
     env.set_clock(NOW)?;
     // Status and checks go straight to the server.
     let direct = EngineEnv::new(&db.url, Path::new("schema/views"))?;
-    let mut w = Workload::new(205, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(&db.client, &mut w, 300).await?;
-    let (code, _, err) = env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed: {err}");
+    let mut w = seed_and_init(&db.client, &env, 205, NOW).await?;
     let mut engine = env.spawn_run()?;
     write_and_converge(&db.client, &env, &mut w, &mut engine, 20, "before the cut").await?;
 
@@ -264,11 +256,7 @@ async fn a_full_state_disk_pauses_and_resumes_without_loss() -> Result<()> {
     let db = Database::start(None).await?;
     let fx = db.engine(Path::new("schema/views"), Some(NOW))?;
     let disk = SmallDisk::mount(&fx.env.state_dir, "48m")?;
-    let mut w = Workload::new(206, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(&fx.client, &mut w, 300).await?;
-    let (code, _, err) = fx.env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed: {err}");
+    let mut w = seed_and_init(&fx.client, &fx.env, 206, NOW).await?;
     let mut engine = fx.env.spawn_run()?;
     write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 20, "before").await?;
 
@@ -418,9 +406,7 @@ async fn a_dropped_or_invalidated_slot_names_the_fix() -> Result<()> {
         client,
     };
     let (fx, mut w) = initialized(db, 204).await?;
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(&fx.client, &fx.env, &mut w, &mut engine, 20, "before").await?;
-    terminate(&mut engine, Duration::from_secs(10))?;
+    run_once(&fx, &mut w, 20, "before", None).await?;
 
     // Dropped.
     fx.client
@@ -432,17 +418,7 @@ async fn a_dropped_or_invalidated_slot_names_the_fix() -> Result<()> {
         "a dropped slot should be reported with the fix: {err}"
     );
     resync_while_reading(&fx).await?;
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(
-        &fx.client,
-        &fx.env,
-        &mut w,
-        &mut engine,
-        20,
-        "after init --resync",
-    )
-    .await?;
-    terminate(&mut engine, Duration::from_secs(10))?;
+    run_once(&fx, &mut w, 20, "after init --resync", None).await?;
 
     // Invalidated: the server removes WAL the stopped engine still needs.
     run_txns(&fx.client, &mut w, 10).await?;
@@ -467,16 +443,5 @@ async fn a_dropped_or_invalidated_slot_names_the_fix() -> Result<()> {
     );
     let (code, _, err) = fx.env.run_cmd(&["init", "--resync"])?;
     ensure!(code == 0, "init --resync failed: {err}");
-    let mut engine = fx.env.spawn_run()?;
-    write_and_converge(
-        &fx.client,
-        &fx.env,
-        &mut w,
-        &mut engine,
-        20,
-        "after the second resync",
-    )
-    .await?;
-    terminate(&mut engine, Duration::from_secs(10))?;
-    Ok(())
+    run_once(&fx, &mut w, 20, "after the second resync", None).await
 }

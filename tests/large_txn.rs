@@ -9,10 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use support::engine::{
-    assert_converges, micros, seed_rows, tail, terminate, wait_caught_up, Fixture,
-};
-use support::workload::Workload;
+use support::engine::{assert_converges, seed_and_init, tail, terminate, wait_caught_up, Fixture};
 
 const NOW: &str = "2026-03-07T12:00:00Z";
 
@@ -45,11 +42,7 @@ const RSS_LIMIT_MB: u64 = 600;
 async fn large_transactions_apply_with_bounded_memory() -> Result<()> {
     let fx = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
     let (client, env) = (&fx.client, &fx.env);
-    let mut w = Workload::new(501, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(client, &mut w, 300).await?;
-    let (code, _, err) = env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed: {err}");
+    let _w = seed_and_init(client, env, 501, NOW).await?;
     let mut engine = env.spawn_run()?;
     for (what, sql) in [
         ("a 300k-row insert", BIG_INSERT),
@@ -73,11 +66,7 @@ async fn large_transactions_apply_with_bounded_memory() -> Result<()> {
 async fn a_crash_inside_a_large_transaction_converges_after_restart() -> Result<()> {
     let fx = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
     let (client, env) = (&fx.client, &fx.env);
-    let mut w = Workload::new(502, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(client, &mut w, 300).await?;
-    let (code, _, err) = env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed: {err}");
+    let _w = seed_and_init(client, env, 502, NOW).await?;
     let mut crashing = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", "after_part:3")])?;
     client.batch_execute(BIG_INSERT).await?;
     let start = Instant::now();

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use support::engine::{
-    assert_converges, assert_converges_except, micros, run_txns, seed_rows, terminate,
-    wait_caught_up, Fixture,
+    assert_converges, assert_converges_except, run_txns, seed_and_init, terminate, wait_caught_up,
+    Fixture,
 };
-use support::workload::Workload;
 
 const NOW: &str = "2026-03-07T12:00:00Z";
 
@@ -43,11 +42,7 @@ async fn state_of(client: &tokio_postgres::Client, view: &str) -> Result<(String
 async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
     let fx = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
     let (client, env) = (&fx.client, &fx.env);
-    let mut w = Workload::new(301, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(client, &mut w, 300).await?;
-    let (code, _, err) = env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed: {err}");
+    let mut w = seed_and_init(client, env, 301, NOW).await?;
     let mut engine = env.spawn_run()?;
     let settle = |what: &'static str, skip: &'static [&'static str]| async move {
         assert_converges_except(env, Duration::from_secs(20), what, skip).await

@@ -143,6 +143,22 @@ pub async fn run_txns(client: &tokio_postgres::Client, w: &mut Workload, n: usiz
     Ok(())
 }
 
+/// 300 seed rows of a workload seeded `seed` (without TRUNCATE, its clock at `now`, RFC 3339)
+/// written through `client`, then `deltamv init` in `env`; returns the workload to go on with.
+pub async fn seed_and_init(
+    client: &tokio_postgres::Client,
+    env: &EngineEnv,
+    seed: u64,
+    now: &str,
+) -> Result<Workload> {
+    let mut w = Workload::new(seed, micros(now));
+    w.allow_truncate = false;
+    seed_rows(client, &mut w, 300).await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    anyhow::ensure!(code == 0, "init failed: {err}");
+    Ok(w)
+}
+
 /// Inserts the workload's initial data: `rows` rows in each source table.
 pub async fn seed_rows(
     client: &tokio_postgres::Client,
