@@ -101,19 +101,25 @@ struct Parts {
 }
 
 impl Parts {
+    /// Takes `later` target rows over the parts' own (later parts win per group).
+    fn absorb(&mut self, later: Vec<Vec<TargetChange>>) {
+        if self.deltas.len() < later.len() {
+            self.deltas.resize_with(later.len(), HashMap::new);
+        }
+        for (rows, later) in self.deltas.iter_mut().zip(later) {
+            for change in later {
+                rows.insert(keys::encode(&change.key), change);
+            }
+        }
+    }
+
     /// The parts' target rows updated by `later` ones (the transaction's last part and the
     /// transactions after it in the batch).
     fn merged(mut self, later: Vec<Vec<TargetChange>>) -> Vec<Vec<TargetChange>> {
-        self.deltas.resize_with(later.len(), HashMap::new);
+        self.absorb(later);
         self.deltas
             .into_iter()
-            .zip(later)
-            .map(|(mut rows, later)| {
-                for change in later {
-                    rows.insert(keys::encode(&change.key), change);
-                }
-                rows.into_values().collect()
-            })
+            .map(|rows| rows.into_values().collect())
             .collect()
     }
 }
@@ -519,15 +525,7 @@ impl Loop<'_> {
         let parts = self.parts.get_or_insert_with(Parts::default);
         // Up to the targets' position the transaction only rebuilds state.
         if final_lsn >= self.target_lsn {
-            let merged = std::mem::take(parts).merged(deltas);
-            parts.deltas = merged
-                .into_iter()
-                .map(|rows| {
-                    rows.into_iter()
-                        .map(|c| (keys::encode(&c.key), c))
-                        .collect()
-                })
-                .collect();
+            parts.absorb(deltas);
         }
         parts.touched.extend(touched);
         Ok(())
