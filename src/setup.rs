@@ -113,7 +113,7 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         error,
     })?;
     let known = known_views(&client).await?;
-    check_removed_inputs(&known, &files).await?;
+    check_removed_inputs(&known, &files)?;
     let settings = Settings::load(&cfg.views_dir)?;
     let mut names: Vec<QualifiedName> = Vec::new();
     for f in &files {
@@ -297,7 +297,7 @@ async fn record_broken(p: &Prepared) -> Result<(), SetupError> {
 
 /// A view whose definition was removed while others still read it would silently turn its
 /// stale target into a "source table": refuse, naming the dependents.
-async fn check_removed_inputs(known: &[String], files: &[ViewFile]) -> Result<(), SetupError> {
+fn check_removed_inputs(known: &[String], files: &[ViewFile]) -> Result<(), SetupError> {
     for former in known {
         if files.iter().any(|f| &f.name.to_string() == former) {
             continue;
@@ -342,7 +342,7 @@ fn state_trust(state: u64, acked: u64, targets: u64, slot: Option<u64>) -> Resul
 /// and replaced by an empty one, which `init` then fills from a fresh snapshot.
 fn open_state(dir: &Path) -> Result<Store, SetupError> {
     match Store::open(dir) {
-        Err(StoreError::Damaged { detail, .. }) if !crate::state::store::no_space(&detail) => {
+        Err(StoreError::Damaged { detail, .. }) => {
             let aside = dir.with_extension(format!("corrupt-{}", chrono::Utc::now().timestamp()));
             std::fs::rename(dir, &aside).map_err(|e| StoreError::Open {
                 dir: dir.display().to_string(),

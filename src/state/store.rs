@@ -26,7 +26,7 @@ pub enum StoreError {
     Locked { dir: String, holder: String },
     #[error("cannot open state directory {dir}: {detail}")]
     Open { dir: String, detail: String },
-    /// RocksDB found its own files corrupt (see [`Store::open_or_set_aside`]).
+    /// RocksDB found its own files corrupt (`setup` moves such a directory aside).
     #[error("state directory {dir} is corrupt: {detail}")]
     Damaged { dir: String, detail: String },
     #[error("state store error: {0}")]
@@ -42,15 +42,17 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         let text = match self {
             StoreError::Rocks(e) => e.to_string(),
-            StoreError::Open { detail, .. } | StoreError::Damaged { detail, .. } => detail.clone(),
-            StoreError::Locked { .. } | StoreError::Corrupt { .. } => return false,
+            StoreError::Open { detail, .. } => detail.clone(),
+            StoreError::Locked { .. } | StoreError::Damaged { .. } | StoreError::Corrupt { .. } => {
+                return false
+            }
         };
         no_space(&text)
     }
 }
 
 /// Whether a RocksDB message reports ENOSPC.
-pub fn no_space(message: &str) -> bool {
+fn no_space(message: &str) -> bool {
     message.contains("No space left on device")
 }
 
@@ -154,7 +156,8 @@ impl Store {
                     dir: dir.display().to_string(),
                     holder,
                 }
-            } else if e.kind() == rocksdb::ErrorKind::Corruption {
+            } else if e.kind() == rocksdb::ErrorKind::Corruption && !no_space(&detail) {
+                // (A write cut short by a full disk is not corruption: the directory is kept.)
                 StoreError::Damaged {
                     dir: dir.display().to_string(),
                     detail,
