@@ -73,13 +73,8 @@ async fn bad_configuration_gets_a_one_line_diagnosis() -> Result<()> {
         )
         .await?;
     // Password authentication (SCRAM-SHA-256) for `pw` only, ahead of the harness's trust lines.
-    let hba = cluster.data_dir().join("pg_hba.conf");
-    let text = std::fs::read_to_string(&hba)?;
-    std::fs::write(
-        &hba,
-        format!(
-            "host all pw 127.0.0.1/32 scram-sha-256\nhost replication pw 127.0.0.1/32 scram-sha-256\n{text}"
-        ),
+    cluster.prepend_hba(
+        "host all pw 127.0.0.1/32 scram-sha-256\nhost replication pw 127.0.0.1/32 scram-sha-256",
     )?;
     client.batch_execute("SELECT pg_reload_conf()").await?;
 

@@ -121,14 +121,9 @@ async fn verify_full_with_scram_encrypts_every_connection() -> Result<()> {
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
     }
     // `pw` only over TLS, with SCRAM; everyone else as the harness set it up.
-    let hba = data.join("pg_hba.conf");
-    let text = std::fs::read_to_string(&hba)?;
-    std::fs::write(
-        &hba,
-        format!(
-            "hostssl all pw 127.0.0.1/32 scram-sha-256\nhostssl replication pw 127.0.0.1/32 scram-sha-256\n\
-             hostnossl all pw 127.0.0.1/32 reject\nhostnossl replication pw 127.0.0.1/32 reject\n{text}"
-        ),
+    cluster.prepend_hba(
+        "hostssl all pw 127.0.0.1/32 scram-sha-256\nhostssl replication pw 127.0.0.1/32 scram-sha-256\n\
+         hostnossl all pw 127.0.0.1/32 reject\nhostnossl replication pw 127.0.0.1/32 reject",
     )?;
     for sql in [
         "ALTER SYSTEM SET ssl = on",

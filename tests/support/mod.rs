@@ -260,6 +260,16 @@ impl PgCluster {
         connect(&self.url(db)).await
     }
 
+    /// Puts `lines` ahead of pg_hba.conf's own (first match wins); takes effect at the next
+    /// `SELECT pg_reload_conf()`.
+    pub fn prepend_hba(&self, lines: &str) -> Result<()> {
+        let path = self.data_dir.join("pg_hba.conf");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        fs::write(&path, format!("{}\n{text}", lines.trim_end()))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// `pg_ctl restart -m MODE` with MODE "smart", "fast" or "immediate"
     /// ("immediate" is a crash: the server recovers from WAL on start).
     /// Existing connections are closed; the port stays the same.
