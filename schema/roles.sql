@@ -4,6 +4,7 @@
 -- then give the worker a password (ALTER ROLE deltamv_worker PASSWORD '...') and point
 -- DATABASE_URL at it. Readers (dashboards, BI tools) get analytics_reader:
 --   CREATE ROLE grafana LOGIN PASSWORD '...' IN ROLE analytics_reader;
+-- and backends that call deltamv.refresh_view() & co. get analytics_refresher.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'deltamv_worker') THEN
@@ -11,6 +12,11 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'analytics_reader') THEN
         CREATE ROLE analytics_reader NOLOGIN;
+    END IF;
+    -- Application backends that trigger refreshes and reconciles from SQL
+    -- (deltamv.refresh_view and friends, granted by the engine at init).
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'analytics_refresher') THEN
+        CREATE ROLE analytics_refresher NOLOGIN;
     END IF;
     -- The worker creates the deltamv bookkeeping schema.
     EXECUTE format('GRANT CREATE ON DATABASE %I TO deltamv_worker', current_database());

@@ -15,7 +15,7 @@ use crate::config::{
     Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHECKPOINT_MS,
     DEFAULT_PUBLICATION, DEFAULT_SLOT,
 };
-use crate::{engine, pgtime, reconcile, setup, status};
+use crate::{engine, pgtime, reconcile, setup, status, submit};
 
 /// Prints a line to stdout, ignoring a closed pipe (`deltamv reconcile | head`).
 macro_rules! outln {
@@ -294,8 +294,73 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Asks the running engine for `kind` on `only` (or all views) and prints the result like
+/// the offline commands do; exit 1 when rows were left differing.
+async fn through_engine(
+    client: &tokio_postgres::Client,
+    kind: &str,
+    only: Option<&str>,
+    repair: bool,
+) -> Result<ExitCode> {
+    let kind = match only {
+        Some(_) => kind.to_string(),
+        None => format!("{kind} all"),
+    };
+    let id = submit::submit(client, &kind, only, repair).await?;
+    let done = submit::wait(client, id, &format!("{kind} through the running engine")).await?;
+    for v in &done.views {
+        match (v.expected_rows, v.target_rows) {
+            (Some(expected), Some(target)) if kind.starts_with("reconcile") => outln!(
+                "{}: {expected} rows expected, {target} in target, {} differing",
+                v.view,
+                v.differing
+            ),
+            (Some(_), Some(_)) => outln!(
+                "{}: recomputed at one LSN, {} rows changed",
+                v.view,
+                v.repaired
+            ),
+            _ if v.error.is_none() => outln!("{}: refreshed concurrently", v.view),
+            _ => {}
+        }
+        for d in v.rows.iter().take(50) {
+            outln!(
+                "  key {:?}\n    expected {:?}\n    actual   {:?}",
+                d.key,
+                d.expected,
+                d.actual
+            );
+        }
+        if v.repaired > 0 && kind.starts_with("reconcile") {
+            outln!("  repaired {} rows", v.repaired);
+        }
+        if v.state_differing > 0 {
+            outln!(
+                "  the engine's state differs too, in {} rows: `deltamv init --resync` rebuilds it",
+                v.state_differing
+            );
+        }
+        if let Some(e) = &v.error {
+            outln!("  error: {e}");
+        }
+    }
+    match done.status.as_str() {
+        "failed" => anyhow::bail!(
+            "request {} failed after {:.0} ms: {}",
+            done.id,
+            done.duration_ms,
+            done.error.as_deref().unwrap_or("no error recorded")
+        ),
+        "differences" => Ok(ExitCode::from(1)),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result<ExitCode> {
     let prepared = setup::prepare(cfg).await?;
+    if submit::engine_running(&prepared.client, &cfg.slot).await? {
+        return through_engine(&prepared.client, "reconcile", only, repair).await;
+    }
     let plans: Vec<_> = prepared
         .plans
         .iter()
@@ -350,6 +415,9 @@ fn injected_today(cfg: &Config, tz: &crate::pgtime::PgTimeZone) -> Option<String
 
 async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
     let prepared = setup::prepare(cfg).await?;
+    if submit::engine_running(&prepared.client, &cfg.slot).await? {
+        return through_engine(&prepared.client, "refresh", only, true).await;
+    }
     let today = injected_today(cfg, &prepared.tz);
     let mut matched = false;
     for fb in prepared
@@ -389,7 +457,10 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
             &plan.name.to_string(),
             crate::history::RefreshKind::FullRecompute,
             started,
-            changed,
+            crate::history::Counts {
+                rows_changed: changed,
+                ..Default::default()
+            },
             error.as_deref(),
         )
         .await

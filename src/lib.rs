@@ -3,7 +3,8 @@
 //! Data flow: [`source`] (slot, snapshot, pgoutput stream) -> [`maintain`] (planner-built
 //! operators over [`state`] in RocksDB) -> [`sink`] (changed groups into the target tables, with
 //! the applied LSN) -> slot acknowledgement. [`engine`] runs that loop and states why it is
-//! crash-safe; [`plan`] compiles view SQL; [`reconcile`] proves targets against PostgreSQL.
+//! crash-safe (and serves refresh and reconcile requests between batches); [`plan`] compiles view
+//! SQL; [`reconcile`] proves targets against PostgreSQL; [`submit`] asks a running engine.
 
 pub mod cli;
 pub mod clock;
@@ -26,4 +27,5 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod submit;
 pub mod value;

@@ -47,7 +47,7 @@ pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), Str
         &name,
         RefreshKind::FallbackRefresh,
         started,
-        None,
+        history::Counts::default(),
         error,
     )
     .await

@@ -9,6 +9,11 @@
 //! mode = "fallback"             # "auto" (incremental when the planner can, else fallback)
 //! schedule = "every 10m"        # or a cron expression: "0 3 * * *" (UTC)
 //! tenant_setting = "app.workspace_id"  # row-level security on workspace_id for analytics_reader
+//!
+//! [views."analytics.mv_top_agents"]
+//! reconcile = "0 4 * * *"       # incremental views: when to reconcile (cron in UTC, "every 6h",
+//!                               # or "off"); default daily at 03:30 UTC
+//! reconcile_policy = "report"   # "repair" (default): fix what it finds; "report": only report
 //! ```
 //! Settings are read and validated once at start; a bad file is an error that names the key.
 
@@ -104,7 +109,21 @@ struct RawView {
     schedule: Option<String>,
     freshness_target_s: Option<u64>,
     tenant_setting: Option<String>,
+    reconcile: Option<String>,
+    reconcile_policy: Option<Policy>,
 }
+
+/// What a scheduled reconcile does with the differences it finds (it always reports them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    #[default]
+    Repair,
+    Report,
+}
+
+/// When incremental views are reconciled unless their settings say otherwise: daily, off-peak.
+pub const DEFAULT_RECONCILE: &str = "30 3 * * *";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +144,9 @@ pub struct ViewSettings {
     /// Row-level security for readers: a row is visible when its `workspace_id` equals this
     /// session setting (e.g. "app.workspace_id").
     pub tenant_setting: Option<String>,
+    /// Incremental views: when the engine reconciles it (`None`: never).
+    pub reconcile: Option<Schedule>,
+    pub reconcile_policy: Policy,
 }
 
 /// All views' settings.
@@ -160,6 +182,8 @@ impl Settings {
             schedule: None,
             freshness_target: Duration::from_secs(60),
             tenant_setting: None,
+            reconcile: Some(Schedule::parse(DEFAULT_RECONCILE)?),
+            reconcile_policy: Policy::Repair,
         };
         let defaults = apply(&base, &raw.defaults, "defaults")?;
         let mut views = BTreeMap::new();
@@ -179,6 +203,13 @@ fn apply(base: &ViewSettings, raw: &RawView, what: &str) -> Result<ViewSettings,
         Some(s) => Some(Schedule::parse(s).map_err(|e| format!("[{what}] {e}"))?),
         None => base.schedule.clone(),
     };
+    let reconcile = match raw.reconcile.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(s) => {
+            Some(Schedule::parse(s).map_err(|e| format!("[{what}] reconcile: {e} (or \"off\")"))?)
+        }
+        None => base.reconcile.clone(),
+    };
     Ok(ViewSettings {
         mode: raw.mode.unwrap_or(base.mode),
         min_interval: raw
@@ -194,6 +225,8 @@ fn apply(base: &ViewSettings, raw: &RawView, what: &str) -> Result<ViewSettings,
             .tenant_setting
             .clone()
             .or_else(|| base.tenant_setting.clone()),
+        reconcile,
+        reconcile_policy: raw.reconcile_policy.unwrap_or(base.reconcile_policy),
     })
 }
 
@@ -224,6 +257,18 @@ mod tests {
         assert!(Settings::parse("[views.\"a.b\"]\nschedule = \"sometimes\"")
             .expect_err("bad")
             .contains("cron"));
+        let r = Settings::parse(
+            "[defaults]\nreconcile = \"0 4 * * *\"\n[views.\"a.b\"]\nreconcile = \"off\"\nreconcile_policy = \"report\"",
+        )
+        .expect("valid");
+        assert!(r.view("a.b").reconcile.is_none());
+        assert_eq!(r.view("a.b").reconcile_policy, Policy::Report);
+        let daily = r.view("x.y").reconcile.as_ref().expect("default schedule");
+        assert_eq!(daily.next_after(0), Some(4 * 3_600_000_000));
+        assert_eq!(r.view("x.y").reconcile_policy, Policy::Repair);
+        assert!(Settings::parse("[defaults]\nreconcile = \"daily\"")
+            .expect_err("bad")
+            .contains("reconcile"));
         assert!(Settings::parse("[views.\"a.b\"]\nmood = \"x\"")
             .expect_err("bad")
             .contains("mood"));

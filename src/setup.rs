@@ -670,7 +670,7 @@ pub async fn init(
             &t.plan_name,
             RefreshKind::InitialLoad,
             started,
-            Some(rows_loaded as i64),
+            history::Counts::changed(rows_loaded as i64),
             None,
         )
         .await
@@ -717,7 +717,7 @@ pub async fn init(
 }
 
 /// Groups per page when writing the initial targets.
-const TARGET_LOAD_PAGE: usize = 20_000;
+pub const TARGET_LOAD_PAGE: usize = 20_000;
 
 async fn load_snapshot(
     p: &Prepared,

@@ -282,6 +282,18 @@ pub fn render_metrics(statuses: &[ViewStatus], m: &Metrics) -> String {
         "Source row changes applied.",
         m.changes.load(Ordering::Relaxed),
     );
+    counter(
+        &mut out,
+        "deltamv_reconciles_total",
+        "Reconciles run (requested or scheduled).",
+        m.reconciles.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "deltamv_reconcile_differences_total",
+        "Rows reconciles found differing from the views' SQL (each is a bug to report).",
+        m.reconcile_differences.load(Ordering::Relaxed),
+    );
     let _ = writeln!(
         out,
         "# HELP deltamv_errors_total Errors by kind: connection (the engine reconnected), view (a view failed).\n# TYPE deltamv_errors_total counter\ndeltamv_errors_total{{kind=\"connection\"}} {}\ndeltamv_errors_total{{kind=\"view\"}} {}",

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub errors_connection: AtomicU64,
     /// Views that failed (constraint or SQL error on their data).
     pub errors_view: AtomicU64,
+    /// Reconciles run (requested or scheduled).
+    pub reconciles: AtomicU64,
+    /// Rows a reconcile found differing from the view's SQL (each one a bug to report).
+    pub reconcile_differences: AtomicU64,
     pub state_bytes: AtomicU64,
     pub compaction_pending_bytes: AtomicU64,
     pub compactions_running: AtomicU64,
@@ -38,6 +42,8 @@ impl Default for Metrics {
             changes: AtomicU64::new(0),
             errors_connection: AtomicU64::new(0),
             errors_view: AtomicU64::new(0),
+            reconciles: AtomicU64::new(0),
+            reconcile_differences: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
             compaction_pending_bytes: AtomicU64::new(0),
             compactions_running: AtomicU64::new(0),

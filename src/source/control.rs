@@ -309,7 +309,101 @@ CREATE TABLE IF NOT EXISTS deltamv.refresh_history (
     rows_changed bigint,
     error text
 );
+ALTER TABLE deltamv.refresh_history ADD COLUMN IF NOT EXISTS rows_compared bigint;
+ALTER TABLE deltamv.refresh_history ADD COLUMN IF NOT EXISTS differences bigint;
 CREATE INDEX IF NOT EXISTS refresh_history_view ON deltamv.refresh_history (view_name, finished_at DESC);
+-- Refresh and reconcile requests (from SQL, the command line or the schedule) and their results.
+-- The engine writes the rows; callers learn of a request through the replication stream.
+CREATE SEQUENCE IF NOT EXISTS deltamv.request_ids;
+CREATE TABLE IF NOT EXISTS deltamv.requests (
+    request_id bigint PRIMARY KEY,
+    kind text NOT NULL,
+    view_name text,
+    repair boolean NOT NULL DEFAULT false,
+    requested_by text,
+    requested_at timestamptz,
+    status text NOT NULL,
+    phase text,
+    started_at timestamptz,
+    finished_at timestamptz,
+    lsn pg_lsn,
+    rows_compared bigint,
+    differences bigint,
+    rows_changed bigint,
+    duration_ms double precision,
+    error text,
+    detail jsonb
+);
+-- Records a request on the replication stream (a non-transactional logical message: written at
+-- once, after every transaction committed before the call, whatever the caller's transaction
+-- does next) and, given a timeout, waits for the engine's result.
+CREATE OR REPLACE FUNCTION deltamv.submit_request(kind text, view_name text, repair boolean, timeout interval)
+RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+               rows_changed bigint, duration_ms double precision, error text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    id bigint;
+    deadline timestamptz;
+    r deltamv.requests%ROWTYPE;
+    found_mode text;
+BEGIN
+    IF view_name IS NOT NULL THEN
+        SELECT v.mode INTO found_mode FROM deltamv.views v WHERE v.view_name = submit_request.view_name;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'deltamv: no view named %', view_name
+                USING HINT = 'SELECT view_name FROM deltamv.views lists the views deltamv maintains (schema.name)';
+        END IF;
+        IF kind = 'reconcile' AND found_mode <> 'incremental' THEN
+            RAISE EXCEPTION 'deltamv: % is a fallback view (a materialized view): it is refreshed, not reconciled', view_name
+                USING HINT = 'call deltamv.refresh_view instead';
+        END IF;
+    END IF;
+    IF timeout IS NOT NULL AND current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'deltamv: waiting for a result needs READ COMMITTED (this transaction is %)',
+            current_setting('transaction_isolation')
+            USING HINT = 'call without a timeout and read deltamv.requests later, or call outside this transaction';
+    END IF;
+    id := nextval('deltamv.request_ids');
+    PERFORM pg_logical_emit_message(false, 'deltamv.request',
+        json_build_object('id', id, 'kind', kind, 'view', view_name, 'repair', repair,
+                          'by', session_user, 'at', clock_timestamp())::text);
+    IF timeout IS NULL THEN
+        RETURN QUERY SELECT id, 'queued'::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::float8, NULL::text;
+        RETURN;
+    END IF;
+    deadline := clock_timestamp() + timeout;
+    LOOP
+        SELECT * INTO r FROM deltamv.requests q WHERE q.request_id = id;
+        IF r.finished_at IS NOT NULL OR clock_timestamp() >= deadline THEN
+            RETURN QUERY SELECT id, coalesce(r.status, 'queued'), r.rows_compared, r.differences,
+                                r.rows_changed, r.duration_ms, r.error;
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(least(0.05, greatest(0, extract(epoch FROM deadline - clock_timestamp()))));
+    END LOOP;
+END
+$f$;
+CREATE OR REPLACE FUNCTION deltamv.refresh_view(view_name text, timeout interval DEFAULT NULL)
+RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+               rows_changed bigint, duration_ms double precision, error text)
+LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('refresh', view_name, true, timeout) $f$;
+CREATE OR REPLACE FUNCTION deltamv.refresh_all(timeout interval DEFAULT NULL)
+RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+               rows_changed bigint, duration_ms double precision, error text)
+LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('refresh all', NULL, true, timeout) $f$;
+CREATE OR REPLACE FUNCTION deltamv.reconcile_view(view_name text, repair boolean DEFAULT false, timeout interval DEFAULT NULL)
+RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+               rows_changed bigint, duration_ms double precision, error text)
+LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('reconcile', view_name, repair, timeout) $f$;
+CREATE OR REPLACE FUNCTION deltamv.reconcile_all(repair boolean DEFAULT false, timeout interval DEFAULT NULL)
+RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+               rows_changed bigint, duration_ms double precision, error text)
+LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('reconcile all', NULL, repair, timeout) $f$;
+REVOKE ALL ON FUNCTION deltamv.submit_request(text, text, boolean, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION deltamv.refresh_view(text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION deltamv.refresh_all(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION deltamv.reconcile_view(text, boolean, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION deltamv.reconcile_all(boolean, interval) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION deltamv.row_count(view_name text) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $f$
 DECLARE n bigint; target text;
@@ -370,6 +464,15 @@ BEGIN
         GRANT USAGE ON SCHEMA deltamv TO analytics_reader;
         GRANT SELECT ON deltamv.view_status TO analytics_reader;
         GRANT EXECUTE ON FUNCTION deltamv.refresh_status() TO analytics_reader;
+    END IF;
+    -- Applications that trigger refreshes and reconciles (the specification's refresh service).
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'analytics_refresher') THEN
+        GRANT USAGE ON SCHEMA deltamv TO analytics_refresher;
+        GRANT SELECT ON deltamv.requests, deltamv.view_status TO analytics_refresher;
+        GRANT EXECUTE ON FUNCTION deltamv.refresh_view(text, interval), deltamv.refresh_all(interval),
+            deltamv.reconcile_view(text, boolean, interval), deltamv.reconcile_all(boolean, interval),
+            deltamv.submit_request(text, text, boolean, interval), deltamv.refresh_status()
+            TO analytics_refresher;
     END IF;
 END
 $g$;

@@ -34,7 +34,8 @@ pub enum SnapshotError {
     },
 }
 
-/// A freshly created slot with its exported snapshot (valid while this value lives).
+/// A freshly created slot with its exported snapshot (valid while this value lives; a temporary
+/// slot goes away with it).
 pub struct SlotSnapshot {
     _session: ReplicationClient,
     pub consistent_lsn: u64,
@@ -47,6 +48,24 @@ impl SlotSnapshot {
         slot: &str,
         publication: &str,
     ) -> Result<SlotSnapshot, SnapshotError> {
+        Self::create_kind(db, slot, publication, "").await
+    }
+
+    /// A slot that lives only as long as this value: a snapshot and its LSN, for a reconcile.
+    pub async fn create_temporary(
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+    ) -> Result<SlotSnapshot, SnapshotError> {
+        Self::create_kind(db, slot, publication, " TEMPORARY").await
+    }
+
+    async fn create_kind(
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+        kind: &str,
+    ) -> Result<SlotSnapshot, SnapshotError> {
         let fail = |detail: String| SnapshotError::CreateSlot {
             slot: slot.to_string(),
             detail,
@@ -56,7 +75,7 @@ impl SlotSnapshot {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
         let sql = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            "CREATE_REPLICATION_SLOT {}{kind} LOGICAL pgoutput (SNAPSHOT 'export')",
             quote_ident(slot)
         );
         let rows = session

@@ -76,7 +76,15 @@ pub enum StreamEvent {
         wal_end: u64,
         server_time_micros: i64,
     },
+    /// A message from `pg_logical_emit_message` whose prefix starts with [`MESSAGE_PREFIX`]:
+    /// a request (from SQL or the command line) or a reconcile's fence. A non-transactional
+    /// message comes where it was written, after every transaction committed before it; a
+    /// transactional one right after its transaction.
+    Message { prefix: String, content: Vec<u8> },
 }
+
+/// Prefix of the logical messages the engine acts on (others are ignored).
+pub const MESSAGE_PREFIX: &str = "deltamv.";
 
 /// Changes of one transaction held before the rest is handed on as a [`StreamEvent::Part`].
 pub const TXN_PART_ROWS: usize = 50_000;
@@ -114,6 +122,10 @@ pub struct SourceStream {
     open_final: u64,
     touched: Vec<QualifiedName>,
     breaks: Vec<SchemaBreak>,
+    /// Transactional messages of the open transaction, handed out after its commit.
+    after_commit: Vec<StreamEvent>,
+    /// Events to hand out before reading more (see [`SourceStream::put_back`]).
+    pending: std::collections::VecDeque<StreamEvent>,
 }
 
 impl SourceStream {
@@ -143,6 +155,8 @@ impl SourceStream {
             open_final: 0,
             touched: Vec::new(),
             breaks: Vec::new(),
+            after_commit: Vec::new(),
+            pending: std::collections::VecDeque::new(),
         })
     }
 
@@ -155,8 +169,18 @@ impl SourceStream {
         let _ = tokio::time::timeout(Duration::from_secs(3), self.client.shutdown()).await;
     }
 
-    /// The next committed transaction or idle point.
+    /// Hands `events` out again, in order, before anything else is read.
+    pub fn put_back(&mut self, events: Vec<StreamEvent>) {
+        for e in events.into_iter().rev() {
+            self.pending.push_front(e);
+        }
+    }
+
+    /// The next committed transaction, idle point or message.
     pub async fn next(&mut self) -> Result<StreamEvent, StreamError> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(e);
+        }
         loop {
             let event = self.client.recv().await?.ok_or(StreamError::Ended)?;
             match event {
@@ -184,6 +208,7 @@ impl SourceStream {
                     ..
                 } => {
                     let changes = self.open.take().unwrap_or_default();
+                    self.pending.extend(self.after_commit.drain(..));
                     return Ok(StreamEvent::Transaction {
                         end_lsn: end_lsn.as_u64(),
                         commit_time_micros,
@@ -191,6 +216,22 @@ impl SourceStream {
                         touched: std::mem::take(&mut self.touched),
                         breaks: std::mem::take(&mut self.breaks),
                     });
+                }
+                ReplicationEvent::Message {
+                    transactional,
+                    prefix,
+                    content,
+                    ..
+                } if prefix.starts_with(MESSAGE_PREFIX) => {
+                    let msg = StreamEvent::Message {
+                        prefix,
+                        content: content.to_vec(),
+                    };
+                    if transactional && self.open.is_some() {
+                        self.after_commit.push(msg);
+                    } else {
+                        return Ok(msg);
+                    }
                 }
                 ReplicationEvent::KeepAlive {
                     wal_end,

@@ -30,7 +30,9 @@
 //! Midnights: before each batch, if the server-zone date has changed, the time index is
 //! processed as a batch of its own (see [`crate::maintain`]), written like any other.
 
-use std::collections::HashMap;
+mod requests;
+
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -199,6 +201,10 @@ struct Loop<'a> {
     /// Send time of the latest keepalive after which everything received was applied.
     caught_up_at: Option<i64>,
     metrics: Arc<Metrics>,
+    /// Requests received from the stream, served after the batch before them.
+    requests: VecDeque<requests::Request>,
+    /// Per incremental view: when its next scheduled reconcile is due (microseconds since 1970).
+    reconcile_due: Vec<Option<i64>>,
 }
 
 async fn run_once(
@@ -252,6 +258,15 @@ async fn run_once(
             shutdown.clone(),
         )
     });
+    let now = clock.now_micros();
+    let reconcile_due = prepared
+        .plans
+        .iter()
+        .map(|p| {
+            let settings = prepared.settings.view(&p.name.to_string());
+            settings.reconcile.as_ref().and_then(|s| s.next_after(now))
+        })
+        .collect();
     let mut lp = Loop {
         cfg,
         clock,
@@ -272,6 +287,8 @@ async fn run_once(
         last_heartbeat: Instant::now(),
         caught_up_at: None,
         metrics: metrics.clone(),
+        requests: VecDeque::new(),
+        reconcile_due,
     };
     let result = lp.run(shutdown).await;
     // A flush in flight holds the RocksDB handle: let it end before a reconnect reopens it.
@@ -320,32 +337,28 @@ impl Loop<'_> {
                 };
                 tokio::select! {
                     ev = self.stream.next() => match ev? {
-                        StreamEvent::Transaction { end_lsn, commit_time_micros, changes, touched, breaks } => {
-                            if !breaks.is_empty() {
-                                self.schema_breaks(breaks).await?;
-                            }
-                            if end_lsn <= self.state_lsn {
-                                continue;
-                            }
-                            last_event = Some(tokio::time::Instant::now());
-                            rows += changes.len();
-                            batch.push(PendingTxn { end_lsn, commit_time_micros, changes, touched });
-                            deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
-                            if rows >= self.cfg.batch_max_rows {
-                                break;
-                            }
-                        }
-                        StreamEvent::Part { final_lsn, changes, touched, breaks } => {
-                            if !breaks.is_empty() {
-                                self.schema_breaks(breaks).await?;
-                            }
-                            // The transactions before it first, in their own batch.
-                            if !batch.is_empty() {
-                                self.apply(std::mem::take(&mut batch)).await?;
+                        ev @ (StreamEvent::Transaction { .. } | StreamEvent::Part { .. }) => {
+                            let queued = batch.len();
+                            rows += self.accept(ev, &mut batch).await?;
+                            if batch.is_empty() {
+                                // A part applied the transactions before it.
                                 rows = 0;
                                 deadline = None;
+                            } else if batch.len() > queued {
+                                last_event = Some(tokio::time::Instant::now());
+                                deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
+                                if rows >= self.cfg.batch_max_rows {
+                                    break;
+                                }
                             }
-                            self.apply_part(final_lsn, changes, touched).await?;
+                        }
+                        StreamEvent::Message { prefix, content } => {
+                            // A request is served after the transactions before it; a fence
+                            // outside a reconcile (left by an interrupted one) means nothing.
+                            if prefix == requests::REQUEST_PREFIX {
+                                self.queue_request(&content);
+                                break;
+                            }
                         }
                         StreamEvent::Idle { wal_end, server_time_micros } => {
                             // Everything before wal_end has been received; a batch in progress
@@ -375,9 +388,60 @@ impl Loop<'_> {
             }
             self.checkpoint(false).await?;
             self.heartbeat().await?;
+            self.serve_requests().await?;
             if *shutdown.borrow() {
                 return self.checkpoint(true).await;
             }
+        }
+    }
+
+    /// Takes a committed transaction into `batch` (unless the state has it already) or folds a
+    /// part of a large one (after applying `batch`, which came before it); returns the source
+    /// rows added to `batch`.
+    async fn accept(
+        &mut self,
+        ev: StreamEvent,
+        batch: &mut Vec<PendingTxn>,
+    ) -> Result<usize, EngineError> {
+        match ev {
+            StreamEvent::Transaction {
+                end_lsn,
+                commit_time_micros,
+                changes,
+                touched,
+                breaks,
+            } => {
+                if !breaks.is_empty() {
+                    self.schema_breaks(breaks).await?;
+                }
+                if end_lsn <= self.state_lsn {
+                    return Ok(0);
+                }
+                let rows = changes.len();
+                batch.push(PendingTxn {
+                    end_lsn,
+                    commit_time_micros,
+                    changes,
+                    touched,
+                });
+                Ok(rows)
+            }
+            StreamEvent::Part {
+                final_lsn,
+                changes,
+                touched,
+                breaks,
+            } => {
+                if !breaks.is_empty() {
+                    self.schema_breaks(breaks).await?;
+                }
+                if !batch.is_empty() {
+                    self.apply(std::mem::take(batch)).await?;
+                }
+                self.apply_part(final_lsn, changes, touched).await?;
+                Ok(0)
+            }
+            StreamEvent::Idle { .. } | StreamEvent::Message { .. } => Ok(0),
         }
     }
 

@@ -1,7 +1,14 @@
 //! Reconcile: recompute a view from its SQL and compare it with its target.
 //!
-//! PostgreSQL evaluates the view's own query text and the target is read in the same REPEATABLE
-//! READ snapshot. Rows are matched by the view's group key; numbers compare by value (1.50 = 1.5)
+//! Two ways to get the two sides at one moment:
+//! - with no engine running, PostgreSQL evaluates the view's own query text and the target is
+//!   read in the same REPEATABLE READ snapshot ([`compare`]);
+//! - while the engine runs (targets move with every batch), the engine recomputes the views in
+//!   the exported snapshot of a temporary slot at LSN C ([`held::Recomputation`]), applies the
+//!   stream up to exactly C and holds there while the target is read (see
+//!   `crate::engine::requests`).
+//!
+//! Rows are matched by the view's group key; numbers compare by value (1.50 = 1.5)
 //! and double precision within 1e-9 relative, the contract's tolerance for float sums whose
 //! PostgreSQL result depends on summation order. `--repair` replaces exactly the differing rows in
 //! one transaction with the recomputed ones (plain DELETE/INSERT under MVCC: readers are never
@@ -16,6 +23,8 @@ use crate::numeric::Numeric;
 use crate::plan::{quote_ident, ViewPlan};
 use crate::source::control::describe;
 use crate::value::SqlType;
+
+pub mod held;
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
@@ -98,26 +107,34 @@ pub async fn compare(
     plan: &ViewPlan,
     today: Option<&str>,
 ) -> Result<Report, ReconcileError> {
-    let query = query_at(plan, today);
+    let expected = format!("SELECT * FROM ({}) q", query_at(plan, today));
+    let actual = format!("SELECT * FROM {}", plan.name.quoted());
+    compare_queries(client, plan, &expected, &actual).await
+}
+
+/// Compares the rows of `expected_sql` with those of `actual_sql` as rows of view `plan`, both
+/// read in one REPEATABLE READ snapshot.
+pub async fn compare_queries(
+    client: &Client,
+    plan: &ViewPlan,
+    expected_sql: &str,
+    actual_sql: &str,
+) -> Result<Report, ReconcileError> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL extra_float_digits = 3; SET LOCAL datestyle = ISO")
         .await
         .map_err(sql_err("starting the comparison"))?;
-    let expected = fetch(
-        client,
-        &format!("SELECT * FROM ({query}) q"),
-        &format!("evaluating {}", plan.name),
-    )
-    .await;
-    let actual = fetch(
-        client,
-        &format!("SELECT * FROM {}", plan.name.quoted()),
-        &format!("reading {}", plan.name),
-    )
-    .await;
+    let expected = fetch(client, expected_sql, &format!("evaluating {}", plan.name)).await;
+    let actual = fetch(client, actual_sql, &format!("reading {}", plan.name)).await;
     let _ = client.batch_execute("COMMIT").await;
-    let (columns, expected) = expected?;
-    let (_, actual) = actual?;
+    let (expected_columns, expected) = expected?;
+    let (actual_columns, actual) = actual?;
+    // Names come with the first row: take them from whichever side has one.
+    let columns = if expected_columns.is_empty() {
+        actual_columns
+    } else {
+        expected_columns
+    };
     let types = plan.output_types();
     let key_of = |r: &Row| -> Vec<Option<String>> {
         plan.key_columns
@@ -257,10 +274,20 @@ pub async fn repair(
     report: &Report,
     today: Option<&str>,
 ) -> Result<usize, ReconcileError> {
+    repair_from(client, plan, report, &query_at(plan, today)).await
+}
+
+/// Replaces the differing rows of the target with those of `source_sql` (rows of the view), in
+/// one transaction.
+pub async fn repair_from(
+    client: &Client,
+    plan: &ViewPlan,
+    report: &Report,
+    query: &str,
+) -> Result<usize, ReconcileError> {
     if report.diffs.is_empty() {
         return Ok(0);
     }
-    let query = query_at(plan, today);
     let keys: Vec<String> = plan
         .key_columns
         .iter()

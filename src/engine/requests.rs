@@ -1,0 +1,612 @@
+//! Requests the engine serves between batches: refreshes and reconciles asked for from SQL
+//! (`deltamv.refresh_view` & co.), from the command line, or due on a view's schedule.
+//!
+//! SQL callers write a non-transactional logical message (see `deltamv.submit_request` in the
+//! bookkeeping DDL), so a request reaches the engine through the replication stream, after every
+//! transaction that committed before the call: a refresh asked for right after a write includes
+//! it. The engine records each request and its result in `deltamv.requests` (which the caller
+//! polls) and each view's outcome in `deltamv.refresh_history`. A request is claimed by its id
+//! before it runs, so one the stream delivers again after a restart is not served twice, while
+//! one interrupted half-way is served again.
+//!
+//! A reconcile runs at one LSN (see [`crate::reconcile::held`]): the views are recomputed in a
+//! temporary slot's snapshot at C, the stream is applied up to exactly C, and the engine holds
+//! there (no target writes) while its targets and its own state are compared with the
+//! recomputation. Differences in a target whose group state agrees with the SQL are repaired
+//! from the state, in one transaction (readers see the old or the repaired rows, never a gap),
+//! so state and target stay consistent. Differences in the state itself cannot be patched row by
+//! row (the state holds the inputs, not only the outputs): they are reported with the fix,
+//! `deltamv init --resync`. Holding costs freshness for the recomputation's duration.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::{EngineError, Loop, PendingTxn};
+use crate::history::{self, Counts, RefreshKind};
+use crate::reconcile::held::{Recomputation, FENCE_PREFIX};
+use crate::reconcile::{Report, RowDiff};
+use crate::settings::Policy;
+use crate::sink::target::lsn_text;
+use crate::source::control::describe;
+use crate::source::stream::StreamEvent;
+
+/// The prefix of request messages.
+pub const REQUEST_PREFIX: &str = "deltamv.request";
+
+/// Differing rows kept per view in a request's result (all are counted).
+const DETAIL_ROWS: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Refresh,
+    RefreshAll,
+    Reconcile,
+    ReconcileAll,
+    Scheduled,
+}
+
+impl Kind {
+    fn parse(text: &str) -> Option<Kind> {
+        Some(match text {
+            "refresh" => Kind::Refresh,
+            "refresh all" => Kind::RefreshAll,
+            "reconcile" => Kind::Reconcile,
+            "reconcile all" => Kind::ReconcileAll,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Refresh => "refresh",
+            Kind::RefreshAll => "refresh all",
+            Kind::Reconcile => "reconcile",
+            Kind::ReconcileAll => "reconcile all",
+            Kind::Scheduled => "scheduled reconcile",
+        }
+    }
+
+    fn history(self) -> RefreshKind {
+        match self {
+            Kind::Refresh | Kind::RefreshAll => RefreshKind::FullRecompute,
+            Kind::Reconcile | Kind::ReconcileAll => RefreshKind::Reconcile,
+            Kind::Scheduled => RefreshKind::ScheduledReconcile,
+        }
+    }
+}
+
+/// A request as the engine serves it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub id: i64,
+    pub kind: Kind,
+    pub view: Option<String>,
+    pub repair: bool,
+    pub by: String,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    id: i64,
+    kind: String,
+    view: Option<String>,
+    repair: Option<bool>,
+    by: Option<String>,
+}
+
+/// Reads a request message; `Err` names what is wrong with it.
+pub fn parse(content: &[u8]) -> Result<Request, String> {
+    let w: Wire = serde_json::from_slice(content).map_err(|e| e.to_string())?;
+    let kind = Kind::parse(&w.kind).ok_or_else(|| format!("unknown request kind {:?}", w.kind))?;
+    Ok(Request {
+        id: w.id,
+        kind,
+        view: w.view,
+        repair: w.repair.unwrap_or(false),
+        by: w.by.unwrap_or_default(),
+    })
+}
+
+/// What a request did to one view.
+#[derive(Debug, Default)]
+struct ViewOutcome {
+    view: String,
+    compared: Option<Report>,
+    /// Rows where the engine's own state differs from the view's SQL.
+    state_differences: usize,
+    repaired: usize,
+    error: Option<String>,
+}
+
+impl ViewOutcome {
+    fn differences(&self) -> usize {
+        self.compared.as_ref().map_or(0, |r| r.diffs.len())
+    }
+
+    fn left(&self) -> usize {
+        self.differences() - self.repaired
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            rows_changed: Some(self.repaired as i64),
+            rows_compared: self.compared.as_ref().map(|r| r.expected_rows as i64),
+            differences: self.compared.as_ref().map(|r| r.diffs.len() as i64),
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .compared
+            .iter()
+            .flat_map(|r| &r.diffs)
+            .take(DETAIL_ROWS)
+            .map(|d: &RowDiff| json!({"key": d.key, "expected": d.expected, "actual": d.actual}))
+            .collect();
+        json!({
+            "view": self.view,
+            "expected_rows": self.compared.as_ref().map(|r| r.expected_rows),
+            "target_rows": self.compared.as_ref().map(|r| r.actual_rows),
+            "differing": self.differences(),
+            "repaired": self.repaired,
+            "state_differing": self.state_differences,
+            "error": self.error,
+            "rows": rows,
+        })
+    }
+}
+
+impl Loop<'_> {
+    /// Serves queued requests, then the reconciles that are due.
+    pub(super) async fn serve_requests(&mut self) -> Result<(), EngineError> {
+        while let Some(req) = self.requests.pop_front() {
+            self.serve(req).await?;
+        }
+        self.scheduled_reconciles().await
+    }
+
+    /// Queues a request message (ignored with a warning when unreadable).
+    pub(super) fn queue_request(&mut self, content: &[u8]) {
+        match parse(content) {
+            Ok(r) => self.requests.push_back(r),
+            Err(e) => tracing::warn!(error = %e, "ignoring an unreadable request message"),
+        }
+    }
+
+    async fn serve(&mut self, req: Request) -> Result<(), EngineError> {
+        if !claim(&self.prepared.client, &req).await.map_err(sink)? {
+            return Ok(()); // served before a restart
+        }
+        let started = Instant::now();
+        tracing::info!(id = req.id, kind = req.kind.as_str(), view = req.view.as_deref().unwrap_or("(all)"), by = %req.by, "serving request");
+        let outcome = self.run_request(&req).await?;
+        self.finish(&req, started, outcome).await
+    }
+
+    /// Runs a request; `Err` is a failure of the whole request (recorded, the engine goes on).
+    async fn run_request(
+        &mut self,
+        req: &Request,
+    ) -> Result<Result<(u64, Vec<ViewOutcome>), String>, EngineError> {
+        let incremental = |name: &str| {
+            self.prepared
+                .plans
+                .iter()
+                .position(|p| p.name.matches(name))
+        };
+        let fallback = |name: &str| {
+            self.prepared
+                .fallbacks
+                .iter()
+                .position(|p| p.name.matches(name))
+        };
+        let live: Vec<usize> = {
+            let n = self.prepared.plans.len();
+            let failed = self
+                .state
+                .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect::<Vec<_>>())
+                .await?;
+            (0..n).filter(|v| !failed[*v]).collect()
+        };
+        let (views, fallbacks): (Vec<usize>, Vec<usize>) = match (req.kind, req.view.as_deref()) {
+            (Kind::Refresh | Kind::Reconcile, Some(name)) => {
+                match (incremental(name), fallback(name)) {
+                    (Some(v), _) if !live.contains(&v) => return Ok(Err(format!(
+                        "{name} is failed: see deltamv status; `deltamv init --resync` rebuilds it"
+                    ))),
+                    (Some(v), _) => (vec![v], vec![]),
+                    (None, Some(f)) if req.kind == Kind::Refresh => (vec![], vec![f]),
+                    (None, Some(_)) => {
+                        return Ok(Err(format!(
+                            "{name} is a fallback view: it is refreshed, not reconciled"
+                        )))
+                    }
+                    (None, None) => return Ok(Err(format!("no view named {name}"))),
+                }
+            }
+            (Kind::RefreshAll, _) => (live, (0..self.prepared.fallbacks.len()).collect()),
+            (Kind::ReconcileAll | Kind::Scheduled, _) => (live, vec![]),
+            (_, None) => return Ok(Err("the request names no view".into())),
+        };
+        let repair = matches!(req.kind, Kind::Refresh | Kind::RefreshAll) || req.repair;
+        let mut lsn = 0;
+        let mut outcomes = Vec::new();
+        if !views.is_empty() {
+            let with_policy: Vec<(usize, bool)> = views.iter().map(|v| (*v, repair)).collect();
+            match self.reconcile(req.id, &with_policy).await? {
+                Ok((at, o)) => {
+                    lsn = at;
+                    outcomes = o;
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        for f in fallbacks {
+            let plan = self.prepared.fallbacks[f].clone();
+            set_phase(&self.prepared.client, req.id, "refreshing").await;
+            // Recorded in the history by refresh_now itself.
+            let error = crate::refresher::refresh_now(&self.prepared.client, &plan)
+                .await
+                .err();
+            outcomes.push(ViewOutcome {
+                view: plan.name.to_string(),
+                error,
+                ..ViewOutcome::default()
+            });
+        }
+        Ok(Ok((lsn, outcomes)))
+    }
+
+    /// Records a request's result in `deltamv.requests` and each view's in the history.
+    async fn finish(
+        &mut self,
+        req: &Request,
+        started: Instant,
+        outcome: Result<(u64, Vec<ViewOutcome>), String>,
+    ) -> Result<(), EngineError> {
+        let client = &self.prepared.client;
+        let (lsn, outcomes, error) = match outcome {
+            Ok((lsn, o)) => {
+                let errors: Vec<String> = o
+                    .iter()
+                    .filter_map(|v| v.error.as_ref().map(|e| format!("{}: {e}", v.view)))
+                    .collect();
+                (lsn, o, (!errors.is_empty()).then(|| errors.join("; ")))
+            }
+            Err(e) => (0, vec![], Some(e)),
+        };
+        for o in outcomes.iter().filter(|o| o.compared.is_some()) {
+            history::record(
+                client,
+                &o.view,
+                req.kind.history(),
+                started,
+                o.counts(),
+                o.error.as_deref(),
+            )
+            .await
+            .map_err(sink)?;
+        }
+        let sum = |f: &dyn Fn(&ViewOutcome) -> usize| outcomes.iter().map(f).sum::<usize>() as i64;
+        let differences = sum(&|o| o.differences());
+        let compared = sum(&|o| o.compared.as_ref().map_or(0, |r| r.expected_rows));
+        let status = if error.is_some() {
+            "failed"
+        } else if sum(&|o| o.left()) > 0 {
+            "differences"
+        } else {
+            "done"
+        };
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        if outcomes.iter().any(|o| o.compared.is_some()) {
+            self.metrics.reconciles.fetch_add(1, relaxed);
+            self.metrics
+                .reconcile_differences
+                .fetch_add(differences as u64, relaxed);
+        }
+        for o in outcomes.iter().filter(|o| o.differences() > 0) {
+            let rows: Vec<String> = o
+                .compared
+                .iter()
+                .flat_map(|r| &r.diffs)
+                .take(5)
+                .map(|d| {
+                    format!(
+                        "key {:?}: expected {:?}, target {:?}",
+                        d.key, d.expected, d.actual
+                    )
+                })
+                .collect();
+            tracing::error!(
+                view = %o.view,
+                request = req.id,
+                differing = o.differences(),
+                repaired = o.repaired,
+                state_differing = o.state_differences,
+                rows = %rows.join("; "),
+                "{} found rows that differ from the view's SQL: this is a deltamv bug; please report it with these rows (all of them: SELECT detail FROM deltamv.requests WHERE request_id = {}), `deltamv explain --view {}` and this log",
+                req.kind.as_str(),
+                req.id,
+                o.view
+            );
+        }
+        let detail =
+            json!({ "views": outcomes.iter().map(ViewOutcome::detail).collect::<Vec<_>>() });
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let lsn = (lsn > 0).then(|| lsn_text(lsn));
+        client
+            .execute(
+                "UPDATE deltamv.requests SET status = $2, phase = NULL, finished_at = now(), lsn = $3::text::pg_lsn,
+                     rows_compared = $4, differences = $5, rows_changed = $6, duration_ms = $7, error = $8, detail = $9
+                  WHERE request_id = $1",
+                &[&req.id, &status, &lsn, &compared, &differences, &sum(&|o| o.repaired), &ms, &error, &detail],
+            )
+            .await
+            .map_err(sink)?;
+        tracing::info!(
+            id = req.id,
+            status,
+            differences,
+            ms = ms as u64,
+            "request served"
+        );
+        Ok(())
+    }
+
+    /// Reconciles `views` (each with whether to repair) at one LSN; returns that LSN.
+    async fn reconcile(
+        &mut self,
+        id: i64,
+        views: &[(usize, bool)],
+    ) -> Result<Result<(u64, Vec<ViewOutcome>), String>, EngineError> {
+        let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
+        let dates = self
+            .state
+            .call(move |m| indexes.iter().map(|v| m.date(*v)).collect::<Vec<_>>())
+            .await?;
+        let plans: Vec<_> = views
+            .iter()
+            .map(|(v, _)| self.prepared.plans[*v].clone())
+            .collect();
+        let pinned: Vec<_> = plans
+            .iter()
+            .zip(&dates)
+            .map(|(p, d)| (p, crate::pgtime::format_date(*d)))
+            .collect();
+        set_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
+        let slot = format!("deltamv_rc_{}_{id}", std::process::id());
+        let fence = format!("{slot} {}", chrono::Utc::now().timestamp_micros());
+        let mut rc = match Recomputation::take(
+            &self.prepared.db,
+            &slot,
+            &self.cfg.publication,
+            &pinned,
+            fence,
+        )
+        .await
+        {
+            Ok(rc) => rc,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        set_phase(&self.prepared.client, id, "applying up to the snapshot").await;
+        self.drain_to_fence(&rc.fence, rc.lsn).await?;
+        set_phase(&self.prepared.client, id, "comparing").await;
+        let mut outcomes = Vec::new();
+        for (i, ((v, repair), plan)) in views.iter().zip(&plans).enumerate() {
+            let mut o = ViewOutcome {
+                view: plan.name.to_string(),
+                ..ViewOutcome::default()
+            };
+            match self.compare_view(&mut rc, i, *v, plan).await? {
+                Ok((target, state)) => {
+                    o.state_differences = state.diffs.len();
+                    if *repair && !target.diffs.is_empty() {
+                        if state.diffs.is_empty() {
+                            set_phase(&self.prepared.client, id, "repairing").await;
+                            match rc.repair_from_state(i, plan, &target).await {
+                                Ok(n) => o.repaired = n,
+                                Err(e) => o.error = Some(e.to_string()),
+                            }
+                        } else {
+                            o.error = Some(format!(
+                                "the engine's state differs from the view's SQL in {} rows, so the target was not patched: run `deltamv init --resync` to rebuild it (and report this bug)",
+                                state.diffs.len()
+                            ));
+                        }
+                    }
+                    o.compared = Some(target);
+                }
+                Err(e) => o.error = Some(e),
+            }
+            outcomes.push(o);
+        }
+        Ok(Ok((rc.lsn, outcomes)))
+    }
+
+    /// Compares view `v` (the `i`-th recomputed) with its target and with the engine's state.
+    async fn compare_view(
+        &mut self,
+        rc: &mut Recomputation,
+        i: usize,
+        v: usize,
+        plan: &crate::plan::ViewPlan,
+    ) -> Result<Result<(Report, Report), String>, EngineError> {
+        let target = self.writers[v].target.clone();
+        if let Err(e) = rc.begin_state(i, &target).await {
+            return Ok(Err(e.to_string()));
+        }
+        let mut from = None;
+        loop {
+            let (rows, next) = self
+                .state
+                .call(move |m| m.rows_page(v, from, crate::setup::TARGET_LOAD_PAGE))
+                .await??;
+            if let Err(e) = rc.add_state_rows(i, &target, &rows).await {
+                return Ok(Err(e.to_string()));
+            }
+            match next {
+                Some(key) => from = Some(key),
+                None => break,
+            }
+        }
+        let against_target = rc.against_target(i, plan).await;
+        let against_state = rc.against_state(i, plan).await;
+        Ok(match (against_target, against_state) {
+            (Ok(t), Ok(s)) => Ok((t, s)),
+            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        })
+    }
+
+    /// Applies the stream up to `lsn` (the recomputation's snapshot) and stops at the fence
+    /// written right after the snapshot was taken: everything that committed before `lsn` has
+    /// arrived by then. What came after `lsn` is handed back to the stream for later.
+    async fn drain_to_fence(&mut self, fence: &str, lsn: u64) -> Result<(), EngineError> {
+        let mut batch: Vec<PendingTxn> = Vec::new();
+        let mut later = Vec::new();
+        loop {
+            match self.stream.next().await? {
+                StreamEvent::Message { prefix, content }
+                    if prefix == FENCE_PREFIX && content == fence.as_bytes() =>
+                {
+                    break
+                }
+                ev @ StreamEvent::Transaction { end_lsn, .. }
+                    if end_lsn <= lsn && later.is_empty() =>
+                {
+                    self.accept(ev, &mut batch).await?;
+                }
+                ev @ StreamEvent::Part { final_lsn, .. } if final_lsn < lsn && later.is_empty() => {
+                    self.accept(ev, &mut batch).await?;
+                }
+                StreamEvent::Idle { .. } => {}
+                ev => later.push(ev),
+            }
+        }
+        if !batch.is_empty() {
+            self.apply(batch).await?;
+        }
+        self.stream.put_back(later);
+        Ok(())
+    }
+
+    /// Runs the reconciles that are due on the views' schedules (one snapshot for all due).
+    async fn scheduled_reconciles(&mut self) -> Result<(), EngineError> {
+        let now = self.clock.now_micros();
+        let due: Vec<usize> = (0..self.reconcile_due.len())
+            .filter(|v| self.reconcile_due[*v].is_some_and(|t| now >= t))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        for v in &due {
+            let settings = self
+                .prepared
+                .settings
+                .view(&self.prepared.plans[*v].name.to_string());
+            self.reconcile_due[*v] = settings.reconcile.as_ref().and_then(|s| s.next_after(now));
+        }
+        let n = self.prepared.plans.len();
+        let failed = self
+            .state
+            .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect::<Vec<_>>())
+            .await?;
+        let views: Vec<(usize, bool)> = due
+            .into_iter()
+            .filter(|v| !failed[*v])
+            .map(|v| {
+                let name = self.prepared.plans[v].name.to_string();
+                (
+                    v,
+                    self.prepared.settings.view(&name).reconcile_policy == Policy::Repair,
+                )
+            })
+            .collect();
+        if views.is_empty() {
+            return Ok(());
+        }
+        let id: i64 = self
+            .prepared
+            .client
+            .query_one("SELECT nextval('deltamv.request_ids')", &[])
+            .await
+            .map_err(sink)?
+            .get(0);
+        let names: Vec<String> = views
+            .iter()
+            .map(|(v, _)| self.prepared.plans[*v].name.to_string())
+            .collect();
+        let req = Request {
+            id,
+            kind: Kind::Scheduled,
+            view: (names.len() == 1).then(|| names[0].clone()),
+            repair: views.iter().any(|(_, r)| *r),
+            by: "schedule".into(),
+        };
+        claim(&self.prepared.client, &req).await.map_err(sink)?;
+        let started = Instant::now();
+        tracing::info!(id, views = %names.join(", "), "scheduled reconcile");
+        let outcome = self.reconcile(id, &views).await?;
+        self.finish(&req, started, outcome).await
+    }
+}
+
+fn sink(e: tokio_postgres::Error) -> EngineError {
+    EngineError::Sink(describe(&e))
+}
+
+/// Marks a request running; false when it already finished (a message delivered again).
+async fn claim(client: &Client, req: &Request) -> Result<bool, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "INSERT INTO deltamv.requests (request_id, kind, view_name, repair, requested_by, requested_at, status, phase, started_at)
+             VALUES ($1, $2, $3, $4, $5, now(), 'running', 'starting', now())
+             ON CONFLICT (request_id) DO UPDATE SET status = 'running', phase = 'starting again', started_at = now()
+               WHERE deltamv.requests.finished_at IS NULL
+             RETURNING 1",
+            &[&req.id, &req.kind.as_str(), &req.view, &req.repair, &req.by],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
+async fn set_phase(client: &Client, id: i64, phase: &str) {
+    if let Err(e) = client
+        .execute(
+            "UPDATE deltamv.requests SET phase = $2 WHERE request_id = $1",
+            &[&id, &phase],
+        )
+        .await
+    {
+        tracing::warn!(error = %describe(&e), "cannot record a request's phase");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_messages_parse_or_say_what_is_wrong() {
+        let r =
+            parse(br#"{"id": 7, "kind": "reconcile", "view": "a.b", "repair": true, "by": "app"}"#)
+                .expect("valid");
+        assert_eq!(
+            (r.id, r.kind, r.view.as_deref(), r.repair),
+            (7, Kind::Reconcile, Some("a.b"), true)
+        );
+        let all = parse(br#"{"id": 8, "kind": "refresh all", "view": null, "repair": null}"#)
+            .expect("valid");
+        assert_eq!(
+            (all.kind, all.view, all.repair),
+            (Kind::RefreshAll, None, false)
+        );
+        assert!(parse(br#"{"id": 9, "kind": "explode"}"#)
+            .expect_err("bad")
+            .contains("explode"));
+        assert!(parse(b"not json").is_err());
+    }
+}

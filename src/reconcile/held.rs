@@ -1,0 +1,154 @@
+//! A reconcile at one LSN while the engine runs: the recomputation side.
+//!
+//! Targets move with every batch, so a recomputation read at one moment and a target read at
+//! another differ by whatever committed in between: false alarms under load. Instead a
+//! temporary logical slot is created with an exported snapshot: the snapshot shows exactly the
+//! transactions that committed before the slot's consistent point C. The views' queries are
+//! evaluated in that snapshot into temporary tables of a session of their own, so the snapshot
+//! (and the slot) can go at once. Right after the slot, a fence message is written to the WAL
+//! (`pg_logical_emit_message`, non-transactional): when the engine's stream reaches it, every
+//! transaction before C has arrived. The engine applies those, holds, and compares its targets
+//! (and its state, copied into temporary tables the same way) with the recomputation in this
+//! session, whose comparisons then read tables that no one writes.
+
+use tokio_postgres::Client;
+
+use super::{compare_queries, repair_from, sql_err, ReconcileError, Report};
+use crate::plan::{quote_literal, ViewPlan};
+use crate::sink::target::{self, TargetTable};
+use crate::source::control::DbTarget;
+use crate::source::snapshot::SlotSnapshot;
+use crate::value::Value;
+
+/// The prefix of a reconcile's fence message.
+pub const FENCE_PREFIX: &str = "deltamv.fence";
+
+/// Views recomputed at one LSN, in temporary tables of `session`.
+pub struct Recomputation {
+    session: Client,
+    /// The snapshot's position: transactions ending at or before it are in the recomputation.
+    pub lsn: u64,
+    /// What the fence message carries.
+    pub fence: String,
+}
+
+impl Recomputation {
+    /// Creates a temporary slot named `slot`, writes the fence, and evaluates each view's query
+    /// (with CURRENT_DATE pinned to the given date) in the slot's snapshot.
+    pub async fn take(
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+        views: &[(&ViewPlan, String)],
+        fence: String,
+    ) -> Result<Recomputation, ReconcileError> {
+        let session = db.connect().await.map_err(|e| ReconcileError::Sql {
+            context: "connecting for the reconcile".into(),
+            detail: e.to_string(),
+        })?;
+        let snapshot = SlotSnapshot::create_temporary(db, slot, publication)
+            .await
+            .map_err(|e| ReconcileError::Sql {
+                context: "taking the reconcile's snapshot".into(),
+                detail: e.to_string(),
+            })?;
+        session
+            .execute(
+                "SELECT pg_logical_emit_message(false, $1, $2)",
+                &[&FENCE_PREFIX, &fence],
+            )
+            .await
+            .map_err(sql_err("writing the reconcile's fence"))?;
+        let mut sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {};
+             SET LOCAL work_mem = '256MB';",
+            quote_literal(&snapshot.snapshot_name)
+        );
+        for (i, (plan, today)) in views.iter().enumerate() {
+            sql.push_str(&format!(
+                "CREATE TEMPORARY TABLE dmv_expected_{i} AS SELECT * FROM ({}) q;",
+                super::query_at(plan, Some(today))
+            ));
+        }
+        sql.push_str("COMMIT;");
+        if let Err(e) = session.batch_execute(&sql).await {
+            let _ = session.batch_execute("ROLLBACK").await;
+            return Err(sql_err("recomputing the views in the snapshot")(e));
+        }
+        Ok(Recomputation {
+            session,
+            lsn: snapshot.consistent_lsn,
+            fence,
+        })
+    }
+
+    fn expected_sql(i: usize) -> String {
+        format!("SELECT * FROM pg_temp.dmv_expected_{i}")
+    }
+
+    fn state_sql(i: usize) -> String {
+        format!("SELECT * FROM pg_temp.dmv_state_{i}")
+    }
+
+    /// Prepares the table that receives view `i`'s rows as the engine's state has them.
+    pub async fn begin_state(&self, i: usize, target: &TargetTable) -> Result<(), ReconcileError> {
+        self.session
+            .batch_execute(&format!(
+                "CREATE TEMPORARY TABLE dmv_state_{i} (LIKE {})",
+                target.table
+            ))
+            .await
+            .map_err(sql_err("preparing the state's copy"))
+    }
+
+    /// Appends rows of view `i` from the engine's state.
+    pub async fn add_state_rows(
+        &mut self,
+        i: usize,
+        target: &TargetTable,
+        rows: &[Vec<Value>],
+    ) -> Result<(), ReconcileError> {
+        let mut copy = target.clone();
+        copy.table = format!("pg_temp.dmv_state_{i}");
+        let tx = self
+            .session
+            .transaction()
+            .await
+            .map_err(sql_err("copying the state"))?;
+        target::copy_rows(&tx, &copy, rows)
+            .await
+            .map_err(sql_err("copying the state"))?;
+        tx.commit().await.map_err(sql_err("copying the state"))
+    }
+
+    /// The recomputation of view `i` against its target as it is now (the engine holds).
+    pub async fn against_target(
+        &self,
+        i: usize,
+        plan: &ViewPlan,
+    ) -> Result<Report, ReconcileError> {
+        let actual = format!("SELECT * FROM {}", plan.name.quoted());
+        compare_queries(&self.session, plan, &Self::expected_sql(i), &actual).await
+    }
+
+    /// The recomputation of view `i` against the engine's state (see [`Self::add_state_rows`]).
+    pub async fn against_state(&self, i: usize, plan: &ViewPlan) -> Result<Report, ReconcileError> {
+        compare_queries(
+            &self.session,
+            plan,
+            &Self::expected_sql(i),
+            &Self::state_sql(i),
+        )
+        .await
+    }
+
+    /// Rewrites the target rows in `report` from the state's copy, in one transaction.
+    pub async fn repair_from_state(
+        &self,
+        i: usize,
+        plan: &ViewPlan,
+        report: &Report,
+    ) -> Result<usize, ReconcileError> {
+        repair_from(&self.session, plan, report, &Self::state_sql(i)).await
+    }
+}

@@ -1,0 +1,159 @@
+//! The command line's side of requests: while `deltamv run` streams, `reconcile` and `refresh`
+//! ask the running engine (through `deltamv.submit_request`, the function SQL callers use)
+//! instead of writing targets behind its back, then wait for the result with a progress line.
+//!
+//! Only the engine can compare at one LSN while writes go on (see
+//! [`crate::reconcile::held`]), and only its repairs keep its state and targets consistent.
+//! With no engine streaming, the commands work directly on the database as before.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokio_postgres::Client;
+
+use crate::source::control::{describe, slot_info, ControlError};
+
+#[derive(Debug, Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("{context}: {detail}")]
+    Sql {
+        context: &'static str,
+        detail: String,
+    },
+    #[error("request {id}: unreadable result: {detail}")]
+    Result { id: i64, detail: String },
+}
+
+fn sql_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SubmitError {
+    move |e| SubmitError::Sql {
+        context,
+        detail: describe(&e),
+    }
+}
+
+/// Whether an engine streams from `slot` right now.
+pub async fn engine_running(client: &Client, slot: &str) -> Result<bool, SubmitError> {
+    Ok(slot_info(client, slot)
+        .await?
+        .is_some_and(|s| s.holder.is_some()))
+}
+
+/// One view's part of a finished request (see `crate::engine::requests`).
+#[derive(Debug, Deserialize)]
+pub struct ViewResult {
+    pub view: String,
+    pub expected_rows: Option<u64>,
+    pub target_rows: Option<u64>,
+    pub differing: u64,
+    pub repaired: u64,
+    pub state_differing: u64,
+    pub error: Option<String>,
+    pub rows: Vec<DiffRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffRow {
+    pub key: Vec<Option<String>>,
+    pub expected: Option<Vec<Option<String>>>,
+    pub actual: Option<Vec<Option<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Detail {
+    views: Vec<ViewResult>,
+}
+
+/// A finished request.
+#[derive(Debug)]
+pub struct Finished {
+    pub id: i64,
+    /// "done", "differences" or "failed".
+    pub status: String,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    pub views: Vec<ViewResult>,
+}
+
+/// Asks the engine for `kind` ("refresh", "refresh all", "reconcile", "reconcile all") and
+/// returns the request's id.
+pub async fn submit(
+    client: &Client,
+    kind: &str,
+    view: Option<&str>,
+    repair: bool,
+) -> Result<i64, SubmitError> {
+    let none: Option<String> = None;
+    let row = client
+        .query_one(
+            "SELECT request_id FROM deltamv.submit_request($1, $2, $3, $4::text::interval)",
+            &[&kind, &view, &repair, &none],
+        )
+        .await
+        .map_err(sql_err("submitting the request"))?;
+    Ok(row.get(0))
+}
+
+/// Waits for request `id` to finish, showing its phase on stderr (a line that updates in
+/// place on a terminal, one line per phase otherwise).
+pub async fn wait(client: &Client, id: i64, what: &str) -> Result<Finished, SubmitError> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = String::new();
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT status, phase, finished_at IS NOT NULL, error, detail, coalesce(duration_ms, 0)
+                   FROM deltamv.requests WHERE request_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(sql_err("reading the request"))?;
+        let phase = match &row {
+            None => "waiting for the engine to pick it up".to_string(),
+            Some(r) if r.get::<_, bool>(2) => {
+                if tty {
+                    eprintln!();
+                }
+                let detail: Option<serde_json::Value> = r.get(4);
+                let views = match detail {
+                    Some(d) => {
+                        serde_json::from_value::<Detail>(d)
+                            .map_err(|e| SubmitError::Result {
+                                id,
+                                detail: e.to_string(),
+                            })?
+                            .views
+                    }
+                    None => vec![],
+                };
+                return Ok(Finished {
+                    id,
+                    status: r.get(0),
+                    error: r.get(3),
+                    duration_ms: r.get(5),
+                    views,
+                });
+            }
+            Some(r) => r
+                .get::<_, Option<String>>(1)
+                .unwrap_or_else(|| r.get::<_, String>(0)),
+        };
+        let mut err = std::io::stderr();
+        if tty {
+            let _ = write!(
+                err,
+                "\r{what} (request {id}): {phase}, {:.1} s\x1b[K",
+                started.elapsed().as_secs_f64()
+            );
+            let _ = err.flush();
+        } else if phase != shown {
+            let _ = writeln!(err, "{what} (request {id}): {phase}");
+        }
+        shown = phase;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
