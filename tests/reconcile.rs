@@ -152,3 +152,69 @@ async fn refresh_recomputes_and_records_history() -> Result<()> {
     );
     Ok(())
 }
+
+/// A change the engine never saw (written while its table was out of the publication) leaves
+/// its state wrong, not only a target. A reconcile through the running engine says so, and
+/// `--repair` does not patch the target alone (state and target would disagree); `init
+/// --resync` is the fix it names, and after it the view is exact again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_state_is_reported_and_left_for_resync() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(11, micros(NOW));
+    seed_rows(&client, &mut w, 300).await?;
+    let mut engine = env.spawn_run()?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    // Each statement its own transaction (a multi-statement simple query is one).
+    for sql in [
+        "ALTER PUBLICATION deltamv_pub DROP TABLE public.agent_runs",
+        "CREATE TEMP TABLE hidden AS SELECT * FROM public.agent_runs ORDER BY id LIMIT 1",
+        "UPDATE hidden SET id = id + 100000000, started_at = TIMESTAMPTZ '2026-06-14 10:00+00'",
+        "INSERT INTO public.agent_runs SELECT * FROM hidden",
+        "ALTER PUBLICATION deltamv_pub ADD TABLE public.agent_runs",
+    ] {
+        client.batch_execute(sql).await?;
+    }
+    run_txns(&client, &mut w, 10).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+
+    let (code, out, err) = env.run_cmd(&[
+        "reconcile",
+        "--repair",
+        "--view",
+        "analytics.mv_workspace_metrics",
+    ])?;
+    assert_eq!(code, 1, "a wrong state is not repaired:\n{out}\n{err}");
+    assert!(
+        out.contains(" 1 differing") && out.contains("state differs too, in 1 rows"),
+        "the result names the state:\n{out}"
+    );
+    assert!(out.contains("deltamv init --resync"), "and the fix:\n{out}");
+    assert!(!out.contains("repaired"), "{out}");
+    assert!(
+        err.contains("through the running engine"),
+        "it went through the engine:\n{err}"
+    );
+    let log = env.engine_log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("found rows that differ")
+            && l.contains("state_differing=1")),
+        "an error-level log line names the rows:\n{}",
+        support::engine::tail(&log, 20)
+    );
+
+    terminate(&mut engine, Duration::from_secs(10))?;
+    let (code, _, err) = env.run_cmd(&["init", "--resync"])?;
+    assert_eq!(code, 0, "{err}");
+    let mut engine = env.spawn_run()?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let (code, out, err) = env.run_cmd(&["reconcile"])?;
+    assert_eq!(code, 0, "exact after the resync:\n{out}\n{err}");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}

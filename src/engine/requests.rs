@@ -214,9 +214,11 @@ impl Loop<'_> {
         let (views, fallbacks): (Vec<usize>, Vec<usize>) = match (req.kind, req.view.as_deref()) {
             (Kind::Refresh | Kind::Reconcile, Some(name)) => {
                 match (incremental(name), fallback(name)) {
-                    (Some(v), _) if !live.contains(&v) => return Ok(Err(format!(
+                    (Some(v), _) if !live.contains(&v) => {
+                        return Ok(Err(format!(
                         "{name} is failed: see deltamv status; `deltamv init --resync` rebuilds it"
-                    ))),
+                    )))
+                    }
                     (Some(v), _) => (vec![v], vec![]),
                     (None, Some(f)) if req.kind == Kind::Refresh => (vec![], vec![f]),
                     (None, Some(_)) => {
@@ -327,7 +329,7 @@ impl Loop<'_> {
                 repaired = o.repaired,
                 state_differing = o.state_differences,
                 rows = %rows.join("; "),
-                "{} found rows that differ from the view's SQL: this is a deltamv bug; please report it with these rows (all of them: SELECT detail FROM deltamv.requests WHERE request_id = {}), `deltamv explain --view {}` and this log",
+                "{} found rows that differ from the view's SQL: this is a deltamv bug; please report it with these rows (all of them: SELECT detail FROM deltamv.requests WHERE request_id = {}), `deltamv explain --view {}` and this log (when state_differing > 0 the engine's state is wrong too and was not patched: `deltamv init --resync` rebuilds it)",
                 req.kind.as_str(),
                 req.id,
                 o.view
@@ -402,19 +404,15 @@ impl Loop<'_> {
             };
             match self.compare_view(&mut rc, i, *v, plan).await? {
                 Ok((target, state)) => {
+                    // A state that differs too is left for `deltamv init --resync` (the
+                    // result and the error log say so): patching only the target would make
+                    // the two disagree.
                     o.state_differences = state.diffs.len();
-                    if *repair && !target.diffs.is_empty() {
-                        if state.diffs.is_empty() {
-                            set_phase(&self.prepared.client, id, "repairing").await;
-                            match rc.repair_from_state(i, plan, &target).await {
-                                Ok(n) => o.repaired = n,
-                                Err(e) => o.error = Some(e.to_string()),
-                            }
-                        } else {
-                            o.error = Some(format!(
-                                "the engine's state differs from the view's SQL in {} rows, so the target was not patched: run `deltamv init --resync` to rebuild it (and report this bug)",
-                                state.diffs.len()
-                            ));
+                    if *repair && !target.diffs.is_empty() && state.diffs.is_empty() {
+                        set_phase(&self.prepared.client, id, "repairing").await;
+                        match rc.repair_from_state(i, plan, &target).await {
+                            Ok(n) => o.repaired = n,
+                            Err(e) => o.error = Some(e.to_string()),
                         }
                     }
                     o.compared = Some(target);

@@ -358,6 +358,11 @@ BEGIN
                 USING HINT = 'call deltamv.refresh_view instead';
         END IF;
     END IF;
+    IF timeout IS NOT NULL AND pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'deltamv: cannot wait for a result in a transaction that has written'
+            USING DETAIL = 'the engine''s reconcile snapshot waits for this transaction to end',
+                  HINT = 'commit first, or call without a timeout and read deltamv.requests later';
+    END IF;
     IF timeout IS NOT NULL AND current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'deltamv: waiting for a result needs READ COMMITTED (this transaction is %)',
             current_setting('transaction_isolation')
