@@ -4,7 +4,8 @@
 //! Points sit where a crash is most interesting for the durability argument of
 //! [`crate::engine`]: `snapshot_chunk` (state partly loaded, targets not), `before_target_commit`
 //! (a batch folded in memory only), `after_target_commit` (targets ahead of state),
-//! `after_state_commit` (both durable, slot not yet acknowledged).
+//! `after_state_commit` (both durable, slot not yet acknowledged), `reconcile_held` (a request
+//! half served: the engine holds at the snapshot's LSN).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -218,3 +218,82 @@ async fn a_wrong_state_is_reported_and_left_for_resync() -> Result<()> {
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// A request interrupted by a crash while the engine holds at the reconcile's LSN is served
+/// after the restart (the slot was not acknowledged past its message), exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_interrupted_by_a_crash_is_served_after_the_restart() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(12, micros(NOW));
+    seed_rows(&client, &mut w, 300).await?;
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", "reconcile_held")])?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    run_txns(&client, &mut w, 20).await?;
+    let id: i64 = client
+        .query_one(
+            "SELECT request_id FROM deltamv.reconcile_view('analytics.mv_active_users', repair => true)",
+            &[],
+        )
+        .await?
+        .get(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while engine.try_wait()?.is_none() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the failpoint was not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run_txns(&client, &mut w, 20).await?;
+    let mut engine = env.spawn_run()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (status, claims) = loop {
+        let row = client
+            .query_opt(
+                "SELECT status, phase FROM deltamv.requests WHERE request_id = $1 AND finished_at IS NOT NULL",
+                &[&id],
+            )
+            .await?;
+        if let Some(r) = row {
+            break (r.get::<_, String>(0), r.get::<_, Option<String>>(1));
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the interrupted request was not served again; log:\n{}",
+            support::engine::tail(&env.engine_log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let detail: serde_json::Value = client
+        .query_one(
+            "SELECT detail FROM deltamv.requests WHERE request_id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        status,
+        "done",
+        "phase {claims:?}, detail {detail}\n{}",
+        support::engine::tail(&env.engine_log(), 40)
+    );
+    let served = env
+        .engine_log()
+        .matches(&format!("id={id} status="))
+        .count();
+    assert_eq!(served, 1, "served once after the restart");
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(
+        &env,
+        Duration::from_secs(10),
+        "after the interrupted request",
+    )
+    .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}

@@ -290,6 +290,9 @@ async fn run_once(
         requests: VecDeque::new(),
         reconcile_due,
     };
+    requests::close_interrupted(&lp.prepared.client)
+        .await
+        .map_err(|e| EngineError::Sink(describe(&e)))?;
     let result = lp.run(shutdown).await;
     // A flush in flight holds the RocksDB handle: let it end before a reconnect reopens it.
     if let Some((_, flush)) = lp.flushing.take() {
@@ -386,9 +389,11 @@ impl Loop<'_> {
             if let Some((wal_end, server_time)) = idle_at {
                 self.idle(wal_end, server_time);
             }
+            // Requests before the checkpoint: the slot is not acknowledged past a request's
+            // message until it is served, so one interrupted by a crash comes again.
+            self.serve_requests().await?;
             self.checkpoint(false).await?;
             self.heartbeat().await?;
-            self.serve_requests().await?;
             if *shutdown.borrow() {
                 return self.checkpoint(true).await;
             }

@@ -395,6 +395,7 @@ impl Loop<'_> {
         };
         set_phase(&self.prepared.client, id, "applying up to the snapshot").await;
         self.drain_to_fence(&rc.fence, rc.lsn).await?;
+        crate::failpoint::hit("reconcile_held");
         set_phase(&self.prepared.client, id, "comparing").await;
         let mut outcomes = Vec::new();
         for (i, ((v, repair), plan)) in views.iter().zip(&plans).enumerate() {
@@ -478,6 +479,15 @@ impl Loop<'_> {
                 }
                 ev @ StreamEvent::Part { final_lsn, .. } if final_lsn < lsn && later.is_empty() => {
                     self.accept(ev, &mut batch).await?;
+                }
+                // The fence of an interrupted reconcile, delivered again after a restart.
+                StreamEvent::Message { prefix, .. } if prefix == FENCE_PREFIX => {}
+                // A request from before the snapshot is served in this round, ahead of the
+                // checkpoint that acknowledges past it.
+                StreamEvent::Message { prefix, content }
+                    if prefix == REQUEST_PREFIX && later.is_empty() =>
+                {
+                    self.queue_request(&content)
                 }
                 StreamEvent::Idle { .. } => {}
                 ev => later.push(ev),
@@ -568,6 +578,20 @@ async fn claim(client: &Client, req: &Request) -> Result<bool, tokio_postgres::E
         )
         .await?;
     Ok(!rows.is_empty())
+}
+
+/// Closes scheduled reconciles a stop interrupted (requested ones come again on the stream:
+/// the slot was not acknowledged past their message).
+pub async fn close_interrupted(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE deltamv.requests SET status = 'failed', phase = NULL, finished_at = now(),
+                 error = 'interrupted: the engine stopped while serving it; the next one runs on schedule'
+              WHERE finished_at IS NULL AND kind = $1",
+            &[&Kind::Scheduled.as_str()],
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
