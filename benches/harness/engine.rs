@@ -15,6 +15,7 @@ pub const SLOT: &str = "deltamv";
 pub const PUBLICATION: &str = "deltamv_pub";
 
 /// Where one engine keeps its state and log, and the database and views it serves.
+#[derive(Clone)]
 pub struct Engine {
     pub url: String,
     pub state_dir: PathBuf,

@@ -52,6 +52,8 @@ pub struct Results {
     pub queries: Vec<QueryTiming>,
     pub catch_up: CatchUp,
     pub freshness: Vec<Freshness>,
+    /// Freshness at the first rate again, with `deltamv reconcile` through the engine meanwhile.
+    pub live_reconcile: Option<LiveReconcile>,
     pub batch_seconds: Vec<f64>,
     pub refresh_seconds: f64,
     pub tps_alone: Vec<f64>,
@@ -78,6 +80,17 @@ pub struct CatchUp {
 }
 
 #[derive(Debug, Default)]
+pub struct LiveReconcile {
+    pub freshness: Freshness,
+    /// When the reconcile started, in seconds into the write window.
+    pub started_at: f64,
+    /// `deltamv reconcile`'s wall time (0 differing rows, or the run fails).
+    pub seconds: f64,
+    /// The engine's time serving the request (it holds the targets for most of it).
+    pub served_ms: f64,
+}
+
+#[derive(Debug, Default)]
 pub struct Freshness {
     pub rate: u32,
     pub achieved_rate: f64,
@@ -99,8 +112,11 @@ impl Bench<'_> {
         r.queries = self.queries().await?;
         let mut running = self.catch_up(&mut r).await?;
         for &rate in &self.opts.rates {
-            let f = self.freshness(rate, &mut running).await?;
+            let (f, _) = self.freshness(rate, &mut running, None).await?;
             r.freshness.push(f);
+        }
+        if let Some(&rate) = self.opts.rates.first() {
+            r.live_reconcile = Some(self.live_reconcile(rate, &mut running).await?);
         }
         self.incremental_vs_full(&mut r, &mut running).await?;
         self.stop(running)?;
@@ -396,7 +412,49 @@ impl Bench<'_> {
 
     /// Writes at a steady `rate` (changes/s) from one connection, one probe run per transaction,
     /// while another connection polls the target every millisecond.
-    async fn freshness(&mut self, rate: u32, running: &mut Running) -> Result<Freshness> {
+    /// Freshness at `rate` while `deltamv reconcile` runs through the engine, started a quarter
+    /// into the write window: what a reconcile under load costs the readers, and proof that it
+    /// finds nothing on a correct engine while writes go on.
+    async fn live_reconcile(&mut self, rate: u32, running: &mut Running) -> Result<LiveReconcile> {
+        let at = self.opts.rate_seconds / 4.0;
+        let (freshness, reconcile) = self.freshness(rate, running, Some(at)).await?;
+        let (started_at, out) = reconcile.context("the reconcile did not start")?;
+        if out.code != 0 {
+            bail!(
+                "reconcile through the engine under {rate} changes/s found differences (exit {}):\n{}",
+                out.code,
+                out.stdout
+            );
+        }
+        let served_ms: f64 = self
+            .client
+            .query_one(
+                "SELECT duration_ms FROM deltamv.requests ORDER BY request_id DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .get(0);
+        self.progress.step(format_args!(
+            "  reconcile through the engine: {:.2} s, served in {served_ms:.0} ms, 0 differing rows",
+            out.seconds
+        ));
+        Ok(LiveReconcile {
+            freshness,
+            started_at,
+            seconds: out.seconds,
+            served_ms,
+        })
+    }
+
+    /// Writes at `rate` for the configured time and measures commit-to-visible latency; with
+    /// `reconcile_at`, also runs `deltamv reconcile` from that many seconds in (returned with
+    /// its start time).
+    async fn freshness(
+        &mut self,
+        rate: u32,
+        running: &mut Running,
+        reconcile_at: Option<f64>,
+    ) -> Result<(Freshness, Option<(f64, super::engine::Finished)>)> {
         let changes_per_txn = (rate / 100).max(10);
         let txn_rate = f64::from(rate) / f64::from(changes_per_txn);
         self.progress.step(format_args!(
@@ -416,13 +474,24 @@ impl Bench<'_> {
         let mut commits = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / txn_rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = None;
         while start.elapsed().as_secs_f64() < self.opts.rate_seconds {
             tick.tick().await;
+            let now = start.elapsed().as_secs_f64();
+            if reconcile.is_none() && reconcile_at.is_some_and(|at| now >= at) {
+                let engine = self.engine.clone();
+                let task = tokio::task::spawn_blocking(move || engine.finish(&["reconcile"]));
+                reconcile = Some((now, task));
+            }
             let id = rand::thread_rng().gen_range(1..max_id.max(2));
             writer.execute(&stmt, &[&id]).await?;
             commits.push(Instant::now());
         }
         let written = start.elapsed().as_secs_f64();
+        let reconcile = match reconcile {
+            Some((at, task)) => Some((at, task.await??)),
+            None => None,
+        };
         let expected = base + commits.len() as i64;
         let wait = Instant::now();
         loop {
@@ -458,7 +527,7 @@ impl Bench<'_> {
             percentile(&mut ms, 0.5),
             percentile(&mut ms, 0.99)
         ));
-        Ok(f)
+        Ok((f, reconcile))
     }
 
     /// One transaction of `batch_changes` changes made visible by the engine, against

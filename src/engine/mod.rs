@@ -416,9 +416,7 @@ impl Loop<'_> {
                 touched,
                 breaks,
             } => {
-                if !breaks.is_empty() {
-                    self.schema_breaks(breaks).await?;
-                }
+                self.schema_breaks(breaks).await?;
                 if end_lsn <= self.state_lsn {
                     return Ok(0);
                 }
@@ -437,9 +435,7 @@ impl Loop<'_> {
                 touched,
                 breaks,
             } => {
-                if !breaks.is_empty() {
-                    self.schema_breaks(breaks).await?;
-                }
+                self.schema_breaks(breaks).await?;
                 if !batch.is_empty() {
                     self.apply(std::mem::take(batch)).await?;
                 }
@@ -602,6 +598,9 @@ impl Loop<'_> {
 
     /// Fails the views that read a column a schema change took away; the others go on.
     async fn schema_breaks(&mut self, breaks: Vec<SchemaBreak>) -> Result<(), EngineError> {
+        if breaks.is_empty() {
+            return Ok(());
+        }
         let hits = self
             .state
             .call(move |m| {
