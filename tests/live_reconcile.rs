@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use support::engine::{
-    assert_converges, differences, differences_except, free_local_addr, micros, run_txns,
-    seed_and_init, seed_rows, seed_views_with, tail, terminate, wait_caught_up, Database,
+    assert_converges, differences, differences_except, free_local_addr, http_get, micros, run_txns,
+    seed_and_init, seed_rows, seed_views_with, tail, terminate, wait_caught_up, wait_for, Database,
     EngineEnv, Fixture,
 };
 use support::workload::Workload;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NOW: &str = "2026-06-15T09:00:00Z";
 const VIEWS: [&str; 5] = [
@@ -418,25 +417,6 @@ async fn reconcile_under_live_writes_is_exact_and_repairs_through_the_engine() -
     Ok(())
 }
 
-/// `GET path` on the engine's HTTP server: (status code, body).
-async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await??;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("status line")?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
 /// The sum of a metric's series in Prometheus text (None when absent).
 fn metric(text: &str, name: &str) -> Option<f64> {
     let values: Vec<f64> = text
@@ -520,33 +500,23 @@ async fn scheduled_reconcile_follows_the_injected_clock() -> Result<()> {
     );
 
     env.set_clock("2026-06-15T04:00:05Z")?;
-    let start = Instant::now();
-    let row = loop {
-        let row = client
-            .query_opt(
-                "SELECT status, requested_by, differences, rows_changed, error
-                   FROM deltamv.requests
-                  WHERE kind = 'scheduled reconcile' AND finished_at IS NOT NULL",
-                &[],
-            )
-            .await?;
-        if let Some(row) = row {
-            break row;
-        }
-        if let Some(status) = engine.try_wait()? {
-            bail!(
-                "the engine exited ({status}); log:\n{}",
-                tail(&env.engine_log(), 40)
-            );
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "no scheduled reconcile finished within 60 s of 04:00; log:\n{}",
-                tail(&env.engine_log(), 40)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let row = wait_for(
+        &mut engine,
+        &env,
+        Duration::from_secs(60),
+        "no scheduled reconcile finished within 60 s of 04:00",
+        async || {
+            Ok(client
+                .query_opt(
+                    "SELECT status, requested_by, differences, rows_changed, error
+                       FROM deltamv.requests
+                      WHERE kind = 'scheduled reconcile' AND finished_at IS NOT NULL",
+                    &[],
+                )
+                .await?)
+        },
+    )
+    .await?;
     let status: String = row.get(0);
     let by: Option<String> = row.get(1);
     let found: Option<i64> = row.get(2);
@@ -711,32 +681,23 @@ async fn sql_api_as_an_application() -> Result<()> {
 
     // (2) The engine starts and serves both; the application sees their results.
     let mut engine = env.spawn_run()?;
-    let start = Instant::now();
-    let served = loop {
-        let rows = app
-            .query(
-                "SELECT request_id, kind, view_name, status FROM deltamv.requests
-                  WHERE request_id = ANY($1) AND finished_at IS NOT NULL ORDER BY request_id",
-                &[&ids.to_vec()],
-            )
-            .await?;
-        if rows.len() == 2 {
-            break rows;
-        }
-        if let Some(status) = engine.try_wait()? {
-            bail!(
-                "the engine exited ({status}); log:\n{}",
-                tail(&env.engine_log(), 40)
-            );
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "the queued requests were not served within 60 s of the engine's start; log:\n{}",
-                tail(&env.engine_log(), 40)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let served = wait_for(
+        &mut engine,
+        &env,
+        Duration::from_secs(60),
+        "the queued requests were not served within 60 s of the engine's start",
+        async || {
+            let rows = app
+                .query(
+                    "SELECT request_id, kind, view_name, status FROM deltamv.requests
+                      WHERE request_id = ANY($1) AND finished_at IS NOT NULL ORDER BY request_id",
+                    &[&ids.to_vec()],
+                )
+                .await?;
+            Ok((rows.len() == 2).then_some(rows))
+        },
+    )
+    .await?;
     let served: Vec<(i64, String, Option<String>, String)> = served
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))

@@ -5,35 +5,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use support::engine::{
-    free_local_addr, micros, run_txns, seed_rows, seed_views_with, terminate, wait_caught_up,
-    Fixture,
+    free_local_addr, http_get, micros, run_txns, seed_rows, seed_views_with, terminate,
+    wait_caught_up, wait_for, Fixture,
 };
 use support::workload::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NOW: &str = "2026-11-05T17:00:00Z";
-
-async fn get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await??;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("status line")?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
 
 /// Parses Prometheus text format strictly: `name{labels} value` or `# HELP|TYPE` lines.
 fn parse_metrics(text: &str) -> Result<BTreeMap<String, f64>> {
@@ -96,9 +78,9 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
 
     let (code, out, err) = env.run_cmd(&["check", "--max-lag", "5s"])?;
     assert_eq!(code, 0, "fresh while running:\n{out}{err}");
-    let (code, body) = get(port, "/healthz").await?;
+    let (code, body) = http_get(port, "/healthz").await?;
     assert_eq!(code, 200, "{body}");
-    let m = parse_metrics(&get(port, "/metrics").await?.1)?;
+    let m = parse_metrics(&http_get(port, "/metrics").await?.1)?;
     let fresh_lag = lag_of(&m, "analytics.mv_active_users").context("lag metric")?;
     assert!(
         m.keys()
@@ -134,14 +116,14 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
         out.contains("stale analytics.mv_agent_performance"),
         "{out}"
     );
-    let (code, body) = get(port, "/healthz").await?;
+    let (code, body) = http_get(port, "/healthz").await?;
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("analytics.mv_top_agents"),
         "the stale views are named: {body}"
     );
     let stale_lag = lag_of(
-        &parse_metrics(&get(port, "/metrics").await?.1)?,
+        &parse_metrics(&http_get(port, "/metrics").await?.1)?,
         "analytics.mv_agent_performance",
     )
     .context("lag")?;
@@ -151,23 +133,20 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
     );
 
     blocker.batch_execute("COMMIT").await?;
-    let start = Instant::now();
-    loop {
-        let (code, _, _) = env.run_cmd(&["check", "--max-lag", "2s"])?;
-        let (http, _) = get(port, "/readyz").await?;
-        if code == 0 && http == 200 {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "did not become fresh again; log:\n{}",
-                support::engine::tail(&env.engine_log(), 30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_for(
+        &mut engine,
+        &env,
+        Duration::from_secs(20),
+        "did not become fresh again",
+        async || {
+            let (code, _, _) = env.run_cmd(&["check", "--max-lag", "2s"])?;
+            let (http, _) = http_get(port, "/readyz").await?;
+            Ok((code == 0 && http == 200).then_some(()))
+        },
+    )
+    .await?;
     let after = lag_of(
-        &parse_metrics(&get(port, "/metrics").await?.1)?,
+        &parse_metrics(&http_get(port, "/metrics").await?.1)?,
         "analytics.mv_agent_performance",
     )
     .context("lag")?;
@@ -176,7 +155,7 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (code, out, _) = env.run_cmd(&["check", "--max-lag", "2s"])?;
     assert_eq!(code, 0, "idle is not stale:\n{out}");
-    let (code, body) = get(port, "/nope").await?;
+    let (code, body) = http_get(port, "/nope").await?;
     assert_eq!(code, 404, "{body}");
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
@@ -196,7 +175,7 @@ async fn http_can_require_a_bearer_token() -> Result<()> {
         &[("DELTAMV_HTTP", &addr), ("DELTAMV_HTTP_TOKEN", "s3cret")],
     )?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
-    let (code, _) = get(port, "/metrics").await?;
+    let (code, _) = http_get(port, "/metrics").await?;
     assert_eq!(code, 401);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use support::engine::{
-    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, Fixture,
+    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, wait_for, Fixture,
 };
 use support::workload::Workload;
 
@@ -251,24 +251,22 @@ async fn a_request_interrupted_by_a_crash_is_served_after_the_restart() -> Resul
     }
     run_txns(&client, &mut w, 20).await?;
     let mut engine = env.spawn_run()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (status, claims) = loop {
-        let row = client
-            .query_opt(
-                "SELECT status, phase FROM deltamv.requests WHERE request_id = $1 AND finished_at IS NOT NULL",
-                &[&id],
-            )
-            .await?;
-        if let Some(r) = row {
-            break (r.get::<_, String>(0), r.get::<_, Option<String>>(1));
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the interrupted request was not served again; log:\n{}",
-            support::engine::tail(&env.engine_log(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (status, claims) = wait_for(
+        &mut engine,
+        &env,
+        Duration::from_secs(60),
+        "the interrupted request was not served again",
+        async || {
+            let row = client
+                .query_opt(
+                    "SELECT status, phase FROM deltamv.requests WHERE request_id = $1 AND finished_at IS NOT NULL",
+                    &[&id],
+                )
+                .await?;
+            Ok(row.map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1))))
+        },
+    )
+    .await?;
     let detail: serde_json::Value = client
         .query_one(
             "SELECT detail FROM deltamv.requests WHERE request_id = $1",

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use deltamv::config::{Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS};
 
@@ -369,6 +370,53 @@ async fn progress_written(client: &tokio_postgres::Client) -> Result<bool> {
         )
         .await?
         .get(0))
+}
+
+/// Polls `probe` every 300 ms until it returns a value. Fails, with the tail of the engine log,
+/// when `engine` exits first (`the engine exited (…)`) or when `limit` passes (`what`: what did
+/// not happen in time).
+pub async fn wait_for<T>(
+    engine: &mut Child,
+    env: &EngineEnv,
+    limit: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe().await? {
+            return Ok(found);
+        }
+        if let Some(status) = engine.try_wait()? {
+            bail!(
+                "the engine exited ({status}); log:\n{}",
+                tail(&env.engine_log(), 40)
+            );
+        }
+        if start.elapsed() > limit {
+            bail!("{what}; log:\n{}", tail(&env.engine_log(), 40));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `GET path` on an engine's HTTP server at 127.0.0.1:`port`: (status code, body).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await??;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 pub fn tail(text: &str, lines: usize) -> String {
