@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio_postgres::Client;
+use uuid::Uuid;
 
 use crate::source::control::{describe, slot_info, ControlError};
 
@@ -25,7 +26,7 @@ pub enum SubmitError {
         detail: String,
     },
     #[error("request {id}: unreadable result: {detail}")]
-    Result { id: i64, detail: String },
+    Result { id: Uuid, detail: String },
 }
 
 fn sql_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SubmitError {
@@ -70,7 +71,7 @@ struct Detail {
 /// A finished request.
 #[derive(Debug)]
 pub struct Finished {
-    pub id: i64,
+    pub id: Uuid,
     /// "done", "differences" or "failed".
     pub status: String,
     pub error: Option<String>,
@@ -85,7 +86,7 @@ pub async fn submit(
     kind: &str,
     view: Option<&str>,
     repair: bool,
-) -> Result<i64, SubmitError> {
+) -> Result<Uuid, SubmitError> {
     let none: Option<String> = None;
     let row = client
         .query_one(
@@ -99,7 +100,7 @@ pub async fn submit(
 
 /// Waits for request `id` to finish, showing its phase on stderr (a line that updates in
 /// place on a terminal, one line per phase otherwise).
-pub async fn wait(client: &Client, id: i64, what: &str) -> Result<Finished, SubmitError> {
+pub async fn wait(client: &Client, id: Uuid, what: &str) -> Result<Finished, SubmitError> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut shown = String::new();

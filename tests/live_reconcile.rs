@@ -147,7 +147,7 @@ impl Writer {
 /// The result row of `deltamv.refresh_view` and friends.
 #[derive(Debug)]
 struct Outcome {
-    request_id: Option<i64>,
+    request_id: Option<uuid::Uuid>,
     status: Option<String>,
     rows_compared: Option<i64>,
     differences: Option<i64>,
@@ -690,7 +690,7 @@ async fn sql_api_as_an_application() -> Result<()> {
             let rows = app
                 .query(
                     "SELECT request_id, kind, view_name, status FROM deltamv.requests
-                      WHERE request_id = ANY($1) AND finished_at IS NOT NULL ORDER BY request_id",
+                      WHERE request_id = ANY($1) AND finished_at IS NOT NULL ORDER BY requested_at",
                     &[&ids.to_vec()],
                 )
                 .await?;
@@ -698,7 +698,7 @@ async fn sql_api_as_an_application() -> Result<()> {
         },
     )
     .await?;
-    let served: Vec<(i64, String, Option<String>, String)> = served
+    let served: Vec<(uuid::Uuid, String, Option<String>, String)> = served
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();

@@ -234,7 +234,7 @@ async fn a_request_interrupted_by_a_crash_is_served_after_the_restart() -> Resul
     let mut engine = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", "reconcile_held")])?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     run_txns(&client, &mut w, 20).await?;
-    let id: i64 = client
+    let id: uuid::Uuid = client
         .query_one(
             "SELECT request_id FROM deltamv.reconcile_view('analytics.mv_active_users', repair => true)",
             &[],

@@ -104,6 +104,35 @@ async fn the_worker_role_suffices_and_readers_see_only_summaries() -> Result<()>
         Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
         "{denied}"
     );
+    // Refreshes and reconciles from SQL with the engine as the worker role: the request
+    // functions run as their owner (the worker), so neither the caller nor the worker needs
+    // more than schema/roles.sql gives.
+    admin
+        .batch_execute("CREATE ROLE backend LOGIN IN ROLE analytics_refresher")
+        .await?;
+    let backend = support::connect(&db.url.replacen("postgres@", "backend@", 1)).await?;
+    let row = backend
+        .query_one(
+            "SELECT status, differences, error FROM deltamv.reconcile_all(timeout => '60 s')",
+            &[],
+        )
+        .await?;
+    let (status, differences, error): (String, Option<i64>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (status.as_str(), differences, error),
+        ("done", Some(0), None),
+        "a reconcile through the worker's engine"
+    );
+    let denied = reader
+        .query("SELECT * FROM deltamv.refresh_all()", &[])
+        .await
+        .expect_err("readers may not trigger refreshes");
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{denied}"
+    );
     // Row-level security: a tenant sees only its workspace's row.
     let total: i64 = admin
         .query_one("SELECT count(*) FROM analytics.mv_workspace_metrics", &[])

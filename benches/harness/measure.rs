@@ -429,7 +429,7 @@ impl Bench<'_> {
         let served_ms: f64 = self
             .client
             .query_one(
-                "SELECT duration_ms FROM deltamv.requests ORDER BY request_id DESC LIMIT 1",
+                "SELECT duration_ms FROM deltamv.requests ORDER BY finished_at DESC LIMIT 1",
                 &[],
             )
             .await?

@@ -205,6 +205,8 @@ struct Loop<'a> {
     requests: VecDeque<requests::Request>,
     /// Per incremental view: when its next scheduled reconcile is due (microseconds since 1970).
     reconcile_due: Vec<Option<i64>>,
+    /// Reconciles started by this loop (names their temporary slots).
+    reconciles: u32,
 }
 
 async fn run_once(
@@ -289,6 +291,7 @@ async fn run_once(
         metrics: metrics.clone(),
         requests: VecDeque::new(),
         reconcile_due,
+        reconciles: 0,
     };
     requests::close_interrupted(&lp.prepared.client)
         .await

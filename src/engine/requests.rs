@@ -23,6 +23,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::json;
 use tokio_postgres::Client;
+use uuid::Uuid;
 
 use super::{EngineError, Loop, PendingTxn};
 use crate::history::{self, Counts, RefreshKind};
@@ -81,32 +82,37 @@ impl Kind {
 /// A request as the engine serves it.
 #[derive(Clone, Debug)]
 pub struct Request {
-    pub id: i64,
+    pub id: Uuid,
     pub kind: Kind,
     pub view: Option<String>,
     pub repair: bool,
     pub by: String,
+    /// When the caller asked (its clock_timestamp(), as text).
+    pub at: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Wire {
-    id: i64,
+    id: String,
     kind: String,
     view: Option<String>,
     repair: Option<bool>,
     by: Option<String>,
+    at: Option<String>,
 }
 
 /// Reads a request message; `Err` names what is wrong with it.
 pub fn parse(content: &[u8]) -> Result<Request, String> {
     let w: Wire = serde_json::from_slice(content).map_err(|e| e.to_string())?;
     let kind = Kind::parse(&w.kind).ok_or_else(|| format!("unknown request kind {:?}", w.kind))?;
+    let id = Uuid::parse_str(&w.id).map_err(|e| format!("request id {:?}: {e}", w.id))?;
     Ok(Request {
-        id: w.id,
+        id,
         kind,
         view: w.view,
         repair: w.repair.unwrap_or(false),
         by: w.by.unwrap_or_default(),
+        at: w.at,
     })
 }
 
@@ -181,7 +187,7 @@ impl Loop<'_> {
             return Ok(()); // served before a restart
         }
         let started = Instant::now();
-        tracing::info!(id = req.id, kind = req.kind.as_str(), view = req.view.as_deref().unwrap_or("(all)"), by = %req.by, "serving request");
+        tracing::info!(id = %req.id, kind = req.kind.as_str(), view = req.view.as_deref().unwrap_or("(all)"), by = %req.by, "serving request");
         let outcome = self.run_request(&req).await?;
         self.finish(&req, started, outcome).await
     }
@@ -324,7 +330,7 @@ impl Loop<'_> {
                 .collect();
             tracing::error!(
                 view = %o.view,
-                request = req.id,
+                request = %req.id,
                 differing = o.differences(),
                 repaired = o.repaired,
                 state_differing = o.state_differences,
@@ -348,8 +354,15 @@ impl Loop<'_> {
             )
             .await
             .map_err(sink)?;
+        client
+            .execute(
+                "DELETE FROM deltamv.requests WHERE finished_at < now() - interval '30 days'",
+                &[],
+            )
+            .await
+            .map_err(sink)?;
         tracing::info!(
-            id = req.id,
+            id = %req.id,
             status,
             differences,
             ms = ms as u64,
@@ -361,7 +374,7 @@ impl Loop<'_> {
     /// Reconciles `views` (each with whether to repair) at one LSN; returns that LSN.
     async fn reconcile(
         &mut self,
-        id: i64,
+        id: Uuid,
         views: &[(usize, bool)],
     ) -> Result<Result<(u64, Vec<ViewOutcome>), String>, EngineError> {
         let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
@@ -379,7 +392,8 @@ impl Loop<'_> {
             .map(|(p, d)| (p, crate::pgtime::format_date(*d)))
             .collect();
         set_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
-        let slot = format!("deltamv_rc_{}_{id}", std::process::id());
+        self.reconciles += 1;
+        let slot = format!("deltamv_rc_{}_{}", std::process::id(), self.reconciles);
         let fence = format!("{slot} {}", chrono::Utc::now().timestamp_micros());
         let mut rc = match Recomputation::take(
             &self.prepared.db,
@@ -535,10 +549,10 @@ impl Loop<'_> {
         if views.is_empty() {
             return Ok(());
         }
-        let id: i64 = self
+        let id: Uuid = self
             .prepared
             .client
-            .query_one("SELECT nextval('deltamv.request_ids')", &[])
+            .query_one("SELECT gen_random_uuid()", &[])
             .await
             .map_err(sink)?
             .get(0);
@@ -552,10 +566,11 @@ impl Loop<'_> {
             view: (names.len() == 1).then(|| names[0].clone()),
             repair: views.iter().any(|(_, r)| *r),
             by: "schedule".into(),
+            at: None,
         };
         claim(&self.prepared.client, &req).await.map_err(sink)?;
         let started = Instant::now();
-        tracing::info!(id, views = %names.join(", "), "scheduled reconcile");
+        tracing::info!(id = %id, views = %names.join(", "), "scheduled reconcile");
         let outcome = self.reconcile(id, &views).await?;
         self.finish(&req, started, outcome).await
     }
@@ -570,11 +585,11 @@ async fn claim(client: &Client, req: &Request) -> Result<bool, tokio_postgres::E
     let rows = client
         .query(
             "INSERT INTO deltamv.requests (request_id, kind, view_name, repair, requested_by, requested_at, status, phase, started_at)
-             VALUES ($1, $2, $3, $4, $5, now(), 'running', 'starting', now())
+             VALUES ($1, $2, $3, $4, $5, coalesce($6::text::timestamptz, now()), 'running', 'starting', now())
              ON CONFLICT (request_id) DO UPDATE SET status = 'running', phase = 'starting again', started_at = now()
                WHERE deltamv.requests.finished_at IS NULL
              RETURNING 1",
-            &[&req.id, &req.kind.as_str(), &req.view, &req.repair, &req.by],
+            &[&req.id, &req.kind.as_str(), &req.view, &req.repair, &req.by, &req.at],
         )
         .await?;
     Ok(!rows.is_empty())
@@ -595,7 +610,7 @@ pub async fn close_interrupted(client: &Client) -> Result<(), tokio_postgres::Er
 }
 
 /// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
-async fn set_phase(client: &Client, id: i64, phase: &str) {
+async fn set_phase(client: &Client, id: Uuid, phase: &str) {
     if let Err(e) = client
         .execute(
             "UPDATE deltamv.requests SET phase = $2 WHERE request_id = $1",
@@ -613,22 +628,28 @@ mod tests {
 
     #[test]
     fn request_messages_parse_or_say_what_is_wrong() {
-        let r =
-            parse(br#"{"id": 7, "kind": "reconcile", "view": "a.b", "repair": true, "by": "app"}"#)
-                .expect("valid");
+        let id = "0b7e7a36-5a3c-4c59-9d0f-2f1b8f1f4a11";
+        let msg = |rest: &str| format!(r#"{{"id": "{id}", {rest}}}"#);
+        let r = parse(
+            msg(r#""kind": "reconcile", "view": "a.b", "repair": true, "by": "app""#).as_bytes(),
+        )
+        .expect("valid");
         assert_eq!(
-            (r.id, r.kind, r.view.as_deref(), r.repair),
-            (7, Kind::Reconcile, Some("a.b"), true)
+            (r.id.to_string(), r.kind, r.view.as_deref(), r.repair),
+            (id.to_string(), Kind::Reconcile, Some("a.b"), true)
         );
-        let all = parse(br#"{"id": 8, "kind": "refresh all", "view": null, "repair": null}"#)
+        let all = parse(msg(r#""kind": "refresh all", "view": null, "repair": null"#).as_bytes())
             .expect("valid");
         assert_eq!(
             (all.kind, all.view, all.repair),
             (Kind::RefreshAll, None, false)
         );
-        assert!(parse(br#"{"id": 9, "kind": "explode"}"#)
+        assert!(parse(msg(r#""kind": "explode""#).as_bytes())
             .expect_err("bad")
             .contains("explode"));
+        assert!(parse(br#"{"id": "7", "kind": "refresh"}"#)
+            .expect_err("bad")
+            .contains("request id"));
         assert!(parse(b"not json").is_err());
     }
 }

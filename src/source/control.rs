@@ -313,10 +313,11 @@ ALTER TABLE deltamv.refresh_history ADD COLUMN IF NOT EXISTS rows_compared bigin
 ALTER TABLE deltamv.refresh_history ADD COLUMN IF NOT EXISTS differences bigint;
 CREATE INDEX IF NOT EXISTS refresh_history_view ON deltamv.refresh_history (view_name, finished_at DESC);
 -- Refresh and reconcile requests (from SQL, the command line or the schedule) and their results.
--- The engine writes the rows; callers learn of a request through the replication stream.
-CREATE SEQUENCE IF NOT EXISTS deltamv.request_ids;
+-- The engine writes the rows; it learns of a request through the replication stream. Ids are
+-- random UUIDs: a sequence would give the caller's transaction an XID (nextval WAL-logs), and
+-- the engine's reconcile snapshot waits for every transaction with one, the waiting caller's too.
 CREATE TABLE IF NOT EXISTS deltamv.requests (
-    request_id bigint PRIMARY KEY,
+    request_id uuid PRIMARY KEY,
     kind text NOT NULL,
     view_name text,
     repair boolean NOT NULL DEFAULT false,
@@ -338,11 +339,11 @@ CREATE TABLE IF NOT EXISTS deltamv.requests (
 -- once, after every transaction committed before the call, whatever the caller's transaction
 -- does next) and, given a timeout, waits for the engine's result.
 CREATE OR REPLACE FUNCTION deltamv.submit_request(kind text, view_name text, repair boolean, timeout interval)
-RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+RETURNS TABLE (request_id uuid, status text, rows_compared bigint, differences bigint,
                rows_changed bigint, duration_ms double precision, error text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
-    id bigint;
+    id uuid := gen_random_uuid();
     deadline timestamptz;
     r deltamv.requests%ROWTYPE;
     found_mode text;
@@ -368,7 +369,6 @@ BEGIN
             current_setting('transaction_isolation')
             USING HINT = 'call without a timeout and read deltamv.requests later, or call outside this transaction';
     END IF;
-    id := nextval('deltamv.request_ids');
     PERFORM pg_logical_emit_message(false, 'deltamv.request',
         json_build_object('id', id, 'kind', kind, 'view', view_name, 'repair', repair,
                           'by', session_user, 'at', clock_timestamp())::text);
@@ -389,19 +389,19 @@ BEGIN
 END
 $f$;
 CREATE OR REPLACE FUNCTION deltamv.refresh_view(view_name text, timeout interval DEFAULT NULL)
-RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+RETURNS TABLE (request_id uuid, status text, rows_compared bigint, differences bigint,
                rows_changed bigint, duration_ms double precision, error text)
 LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('refresh', view_name, true, timeout) $f$;
 CREATE OR REPLACE FUNCTION deltamv.refresh_all(timeout interval DEFAULT NULL)
-RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+RETURNS TABLE (request_id uuid, status text, rows_compared bigint, differences bigint,
                rows_changed bigint, duration_ms double precision, error text)
 LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('refresh all', NULL, true, timeout) $f$;
 CREATE OR REPLACE FUNCTION deltamv.reconcile_view(view_name text, repair boolean DEFAULT false, timeout interval DEFAULT NULL)
-RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+RETURNS TABLE (request_id uuid, status text, rows_compared bigint, differences bigint,
                rows_changed bigint, duration_ms double precision, error text)
 LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('reconcile', view_name, repair, timeout) $f$;
 CREATE OR REPLACE FUNCTION deltamv.reconcile_all(repair boolean DEFAULT false, timeout interval DEFAULT NULL)
-RETURNS TABLE (request_id bigint, status text, rows_compared bigint, differences bigint,
+RETURNS TABLE (request_id uuid, status text, rows_compared bigint, differences bigint,
                rows_changed bigint, duration_ms double precision, error text)
 LANGUAGE sql VOLATILE AS $f$ SELECT * FROM deltamv.submit_request('reconcile all', NULL, repair, timeout) $f$;
 REVOKE ALL ON FUNCTION deltamv.submit_request(text, text, boolean, interval) FROM PUBLIC;
