@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{
     Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHECKPOINT_MS,
-    DEFAULT_PUBLICATION, DEFAULT_SLOT,
+    DEFAULT_PUBLICATION, DEFAULT_RECONCILE_WAIT_MS, DEFAULT_SLOT,
 };
 use crate::{engine, pgtime, reconcile, setup, status, submit};
 
@@ -67,6 +67,10 @@ pub struct Cli {
     /// milliseconds: the most a crash makes it replay.
     #[arg(long, env = "DELTAMV_CHECKPOINT_MS", global = true, default_value_t = DEFAULT_CHECKPOINT_MS)]
     checkpoint_ms: u64,
+    /// How long a reconcile in `run` may wait, holding the views, for write transactions that
+    /// were open when it started, in milliseconds; past it the request fails naming the oldest.
+    #[arg(long, env = "DELTAMV_RECONCILE_WAIT_MS", global = true, default_value_t = DEFAULT_RECONCILE_WAIT_MS)]
+    reconcile_wait_ms: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -172,6 +176,7 @@ fn config(cli: &Cli) -> Config {
         batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
         batch_max_ms: DEFAULT_BATCH_MAX_MS,
         checkpoint_ms: cli.checkpoint_ms,
+        reconcile_wait_ms: cli.reconcile_wait_ms,
     }
 }
 

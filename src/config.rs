@@ -21,6 +21,9 @@ pub struct Config {
     /// How often the state written since the last checkpoint is flushed to disk (and the slot
     /// acknowledged up to it): the most a crash makes the engine replay.
     pub checkpoint_ms: u64,
+    /// How long a reconcile's snapshot may wait for write transactions open since before it
+    /// (the engine holds meanwhile); past it the request fails, naming the oldest one.
+    pub reconcile_wait_ms: u64,
 }
 
 pub const DEFAULT_SLOT: &str = "deltamv";
@@ -28,6 +31,7 @@ pub const DEFAULT_PUBLICATION: &str = "deltamv_pub";
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 20_000;
 pub const DEFAULT_BATCH_MAX_MS: u64 = 100;
 pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
+pub const DEFAULT_RECONCILE_WAIT_MS: u64 = 30_000;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -85,6 +89,7 @@ mod tests {
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
             checkpoint_ms: DEFAULT_CHECKPOINT_MS,
+            reconcile_wait_ms: DEFAULT_RECONCILE_WAIT_MS,
         }
     }
 

@@ -295,3 +295,43 @@ async fn a_request_interrupted_by_a_crash_is_served_after_the_restart() -> Resul
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// A reconcile's snapshot waits for write transactions open since before it, and the engine
+/// holds meanwhile: the wait is bounded, the request fails naming the transaction, and the
+/// engine goes on; once the transaction ends a reconcile succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_waits_only_so_long_for_an_open_write_transaction() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        url,
+        ..
+    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(13, micros(NOW));
+    seed_rows(&client, &mut w, 300).await?;
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_RECONCILE_WAIT_MS", "2000")])?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let open = support::connect(&url).await?;
+    open.batch_execute(
+        // An insert: it takes an XID and locks no row the writers below might update.
+        "BEGIN; INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'login', now())",
+    )
+    .await?;
+    let (code, out, err) = env.run_cmd(&["reconcile"])?;
+    assert_ne!(code, 0, "the reconcile gives up:\n{out}\n{err}");
+    assert!(
+        err.contains("waited 2000 ms for write transactions") && err.contains("open for"),
+        "and names the transaction it waited for:\n{err}"
+    );
+    // The engine went on meanwhile.
+    run_txns(&client, &mut w, 10).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    open.batch_execute("COMMIT").await?;
+    let (code, out, err) = env.run_cmd(&["reconcile"])?;
+    assert_eq!(code, 0, "once it ended:\n{out}\n{err}");
+    assert_converges(&env, Duration::from_secs(10), "after the refused reconcile").await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}

@@ -401,6 +401,7 @@ impl Loop<'_> {
             &self.cfg.publication,
             &pinned,
             fence,
+            std::time::Duration::from_millis(self.cfg.reconcile_wait_ms),
         )
         .await
         {

@@ -11,6 +11,8 @@
 //! (and its state, copied into temporary tables the same way) with the recomputation in this
 //! session, whose comparisons then read tables that no one writes.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
 use super::{compare_queries, repair_from, sql_err, ReconcileError, Report};
@@ -35,23 +37,45 @@ pub struct Recomputation {
 impl Recomputation {
     /// Creates a temporary slot named `slot`, writes the fence, and evaluates each view's query
     /// (with CURRENT_DATE pinned to the given date) in the slot's snapshot.
+    ///
+    /// Creating the slot waits for every transaction that holds an XID when it starts: a long
+    /// write transaction would hold the engine (and the views' freshness) for as long, so the
+    /// wait is bounded by `wait`; past it the reconcile fails, naming the oldest such
+    /// transaction.
     pub async fn take(
         db: &DbTarget,
         slot: &str,
         publication: &str,
         views: &[(&ViewPlan, String)],
         fence: String,
+        wait: Duration,
     ) -> Result<Recomputation, ReconcileError> {
         let session = db.connect().await.map_err(|e| ReconcileError::Sql {
             context: "connecting for the reconcile".into(),
             detail: e.to_string(),
         })?;
-        let snapshot = SlotSnapshot::create_temporary(db, slot, publication)
-            .await
-            .map_err(|e| ReconcileError::Sql {
-                context: "taking the reconcile's snapshot".into(),
+        let context = "taking the reconcile's snapshot";
+        let snapshot = match tokio::time::timeout(
+            wait,
+            SlotSnapshot::create_temporary(db, slot, publication),
+        )
+        .await
+        {
+            Ok(created) => created.map_err(|e| ReconcileError::Sql {
+                context: context.into(),
                 detail: e.to_string(),
-            })?;
+            })?,
+            Err(_) => {
+                return Err(ReconcileError::Sql {
+                    context: context.into(),
+                    detail: format!(
+                        "waited {} ms for write transactions open since before it ({}); retry once they end, or raise --reconcile-wait-ms",
+                        wait.as_millis(),
+                        oldest_writer(&session).await
+                    ),
+                })
+            }
+        };
         session
             .execute(
                 "SELECT pg_logical_emit_message(false, $1, $2)",
@@ -150,5 +174,24 @@ impl Recomputation {
         report: &Report,
     ) -> Result<usize, ReconcileError> {
         repair_from(&self.session, plan, report, &Self::state_sql(i)).await
+    }
+}
+
+/// The oldest transaction holding an XID, for an operator: pid, user, application, age.
+async fn oldest_writer(session: &Client) -> String {
+    let row = session
+        .query_opt(
+            "SELECT format('pid %s, user %s, application %L, open for %s', pid, usename, application_name,
+                           date_trunc('second', now() - xact_start))
+               FROM pg_stat_activity
+              WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+              ORDER BY xact_start LIMIT 1",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(Some(r)) => format!("the oldest: {}", r.get::<_, String>(0)),
+        Ok(None) => "none is open any more".into(),
+        Err(e) => format!("cannot list them: {}", crate::source::control::describe(&e)),
     }
 }

@@ -262,6 +262,7 @@ impl EngineEnv {
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
             checkpoint_ms: deltamv::config::DEFAULT_CHECKPOINT_MS,
+            reconcile_wait_ms: deltamv::config::DEFAULT_RECONCILE_WAIT_MS,
         }
     }
 
