@@ -11,8 +11,8 @@
 //!
 //! A reconcile runs at one LSN (see [`crate::reconcile::held`]): the views are recomputed in a
 //! temporary slot's snapshot at C, the stream is applied up to exactly C, and the engine holds
-//! there (no target writes) while its targets and its own state are compared with the
-//! recomputation. Differences in a target whose group state agrees with the SQL are repaired
+//! there (no target writes) while its targets are compared with the recomputation (and, for a
+//! target that differs, its own state too). Differences in a target whose group state agrees with the SQL are repaired
 //! from the state, in one transaction (readers see the old or the repaired rows, never a gap),
 //! so state and target stay consistent. Differences in the state itself cannot be patched row by
 //! row (the state holds the inputs, not only the outputs): they are reported with the fix,
@@ -209,14 +209,8 @@ impl Loop<'_> {
                 .iter()
                 .position(|p| p.name.matches(name))
         };
-        let live: Vec<usize> = {
-            let n = self.prepared.plans.len();
-            let failed = self
-                .state
-                .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect::<Vec<_>>())
-                .await?;
-            (0..n).filter(|v| !failed[*v]).collect()
-        };
+        let failed = self.failed_views().await?;
+        let live: Vec<usize> = (0..failed.len()).filter(|v| !failed[*v]).collect();
         let (views, fallbacks): (Vec<usize>, Vec<usize>) = match (req.kind, req.view.as_deref()) {
             (Kind::Refresh | Kind::Reconcile, Some(name)) => {
                 match (incremental(name), fallback(name)) {
@@ -392,6 +386,7 @@ impl Loop<'_> {
             .map(|(p, d)| (p, crate::pgtime::format_date(*d)))
             .collect();
         set_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
+        let started = Instant::now();
         self.reconciles += 1;
         let slot = format!("deltamv_rc_{}_{}", std::process::id(), self.reconciles);
         let fence = format!("{slot} {}", chrono::Utc::now().timestamp_micros());
@@ -408,9 +403,11 @@ impl Loop<'_> {
             Ok(rc) => rc,
             Err(e) => return Ok(Err(e.to_string())),
         };
+        let recomputed = started.elapsed();
         set_phase(&self.prepared.client, id, "applying up to the snapshot").await;
         self.drain_to_fence(&rc.fence, rc.lsn).await?;
         crate::failpoint::hit("reconcile_held");
+        let caught_up = started.elapsed();
         set_phase(&self.prepared.client, id, "comparing").await;
         let mut outcomes = Vec::new();
         for (i, ((v, repair), plan)) in views.iter().zip(&plans).enumerate() {
@@ -423,8 +420,8 @@ impl Loop<'_> {
                     // A state that differs too is left for `deltamv init --resync` (the
                     // result and the error log say so): patching only the target would make
                     // the two disagree.
-                    o.state_differences = state.diffs.len();
-                    if *repair && !target.diffs.is_empty() && state.diffs.is_empty() {
+                    o.state_differences = state.as_ref().map_or(0, |s| s.diffs.len());
+                    if *repair && state.is_some_and(|s| s.diffs.is_empty()) {
                         set_phase(&self.prepared.client, id, "repairing").await;
                         match rc.repair_from_state(i, plan, &target).await {
                             Ok(n) => o.repaired = n,
@@ -437,17 +434,33 @@ impl Loop<'_> {
             }
             outcomes.push(o);
         }
+        tracing::info!(
+            id = %id,
+            views = views.len(),
+            lsn = %lsn_text(rc.lsn),
+            recompute_ms = recomputed.as_millis() as u64,
+            catch_up_ms = (caught_up - recomputed).as_millis() as u64,
+            compare_ms = (started.elapsed() - caught_up).as_millis() as u64,
+            "reconciled at one LSN (the views were held throughout)"
+        );
         Ok(Ok((rc.lsn, outcomes)))
     }
 
-    /// Compares view `v` (the `i`-th recomputed) with its target and with the engine's state.
+    /// Compares view `v` (the `i`-th recomputed) with its target and, when they differ, with
+    /// the engine's state (which decides whether the target can be repaired from it). The
+    /// targets are written from the state, so a clean target needs no look at the state.
     async fn compare_view(
         &mut self,
         rc: &mut Recomputation,
         i: usize,
         v: usize,
         plan: &crate::plan::ViewPlan,
-    ) -> Result<Result<(Report, Report), String>, EngineError> {
+    ) -> Result<Result<(Report, Option<Report>), String>, EngineError> {
+        let against_target = match rc.against_target(i, plan).await {
+            Ok(r) if r.diffs.is_empty() => return Ok(Ok((r, None))),
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         let target = self.writers[v].target.clone();
         if let Err(e) = rc.begin_state(i, &target).await {
             return Ok(Err(e.to_string()));
@@ -466,11 +479,9 @@ impl Loop<'_> {
                 None => break,
             }
         }
-        let against_target = rc.against_target(i, plan).await;
-        let against_state = rc.against_state(i, plan).await;
-        Ok(match (against_target, against_state) {
-            (Ok(t), Ok(s)) => Ok((t, s)),
-            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        Ok(match rc.against_state(i, plan).await {
+            Ok(s) => Ok((against_target, Some(s))),
+            Err(e) => Err(e.to_string()),
         })
     }
 
@@ -515,6 +526,16 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// Per incremental view: whether it is failed (a failed view is neither compared nor
+    /// repaired: it waits for `deltamv init --resync`).
+    async fn failed_views(&self) -> Result<Vec<bool>, EngineError> {
+        let n = self.prepared.plans.len();
+        Ok(self
+            .state
+            .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect())
+            .await?)
+    }
+
     /// Runs the reconciles that are due on the views' schedules (one snapshot for all due).
     async fn scheduled_reconciles(&mut self) -> Result<(), EngineError> {
         let now = self.clock.now_micros();
@@ -531,11 +552,7 @@ impl Loop<'_> {
                 .view(&self.prepared.plans[*v].name.to_string());
             self.reconcile_due[*v] = settings.reconcile.as_ref().and_then(|s| s.next_after(now));
         }
-        let n = self.prepared.plans.len();
-        let failed = self
-            .state
-            .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect::<Vec<_>>())
-            .await?;
+        let failed = self.failed_views().await?;
         let views: Vec<(usize, bool)> = due
             .into_iter()
             .filter(|v| !failed[*v])

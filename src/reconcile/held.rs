@@ -8,8 +8,8 @@
 //! (and the slot) can go at once. Right after the slot, a fence message is written to the WAL
 //! (`pg_logical_emit_message`, non-transactional): when the engine's stream reaches it, every
 //! transaction before C has arrived. The engine applies those, holds, and compares its targets
-//! (and its state, copied into temporary tables the same way) with the recomputation in this
-//! session, whose comparisons then read tables that no one writes.
+//! with the recomputation in this session (and, where a target differs, its state, copied into
+//! a temporary table the same way, to tell a damaged target from a wrong state).
 
 use std::time::Duration;
 
