@@ -490,8 +490,14 @@ impl Loop<'_> {
     /// arrived by then. What came after `lsn` is handed back to the stream for later.
     async fn drain_to_fence(&mut self, fence: &str, lsn: u64) -> Result<(), EngineError> {
         let mut batch: Vec<PendingTxn> = Vec::new();
+        let mut rows = 0;
         let mut later = Vec::new();
         loop {
+            // A backlog before the snapshot goes in batches of the usual size.
+            if rows >= self.cfg.batch_max_rows {
+                self.apply(std::mem::take(&mut batch)).await?;
+                rows = 0;
+            }
             match self.stream.next().await? {
                 StreamEvent::Message { prefix, content }
                     if prefix == FENCE_PREFIX && content == fence.as_bytes() =>
@@ -501,10 +507,11 @@ impl Loop<'_> {
                 ev @ StreamEvent::Transaction { end_lsn, .. }
                     if end_lsn <= lsn && later.is_empty() =>
                 {
-                    self.accept(ev, &mut batch).await?;
+                    rows += self.accept(ev, &mut batch).await?;
                 }
                 ev @ StreamEvent::Part { final_lsn, .. } if final_lsn < lsn && later.is_empty() => {
                     self.accept(ev, &mut batch).await?;
+                    rows = 0; // the batch before the part was applied
                 }
                 // The fence of an interrupted reconcile, delivered again after a restart.
                 StreamEvent::Message { prefix, .. } if prefix == FENCE_PREFIX => {}

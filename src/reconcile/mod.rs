@@ -121,7 +121,7 @@ pub async fn compare_queries(
     actual_sql: &str,
 ) -> Result<Report, ReconcileError> {
     client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL datestyle = ISO")
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL datestyle = ISO; SET LOCAL work_mem = '256MB'")
         .await
         .map_err(sql_err("starting the comparison"))?;
     if let Some((expected_rows, actual_rows)) =
@@ -210,8 +210,9 @@ pub async fn compare_queries(
 
 /// Inside the comparison's transaction: whether the two sides hold the same rows by
 /// PostgreSQL's own equality (numerics by value, NULLs alike), with their row counts. Each side
-/// is evaluated once (materialized) and no row leaves the server, so the common case, no
-/// difference, costs little more than evaluating the view. Floats are compared as text at 12
+/// is evaluated once (materialized), both go through one hash aggregate that counts each
+/// distinct row +1 per expected and -1 per actual copy, and no row leaves the server: the
+/// common case, no difference, costs little more than evaluating the view. Floats are compared as text at 12
 /// significant digits (`extra_float_digits = -3`): a last-bit difference in a float sum (which
 /// depends on summation order) still looks the same. `None` (the rows differ, or the check
 /// cannot run, e.g. a type without equality) leaves the row-by-row comparison to decide.
@@ -227,7 +228,7 @@ async fn same_rows(
         .iter()
         .zip(&types)
         .map(|(c, t)| match t {
-            SqlType::Float8 | SqlType::Float4 => format!("{c}::text"),
+            SqlType::Float8 | SqlType::Float4 => format!("{c}::text AS {c}"),
             _ => c.clone(),
         })
         .collect();
@@ -236,8 +237,8 @@ async fn same_rows(
         "WITH e AS MATERIALIZED (SELECT {projection} FROM ({expected_sql}) AS x({cols})),
               a AS MATERIALIZED (SELECT {projection} FROM ({actual_sql}) AS x({cols}))
          SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM a),
-                NOT EXISTS (SELECT * FROM e EXCEPT ALL SELECT * FROM a)
-                AND NOT EXISTS (SELECT * FROM a EXCEPT ALL SELECT * FROM e)"
+                NOT EXISTS (SELECT FROM (SELECT *, 1 AS side FROM e UNION ALL SELECT *, -1 FROM a) u
+                             GROUP BY {cols} HAVING sum(side) <> 0)"
     );
     client
         .batch_execute("SAVEPOINT same_rows; SET LOCAL extra_float_digits = -3")
