@@ -95,6 +95,28 @@ fn assert_differing(out: &str, err: &str, expect: &[(&str, usize)]) {
     }
 }
 
+/// Rows of `mv_agent_performance` for an agent.
+async fn agent_rows(client: &tokio_postgres::Client, agent: &str) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM analytics.mv_agent_performance WHERE agent_id = $1::text::uuid",
+            &[&agent],
+        )
+        .await?
+        .get(0))
+}
+
+/// The quiet workspace's daily active users on 2026-06-10, as its target row shows them.
+async fn quiet_users(client: &tokio_postgres::Client) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT daily_active_users FROM analytics.mv_active_users WHERE workspace_id = $1::text::uuid AND activity_date = '2026-06-10'",
+            &[&QUIET_WS],
+        )
+        .await?
+        .get(0))
+}
+
 /// A writer committing small workload transactions every 5-20 ms on its own connection until
 /// told to stop; returns how many it ran.
 struct Writer {
@@ -156,6 +178,18 @@ struct Outcome {
     error: Option<String>,
 }
 
+impl Outcome {
+    /// (status, differences, rows_changed, error): what most assertions look at.
+    fn summary(&self) -> (Option<&str>, Option<i64>, Option<i64>, Option<&str>) {
+        (
+            self.status.as_deref(),
+            self.differences,
+            self.rows_changed,
+            self.error.as_deref(),
+        )
+    }
+}
+
 async fn call(client: &tokio_postgres::Client, sql: &str) -> Result<Outcome> {
     let rows = client
         .query(sql, &[])
@@ -209,13 +243,7 @@ async fn reconcile_under_live_writes_is_exact_and_repairs_through_the_engine() -
         .await?;
     let mut engine = env.spawn_run()?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(90)).await?;
-    let quiet: i64 = client
-        .query_one(
-            "SELECT daily_active_users FROM analytics.mv_active_users WHERE workspace_id = $1::text::uuid AND activity_date = '2026-06-10'",
-            &[&QUIET_WS],
-        )
-        .await?
-        .get(0);
+    let quiet: i64 = quiet_users(&client).await?;
     assert_eq!(quiet, 3, "the quiet workspace's row was loaded");
 
     let writer = Writer::start(&url, w);
@@ -311,21 +339,9 @@ async fn reconcile_under_live_writes_is_exact_and_repairs_through_the_engine() -
     let (code, out, err) = cli(&env, &["reconcile"]).await?;
     assert_eq!(code, 0, "clean after repair:\n{out}\nstderr:\n{err}");
     assert_differing(&out, &err, &[]);
-    let bogus: i64 = client
-        .query_one(
-            "SELECT count(*) FROM analytics.mv_agent_performance WHERE agent_id = $1::text::uuid",
-            &[&BOGUS_AGENT],
-        )
-        .await?
-        .get(0);
+    let bogus: i64 = agent_rows(&client, BOGUS_AGENT).await?;
     assert_eq!(bogus, 0, "the bogus row is gone");
-    let quiet: i64 = client
-        .query_one(
-            "SELECT daily_active_users FROM analytics.mv_active_users WHERE workspace_id = $1::text::uuid AND activity_date = '2026-06-10'",
-            &[&QUIET_WS],
-        )
-        .await?
-        .get(0);
+    let quiet: i64 = quiet_users(&client).await?;
     assert_eq!(quiet, 3, "the wrong count is fixed");
 
     // The same through SQL, waiting for the result.
@@ -353,13 +369,7 @@ async fn reconcile_under_live_writes_is_exact_and_repairs_through_the_engine() -
         o.rows_compared.is_some_and(|n| n > 0) && o.duration_ms.is_some(),
         "{o:?}"
     );
-    let bogus: i64 = client
-        .query_one(
-            "SELECT count(*) FROM analytics.mv_agent_performance WHERE agent_id = $1::text::uuid",
-            &[&BOGUS_AGENT_2],
-        )
-        .await?
-        .get(0);
+    let bogus: i64 = agent_rows(&client, BOGUS_AGENT_2).await?;
     assert_eq!(bogus, 0, "repaired through SQL");
     writer.check_alive()?;
 
@@ -775,12 +785,7 @@ async fn sql_api_as_an_application() -> Result<()> {
     )
     .await?;
     assert_eq!(
-        (
-            o.status.as_deref(),
-            o.differences,
-            o.rows_changed,
-            o.error.as_deref()
-        ),
+        o.summary(),
         (Some("differences"), Some(1), Some(0), None),
         "(status, differences, rows_changed, error) of the reconcile: {o:?}"
     );
@@ -795,12 +800,7 @@ async fn sql_api_as_an_application() -> Result<()> {
     )
     .await?;
     assert_eq!(
-        (
-            o.status.as_deref(),
-            o.differences,
-            o.rows_changed,
-            o.error.as_deref()
-        ),
+        o.summary(),
         (Some("done"), Some(1), Some(1), None),
         "(status, differences, rows_changed, error) of the repair: {o:?}"
     );
@@ -848,24 +848,13 @@ async fn sql_api_as_an_application() -> Result<()> {
     )
     .await?;
     assert_eq!(
-        (
-            o.status.as_deref(),
-            o.differences,
-            o.rows_changed,
-            o.error.as_deref()
-        ),
+        o.summary(),
         (Some("done"), Some(0), Some(0), None),
         "(status, differences, rows_changed, error) right after a write: {o:?}\nlog:\n{}",
         tail(&env.engine_log(), 30)
     );
     assert!(o.rows_compared.is_some_and(|n| n > 0), "{o:?}");
-    let applied: i64 = client
-        .query_one(
-            "SELECT count(*) FROM analytics.mv_agent_performance WHERE agent_id = $1::text::uuid",
-            &[&NEW_AGENT],
-        )
-        .await?
-        .get(0);
+    let applied: i64 = agent_rows(&client, NEW_AGENT).await?;
     assert_eq!(
         applied, 1,
         "the write committed before the call is in the target when it returns"
