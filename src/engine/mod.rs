@@ -29,6 +29,10 @@
 //!
 //! Midnights: before each batch, if the server-zone date has changed, the time index is
 //! processed as a batch of its own (see [`crate::maintain`]), written like any other.
+//!
+//! Requests: between batches the loop serves refresh and reconcile requests that arrived on the
+//! stream, and reconciles due on a schedule (`engine::requests`), before the checkpoint, so the slot is
+//! never acknowledged past a request that was not served.
 
 mod requests;
 
