@@ -299,6 +299,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Prints the first 50 differing rows of a view.
+fn print_diffs(diffs: &[reconcile::RowDiff]) {
+    for d in diffs.iter().take(50) {
+        outln!(
+            "  key {:?}\n    expected {:?}\n    actual   {:?}",
+            d.key,
+            d.expected,
+            d.actual
+        );
+    }
+}
+
 /// Asks the running engine for `kind` on `only` (or all views) and prints the result like
 /// the offline commands do; exit 1 when rows were left differing.
 async fn through_engine(
@@ -328,14 +340,7 @@ async fn through_engine(
             _ if v.error.is_none() => outln!("{}: refreshed concurrently", v.view),
             _ => {}
         }
-        for d in v.rows.iter().take(50) {
-            outln!(
-                "  key {:?}\n    expected {:?}\n    actual   {:?}",
-                d.key,
-                d.expected,
-                d.actual
-            );
-        }
+        print_diffs(&v.rows);
         if v.repaired > 0 && kind.starts_with("reconcile") {
             outln!("  repaired {} rows", v.repaired);
         }
@@ -389,14 +394,7 @@ async fn reconcile_cmd(cfg: &Config, only: Option<&str>, repair: bool) -> Result
             report.actual_rows,
             report.diffs.len()
         );
-        for d in report.diffs.iter().take(50) {
-            outln!(
-                "  key {:?}\n    expected {:?}\n    actual   {:?}",
-                d.key,
-                d.expected,
-                d.actual
-            );
-        }
+        print_diffs(&report.diffs);
         if repair && !report.diffs.is_empty() {
             let n = reconcile::repair(&prepared.client, plan, &report, today.as_deref()).await?;
             outln!("  repaired {n} rows");

@@ -9,11 +9,11 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use thiserror::Error;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use crate::reconcile::{RequestDetail, ViewResult};
 use crate::source::control::{describe, slot_info, ControlError};
 
 #[derive(Debug, Error)]
@@ -41,31 +41,6 @@ pub async fn engine_running(client: &Client, slot: &str) -> Result<bool, SubmitE
     Ok(slot_info(client, slot)
         .await?
         .is_some_and(|s| s.holder.is_some()))
-}
-
-/// One view's part of a finished request (see `crate::engine::requests`).
-#[derive(Debug, Deserialize)]
-pub struct ViewResult {
-    pub view: String,
-    pub expected_rows: Option<u64>,
-    pub target_rows: Option<u64>,
-    pub differing: u64,
-    pub repaired: u64,
-    pub state_differing: u64,
-    pub error: Option<String>,
-    pub rows: Vec<DiffRow>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DiffRow {
-    pub key: Vec<Option<String>>,
-    pub expected: Option<Vec<Option<String>>>,
-    pub actual: Option<Vec<Option<String>>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Detail {
-    views: Vec<ViewResult>,
 }
 
 /// A finished request.
@@ -122,7 +97,7 @@ pub async fn wait(client: &Client, id: Uuid, what: &str) -> Result<Finished, Sub
                 let detail: Option<serde_json::Value> = r.get(4);
                 let views = match detail {
                     Some(d) => {
-                        serde_json::from_value::<Detail>(d)
+                        serde_json::from_value::<RequestDetail>(d)
                             .map_err(|e| SubmitError::Result {
                                 id,
                                 detail: e.to_string(),

@@ -21,14 +21,13 @@
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{EngineError, Loop, PendingTxn};
 use crate::history::{self, Counts, RefreshKind};
 use crate::reconcile::held::{Recomputation, FENCE_PREFIX};
-use crate::reconcile::{Report, RowDiff};
+use crate::reconcile::{Report, RequestDetail, ViewResult};
 use crate::settings::Policy;
 use crate::sink::target::lsn_text;
 use crate::source::control::describe;
@@ -144,24 +143,23 @@ impl ViewOutcome {
         }
     }
 
-    fn detail(&self) -> serde_json::Value {
-        let rows: Vec<serde_json::Value> = self
-            .compared
-            .iter()
-            .flat_map(|r| &r.diffs)
-            .take(DETAIL_ROWS)
-            .map(|d: &RowDiff| json!({"key": d.key, "expected": d.expected, "actual": d.actual}))
-            .collect();
-        json!({
-            "view": self.view,
-            "expected_rows": self.compared.as_ref().map(|r| r.expected_rows),
-            "target_rows": self.compared.as_ref().map(|r| r.actual_rows),
-            "differing": self.differences(),
-            "repaired": self.repaired,
-            "state_differing": self.state_differences,
-            "error": self.error,
-            "rows": rows,
-        })
+    fn result(&self) -> ViewResult {
+        ViewResult {
+            view: self.view.clone(),
+            expected_rows: self.compared.as_ref().map(|r| r.expected_rows),
+            target_rows: self.compared.as_ref().map(|r| r.actual_rows),
+            differing: self.differences(),
+            repaired: self.repaired,
+            state_differing: self.state_differences,
+            error: self.error.clone(),
+            rows: self
+                .compared
+                .iter()
+                .flat_map(|r| &r.diffs)
+                .take(DETAIL_ROWS)
+                .cloned()
+                .collect(),
+        }
     }
 }
 
@@ -335,8 +333,12 @@ impl Loop<'_> {
                 o.view
             );
         }
-        let detail =
-            json!({ "views": outcomes.iter().map(ViewOutcome::detail).collect::<Vec<_>>() });
+        let detail = RequestDetail {
+            views: outcomes.iter().map(ViewOutcome::result).collect(),
+        };
+        let detail = serde_json::to_value(&detail).map_err(|e| {
+            EngineError::Sink(format!("encoding the result of request {}: {e}", req.id))
+        })?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let lsn = (lsn > 0).then(|| lsn_text(lsn));
         client
@@ -552,25 +554,18 @@ impl Loop<'_> {
         if due.is_empty() {
             return Ok(());
         }
-        for v in &due {
+        let failed = self.failed_views().await?;
+        let mut views: Vec<(usize, bool)> = Vec::new();
+        for v in due {
             let settings = self
                 .prepared
                 .settings
-                .view(&self.prepared.plans[*v].name.to_string());
-            self.reconcile_due[*v] = settings.reconcile.as_ref().and_then(|s| s.next_after(now));
+                .view(&self.prepared.plans[v].name.to_string());
+            self.reconcile_due[v] = settings.reconcile.as_ref().and_then(|s| s.next_after(now));
+            if !failed[v] {
+                views.push((v, settings.reconcile_policy == Policy::Repair));
+            }
         }
-        let failed = self.failed_views().await?;
-        let views: Vec<(usize, bool)> = due
-            .into_iter()
-            .filter(|v| !failed[*v])
-            .map(|v| {
-                let name = self.prepared.plans[v].name.to_string();
-                (
-                    v,
-                    self.prepared.settings.view(&name).reconcile_policy == Policy::Repair,
-                )
-            })
-            .collect();
         if views.is_empty() {
             return Ok(());
         }

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -41,7 +42,7 @@ fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> 
 }
 
 /// One differing row: what the view's SQL says and what the target holds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowDiff {
     pub key: Vec<Option<String>>,
     pub expected: Option<Vec<Option<String>>>,
@@ -56,6 +57,29 @@ pub struct Report {
     pub expected_rows: usize,
     pub actual_rows: usize,
     pub diffs: Vec<RowDiff>,
+}
+
+/// One view's outcome of a request served by the running engine, as recorded in
+/// `deltamv.requests.detail` (written by `crate::engine`, read by [`crate::submit`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ViewResult {
+    pub view: String,
+    /// Compared views: rows of the recomputation and of the target.
+    pub expected_rows: Option<usize>,
+    pub target_rows: Option<usize>,
+    pub differing: usize,
+    pub repaired: usize,
+    /// Rows where the engine's state differs from the view's SQL too.
+    pub state_differing: usize,
+    pub error: Option<String>,
+    /// The first differing rows (all are counted in `differing`).
+    pub rows: Vec<RowDiff>,
+}
+
+/// What `deltamv.requests.detail` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RequestDetail {
+    pub views: Vec<ViewResult>,
 }
 
 type Row = Vec<Option<String>>;
