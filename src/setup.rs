@@ -281,10 +281,13 @@ async fn known_views(client: &Client) -> Result<Vec<String>, SetupError> {
 
 /// Records the views that no longer plan as failed, with why (after `init`, which resets the
 /// state of the views it loads).
-async fn record_broken(p: &Prepared) -> Result<(), SetupError> {
-    for (name, why) in &p.broken {
+async fn record_broken<C: tokio_postgres::GenericClient>(
+    client: &C,
+    broken: &[(QualifiedName, String)],
+) -> Result<(), SetupError> {
+    for (name, why) in broken {
         tracing::error!(view = %name, error = %why, "view failed: it no longer matches its source tables; other views continue");
-        p.client
+        client
             .execute(
                 "UPDATE deltamv.views SET state = 'failed', last_error = $2, updated_at = now() WHERE view_name = $1",
                 &[&name.to_string(), why],
@@ -617,7 +620,7 @@ pub async fn init(
         let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
         m.set_dates(&dates);
         load_failures(&p.client, &mut m).await?;
-        record_broken(p).await?;
+        record_broken(&p.client, &p.broken).await?;
         return Ok((StateThread::spawn(m), p.targets(&columns), lsn));
     }
     tracing::info!(
@@ -685,6 +688,8 @@ pub async fn init(
     )
     .await
     .map_err(control::sql_err("recording view state"))?;
+    // In the same transaction: no reader sees a view that no longer plans as 'ok'.
+    record_broken(&tx, &p.broken).await?;
     tx.commit()
         .await
         .map_err(control::sql_err("committing the initial load"))?;
@@ -705,7 +710,6 @@ pub async fn init(
         })
         .await??;
     apply_row_security(p).await?;
-    record_broken(p).await?;
     // Fallback views reading incremental targets were created while those were empty.
     for fb in &p.fallbacks {
         if let Err(e) = crate::refresher::refresh_now(&p.client, fb).await {
