@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/deltamv/target}"
+# shellcheck source=lib/tools.sh
+. scripts/lib/tools.sh
+announce_cold_build
 cargo build --quiet
 BIN="$CARGO_TARGET_DIR/debug/deltamv"
 ROWS="${DEMO_ROWS:-100000}"
