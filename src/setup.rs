@@ -27,6 +27,7 @@ use crate::plan::{
 use crate::settings::{Mode, Settings};
 use crate::sink::target::{self, SinkError, TargetColumn, TargetTable};
 use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
+use crate::source::partitions;
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
 use crate::state::keys;
 use crate::state::store::{Durability, Store, StoreError};
@@ -420,6 +421,8 @@ async fn create_objects(
         .map_err(control::sql_err("recording the views"))?;
     }
     control::ensure_publication(&tx, &cfg.publication, &p.published).await?;
+    // Before the slot's snapshot: the leaves recorded are the ones the snapshot reads.
+    partitions::ensure(&tx, &p.published, true).await?;
     ensure_fallbacks(&tx, &p.fallbacks).await?;
     tx.commit()
         .await
@@ -613,6 +616,7 @@ pub async fn init(
             .await
             .map_err(control::sql_err("updating the deltamv schema"))?;
         control::ensure_publication(&p.client, &cfg.publication, &p.published).await?;
+        partitions::ensure(&p.client, &p.published, false).await?;
         ensure_fallbacks(&p.client, &p.fallbacks).await?;
         apply_row_security(p).await?;
         let columns = target_columns(p).await?;

@@ -35,7 +35,7 @@ find_libclang() {
     else
       found=$(_libclang_in_dir "$LIBCLANG_PATH")
     fi
-    printf '%s' "$found" | head -n 1
+    [ -n "$found" ] && printf '%s\n' "$found" | head -n 1
     return 0
   fi
   local dirs=()

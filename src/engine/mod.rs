@@ -52,7 +52,7 @@ use crate::plan::QualifiedName;
 use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
 use crate::source::control::{self, describe};
-use crate::source::stream::{SchemaBreak, SourceStream, StreamError, StreamEvent};
+use crate::source::stream::{SchemaBreak, SourceStream, Sources, StreamError, StreamEvent};
 use crate::state::keys;
 use crate::state::store::{Durability, Flusher, StoreError};
 use crate::state::{StateThread, StateThreadGone};
@@ -244,13 +244,17 @@ async fn run_once(
             (referenced, m.store().flusher())
         })
         .await?;
+    let sources = Sources {
+        tables,
+        referenced,
+        published: prepared.published.clone(),
+    };
     let stream = SourceStream::start(
         &prepared.db,
         &cfg.slot,
         &cfg.publication,
         state_lsn,
-        tables,
-        referenced,
+        sources,
         prepared.tz,
     )
     .await?;

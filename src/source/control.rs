@@ -42,6 +42,8 @@ pub enum ControlError {
         context: String,
         source: tokio_postgres::Error,
     },
+    #[error("source table {} is partitioned: deltamv must learn of partitions attached, detached, dropped or truncated, which PostgreSQL 15 leaves out of the replication stream, through its event trigger deltamv_partitions, and only a superuser can create an event trigger: run `deltamv init` once as a superuser (later runs may use deltamv_worker)", tables.join(", "))]
+    PartitionTrigger { tables: Vec<String> },
     #[error("the server's TimeZone: {0}")]
     TimeZone(String),
 }
@@ -484,49 +486,59 @@ $g$;
 COMMENT ON VIEW deltamv.view_status IS 'Freshness of every view deltamv maintains: lag in WAL bytes and seconds (incremental views), state, last error, rows, last refresh';
 ";
 
-/// Creates the publication for `tables`, or sets its table list if it exists.
+/// Creates the publication for `tables`, or sets its table list if it exists. It publishes
+/// through partition roots: a partitioned source's changes arrive under its own name (see
+/// [`crate::source::partitions`]), never under a leaf's that no view reads.
 pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
     client: &C,
     publication: &str,
     tables: &[QualifiedName],
 ) -> Result<(), ControlError> {
-    let current: Option<Vec<String>> = client
+    let current: Option<(Vec<String>, bool)> = client
         .query_opt(
             "SELECT coalesce((SELECT array_agg(schemaname || '.' || tablename ORDER BY 1)
-                                FROM pg_publication_tables WHERE pubname = p.pubname), '{}')
+                                FROM pg_publication_tables WHERE pubname = p.pubname), '{}'),
+                    p.pubviaroot
                FROM pg_publication p WHERE p.pubname = $1",
             &[&publication],
         )
         .await
         .map_err(sql_err("looking up the publication"))?
-        .map(|r| r.get(0));
+        .map(|r| (r.get(0), r.get(1)));
     let wanted: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let list = tables
         .iter()
         .map(|t| t.quoted())
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = match current {
-        // Already right: nothing to change (a worker without table ownership could not).
-        Some(have) if have.len() == wanted.len() && wanted.iter().all(|w| have.contains(w)) => {
-            return Ok(())
+    let name = quote_ident(publication);
+    let mut sql = Vec::new();
+    match current {
+        Some((have, via_root)) => {
+            // Already right: nothing to change (a worker without table ownership could not).
+            if !(have.len() == wanted.len() && wanted.iter().all(|w| have.contains(w))) {
+                sql.push(format!("ALTER PUBLICATION {name} SET TABLE {list}"));
+            }
+            if !via_root {
+                sql.push(format!(
+                    "ALTER PUBLICATION {name} SET (publish_via_partition_root = true)"
+                ));
+            }
         }
-        Some(_) => format!(
-            "ALTER PUBLICATION {} SET TABLE {list}",
-            quote_ident(publication)
-        ),
-        None => format!(
-            "CREATE PUBLICATION {} FOR TABLE {list}",
-            quote_ident(publication)
-        ),
-    };
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|source| ControlError::Sql {
-            context: format!("publishing the source tables (an administrator can run: {sql})"),
-            source,
-        })
+        None => sql.push(format!(
+            "CREATE PUBLICATION {name} FOR TABLE {list} WITH (publish_via_partition_root = true)"
+        )),
+    }
+    for sql in sql {
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|source| ControlError::Sql {
+                context: format!("publishing the source tables (an administrator can run: {sql})"),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Whether the logical slot exists.

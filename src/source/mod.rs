@@ -2,6 +2,7 @@
 //! snapshot, and the logical replication stream with its pgoutput decoder.
 
 pub mod control;
+pub mod partitions;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod stream;

@@ -17,6 +17,7 @@ use crate::source::tls::Tls;
 use thiserror::Error;
 
 use super::control::DbTarget;
+use super::partitions::{PartitionMessage, PartitionOp, PARTITION_PREFIX};
 use super::pgoutput::{self, OldTuple, PgOutputMessage, TupleColumn, TupleData};
 use crate::maintain::Change;
 use crate::pgtime::PgTimeZone;
@@ -41,6 +42,10 @@ pub enum StreamError {
     },
     #[error("change for relation {0} before its Relation message")]
     UnknownRelation(u32),
+    #[error("the replication stream carries a change to {table}, which is not a source of any view deltamv maintains, so the views cannot be kept exact: {fix}")]
+    Unattributed { table: String, fix: String },
+    #[error("a partition message ({detail}) cannot be read; was deltamv.emit_partition_rows changed by hand? Run `deltamv init --resync`, which reinstalls it")]
+    PartitionMessage { detail: String },
     #[error("the replication stream ended")]
     Ended,
 }
@@ -109,10 +114,22 @@ struct RelationMap {
     key_positions: Vec<usize>,
 }
 
+/// What the stream maps changes to.
+pub struct Sources {
+    /// The tables incremental views read, in the planner's order.
+    pub tables: Vec<TableInfo>,
+    /// Per table, per column: whether some view reads it.
+    pub referenced: Vec<Vec<bool>>,
+    /// Every table the publication publishes (also those only fallback views read): a change to
+    /// anything else cannot be attributed to a view, and stops the stream.
+    pub published: Vec<QualifiedName>,
+}
+
 pub struct SourceStream {
     client: ReplicationClient,
     tables: Vec<TableInfo>,
     referenced: Vec<Vec<bool>>,
+    published: Vec<QualifiedName>,
     tz: PgTimeZone,
     relations: HashMap<u32, RelationMap>,
     /// Every relation announced on the stream, maintained or not.
@@ -136,18 +153,23 @@ impl SourceStream {
         slot: &str,
         publication: &str,
         durable_lsn: u64,
-        tables: Vec<TableInfo>,
-        referenced: Vec<Vec<bool>>,
+        sources: Sources,
         tz: PgTimeZone,
     ) -> Result<SourceStream, StreamError> {
         let cfg = replication_config(db, slot, publication)
             .with_start_lsn(Lsn::from_u64(0))
             .with_ack_lsn(Lsn::from_u64(durable_lsn));
         let client = ReplicationClient::connect(cfg).await?;
+        let Sources {
+            tables,
+            referenced,
+            published,
+        } = sources;
         Ok(SourceStream {
             client,
             tables,
             referenced,
+            published,
             tz,
             relations: HashMap::new(),
             names: HashMap::new(),
@@ -216,6 +238,14 @@ impl SourceStream {
                         touched: std::mem::take(&mut self.touched),
                         breaks: std::mem::take(&mut self.breaks),
                     });
+                }
+                ReplicationEvent::Message {
+                    transactional,
+                    prefix,
+                    content,
+                    ..
+                } if transactional && prefix == PARTITION_PREFIX && self.open.is_some() => {
+                    self.partition_rows(&content)?;
                 }
                 ReplicationEvent::Message {
                     transactional,
@@ -380,14 +410,110 @@ impl SourceStream {
         Ok(())
     }
 
-    /// A change to a published table no incremental view reads (fallback views may): only noted.
+    /// A change to a published table no incremental view reads (fallback views may): only
+    /// noted. A change to a table deltamv did not publish (a partition's own name when the
+    /// publication no longer publishes via the root, a table added to it by hand) belongs to no
+    /// view: dropping it could leave a view silently wrong, so it stops the stream.
     fn unmaintained(&mut self, relation_id: u32) -> Result<(), StreamError> {
         let name = self
             .names
             .get(&relation_id)
             .ok_or(StreamError::UnknownRelation(relation_id))?
             .clone();
+        if !self.published.contains(&name) {
+            return Err(StreamError::Unattributed {
+                table: name.to_string(),
+                fix: "if it is a partition of a source, the publication must publish through the root \
+                      (ALTER PUBLICATION ... SET (publish_via_partition_root = true)); if it was added \
+                      to the publication by hand, remove it (ALTER PUBLICATION ... DROP TABLE); then run \
+                      `deltamv init --resync`"
+                    .into(),
+            });
+        }
         self.note(name);
+        Ok(())
+    }
+
+    /// Rows joining or leaving a partitioned source outside the row stream (see
+    /// [`crate::source::partitions`]), as inserts and deletes in the open transaction.
+    fn partition_rows(&mut self, content: &[u8]) -> Result<(), StreamError> {
+        let msg = PartitionMessage::parse(content)
+            .map_err(|detail| StreamError::PartitionMessage { detail })?;
+        let root = msg.root();
+        let Some(table) = self.tables.iter().position(|t| t.name == root) else {
+            // Only fallback views read it: their refresh recomputes it.
+            if self.published.contains(&root) {
+                self.note(root);
+                return Ok(());
+            }
+            return Err(StreamError::Unattributed {
+                table: format!("{root} (partition {})", msg.leaf),
+                fix: "it is no longer a source: run `deltamv init`, which stops watching it".into(),
+            });
+        };
+        if msg.op == PartitionOp::Lost {
+            let why = format!(
+                "partition {} of {root} was dropped while attached, taking its rows with no trace in the replication stream: run `deltamv init --resync`; to expire partitions without a resync, DETACH PARTITION first, then drop the detached table",
+                msg.leaf
+            );
+            for (column, read) in self.referenced[table].iter().enumerate() {
+                if *read {
+                    self.breaks.push(SchemaBreak {
+                        table,
+                        column,
+                        why: why.clone(),
+                    });
+                }
+            }
+            self.note(root);
+            return Ok(());
+        }
+        let info = &self.tables[table];
+        let map = RelationMap {
+            table,
+            columns: msg
+                .columns
+                .iter()
+                .map(|name| {
+                    let i = info.columns.iter().position(|c| &c.name == name)?;
+                    let ty = info.columns[i].ty?;
+                    self.referenced[table][i].then_some((i, ty))
+                })
+                .collect(),
+            key_positions: info.key.clone(),
+        };
+        let mut bad = Vec::new();
+        for values in &msg.rows {
+            if values.len() != msg.columns.len() {
+                return Err(StreamError::PartitionMessage {
+                    detail: format!(
+                        "a row of {} has {} values for {} columns",
+                        msg.leaf,
+                        values.len(),
+                        msg.columns.len()
+                    ),
+                });
+            }
+            let tuple = TupleData {
+                columns: values
+                    .iter()
+                    .map(|v| match v {
+                        Some(text) => TupleColumn::Text(text.clone().into_bytes()),
+                        None => TupleColumn::Null,
+                    })
+                    .collect(),
+            };
+            let (row, _) = self.row(&map, &tuple, &mut bad)?;
+            let change = match msg.op {
+                PartitionOp::Insert => Change::Insert { table, row },
+                _ => Change::Delete {
+                    table,
+                    key: map.key_positions.iter().map(|i| row[*i].clone()).collect(),
+                },
+            };
+            self.push(change);
+        }
+        self.breaks.extend(bad);
         Ok(())
     }
 
