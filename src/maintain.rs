@@ -118,7 +118,7 @@ struct GroupState {
 
 /// [`GroupState`] as written before groups had a revisit date: state written by an earlier
 /// version still reads (its views had no time-dependent groups).
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct GroupStateV1 {
     key: Vec<Value>,
     rows: i64,
@@ -486,11 +486,9 @@ impl Maintainer {
     ) -> Result<(), MaintainError> {
         if today > old {
             let upto = keys::group_time_key(v as u16, today.saturating_add(1), 0, &[]);
-            let entries = self.store.scan_prefix(
-                CF_TIME,
-                &keys::group_time_prefix(v as u16),
-                Some(&upto),
-            )?;
+            let entries =
+                self.store
+                    .scan_prefix(CF_TIME, &keys::group_time_prefix(v as u16), Some(&upto))?;
             for (k, _) in entries {
                 if let Some((_, [stage, kb @ ..])) = keys::split_time_key(&k) {
                     touched
@@ -890,19 +888,25 @@ impl Maintainer {
                                 date,
                             )?;
                             for row in &new {
-                                let r = self.next_revisit(v, next.clone(), Inputs::row(row), date)?;
+                                let r =
+                                    self.next_revisit(v, next.clone(), Inputs::row(row), date)?;
                                 at = at.min(r);
                             }
                             Some(at)
                         };
                         if revisit != g.revisit {
                             if let Some(d) = g.revisit {
-                                self.store
-                                    .delete(CF_TIME, keys::group_time_key(v as u16, d, s as u8, &kb));
+                                self.store.delete(
+                                    CF_TIME,
+                                    keys::group_time_key(v as u16, d, s as u8, &kb),
+                                );
                             }
                             if let Some(d) = revisit {
-                                self.store
-                                    .put(CF_TIME, keys::group_time_key(v as u16, d, s as u8, &kb), &());
+                                self.store.put(
+                                    CF_TIME,
+                                    keys::group_time_key(v as u16, d, s as u8, &kb),
+                                    &(),
+                                );
                             }
                             g.revisit = revisit;
                         }
@@ -1140,5 +1144,34 @@ fn split_monotone(atom: &Expr) -> Vec<Expr> {
             },
         ],
         other => vec![other.clone()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_written_before_revisit_dates_still_decode() {
+        let v1 = GroupStateV1 {
+            key: vec![Value::Int(7)],
+            rows: 3,
+            accs: vec![],
+            members: Members::default(),
+            output: vec![vec![Value::Int(7), Value::Int(3)]],
+        };
+        let old = decode_group(&keys::encode(&v1)).expect("a version 1 group decodes");
+        assert!(identical(&old.key, &v1.key) && identical(&old.output[0], &v1.output[0]));
+        assert_eq!((old.rows, old.revisit), (3, None));
+        let now = GroupState {
+            revisit: Some(20_000),
+            ..decode_group(&keys::encode(&v1)).expect("decodes")
+        };
+        let again = decode_group(&keys::encode(&now)).expect("a current group decodes");
+        assert_eq!(again.revisit, Some(20_000));
+        assert!(
+            decode_group(&[1, 2, 3]).is_err(),
+            "garbage is corrupt state"
+        );
     }
 }

@@ -184,7 +184,11 @@ async fn fixed_rows(client: &tokio_postgres::Client, ws: &str) -> Result<(String
                 );
             }
         }
-        anyhow::Ok(if out.is_empty() { "-".into() } else { out.join(";") })
+        anyhow::Ok(if out.is_empty() {
+            "-".into()
+        } else {
+            out.join(";")
+        })
     };
     Ok((
         text(format!(
@@ -265,11 +269,13 @@ async fn outer_current_date_conditions_follow_midnight_without_writes() -> Resul
     terminate(&mut engine, Duration::from_secs(10))?;
     env.set_clock("2026-11-08T06:00:00Z")?;
     let mut engine = env.spawn_run()?;
-    assert_converges(&env, Duration::from_secs(30), "after a restart two days later").await?;
-    assert_eq!(
-        fixed_rows(&client, ws).await?,
-        ("1|0|1".into(), "-".into())
-    );
+    assert_converges(
+        &env,
+        Duration::from_secs(30),
+        "after a restart two days later",
+    )
+    .await?;
+    assert_eq!(fixed_rows(&client, ws).await?, ("1|0|1".into(), "-".into()));
 
     // One more midnight while running: C leaves the window, the workspace's group is gone.
     env.set_clock("2026-11-09T05:30:00Z")?;

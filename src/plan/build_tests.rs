@@ -40,7 +40,11 @@ fn runs_catalog() -> Catalog {
             col("id", "bigint", SqlType::Int8),
             col("agent_id", "uuid", SqlType::Uuid),
             col("workspace_id", "uuid", SqlType::Uuid),
-            col("started_at", "timestamp with time zone", SqlType::TimestampTz),
+            col(
+                "started_at",
+                "timestamp with time zone",
+                SqlType::TimestampTz,
+            ),
         ],
         key: vec![0],
     };
@@ -60,7 +64,8 @@ fn plan_sql_over(
     plan_view(&file, &runs_catalog(), views, &PgTimeZone::UTC)
 }
 
-const PER_AGENT: &str = "SELECT workspace_id, agent_id, MAX(DATE(started_at)) AS last_day, COUNT(*) AS runs
+const PER_AGENT: &str =
+    "SELECT workspace_id, agent_id, MAX(DATE(started_at)) AS last_day, COUNT(*) AS runs
     FROM public.agent_runs GROUP BY workspace_id, agent_id";
 
 #[test]
