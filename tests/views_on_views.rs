@@ -281,6 +281,14 @@ async fn outer_current_date_conditions_follow_midnight_without_writes() -> Resul
     env.set_clock("2026-11-09T05:30:00Z")?;
     assert_converges(&env, Duration::from_secs(20), "after the last midnight").await?;
     assert_eq!(fixed_rows(&client, ws).await?, ("-".into(), "-".into()));
+
+    // A clock set back (an operator's correction) revisits every row and group.
+    env.set_clock("2026-11-06T12:00:00Z")?;
+    assert_converges(&env, Duration::from_secs(20), "after the clock went back").await?;
+    assert_eq!(
+        fixed_rows(&client, ws).await?,
+        ("2|2|1".into(), "1|2|2026-11-06".into())
+    );
     run_txns(&client, &mut w, 40).await?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     assert_converges(&env, Duration::from_secs(10), "after more writes").await?;
