@@ -12,12 +12,22 @@
 //! that date. When the clock passes a date, exactly the filed rows are retracted at the old date
 //! and re-added at the new one; all other rows contribute the same at both dates.
 //!
+//! The same holds at every later stage, whose input rows are the output rows of the stage before
+//! it (and at every stage's HAVING and select list, which read a group's key and aggregates): a
+//! group whose output or whose contribution to the next stage depends on CURRENT_DATE is filed in
+//! the time index under the next date at which any of those comparisons could flip. When the
+//! clock passes it, the group is finalized again at the new date and its rows are retracted from
+//! the next stage as they were contributed (at the old date) and added at the new one. A date
+//! change thus runs like a batch: due source rows first, then each stage's changed and due
+//! groups, innermost first, with no writes needed.
+//!
 //! Within a batch, changed groups are collected and finalized once per stage, innermost first;
 //! a changed output row of one stage is a retract/insert pair for the next, and the last stage's
 //! changed rows are what the sink writes.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -101,14 +111,55 @@ struct GroupState {
     members: Members,
     /// The rows last written for this group.
     output: Vec<Vec<Value>>,
+    /// The date this group is filed under in the time index (stages whose HAVING or select list,
+    /// or whose next stage's input conditions, read CURRENT_DATE).
+    revisit: Option<i32>,
+}
+
+/// [`GroupState`] as written before groups had a revisit date: state written by an earlier
+/// version still reads (its views had no time-dependent groups).
+#[derive(Serialize, Deserialize)]
+struct GroupStateV1 {
+    key: Vec<Value>,
+    rows: i64,
+    accs: Vec<Acc>,
+    members: Members,
+    output: Vec<Vec<Value>>,
+}
+
+fn decode_group(bytes: &[u8]) -> Result<GroupState, StoreError> {
+    keys::decode::<GroupState>(bytes)
+        .or_else(|e| {
+            keys::decode::<GroupStateV1>(bytes)
+                .map(|g| GroupState {
+                    key: g.key,
+                    rows: g.rows,
+                    accs: g.accs,
+                    members: g.members,
+                    output: g.output,
+                    revisit: None,
+                })
+                .map_err(|_| e)
+        })
+        .map_err(|e| StoreError::Corrupt {
+            cf: CF_GROUPS,
+            detail: e.to_string(),
+        })
 }
 
 struct ViewRuntime {
     plan: ViewPlan,
     table: usize,
     date: i32,
-    /// Monotonic comparisons derived from the temporal atoms (= and <> split in two).
+    /// Monotonic comparisons derived from the temporal atoms of every stage (= and <> split in
+    /// two); their positions index the day-side memo.
     components: Vec<Expr>,
+    /// Those evaluated on a source row (the first stage's input conditions).
+    row_components: Range<usize>,
+    /// Per stage: those evaluated on a group's key and aggregates (its HAVING and select list)
+    /// and those evaluated on each of its output rows (the next stage's input conditions). A
+    /// stage with either is timed: its groups are filed in the time index.
+    group_components: Vec<(Range<usize>, Range<usize>)>,
     /// The stages with CURRENT_DATE folded for `date` ([`Expr::bind_today`]): what rows are
     /// evaluated with, unless a revisit evaluates them for another day.
     bound: Vec<Stage>,
@@ -208,13 +259,32 @@ impl Maintainer {
             for k in &tables[table].key {
                 referenced[table][*k] = true;
             }
-            let components = first.temporal.iter().flat_map(split_monotone).collect();
+            let mut components: Vec<Expr> = Vec::new();
+            let mut add = |atoms: &[Expr]| {
+                let start = components.len();
+                components.extend(atoms.iter().flat_map(split_monotone));
+                start..components.len()
+            };
+            let row_components = add(&first.temporal);
+            let stages = &plan.stages;
+            let group_components = (0..stages.len())
+                .map(|s| {
+                    let own = add(&stages[s].group_temporal);
+                    let next = match stages.get(s + 1) {
+                        Some(n) => add(&n.temporal),
+                        None => add(&[]),
+                    };
+                    (own, next)
+                })
+                .collect();
             runtimes.push(ViewRuntime {
                 bound: bind_stages(&plan, today, &tz),
                 plan,
                 table,
                 date: today,
                 components,
+                row_components,
+                group_components,
                 failed: None,
             });
         }
@@ -347,9 +417,11 @@ impl Maintainer {
         self.propagate(touched)
     }
 
-    /// Moves every temporal view to `today`, revisiting the rows filed for the dates passed.
+    /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
+    /// the dates passed (every one when the clock went back), innermost first.
     pub fn advance_dates(&mut self, today: i32) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         let mut touched = Touched::new();
+        let before = self.dates();
         for v in 0..self.views.len() {
             let rt = &self.views[v];
             if rt.components.is_empty() || rt.failed.is_some() || rt.date == today {
@@ -357,7 +429,9 @@ impl Maintainer {
                 continue;
             }
             let old = rt.date;
-            let due: Vec<Vec<u8>> = if today > old {
+            let due: Vec<Vec<u8>> = if rt.row_components.is_empty() {
+                vec![]
+            } else if today > old {
                 let upto = keys::time_key(v as u16, today.saturating_add(1), &[]);
                 self.store
                     .scan_prefix(CF_TIME, &keys::time_prefix(v as u16), Some(&upto))?
@@ -387,15 +461,61 @@ impl Maintainer {
                         true
                     }
                 });
-                let next = self.next_revisit(v, &rec.image, today)?;
+                let range = self.views[v].row_components.clone();
+                let next = self.next_revisit(v, range, Inputs::row(&rec.image), today)?;
                 self.store
                     .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
                 rec.revisit.push((v as u16, next));
                 self.store.put(CF_ROWS, rk, &rec);
             }
+            self.due_groups(v, old, today, &mut touched)?;
             self.set_date(v, today);
         }
-        self.propagate(touched)
+        self.propagate_dated(touched, &before)
+    }
+
+    /// Adds the groups of view `v` filed for a date up to `today` (every group of a timed stage
+    /// when the clock went back) to `touched`, and drops their time-index entries: finalizing
+    /// them files them again under a later date.
+    fn due_groups(
+        &mut self,
+        v: usize,
+        old: i32,
+        today: i32,
+        touched: &mut Touched,
+    ) -> Result<(), MaintainError> {
+        if today > old {
+            let upto = keys::group_time_key(v as u16, today.saturating_add(1), 0, &[]);
+            let entries =
+                self.store
+                    .scan_prefix(CF_TIME, &keys::group_time_prefix(v as u16), Some(&upto))?;
+            for (k, _) in entries {
+                if let Some((_, [stage, kb @ ..])) = keys::split_time_key(&k) {
+                    touched
+                        .entry((v, *stage as usize))
+                        .or_default()
+                        .insert(kb.to_vec());
+                }
+                self.store.delete(CF_TIME, k);
+            }
+            return Ok(());
+        }
+        for s in 0..self.views[v].plan.stages.len() {
+            let (own, next) = &self.views[v].group_components[s];
+            if own.is_empty() && next.is_empty() {
+                continue;
+            }
+            let prefix = keys::group_prefix(v as u16, s as u8);
+            for (gk, bytes) in self.store.scan_prefix(CF_GROUPS, &prefix, None)? {
+                let kb = &gk[prefix.len()..];
+                if let Some(d) = decode_group(&bytes)?.revisit {
+                    self.store
+                        .delete(CF_TIME, keys::group_time_key(v as u16, d, s as u8, kb));
+                }
+                touched.entry((v, s)).or_default().insert(kb.to_vec());
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure every stage without GROUP BY has its single group (one output row even for
@@ -430,11 +550,7 @@ impl Maintainer {
         let (groups, next) = self.store.scan_page(CF_GROUPS, &prefix, &from, limit)?;
         let mut out = Vec::with_capacity(groups.len());
         for (_, bytes) in groups {
-            let g: GroupState = keys::decode(&bytes).map_err(|e| StoreError::Corrupt {
-                cf: CF_GROUPS,
-                detail: e.to_string(),
-            })?;
-            out.extend(g.output);
+            out.extend(decode_group(&bytes)?.output);
         }
         Ok((out, next))
     }
@@ -537,8 +653,9 @@ impl Maintainer {
             }
             let date = self.views[v].date;
             self.contribute(v, 0, &rec.image, 1, date, touched)?;
-            if !self.views[v].components.is_empty() {
-                let next = self.next_revisit(v, &rec.image, date)?;
+            if !self.views[v].row_components.is_empty() {
+                let range = self.views[v].row_components.clone();
+                let next = self.next_revisit(v, range, Inputs::row(&rec.image), date)?;
                 self.store
                     .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
                 rec.revisit.push((v as u16, next));
@@ -639,6 +756,7 @@ impl Maintainer {
                 accs: fresh_accs(),
                 members: Members::default(),
                 output: vec![],
+                revisit: None,
             },
         };
         g.rows += sign;
@@ -710,15 +828,31 @@ impl Maintainer {
     }
 
     /// Finalizes touched groups stage by stage; returns the last stages' changed rows per view.
-    fn propagate(&mut self, mut touched: Touched) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+    fn propagate(&mut self, touched: Touched) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        let dates = self.dates();
+        self.propagate_dated(touched, &dates)
+    }
+
+    /// [`Self::propagate`] where each view's groups were last finalized, and their rows
+    /// contributed to the next stage, at `before[view]` (its date before a date change).
+    fn propagate_dated(
+        &mut self,
+        mut touched: Touched,
+        before: &[i32],
+    ) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         let mut out = vec![Vec::new(); self.views.len()];
         #[allow(clippy::needless_range_loop)] // `self` is borrowed mutably inside the loop
         for v in 0..self.views.len() {
             let stages = self.views[v].plan.stages.len();
+            let (date, was) = (self.views[v].date, before[v]);
             for s in 0..stages {
                 let Some(groups) = touched.remove(&(v, s)) else {
                     continue;
                 };
+                let (own, next) = self.views[v].group_components[s].clone();
+                let timed = !own.is_empty() || !next.is_empty();
+                // After a date change, an unchanged row may still contribute differently.
+                let moved = was != date && !next.is_empty();
                 for kb in groups {
                     let gk = keys::group_key(v as u16, s as u8, &kb);
                     let deletable = !self.views[v].plan.stages[s].keys.is_empty();
@@ -734,24 +868,61 @@ impl Maintainer {
                                 .collect(),
                             members: Members::default(),
                             output: vec![],
+                            revisit: None,
                         },
                         None => continue,
                     };
-                    let new = self.output(v, s, &g).map_err(|e| self.view_err(v, e))?;
+                    let (new, aggs) = self.output(v, s, &g).map_err(|e| self.view_err(v, e))?;
+                    if timed {
+                        let revisit = if deletable && g.rows <= 0 {
+                            None // gone: dropped from the store with this batch
+                        } else {
+                            let mut at = self.next_revisit(
+                                v,
+                                own.clone(),
+                                Inputs {
+                                    row: &[],
+                                    keys: &g.key,
+                                    aggs: &aggs,
+                                },
+                                date,
+                            )?;
+                            for row in &new {
+                                let r =
+                                    self.next_revisit(v, next.clone(), Inputs::row(row), date)?;
+                                at = at.min(r);
+                            }
+                            Some(at)
+                        };
+                        if revisit != g.revisit {
+                            if let Some(d) = g.revisit {
+                                self.store.delete(
+                                    CF_TIME,
+                                    keys::group_time_key(v as u16, d, s as u8, &kb),
+                                );
+                            }
+                            if let Some(d) = revisit {
+                                self.store.put(
+                                    CF_TIME,
+                                    keys::group_time_key(v as u16, d, s as u8, &kb),
+                                    &(),
+                                );
+                            }
+                            g.revisit = revisit;
+                        }
+                    }
                     let changed = g.output.len() != new.len()
                         || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
                     let old = std::mem::replace(&mut g.output, new.clone());
                     let key = g.key.clone();
                     self.groups.insert(gk, (g, deletable));
-                    if !changed {
-                        continue;
-                    }
                     if s + 1 == stages {
-                        out[v].push(TargetChange { key, rows: new });
-                    } else {
-                        let date = self.views[v].date;
+                        if changed {
+                            out[v].push(TargetChange { key, rows: new });
+                        }
+                    } else if changed || moved {
                         for row in &old {
-                            self.contribute(v, s + 1, row, -1, date, &mut touched)?;
+                            self.contribute(v, s + 1, row, -1, was, &mut touched)?;
                         }
                         for row in &new {
                             self.contribute(v, s + 1, row, 1, date, &mut touched)?;
@@ -764,15 +935,21 @@ impl Maintainer {
         Ok(out)
     }
 
-    /// The rows a group contributes to its stage's output now.
-    fn output(&self, v: usize, s: usize, g: &GroupState) -> Result<Vec<Vec<Value>>, EvalError> {
+    /// The rows a group contributes to its stage's output now, and its finalized aggregates
+    /// (none for a top-k partition or a group gone).
+    fn output(
+        &self,
+        v: usize,
+        s: usize,
+        g: &GroupState,
+    ) -> Result<(Vec<Vec<Value>>, Vec<Value>), EvalError> {
         let rt = &self.views[v];
         let stage = &rt.plan.stages[s];
         if g.rows <= 0 && !stage.keys.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         if let Some(t) = &stage.topk {
-            return Ok(g.members.top(t));
+            return Ok((g.members.top(t), vec![]));
         }
         let aggs = stage
             .aggs
@@ -791,7 +968,7 @@ impl Maintainer {
         };
         if let Some(h) = &stage.having {
             if !h.holds(input, ctx)? {
-                return Ok(vec![]);
+                return Ok((vec![], aggs));
             }
         }
         let row = stage
@@ -799,44 +976,52 @@ impl Maintainer {
             .iter()
             .map(|e| e.eval(input, ctx))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(vec![row])
+        Ok((vec![row], aggs))
     }
 
-    /// The next date after `date` at which one of the view's date comparisons may flip for `row`.
-    fn next_revisit(&self, v: usize, row: &[Value], date: i32) -> Result<i32, MaintainError> {
+    /// The next date after `date` at which one of the view's date comparisons `comps` may flip
+    /// for `input` (a source row, an inner stage's output row, or a group's key and aggregates).
+    fn next_revisit(
+        &self,
+        v: usize,
+        comps: Range<usize>,
+        input: Inputs<'_>,
+        date: i32,
+    ) -> Result<i32, MaintainError> {
         let tz = &self.tz;
         let ctx = |today| EvalCtx { today, tz };
         let horizon = date.saturating_add(HORIZON_DAYS);
         let mut best = horizon;
-        for (i, c) in self.views[v].components.iter().enumerate() {
-            // A comparison of a row-only side with a day-only side (the usual `col >=
-            // CURRENT_DATE - k`): the row side is evaluated once, the day side once per probed
-            // day for all rows (memoized); anything else is evaluated whole at each probe.
+        for i in comps {
+            let c = &self.views[v].components[i];
+            // A comparison of an input-only side with a day-only side (the usual `col >=
+            // CURRENT_DATE - k`): the input side is evaluated once, the day side once per probed
+            // day for all inputs (memoized); anything else is evaluated whole at each probe.
             let split = match c {
                 Expr::Cmp { op, left, right }
                     if !right.reads_input() && !left.uses_current_date() =>
                 {
-                    Some((*op, left.eval(Inputs::row(row), ctx(date)), right, false))
+                    Some((*op, left.eval(input, ctx(date)), right, false))
                 }
                 Expr::Cmp { op, left, right }
                     if !left.reads_input() && !right.uses_current_date() =>
                 {
-                    Some((*op, right.eval(Inputs::row(row), ctx(date)), left, true))
+                    Some((*op, right.eval(input, ctx(date)), left, true))
                 }
                 _ => None,
             };
             let at = |d: i32| -> Result<Value, EvalError> {
                 match &split {
-                    Some((op, row_side, day_side, mirrored)) => {
-                        let row_side = row_side.as_ref().map_err(Clone::clone)?;
+                    Some((op, input_side, day_side, mirrored)) => {
+                        let input_side = input_side.as_ref().map_err(Clone::clone)?;
                         let day = self.day_side(v, i, day_side, d)?;
                         Ok(if *mirrored {
-                            compare(*op, &day, row_side)
+                            compare(*op, &day, input_side)
                         } else {
-                            compare(*op, row_side, &day)
+                            compare(*op, input_side, &day)
                         })
                     }
-                    None => c.eval(Inputs::row(row), ctx(d)),
+                    None => c.eval(input, ctx(d)),
                 }
             };
             let at = |d: i32| at(d).map_err(|e| self.view_err(v, e));
@@ -888,7 +1073,10 @@ fn find_group(
         Some((g, _)) => Ok(Some(g)),
         None => match hot.take(gk) {
             Some(g) => Ok(Some(g)),
-            None => store.get::<GroupState>(CF_GROUPS, gk),
+            None => store
+                .get_raw(CF_GROUPS, gk)?
+                .map(|bytes| decode_group(&bytes))
+                .transpose(),
         },
     }
 }
@@ -956,5 +1144,34 @@ fn split_monotone(atom: &Expr) -> Vec<Expr> {
             },
         ],
         other => vec![other.clone()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_written_before_revisit_dates_still_decode() {
+        let v1 = GroupStateV1 {
+            key: vec![Value::Int(7)],
+            rows: 3,
+            accs: vec![],
+            members: Members::default(),
+            output: vec![vec![Value::Int(7), Value::Int(3)]],
+        };
+        let old = decode_group(&keys::encode(&v1)).expect("a version 1 group decodes");
+        assert!(identical(&old.key, &v1.key) && identical(&old.output[0], &v1.output[0]));
+        assert_eq!((old.rows, old.revisit), (3, None));
+        let now = GroupState {
+            revisit: Some(20_000),
+            ..decode_group(&keys::encode(&v1)).expect("decodes")
+        };
+        let again = decode_group(&keys::encode(&now)).expect("a current group decodes");
+        assert_eq!(again.revisit, Some(20_000));
+        assert!(
+            decode_group(&[1, 2, 3]).is_err(),
+            "garbage is corrupt state"
+        );
     }
 }

@@ -2,23 +2,78 @@
 //! writers during `init`, kill -9 restarts, midnights) against a real PostgreSQL, and after each
 //! phase every target compared with PostgreSQL's own evaluation of the view's SQL.
 //!
+//! The views are the seed's plus two whose CURRENT_DATE conditions sit at outer stages
+//! ([`OUTER_DATE_VIEWS`]): a nested query with WHERE, FILTER, CASE and HAVING on the dates of its
+//! inner groups (and a HAVING on CURRENT_DATE in the inner query), and a view over the seed's
+//! `mv_agent_performance` with such conditions on its `run_date`. Both must follow the clock
+//! across midnight with no writes, like the innermost conditions do.
+//!
 //! Knobs: `DELTAMV_TEST_SEED` (default: fixed seeds), `DELTAMV_TEST_TXNS` (transactions per phase).
 
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use support::engine::{
-    assert_converges, crash_during_writes, kill9, micros, run_txns, seed_rows, terminate,
-    wait_caught_up, Fixture,
+    assert_converges, crash_during_writes, kill9, micros, run_txns, seed_rows, seed_views_with,
+    terminate, wait_caught_up, Fixture,
 };
 use support::workload::Workload;
 
 const CATCH_UP: Duration = Duration::from_secs(90);
+
+/// Views with CURRENT_DATE conditions at outer stages, added to the seed's: (file, contents).
+const OUTER_DATE_VIEWS: &[(&str, &str)] = &[
+    (
+        "mv_agent_recency.sql",
+        "-- CURRENT_DATE on the dates of inner groups: outer WHERE, FILTER, CASE and HAVING, and a
+-- HAVING on CURRENT_DATE in the inner query.
+CREATE MATERIALIZED VIEW analytics.mv_agent_recency AS
+SELECT
+    workspace_id,
+    COUNT(*) AS agents,
+    COUNT(*) FILTER (WHERE last_day >= CURRENT_DATE - 7) AS active_7d,
+    SUM(runs) FILTER (WHERE last_day >= CURRENT_DATE - INTERVAL '3 days') AS runs_recent,
+    SUM(CASE WHEN first_day < CURRENT_DATE - 60 THEN runs ELSE 0 END) AS veteran_runs,
+    CASE WHEN MAX(last_day) = CURRENT_DATE - 1 THEN 'yesterday' ELSE 'other' END AS last_seen,
+    MAX(last_day) AS last_day
+FROM (
+    SELECT workspace_id, agent_id, MIN(DATE(started_at)) AS first_day,
+           MAX(DATE(started_at)) AS last_day, COUNT(*) AS runs
+    FROM public.agent_runs
+    GROUP BY workspace_id, agent_id
+    HAVING MAX(started_at) >= CURRENT_DATE - 10
+) per_agent
+WHERE last_day < CURRENT_DATE + 2
+GROUP BY workspace_id
+HAVING MIN(last_day) >= CURRENT_DATE - 6 OR COUNT(*) > 2;
+",
+    ),
+    (
+        "mv_workspace_week.sql",
+        "-- A view over a maintained view with CURRENT_DATE conditions on its run_date.
+CREATE MATERIALIZED VIEW analytics.mv_workspace_week AS
+SELECT
+    workspace_id,
+    SUM(total_runs) FILTER (WHERE run_date >= CURRENT_DATE - INTERVAL '7 days') AS runs_7d,
+    SUM(total_credits) FILTER (WHERE run_date >= CURRENT_DATE - 7) AS credits_7d,
+    COUNT(*) FILTER (WHERE run_date = CURRENT_DATE - 1) AS agents_yesterday,
+    COUNT(DISTINCT agent_id) FILTER (WHERE run_date BETWEEN CURRENT_DATE - 14 AND CURRENT_DATE - 1)
+        AS agents_2w,
+    MAX(run_date) AS last_day,
+    CASE WHEN MAX(run_date) >= CURRENT_DATE THEN 'today' ELSE 'earlier' END AS freshness
+FROM analytics.mv_agent_performance
+WHERE run_date < CURRENT_DATE + 1
+GROUP BY workspace_id
+HAVING MIN(run_date) <= CURRENT_DATE - 20;
+
+CREATE UNIQUE INDEX mv_workspace_week_key ON analytics.mv_workspace_week (workspace_id);
+",
+    ),
+];
 
 fn txns_per_phase() -> usize {
     std::env::var("DELTAMV_TEST_TXNS")
@@ -51,17 +106,16 @@ async fn random_workloads_match_postgres() -> Result<()> {
 async fn one_seed(seed: u64) -> Result<()> {
     // Early November in New York: the 7-day window crosses the end of daylight saving time.
     let mut now = "2026-11-05T17:00:00Z".to_string();
+    let views = seed_views_with("")?;
+    for (file, text) in OUTER_DATE_VIEWS {
+        std::fs::write(views.path().join(file), text)?;
+    }
     let Fixture {
         cluster: _cluster,
         url,
         client,
         env,
-    } = Fixture::start(
-        Some("America/New_York"),
-        Path::new("schema/views"),
-        Some(&now),
-    )
-    .await?;
+    } = Fixture::start(Some("America/New_York"), views.path(), Some(&now)).await?;
     let mut w = Workload::new(seed, micros(&now));
     seed_rows(&client, &mut w, 1500).await?;
     let n = txns_per_phase();

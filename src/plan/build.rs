@@ -66,18 +66,6 @@ pub fn plan_view(
             }
         }
     }
-    for (depth, stage) in stages.iter().enumerate() {
-        let post_uses_date = stage
-            .outputs
-            .iter()
-            .chain(&stage.having)
-            .any(|e| e.uses_current_date());
-        if post_uses_date || (depth > 0 && !stage.temporal.is_empty()) {
-            return Err(wrap(PlanError::Unsupported(
-                "CURRENT_DATE outside the innermost query's WHERE, CASE, FILTER or GROUP BY".into(),
-            )));
-        }
-    }
     Ok(ViewPlan {
         name: file.name.clone(),
         file: file.path.clone(),
@@ -270,6 +258,19 @@ pub(super) fn plan_query(
             }
         }
     }
+    // After aggregation (HAVING, the select list) the same rule holds; a group is then
+    // revisited when one of these flips for its key and aggregates.
+    let mut group_temporal = Vec::new();
+    for e in having.iter().chain(&outputs) {
+        check_date_use(e)?;
+        let mut atoms = Vec::new();
+        e.temporal_atoms(&mut atoms);
+        for a in atoms {
+            if !group_temporal.contains(a) {
+                group_temporal.push(a.clone());
+            }
+        }
+    }
     stages.push(Stage {
         input,
         filter,
@@ -279,6 +280,7 @@ pub(super) fn plan_query(
         outputs,
         output_names,
         temporal,
+        group_temporal,
         topk: None,
     });
     Ok(source)

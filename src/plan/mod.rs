@@ -134,8 +134,11 @@ pub struct Stage {
     pub having: Option<Expr>,
     pub outputs: Vec<Expr>,
     pub output_names: Vec<String>,
-    /// Comparisons whose truth changes with CURRENT_DATE (innermost stage only).
+    /// Comparisons whose truth changes with CURRENT_DATE in what is evaluated on the stage's
+    /// input rows (WHERE, GROUP BY, aggregate arguments and FILTERs), at any depth.
     pub temporal: Vec<Expr>,
+    /// The same in what is evaluated on its groups (HAVING, the select list).
+    pub group_temporal: Vec<Expr>,
     /// A ranking stage (its keys are the partition); absent for aggregate stages.
     pub topk: Option<topk::TopK>,
 }
@@ -162,7 +165,9 @@ impl ViewPlan {
     }
 
     pub fn uses_current_date(&self) -> bool {
-        self.stages.iter().any(|s| !s.temporal.is_empty())
+        self.stages
+            .iter()
+            .any(|s| !s.temporal.is_empty() || !s.group_temporal.is_empty())
     }
 
     pub fn output_types(&self) -> Vec<SqlType> {
@@ -304,10 +309,16 @@ fn write_stage(f: &mut fmt::Formatter<'_>, s: &Stage, indent: usize) -> fmt::Res
     if let Some(w) = &s.filter {
         writeln!(f, "{pad}  filter {w}")?;
     }
+    for t in &s.group_temporal {
+        writeln!(
+            f,
+            "{pad}  time-dependent: {t}  (groups revisited when CURRENT_DATE flips it)"
+        )?;
+    }
     for t in &s.temporal {
         writeln!(
             f,
-            "{pad}  time-dependent: {t}  (rows revisited when CURRENT_DATE flips it)"
+            "{pad}  time-dependent: {t}  (input rows revisited when CURRENT_DATE flips it)"
         )?;
     }
     match &s.input {

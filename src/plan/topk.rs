@@ -253,6 +253,7 @@ pub fn plan(
         outputs: output_exprs,
         output_names,
         temporal: vec![],
+        group_temporal: vec![],
         topk: Some(TopK {
             partition,
             order,

@@ -4,7 +4,9 @@
 //! and one view's time index are contiguous ranges: a TRUNCATE or a rebuild scans a prefix, and a
 //! later split of views or group ranges across engines moves whole ranges. Time-index keys put the
 //! date right after the view id, big-endian with the sign bit flipped, so a prefix scan visits due
-//! rows in date order and stops at the first one not yet due.
+//! rows in date order and stops at the first one not yet due. Groups of a view's stages are
+//! filed in the same column family under the view id with its high bit set
+//! ([`group_time_key`]), so the two indexes of one view are separate ranges.
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -69,6 +71,23 @@ pub fn time_key(view: u16, date: i32, row_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Marks the group time index of a view (view ids stay below it).
+const GROUP_TIME_BIT: u16 = 0x8000;
+
+pub fn group_time_prefix(view: u16) -> Vec<u8> {
+    time_prefix(view | GROUP_TIME_BIT)
+}
+
+/// The time-index key of group `key_bytes` of stage `stage`: [`split_time_key`] gives back the
+/// date and `stage` followed by the key bytes.
+pub fn group_time_key(view: u16, date: i32, stage: u8, key_bytes: &[u8]) -> Vec<u8> {
+    let mut k = group_time_prefix(view);
+    k.extend_from_slice(&date_bytes(date));
+    k.push(stage);
+    k.extend_from_slice(key_bytes);
+    k
+}
+
 /// Splits a time-index key into its date and row key.
 pub fn split_time_key(key: &[u8]) -> Option<(i32, &[u8])> {
     let date = key.get(2..6)?;
@@ -87,6 +106,14 @@ mod tests {
         let c = time_key(1, 40000, b"a");
         assert!(a < b && b < c);
         assert_eq!(split_time_key(&a), Some((-5, &b"x"[..])));
+    }
+
+    #[test]
+    fn group_time_keys_are_a_range_apart_from_row_time_keys() {
+        let g = group_time_key(1, 3, 2, b"k");
+        assert!(!g.starts_with(&time_prefix(1)));
+        assert!(g.starts_with(&group_time_prefix(1)));
+        assert_eq!(split_time_key(&g), Some((3, &b"\x02k"[..])));
     }
 
     #[test]
