@@ -28,11 +28,13 @@ GRANT USAGE ON SCHEMA public, analytics TO deltamv_worker;
 GRANT SELECT ON public.agent_runs, analytics.user_activity TO deltamv_worker;
 GRANT CREATE ON SCHEMA analytics TO deltamv_worker;
 
--- Publishing needs the tables' owner: the administrator creates the publication once.
+-- Publishing needs the tables' owner: the administrator creates the publication once. It
+-- publishes through partition roots, so partitioned sources arrive under their own names.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'deltamv_pub') THEN
-        CREATE PUBLICATION deltamv_pub FOR TABLE public.agent_runs, analytics.user_activity;
+        CREATE PUBLICATION deltamv_pub FOR TABLE public.agent_runs, analytics.user_activity
+            WITH (publish_via_partition_root = true);
     END IF;
 END
 $$;

@@ -336,3 +336,36 @@ async fn a_change_no_source_accounts_for_stops_the_stream() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_superuser_a_partitioned_source_is_refused_with_the_fix() -> Result<()> {
+    let Setup {
+        _cluster,
+        url,
+        client,
+        env: _,
+    } = partitioned_database().await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/roles.sql")?)
+        .await?;
+    let worker = EngineEnv::new(
+        &url.replacen("postgres@", "deltamv_worker@", 1),
+        Path::new("schema/views"),
+    )?;
+    worker.set_clock(NOW)?;
+    let (code, out, err) = worker.run_cmd(&["init"])?;
+    assert_ne!(code, 0, "init must refuse:\n{out}\n{err}");
+    assert!(
+        err.contains("public.agent_runs")
+            && err.contains("partitioned")
+            && err.contains("superuser"),
+        "the refusal names the table, the reason and the fix:\n{err}"
+    );
+    // Nothing was half-written: the bookkeeping schema's creation was rolled back with it.
+    let created: bool = client
+        .query_one("SELECT to_regclass('deltamv.views') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    assert!(!created, "a refused init leaves no deltamv schema behind");
+    Ok(())
+}

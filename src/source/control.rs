@@ -519,7 +519,9 @@ pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
             if !(have.len() == wanted.len() && wanted.iter().all(|w| have.contains(w))) {
                 sql.push(format!("ALTER PUBLICATION {name} SET TABLE {list}"));
             }
-            if !via_root {
+            // The setting matters only for partitioned tables (and may need the publication's
+            // owner, whom a worker role is not).
+            if !via_root && any_partitioned(client, tables).await? {
                 sql.push(format!(
                     "ALTER PUBLICATION {name} SET (publish_via_partition_root = true)"
                 ));
@@ -539,6 +541,23 @@ pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
             })?;
     }
     Ok(())
+}
+
+/// Whether any of `tables` is partitioned.
+async fn any_partitioned<C: tokio_postgres::GenericClient>(
+    client: &C,
+    tables: &[QualifiedName],
+) -> Result<bool, ControlError> {
+    let names: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM unnest($1::text[]) AS t(name)
+                             WHERE (SELECT relkind FROM pg_class WHERE oid = to_regclass(t.name)) = 'p')",
+            &[&names],
+        )
+        .await
+        .map_err(sql_err("looking up partitioned source tables"))?;
+    Ok(row.get(0))
 }
 
 /// Whether the logical slot exists.
