@@ -39,6 +39,11 @@ pub enum SqlType {
     Interval,
     /// An untyped literal (a quoted string or NULL) whose type comes from its context.
     Unknown,
+    /// A value of a user-defined enum type, held as its label. Labels compare equal exactly when
+    /// the values do, so equality, `IN` and grouping are exact; the type's order is its declared
+    /// order (`pg_enum.enumsortorder`), not the labels' text order, so the planner refuses to
+    /// order enum values (MIN/MAX, percentiles, top-k, `<`).
+    Enum,
 }
 
 impl SqlType {
@@ -52,7 +57,9 @@ impl SqlType {
             700 => SqlType::Float4,
             701 => SqlType::Float8,
             1700 => SqlType::Numeric,
-            25 | 1043 | 1042 | 19 | 114 | 3802 => SqlType::Text,
+            // json and jsonb are not text: json has no equality and jsonb's equality and order
+            // are not its text's (1.0 and 1.00 are equal), so views reading them are refused.
+            25 | 1043 | 1042 | 19 => SqlType::Text,
             2950 => SqlType::Uuid,
             1082 => SqlType::Date,
             1114 => SqlType::Timestamp,
@@ -60,6 +67,16 @@ impl SqlType {
             1186 => SqlType::Interval,
             _ => return None,
         })
+    }
+
+    /// The supported type of a column whose type, with its domains resolved to their base type,
+    /// has OID `base_oid` and `pg_type.typtype` `base_kind` (`e` for an enum).
+    pub fn from_base_type(base_oid: u32, base_kind: &str) -> Option<SqlType> {
+        if base_kind == "e" {
+            Some(SqlType::Enum)
+        } else {
+            SqlType::from_oid(base_oid)
+        }
     }
 
     /// The type's name as PostgreSQL prints it.
@@ -79,6 +96,7 @@ impl SqlType {
             SqlType::TimestampTz => "timestamp with time zone",
             SqlType::Interval => "interval",
             SqlType::Unknown => "unknown",
+            SqlType::Enum => "an enum type",
         }
     }
 
@@ -153,13 +171,19 @@ impl Value {
             SqlType::Int2 | SqlType::Int4 | SqlType::Int8 => {
                 Value::Int(text.trim().parse().map_err(|e| err(format!("{e}")))?)
             }
-            SqlType::Float4 | SqlType::Float8 => {
+            // A real is read as the float4 PostgreSQL stores (its shortest text names exactly
+            // one), held as that binary value: widening it to double precision is then exact, as
+            // in PostgreSQL, instead of starting from the decimal text.
+            SqlType::Float4 => {
+                Value::Float(parse_float4(text).ok_or_else(|| err("not a real".into()))?)
+            }
+            SqlType::Float8 => {
                 Value::Float(parse_float(text).ok_or_else(|| err("not a number".into()))?)
             }
             SqlType::Numeric => {
                 Value::Numeric(Numeric::parse(text).map_err(|e| err(e.to_string()))?)
             }
-            SqlType::Text | SqlType::Unknown => Value::Text(text.to_owned()),
+            SqlType::Text | SqlType::Unknown | SqlType::Enum => Value::Text(text.to_owned()),
             SqlType::Uuid => Value::Uuid(parse_uuid(text).ok_or_else(|| err("not a uuid".into()))?),
             SqlType::Date => Value::Date(pgtime::parse_date(text).map_err(|e| err(e.to_string()))?),
             SqlType::Timestamp => {
@@ -315,6 +339,16 @@ fn parse_float(text: &str) -> Option<f64> {
         "Infinity" => Some(f64::INFINITY),
         "-Infinity" => Some(f64::NEG_INFINITY),
         t => t.parse().ok(),
+    }
+}
+
+/// A real's text as the float4 it names, widened exactly (every f32 is an f64).
+fn parse_float4(text: &str) -> Option<f64> {
+    match text.trim() {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        t => t.parse::<f32>().ok().map(f64::from),
     }
 }
 

@@ -123,6 +123,21 @@ pub(super) fn common_type(a: SqlType, b: SqlType) -> Option<SqlType> {
     }
 }
 
+/// The type both operands of a binary operator (a comparison or arithmetic) become.
+/// PostgreSQL resolves a real against another numeric type (not real, not an untyped literal)
+/// to its float48 operators: both sides in double precision (`0.1::real > 0.1` is true and
+/// `1::real + 1` is double precision), while CASE, COALESCE and IN lists of several constants
+/// take the common type, real.
+pub(super) fn operator_type(a: SqlType, b: SqlType) -> Option<SqlType> {
+    let mixed_real = |x: SqlType, y: SqlType| {
+        x == SqlType::Float4 && y != SqlType::Float4 && y.numeric_rank().is_some()
+    };
+    if mixed_real(a, b) || mixed_real(b, a) {
+        return Some(SqlType::Float8);
+    }
+    common_type(a, b)
+}
+
 pub(super) fn common_type_of(items: &[Expr], what: &str) -> Res<SqlType> {
     let mut ty = SqlType::Unknown;
     for e in items {
@@ -177,7 +192,11 @@ pub(super) fn explicit_cast(
     if to == SqlType::Text
         && matches!(
             from,
-            SqlType::TimestampTz | SqlType::Timestamp | SqlType::Interval | SqlType::Float8
+            SqlType::TimestampTz
+                | SqlType::Timestamp
+                | SqlType::Interval
+                | SqlType::Float8
+                | SqlType::Float4
         )
     {
         return unsupported(format!("cast of {} to text", from.pg_name()));
