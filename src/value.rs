@@ -44,6 +44,10 @@ pub enum SqlType {
     /// order (`pg_enum.enumsortorder`), not the labels' text order, so the planner refuses to
     /// order enum values (MIN/MAX, percentiles, top-k, `<`).
     Enum,
+    /// `character(n)`: text that PostgreSQL pads with spaces and compares, groups, orders and
+    /// casts to text ignoring trailing spaces; held without them, so byte equality and order are
+    /// PostgreSQL's (a target column of type character(n) pads them again).
+    Bpchar,
 }
 
 impl SqlType {
@@ -59,7 +63,8 @@ impl SqlType {
             1700 => SqlType::Numeric,
             // json and jsonb are not text: json has no equality and jsonb's equality and order
             // are not its text's (1.0 and 1.00 are equal), so views reading them are refused.
-            25 | 1043 | 1042 | 19 => SqlType::Text,
+            25 | 1043 | 19 => SqlType::Text,
+            1042 => SqlType::Bpchar,
             2950 => SqlType::Uuid,
             1082 => SqlType::Date,
             1114 => SqlType::Timestamp,
@@ -97,6 +102,7 @@ impl SqlType {
             SqlType::Interval => "interval",
             SqlType::Unknown => "unknown",
             SqlType::Enum => "an enum type",
+            SqlType::Bpchar => "character",
         }
     }
 
@@ -184,6 +190,7 @@ impl Value {
                 Value::Numeric(Numeric::parse(text).map_err(|e| err(e.to_string()))?)
             }
             SqlType::Text | SqlType::Unknown | SqlType::Enum => Value::Text(text.to_owned()),
+            SqlType::Bpchar => Value::Text(text.trim_end_matches(' ').to_owned()),
             SqlType::Uuid => Value::Uuid(parse_uuid(text).ok_or_else(|| err("not a uuid".into()))?),
             SqlType::Date => Value::Date(pgtime::parse_date(text).map_err(|e| err(e.to_string()))?),
             SqlType::Timestamp => {

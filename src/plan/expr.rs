@@ -655,7 +655,7 @@ pub fn cast(v: Value, from: SqlType, to: SqlType, scale: Option<u32>, tz: &PgTim
         (v @ Value::Date(_), SqlType::Date)
         | (v @ Value::Timestamp(_), SqlType::Timestamp)
         | (v @ Value::TimestampTz(_), SqlType::TimestampTz)
-        | (v @ Value::Text(_), SqlType::Text)
+        | (v @ Value::Text(_), SqlType::Text | SqlType::Enum | SqlType::Bpchar)
         | (v @ Value::Bool(_), SqlType::Bool)
         | (v @ Value::Uuid(_), SqlType::Uuid)
         | (v @ Value::Interval(_), SqlType::Interval) => v,

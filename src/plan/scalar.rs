@@ -61,7 +61,7 @@ impl InputColumn {
 
 /// Text types (their order depends on the collation).
 fn is_text(ty: SqlType) -> bool {
-    matches!(ty, SqlType::Text | SqlType::Unknown)
+    matches!(ty, SqlType::Text | SqlType::Unknown | SqlType::Bpchar)
 }
 
 pub(super) struct Builder<'a> {

@@ -111,6 +111,10 @@ pub(super) fn common_type(a: SqlType, b: SqlType) -> Option<SqlType> {
     if let (Some(x), Some(y)) = (a.numeric_rank(), b.numeric_rank()) {
         return Some(if x >= y { a } else { b });
     }
+    // character(n) meets text as text (its trailing spaces dropped, as held).
+    if matches!((a, b), (T::Bpchar, T::Text) | (T::Text, T::Bpchar)) {
+        return Some(T::Text);
+    }
     let dt_rank = |t| match t {
         T::Date => Some(0),
         T::Timestamp => Some(1),
@@ -173,6 +177,7 @@ pub(super) fn coerce_with_scale(
             (from, to),
             (SqlType::Date, SqlType::Timestamp | SqlType::TimestampTz)
                 | (SqlType::Timestamp, SqlType::TimestampTz)
+                | (SqlType::Bpchar, SqlType::Text)
         )
         || from == to;
     if !implicit {
