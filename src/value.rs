@@ -465,6 +465,42 @@ mod tests {
     }
 
     #[test]
+    fn reals_are_read_as_the_float4_postgres_stores() {
+        let tz = PgTimeZone::parse("UTC").expect("utc");
+        let read = |t: &str, ty| match Value::parse_text(t, ty, &tz) {
+            Ok(Value::Float(f)) => f,
+            other => panic!("{t}: {other:?}"),
+        };
+        // 0.1::real::float8 in PostgreSQL.
+        assert_eq!(read("0.1", SqlType::Float4), 0.10000000149011612);
+        assert_eq!(read("0.1", SqlType::Float8), 0.1);
+        assert_eq!(read("3.4028235e+38", SqlType::Float4), f32::MAX as f64);
+        assert!(read("NaN", SqlType::Float4).is_nan());
+        assert_eq!(read("-Infinity", SqlType::Float4), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn domains_enums_and_character_resolve_to_what_they_stand_for() {
+        assert_eq!(SqlType::from_base_type(1700, "b"), Some(SqlType::Numeric));
+        assert_eq!(SqlType::from_base_type(16389, "e"), Some(SqlType::Enum));
+        assert_eq!(
+            SqlType::from_base_type(3802, "b"),
+            None,
+            "jsonb is not text"
+        );
+        assert_eq!(
+            SqlType::from_base_type(1007, "b"),
+            None,
+            "arrays are refused"
+        );
+        let tz = PgTimeZone::parse("UTC").expect("utc");
+        match Value::parse_text("ab   ", SqlType::Bpchar, &tz) {
+            Ok(Value::Text(s)) => assert_eq!(s, "ab"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn uuids_parse_and_print() {
         let text = "0f8fad5b-d9cb-469f-a165-70867728950e";
         let tz = PgTimeZone::parse("UTC").expect("utc");
