@@ -375,3 +375,65 @@ CREATE UNIQUE INDEX t_latest_status_key ON analytics.t_latest_status (workspace_
     ensure!(kind == "m", "kept as a materialized view");
     Ok(())
 }
+
+/// A database whose default collation is ICU's "en": views ordering text by that default are
+/// refused naming it; grouping text stays incremental, and a column declared `COLLATE "C"`
+/// orders by bytes again, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_default_collation_decides_text_order() -> Result<()> {
+    let cluster = support::PgCluster::start(support::ClusterOptions::default())?;
+    cluster.psql(
+        "postgres",
+        "CREATE DATABASE app_icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C'",
+    )?;
+    let url = cluster.url("app_icu");
+    let client = support::connect(&url).await?;
+    client
+        .batch_execute(&std::fs::read_to_string("schema/sources.sql")?)
+        .await?;
+    let views = tempfile::tempdir()?;
+    std::fs::write(
+        views.path().join("kinds.sql"),
+        "CREATE MATERIALIZED VIEW analytics.t_kinds AS
+SELECT workspace_id, MAX(activity_type) AS last_kind, COUNT(DISTINCT activity_type) AS kinds
+FROM analytics.user_activity GROUP BY workspace_id;",
+    )?;
+    std::fs::write(
+        views.path().join("grouped.sql"),
+        "CREATE MATERIALIZED VIEW analytics.t_grouped AS
+SELECT activity_type, COUNT(*) AS events FROM analytics.user_activity GROUP BY activity_type;",
+    )?;
+    let env = support::engine::EngineEnv::new(&url, views.path())?;
+    env.set_clock(NOW)?;
+    let mut w = Workload::new(7601, micros(NOW));
+    w.allow_truncate = false;
+    seed_rows(&client, &mut w, 200).await?;
+
+    let (code, out, err) = env.run_cmd(&["init"])?;
+    ensure!(
+        code != 0,
+        "ordering text under ICU is refused:\n{out}\n{err}"
+    );
+    for needle in [
+        "analytics.t_kinds",
+        "MAX(activity_type)",
+        "the database's default collation (ICU locale \"en\")",
+    ] {
+        ensure!(err.contains(needle), "the error names {needle:?}:\n{err}");
+    }
+
+    // The column's own collation beats the database default (PostgreSQL's derivation).
+    client
+        .batch_execute(
+            "ALTER TABLE analytics.user_activity ALTER COLUMN activity_type TYPE text COLLATE \"C\"",
+        )
+        .await?;
+    let (code, out, err) = env.run_cmd(&["init", "--require-incremental"])?;
+    ensure!(code == 0, "byte order again:\n{out}\n{err}");
+    let mut engine = env.spawn_run()?;
+    run_txns(&client, &mut w, 40).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(&env, Duration::from_secs(10), "ICU database, C column").await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
