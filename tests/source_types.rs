@@ -101,7 +101,10 @@ SELECT workspace_id,
        SUM(runtime_seconds::double precision) AS total,
        COUNT(*) FILTER (WHERE runtime_seconds > 300.1) AS slow_runs,
        COUNT(*) FILTER (WHERE runtime_seconds::numeric > 300.1) AS slow_runs_numeric,
-       COUNT(DISTINCT runtime_seconds) AS distinct_runtimes
+       COUNT(DISTINCT runtime_seconds) AS distinct_runtimes,
+       MAX(runtime_seconds::numeric::real) AS slowest_6_digits,
+       MIN((runtime_seconds * 1.5)::real) AS fastest_scaled,
+       COUNT(*) FILTER (WHERE runtime_seconds IN (0.5, 1, runtime_seconds * 1)) AS listed
 FROM public.agent_runs
 GROUP BY workspace_id;",
 )];

@@ -82,6 +82,7 @@ pub(super) fn sql_type(dt: &ast::DataType) -> Res<(SqlType, Option<u32>)> {
         "bigint" | "int8" => SqlType::Int8,
         "smallint" | "int2" => SqlType::Int2,
         "double precision" | "float8" | "double" | "float" => SqlType::Float8,
+        "real" | "float4" => SqlType::Float4,
         "text" => SqlType::Text,
         "uuid" => SqlType::Uuid,
         "boolean" | "bool" => SqlType::Bool,
