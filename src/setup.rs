@@ -7,6 +7,11 @@
 //! targets are filled in one transaction with the slot's consistent LSN; the state records that
 //! LSN and a "snapshot complete" mark last, so a crash anywhere during `init` makes the next
 //! `init`/`run` start the snapshot over.
+//!
+//! A view the planner cannot maintain (but that declares a unique index) becomes a fallback
+//! materialized view, recomputed in full after every burst of changes. That is never silent:
+//! `init` and `run` log each one with its reason and cost ([`fallback_notice`]), and where
+//! `require_incremental` is set they refuse to start instead ([`check_fallbacks`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
