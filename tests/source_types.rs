@@ -85,6 +85,16 @@ FROM public.agent_runs
 GROUP BY status, COALESCE(error_code, 'none');",
 )];
 
+/// The other spellings schemas use for the same data: varchar, timestamp without time zone,
+/// unconstrained numeric, integer seconds, smallint and bigint.
+const PLAIN_ALTERNATIVES: &str = "
+ALTER TABLE public.agent_runs ALTER COLUMN status TYPE varchar(16);
+ALTER TABLE public.agent_runs ALTER COLUMN started_at TYPE timestamp without time zone;
+ALTER TABLE public.agent_runs ALTER COLUMN credits_consumed TYPE numeric;
+ALTER TABLE public.agent_runs ALTER COLUMN runtime_seconds TYPE integer;
+ALTER TABLE public.agent_runs ALTER COLUMN error_code TYPE varchar(8);
+ALTER TABLE analytics.user_activity ALTER COLUMN created_at TYPE timestamp;";
+
 /// `runtime_seconds` as `real`: the seed views average it and take percentiles of it.
 const REAL_RUNTIME: &str = "ALTER TABLE public.agent_runs ALTER COLUMN runtime_seconds TYPE real;";
 
@@ -188,6 +198,11 @@ async fn enum_and_domain_columns_stay_incremental_and_exact() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn character_columns_compare_ignoring_their_padding() -> Result<()> {
     exact_and_incremental(CHARACTER, CHARACTER_VIEWS, 7501).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_alternative_types_stay_incremental_and_exact() -> Result<()> {
+    exact_and_incremental(PLAIN_ALTERNATIVES, &[], 7701).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
