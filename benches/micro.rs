@@ -333,25 +333,19 @@ fn catalog() -> Catalog {
         name: QualifiedName::new("public", "agent_runs"),
         columns: AGENT_RUNS
             .iter()
-            .map(|(name, _, _, type_name, ty)| ColumnInfo {
-                name: (*name).into(),
-                ty: Some(*ty),
-                type_name: (*type_name).into(),
-            })
+            .map(|(name, _, _, type_name, ty)| ColumnInfo::plain(*name, *ty, *type_name))
             .collect(),
         key: vec![0],
+        default_collation: None,
     };
     let user_activity = TableInfo {
         name: QualifiedName::new("analytics", "user_activity"),
         columns: USER_ACTIVITY
             .iter()
-            .map(|(name, type_name, ty)| ColumnInfo {
-                name: (*name).into(),
-                ty: Some(*ty),
-                type_name: (*type_name).into(),
-            })
+            .map(|(name, type_name, ty)| ColumnInfo::plain(*name, *ty, *type_name))
             .collect(),
         key: vec![0],
+        default_collation: None,
     };
     [agent_runs, user_activity]
         .into_iter()

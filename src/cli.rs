@@ -85,6 +85,10 @@ enum Command {
         /// Rebuild state from a fresh snapshot even if already initialized.
         #[arg(long)]
         resync: bool,
+        /// Fail instead of keeping a view the planner cannot maintain as a materialized view
+        /// refreshed in full (require_incremental = true for every view).
+        #[arg(long)]
+        require_incremental: bool,
     },
     /// Stream changes and keep every target fresh until SIGINT/SIGTERM.
     Run {
@@ -183,8 +187,14 @@ fn config(cli: &Cli) -> Config {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let cfg = config(&cli);
     match cli.command {
-        Command::Init { resync } => {
+        Command::Init {
+            resync,
+            require_incremental,
+        } => {
             let mut prepared = setup::prepare(&cfg).await?;
+            if require_incremental {
+                prepared.settings.require_incremental_everywhere();
+            }
             let clock = Clock::new(cfg.clock_file.clone());
             let (_state, _targets, lsn) = setup::init(
                 &mut prepared,
@@ -197,10 +207,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
             )
             .await?;
+            for fb in &prepared.fallbacks {
+                outln!(
+                    "fallback: {}",
+                    setup::fallback_notice(fb, prepared.settings.view(&fb.name.to_string()))
+                );
+            }
             outln!(
-                "initialized: {} views at LSN {}",
+                "initialized: {} views at LSN {} ({} incremental, {} fallback)",
+                prepared.plans.len() + prepared.fallbacks.len(),
+                crate::sink::target::lsn_text(lsn),
                 prepared.plans.len(),
-                crate::sink::target::lsn_text(lsn)
+                prepared.fallbacks.len()
             );
             Ok(ExitCode::SUCCESS)
         }

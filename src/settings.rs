@@ -5,6 +5,10 @@
 //! min_interval_ms = 5000        # fallback views: at most one refresh per interval after changes
 //! freshness_target_s = 60       # how stale a view may be before status calls it stale
 //!
+//! require_incremental = true    # `init` fails on a view the planner cannot maintain instead of
+//!                               # keeping it as a refreshed materialized view (default false;
+//!                               # `deltamv init --require-incremental` sets it for every view)
+//!
 //! [views."analytics.mv_workspace_names"]
 //! mode = "fallback"             # "auto" (incremental when the planner can, else fallback)
 //! schedule = "every 10m"        # or a cron expression: "0 3 * * *" (UTC)
@@ -111,6 +115,7 @@ struct RawView {
     tenant_setting: Option<String>,
     reconcile: Option<String>,
     reconcile_policy: Option<Policy>,
+    require_incremental: Option<bool>,
 }
 
 /// What a scheduled reconcile does with the differences it finds (it always reports them).
@@ -147,6 +152,10 @@ pub struct ViewSettings {
     /// Incremental views: when the engine reconciles it (`None`: never).
     pub reconcile: Option<Schedule>,
     pub reconcile_policy: Policy,
+    /// `init` fails on this view if the planner cannot maintain it incrementally, instead of
+    /// keeping it as a materialized view refreshed in full after every burst of changes. A view
+    /// set to `mode = "fallback"` is exempt: that was asked for.
+    pub require_incremental: bool,
 }
 
 /// All views' settings.
@@ -184,6 +193,7 @@ impl Settings {
             tenant_setting: None,
             reconcile: Some(Schedule::parse(DEFAULT_RECONCILE)?),
             reconcile_policy: Policy::Repair,
+            require_incremental: false,
         };
         let defaults = apply(&base, &raw.defaults, "defaults")?;
         let mut views = BTreeMap::new();
@@ -195,6 +205,14 @@ impl Settings {
 
     pub fn view(&self, name: &str) -> &ViewSettings {
         self.views.get(name).unwrap_or(&self.defaults)
+    }
+
+    /// Requires the incremental path for every view (`init --require-incremental`).
+    pub fn require_incremental_everywhere(&mut self) {
+        self.defaults.require_incremental = true;
+        for v in self.views.values_mut() {
+            v.require_incremental = true;
+        }
     }
 }
 
@@ -227,6 +245,7 @@ fn apply(base: &ViewSettings, raw: &RawView, what: &str) -> Result<ViewSettings,
             .or_else(|| base.tenant_setting.clone()),
         reconcile,
         reconcile_policy: raw.reconcile_policy.unwrap_or(base.reconcile_policy),
+        require_incremental: raw.require_incremental.unwrap_or(base.require_incremental),
     })
 }
 
@@ -269,6 +288,16 @@ mod tests {
         assert!(Settings::parse("[defaults]\nreconcile = \"daily\"")
             .expect_err("bad")
             .contains("reconcile"));
+        let strict = Settings::parse(
+            "[defaults]\nrequire_incremental = true\n[views.\"a.b\"]\nrequire_incremental = false",
+        )
+        .expect("valid");
+        assert!(strict.view("x.y").require_incremental);
+        assert!(!strict.view("a.b").require_incremental);
+        let mut all = Settings::parse("[views.\"a.b\"]\nmode = \"auto\"").expect("valid");
+        assert!(!all.view("a.b").require_incremental);
+        all.require_incremental_everywhere();
+        assert!(all.view("a.b").require_incremental && all.view("x.y").require_incremental);
         assert!(Settings::parse("[views.\"a.b\"]\nmood = \"x\"")
             .expect_err("bad")
             .contains("mood"));

@@ -7,6 +7,11 @@
 //! targets are filled in one transaction with the slot's consistent LSN; the state records that
 //! LSN and a "snapshot complete" mark last, so a crash anywhere during `init` makes the next
 //! `init`/`run` start the snapshot over.
+//!
+//! A view the planner cannot maintain (but that declares a unique index) becomes a fallback
+//! materialized view, recomputed in full after every burst of changes. That is never silent:
+//! `init` and `run` log each one with its reason and cost ([`fallback_notice`]), and where
+//! `require_incremental` is set they refuse to start instead ([`check_fallbacks`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,6 +73,53 @@ pub enum SetupError {
     },
     #[error("view {view} is no longer defined, but {dependents} read it: restore its file, or remove or change the dependents first")]
     RemovedInput { view: String, dependents: String },
+    #[error("require_incremental is set, and these views cannot be maintained incrementally (each would be a materialized view recomputed in full after every burst of changes): {views}; change them, or set require_incremental = false for them in deltamv.toml to accept the full refreshes")]
+    NotIncremental { views: String },
+}
+
+/// What `init` says about a view it keeps as a refreshed materialized view: why, and what that
+/// costs.
+pub fn fallback_notice(fb: &FallbackPlan, settings: &crate::settings::ViewSettings) -> String {
+    let reads: Vec<String> = fb.reads.iter().map(|r| r.to_string()).collect();
+    let schedule = if settings.schedule.is_some() {
+        " and on its schedule"
+    } else {
+        ""
+    };
+    format!(
+        "view {} ({}) is not incremental: {}. It is kept as a materialized view and refreshed with REFRESH MATERIALIZED VIEW CONCURRENTLY: a full recompute of its query after every burst of changes to {} (at most once per {} ms){schedule}, instead of applying only the changed groups. Set require_incremental = true in deltamv.toml (or run `deltamv init --require-incremental`) to make init fail instead.",
+        fb.name,
+        fb.file.display(),
+        fb.reason,
+        reads.join(", "),
+        settings.min_interval.as_millis()
+    )
+}
+
+/// Refuses the fallback views whose settings require the incremental path (a view set to
+/// `mode = "fallback"` asked for it and is exempt); warns about the others.
+pub fn check_fallbacks(p: &Prepared) -> Result<(), SetupError> {
+    let mut refused = Vec::new();
+    for fb in &p.fallbacks {
+        let settings = p.settings.view(&fb.name.to_string());
+        if settings.require_incremental && settings.mode != Mode::Fallback {
+            refused.push(format!(
+                "{} ({}): {}",
+                fb.name,
+                fb.file.display(),
+                fb.reason
+            ));
+        } else {
+            tracing::warn!("{}", fallback_notice(fb, settings));
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(SetupError::NotIncremental {
+            views: refused.join("; "),
+        })
+    }
 }
 
 /// Everything known before touching state: connection, zone, sources and plans.
@@ -574,6 +626,7 @@ pub async fn init(
     clock: &Clock,
     start: Start,
 ) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, u64), SetupError> {
+    check_fallbacks(p)?;
     let store = open_state(&cfg.state_dir)?;
     let slot = free_slot(&p.client, &cfg.slot).await?;
     let target_lsn = target::read_progress(&p.client, &cfg.slot).await?;

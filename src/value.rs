@@ -39,6 +39,15 @@ pub enum SqlType {
     Interval,
     /// An untyped literal (a quoted string or NULL) whose type comes from its context.
     Unknown,
+    /// A value of a user-defined enum type, held as its label. Labels compare equal exactly when
+    /// the values do, so equality, `IN` and grouping are exact; the type's order is its declared
+    /// order (`pg_enum.enumsortorder`), not the labels' text order, so the planner refuses to
+    /// order enum values (MIN/MAX, percentiles, top-k, `<`).
+    Enum,
+    /// `character(n)`: text that PostgreSQL pads with spaces and compares, groups, orders and
+    /// casts to text ignoring trailing spaces; held without them, so byte equality and order are
+    /// PostgreSQL's (a target column of type character(n) pads them again).
+    Bpchar,
 }
 
 impl SqlType {
@@ -52,7 +61,10 @@ impl SqlType {
             700 => SqlType::Float4,
             701 => SqlType::Float8,
             1700 => SqlType::Numeric,
-            25 | 1043 | 1042 | 19 | 114 | 3802 => SqlType::Text,
+            // json and jsonb are not text: json has no equality and jsonb's equality and order
+            // are not its text's (1.0 and 1.00 are equal), so views reading them are refused.
+            25 | 1043 | 19 => SqlType::Text,
+            1042 => SqlType::Bpchar,
             2950 => SqlType::Uuid,
             1082 => SqlType::Date,
             1114 => SqlType::Timestamp,
@@ -60,6 +72,16 @@ impl SqlType {
             1186 => SqlType::Interval,
             _ => return None,
         })
+    }
+
+    /// The supported type of a column whose type, with its domains resolved to their base type,
+    /// has OID `base_oid` and `pg_type.typtype` `base_kind` (`e` for an enum).
+    pub fn from_base_type(base_oid: u32, base_kind: &str) -> Option<SqlType> {
+        if base_kind == "e" {
+            Some(SqlType::Enum)
+        } else {
+            SqlType::from_oid(base_oid)
+        }
     }
 
     /// The type's name as PostgreSQL prints it.
@@ -79,6 +101,8 @@ impl SqlType {
             SqlType::TimestampTz => "timestamp with time zone",
             SqlType::Interval => "interval",
             SqlType::Unknown => "unknown",
+            SqlType::Enum => "an enum type",
+            SqlType::Bpchar => "character",
         }
     }
 
@@ -153,13 +177,20 @@ impl Value {
             SqlType::Int2 | SqlType::Int4 | SqlType::Int8 => {
                 Value::Int(text.trim().parse().map_err(|e| err(format!("{e}")))?)
             }
-            SqlType::Float4 | SqlType::Float8 => {
+            // A real is read as the float4 PostgreSQL stores (its shortest text names exactly
+            // one), held as that binary value: widening it to double precision is then exact, as
+            // in PostgreSQL, instead of starting from the decimal text.
+            SqlType::Float4 => {
+                Value::Float(parse_float4(text).ok_or_else(|| err("not a real".into()))?)
+            }
+            SqlType::Float8 => {
                 Value::Float(parse_float(text).ok_or_else(|| err("not a number".into()))?)
             }
             SqlType::Numeric => {
                 Value::Numeric(Numeric::parse(text).map_err(|e| err(e.to_string()))?)
             }
-            SqlType::Text | SqlType::Unknown => Value::Text(text.to_owned()),
+            SqlType::Text | SqlType::Unknown | SqlType::Enum => Value::Text(text.to_owned()),
+            SqlType::Bpchar => Value::Text(text.trim_end_matches(' ').to_owned()),
             SqlType::Uuid => Value::Uuid(parse_uuid(text).ok_or_else(|| err("not a uuid".into()))?),
             SqlType::Date => Value::Date(pgtime::parse_date(text).map_err(|e| err(e.to_string()))?),
             SqlType::Timestamp => {
@@ -318,6 +349,16 @@ fn parse_float(text: &str) -> Option<f64> {
     }
 }
 
+/// A real's text as the float4 it names, widened exactly (every f32 is an f64).
+fn parse_float4(text: &str) -> Option<f64> {
+    match text.trim() {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        t => t.parse::<f32>().ok().map(f64::from),
+    }
+}
+
 /// float8 text that PostgreSQL reads back to the same bits.
 pub fn format_float(f: f64) -> String {
     if f.is_nan() {
@@ -421,6 +462,42 @@ mod tests {
         assert!(!identical(&[Value::Float(-0.0)], &[Value::Float(0.0)]));
         assert_eq!(format_float(0.1), "0.1");
         assert_eq!(format_float(1e300), "1e300");
+    }
+
+    #[test]
+    fn reals_are_read_as_the_float4_postgres_stores() {
+        let tz = PgTimeZone::parse("UTC").expect("utc");
+        let read = |t: &str, ty| match Value::parse_text(t, ty, &tz) {
+            Ok(Value::Float(f)) => f,
+            other => panic!("{t}: {other:?}"),
+        };
+        // 0.1::real::float8 in PostgreSQL.
+        assert_eq!(read("0.1", SqlType::Float4), 0.10000000149011612);
+        assert_eq!(read("0.1", SqlType::Float8), 0.1);
+        assert_eq!(read("3.4028235e+38", SqlType::Float4), f32::MAX as f64);
+        assert!(read("NaN", SqlType::Float4).is_nan());
+        assert_eq!(read("-Infinity", SqlType::Float4), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn domains_enums_and_character_resolve_to_what_they_stand_for() {
+        assert_eq!(SqlType::from_base_type(1700, "b"), Some(SqlType::Numeric));
+        assert_eq!(SqlType::from_base_type(16389, "e"), Some(SqlType::Enum));
+        assert_eq!(
+            SqlType::from_base_type(3802, "b"),
+            None,
+            "jsonb is not text"
+        );
+        assert_eq!(
+            SqlType::from_base_type(1007, "b"),
+            None,
+            "arrays are refused"
+        );
+        let tz = PgTimeZone::parse("UTC").expect("utc");
+        match Value::parse_text("ab   ", SqlType::Bpchar, &tz) {
+            Ok(Value::Text(s)) => assert_eq!(s, "ab"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -162,13 +162,10 @@ fn catalog() -> Catalog {
         name: QualifiedName::new(schema, name),
         columns: cols
             .iter()
-            .map(|(n, t, ty)| ColumnInfo {
-                name: (*n).into(),
-                ty: Some(*ty),
-                type_name: (*t).into(),
-            })
+            .map(|(n, t, ty)| ColumnInfo::plain(*n, *ty, *t))
             .collect(),
         key: vec![0],
+        default_collation: None,
     };
     let runs = table(
         "public",

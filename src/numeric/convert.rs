@@ -31,6 +31,13 @@ impl Numeric {
 
     /// `float8_numeric`: the value printed with `%.15g`, then parsed.
     pub fn from_f64(v: f64) -> Numeric {
+        Numeric::from_float_digits(v, DBL_DIG)
+    }
+
+    /// The value printed with `%.{digits}g`, then parsed: `float8_numeric` with DBL_DIG (15),
+    /// `float4_numeric` with FLT_DIG (6) (its float4 widened to double for `snprintf`, so
+    /// `v` is that exact binary value).
+    pub fn from_float_digits(v: f64, digits: usize) -> Numeric {
         if v.is_nan() {
             return Numeric::NaN;
         }
@@ -39,7 +46,7 @@ impl Numeric {
         }
         // Like glibc's printf, Rust's `{:.14e}` rounds the exact binary value
         // to DBL_DIG significant digits, ties to even.
-        let text = format!("{:.*e}", DBL_DIG - 1, v.abs());
+        let text = format!("{:.*e}", digits.max(1) - 1, v.abs());
         let (digits, exponent) = text.split_once('e').unwrap_or((&text, "0"));
         let exponent: i64 = exponent.parse().unwrap_or(0);
         // `%g` drops trailing zeros; set_var_from_str counts what remains.

@@ -201,3 +201,14 @@ fn serde_round_trip_keeps_dscale() {
     let back: Numeric = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back.to_string(), "-12345678901234567890.1200");
 }
+
+#[test]
+fn reals_cast_to_numeric_with_six_significant_digits() {
+    // SELECT x::real::numeric in PostgreSQL 15 (float4_numeric: "%.6g" of the float4's value).
+    let f4num = |v: f32| Numeric::from_float_digits(f64::from(v), 6).to_string();
+    assert_eq!(f4num(0.1), "0.1");
+    assert_eq!(f4num(1.0 / 3.0), "0.333333");
+    assert_eq!(f4num(123.456_79), "123.457");
+    assert_eq!(f4num(1234567.0), "1234570");
+    assert_eq!(f4num(-2.5e-7), "-0.00000025");
+}

@@ -15,7 +15,7 @@ use sqlparser::ast::{
 
 use super::expr::{ArithOp, Expr};
 use super::parse::{qualified, ViewFile};
-use super::scalar::Builder;
+use super::scalar::{Builder, InputColumn};
 use super::types::coerce;
 use super::{Catalog, PlanError, QualifiedName, Stage, StageInput, ViewError, ViewPlan};
 use crate::pgtime::PgTimeZone;
@@ -134,12 +134,7 @@ pub(super) fn plan_query(
                 // maintained from the same changes in the same transaction.
                 stages.extend(view.stages.iter().cloned());
                 let last = view.last();
-                let cols = last
-                    .outputs
-                    .iter()
-                    .zip(&last.output_names)
-                    .map(|(e, n)| (n.clone(), Some(e.ty()), e.ty().pg_name().to_string()))
-                    .collect();
+                let cols = stage_columns(last);
                 (StageInput::Inner, cols, view.source.clone())
             } else {
                 let Some(table) = catalog.get(&qn) else {
@@ -148,11 +143,7 @@ pub(super) fn plan_query(
                         known(catalog)
                     ));
                 };
-                let cols = table
-                    .columns
-                    .iter()
-                    .map(|c| (c.name.clone(), c.ty, c.type_name.clone()))
-                    .collect();
+                let cols = table.columns.iter().map(InputColumn::of_table).collect();
                 (StageInput::Table(qn.clone()), cols, qn)
             }
         }
@@ -165,18 +156,21 @@ pub(super) fn plan_query(
             let inner = stages
                 .last()
                 .ok_or_else(|| PlanError::Invalid("empty subquery".into()))?;
-            let cols = inner
-                .outputs
-                .iter()
-                .zip(&inner.output_names)
-                .map(|(e, n)| (n.clone(), Some(e.ty()), e.ty().pg_name().to_string()))
-                .collect();
+            let cols = stage_columns(inner);
             (StageInput::Inner, cols, source)
         }
         other => return unsupported(format!("FROM item {other}")),
     };
+    let source_label = match &input {
+        StageInput::Table(t) => format!("table {t}"),
+        StageInput::Inner => "the subquery".to_string(),
+    };
     let mut b = Builder {
         columns,
+        source: source_label,
+        default_collation: catalog
+            .get(&source)
+            .and_then(|t| t.default_collation.clone()),
         tz,
         keys: vec![],
         aggs: vec![],
@@ -271,9 +265,11 @@ pub(super) fn plan_query(
             }
         }
     }
+    let output_collations = outputs.iter().map(|o| b.order_collation(o)).collect();
     stages.push(Stage {
         input,
         filter,
+        output_collations,
         keys: b.keys,
         aggs: b.aggs,
         having,
@@ -284,6 +280,19 @@ pub(super) fn plan_query(
         topk: None,
     });
     Ok(source)
+}
+
+/// The outputs of a stage as the input columns of the next.
+fn stage_columns(stage: &Stage) -> Vec<InputColumn> {
+    stage
+        .outputs
+        .iter()
+        .zip(&stage.output_names)
+        .enumerate()
+        .map(|(i, (e, n))| {
+            InputColumn::of_stage(n, e.ty(), stage.output_collations.get(i).cloned().flatten())
+        })
+        .collect()
 }
 
 fn known(catalog: &Catalog) -> String {

@@ -29,10 +29,8 @@ fn aggregate_and_window_calls_are_read_from_the_syntax_tree() {
 }
 
 fn runs_catalog() -> Catalog {
-    let col = |name: &str, type_name: &str, ty: SqlType| super::super::ColumnInfo {
-        name: name.into(),
-        ty: Some(ty),
-        type_name: type_name.into(),
+    let col = |name: &str, type_name: &str, ty: SqlType| {
+        super::super::ColumnInfo::plain(name, ty, type_name)
     };
     let runs = super::super::TableInfo {
         name: QualifiedName::new("public", "agent_runs"),
@@ -47,6 +45,7 @@ fn runs_catalog() -> Catalog {
             ),
         ],
         key: vec![0],
+        default_collation: None,
     };
     [(runs.name.clone(), runs)].into_iter().collect()
 }

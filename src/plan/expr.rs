@@ -481,11 +481,18 @@ fn float_result(ty: SqlType, v: f64, inputs_finite: bool) -> R {
             "double precision"
         }));
     }
-    Ok(Value::Float(if ty == SqlType::Float4 {
-        v as f32 as f64
-    } else {
-        v
-    }))
+    if ty != SqlType::Float4 {
+        return Ok(Value::Float(v));
+    }
+    let single = v as f32;
+    if single.is_infinite() && v.is_finite() {
+        return Err(EvalError::OutOfRange("real"));
+    }
+    // PostgreSQL raises "value out of range: underflow" where a nonzero result becomes 0.
+    if single == 0.0 && v != 0.0 && inputs_finite {
+        return Err(EvalError::OutOfRange("real"));
+    }
+    Ok(Value::Float(f64::from(single)))
 }
 
 fn arith(op: ArithOp, l: Value, r: Value, ty: SqlType, tz: &PgTimeZone) -> R {
@@ -584,6 +591,9 @@ fn rint(f: f64) -> f64 {
     }
 }
 
+/// Significant digits of a real cast to numeric (C's FLT_DIG).
+const FLT_DIG: usize = 6;
+
 /// An explicit or implicit conversion from `from` to `to`.
 pub fn cast(v: Value, from: SqlType, to: SqlType, scale: Option<u32>, tz: &PgTimeZone) -> R {
     let out = match (v, to) {
@@ -595,19 +605,32 @@ pub fn cast(v: Value, from: SqlType, to: SqlType, scale: Option<u32>, tz: &PgTim
         }
         (Value::Int(i), t) if t.is_integer() => int_range(t, i as i128)?,
         (Value::Int(i), SqlType::Numeric) => Value::Numeric(Numeric::from_i64(i)),
-        (Value::Int(i), SqlType::Float4 | SqlType::Float8) => float_result(to, i as f64, true)?,
+        // Rounded once, straight to the target's precision (a bigint through double precision
+        // to real would round twice).
+        (Value::Int(i), SqlType::Float4) => float_result(to, f64::from(i as f32), true)?,
+        (Value::Int(i), SqlType::Float8) => float_result(to, i as f64, true)?,
         (Value::Numeric(n), t) if t.is_integer() => {
             int_range(t, n.to_i64_round().map_err(num_err)? as i128)?
         }
         (Value::Numeric(n), SqlType::Numeric) => Value::Numeric(n),
-        (Value::Numeric(n), SqlType::Float4 | SqlType::Float8) => {
-            float_result(to, n.to_f64(), true)?
+        // numeric_float4 reads the numeric's text with strtof: one rounding, to single.
+        (Value::Numeric(n), SqlType::Float4) => {
+            let single = match n.to_string().parse::<f32>() {
+                Ok(f) => f64::from(f),
+                Err(_) => n.to_f64(),
+            };
+            float_result(to, single, true)?
         }
+        (Value::Numeric(n), SqlType::Float8) => float_result(to, n.to_f64(), true)?,
         (Value::Float(f), t) if t.is_integer() => {
             if !f.is_finite() {
                 return Err(EvalError::OutOfRange("integer"));
             }
             int_range(t, rint(f) as i128)?
+        }
+        // float4_numeric prints FLT_DIG (6) significant digits, float8_numeric DBL_DIG (15).
+        (Value::Float(f), SqlType::Numeric) if from == SqlType::Float4 => {
+            Value::Numeric(Numeric::from_float_digits(f, FLT_DIG))
         }
         (Value::Float(f), SqlType::Numeric) => Value::Numeric(Numeric::from_f64(f)),
         (Value::Float(f), SqlType::Float4 | SqlType::Float8) => float_result(to, f, true)?,
@@ -632,7 +655,7 @@ pub fn cast(v: Value, from: SqlType, to: SqlType, scale: Option<u32>, tz: &PgTim
         (v @ Value::Date(_), SqlType::Date)
         | (v @ Value::Timestamp(_), SqlType::Timestamp)
         | (v @ Value::TimestampTz(_), SqlType::TimestampTz)
-        | (v @ Value::Text(_), SqlType::Text)
+        | (v @ Value::Text(_), SqlType::Text | SqlType::Enum | SqlType::Bpchar)
         | (v @ Value::Bool(_), SqlType::Bool)
         | (v @ Value::Uuid(_), SqlType::Uuid)
         | (v @ Value::Interval(_), SqlType::Interval) => v,

@@ -74,9 +74,40 @@ pub fn quote_literal(s: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColumnInfo {
     pub name: String,
-    /// `None` when the column's type is not supported (only an error if a view reads it).
+    /// `None` when the column's type is not supported (only an error if a view reads it). A
+    /// domain is its base type; an enum is [`SqlType::Enum`].
     pub ty: Option<SqlType>,
     pub type_name: String,
+    /// The column's own type OID (a domain's or enum's, as pgoutput announces it).
+    #[serde(default)]
+    pub type_oid: u32,
+    /// The collation its text is ordered by when that is not byte order (C and POSIX are):
+    /// views that order it are refused, naming it.
+    #[serde(default)]
+    pub collation: Option<String>,
+    /// Why the column cannot be read although its type is supported (a nondeterministic
+    /// collation).
+    #[serde(default)]
+    pub refusal: Option<String>,
+    /// A stored generated column's expression: PostgreSQL 15 does not publish generated
+    /// columns, so a view reading one computes it from the columns it is generated from.
+    #[serde(default)]
+    pub generated: Option<String>,
+}
+
+impl ColumnInfo {
+    /// A plain column of a supported type (no collation, not generated).
+    pub fn plain(name: impl Into<String>, ty: SqlType, type_name: impl Into<String>) -> Self {
+        ColumnInfo {
+            name: name.into(),
+            ty: Some(ty),
+            type_name: type_name.into(),
+            type_oid: 0,
+            collation: None,
+            refusal: None,
+            generated: None,
+        }
+    }
 }
 
 /// A published source table: its columns in attribute order and its replica identity key.
@@ -86,6 +117,10 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     /// Indexes into `columns` of the primary key (the replica identity).
     pub key: Vec<usize>,
+    /// The database's default collation when it does not order text by bytes (`None`: C or
+    /// POSIX): what text that is not a column (literals, casts) is ordered by.
+    #[serde(default)]
+    pub default_collation: Option<String>,
 }
 
 /// The source tables the planner may read, by name.
@@ -141,6 +176,9 @@ pub struct Stage {
     pub group_temporal: Vec<Expr>,
     /// A ranking stage (its keys are the partition); absent for aggregate stages.
     pub topk: Option<topk::TopK>,
+    /// Per output: the collation ordering it if it is text not ordered by bytes (a later stage
+    /// that orders it must refuse).
+    pub output_collations: Vec<Option<String>>,
 }
 
 /// The full plan of one maintained view.

@@ -13,15 +13,63 @@ use super::build::{
 };
 use super::expr::{ArithOp, CmpOp, Expr};
 use super::types::{
-    coerce, coerce_with_scale, common_type, common_type_of, explicit_cast, literal, resolved,
+    coerce, coerce_with_scale, common_type_of, explicit_cast, literal, operator_type, resolved,
     sql_type,
 };
 use super::{AggCall, AggFunc, PlanError};
 use crate::pgtime::{self, PgTimeZone};
 use crate::value::{SqlType, Value};
 
+/// A column a stage reads: a source table's column or an output of the stage before.
+#[derive(Clone, Debug)]
+pub(super) struct InputColumn {
+    pub(super) name: String,
+    pub(super) ty: Option<SqlType>,
+    pub(super) type_name: String,
+    /// The collation ordering its text when that is not byte order.
+    pub(super) collation: Option<String>,
+    /// Why it cannot be read although its type is supported.
+    pub(super) refusal: Option<String>,
+    /// A stored generated column's expression.
+    pub(super) generated: Option<String>,
+}
+
+impl InputColumn {
+    pub(super) fn of_table(c: &super::ColumnInfo) -> Self {
+        InputColumn {
+            name: c.name.clone(),
+            ty: c.ty,
+            type_name: c.type_name.clone(),
+            collation: c.collation.clone(),
+            refusal: c.refusal.clone(),
+            generated: c.generated.clone(),
+        }
+    }
+
+    /// An output of an earlier stage (`collation` as that stage recorded it).
+    pub(super) fn of_stage(name: &str, ty: SqlType, collation: Option<String>) -> Self {
+        InputColumn {
+            name: name.to_string(),
+            ty: Some(ty),
+            type_name: ty.pg_name().to_string(),
+            collation,
+            refusal: None,
+            generated: None,
+        }
+    }
+}
+
+/// Text types (their order depends on the collation).
+fn is_text(ty: SqlType) -> bool {
+    matches!(ty, SqlType::Text | SqlType::Unknown | SqlType::Bpchar)
+}
+
 pub(super) struct Builder<'a> {
-    pub(super) columns: Vec<(String, Option<SqlType>, String)>,
+    pub(super) columns: Vec<InputColumn>,
+    /// What the stage reads, for messages (a table's name, or "the subquery").
+    pub(super) source: String,
+    /// The database's default collation when it is not byte order.
+    pub(super) default_collation: Option<String>,
     pub(super) tz: &'a PgTimeZone,
     pub(super) keys: Vec<Expr>,
     pub(super) aggs: Vec<AggCall>,
@@ -31,7 +79,7 @@ pub(super) struct Builder<'a> {
 
 impl Builder<'_> {
     pub(super) fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|(n, _, _)| n == name)
+        self.columns.iter().position(|c| c.name == name)
     }
 
     pub(super) fn boolean(&mut self, e: &ast::Expr, clause: &str) -> Res<Expr> {
@@ -163,6 +211,9 @@ impl Builder<'_> {
                 for item in list {
                     all.push(self.build(item)?);
                 }
+                if all.iter().any(|e| e.ty() == SqlType::Float4) {
+                    return self.in_list_with_real(all, *negated);
+                }
                 let ty = common_type_of(&all, "IN")?;
                 let mut all = all
                     .into_iter()
@@ -211,21 +262,177 @@ impl Builder<'_> {
         }
     }
 
-    fn column_ref(&self, name: &str) -> Res<Expr> {
+    fn column_ref(&mut self, name: &str) -> Res<Expr> {
         let Some(i) = self.column(name) else {
             return invalid(format!("column \"{name}\" does not exist"));
         };
         if self.post {
             return invalid(format!("column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"));
         }
-        let (n, ty, type_name) = &self.columns[i];
-        match ty {
+        let col = &self.columns[i];
+        let n = &col.name;
+        if let Some(why) = &col.refusal {
+            return unsupported(format!("column \"{n}\" of {}: {why}", self.source));
+        }
+        if let Some(expression) = col.generated.clone() {
+            return self.generated(i, &expression);
+        }
+        match col.ty {
             Some(ty) => Ok(Expr::Column {
                 index: i,
                 name: n.clone(),
-                ty: *ty,
+                ty,
             }),
-            None => unsupported(format!("column \"{n}\" of type {type_name}")),
+            None => unsupported(format!(
+                "column \"{n}\" of {} has type {}, which deltamv does not maintain",
+                self.source, col.type_name
+            )),
+        }
+    }
+
+    /// A stored generated column, computed from its expression over the row's other columns
+    /// (PostgreSQL 15 does not publish generated columns, so their values never arrive), then
+    /// assigned to the column's type as PostgreSQL stores it.
+    fn generated(&mut self, i: usize, expression: &str) -> Res<Expr> {
+        let col = self.columns[i].clone();
+        let source = self.source.clone();
+        let refuse = |why: String| {
+            PlanError::Unsupported(format!(
+                "column \"{}\" of {source} is a generated column (GENERATED ALWAYS AS ({expression}) STORED), which PostgreSQL 15 does not publish to logical replication, and deltamv cannot compute it from its expression: {why}",
+                col.name
+            ))
+        };
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let parsed = sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(expression)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| refuse(e.to_string()))?;
+        let Some(ty) = col.ty else {
+            return Err(refuse(format!(
+                "its type {} is not supported",
+                col.type_name
+            )));
+        };
+        // The column's declared type decides the stored value (numeric(p, s) rounds).
+        let declared = sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&col.type_name)
+            .and_then(|mut p| p.parse_data_type())
+            .ok()
+            .and_then(|dt| sql_type(&dt).ok());
+        let scale = match declared {
+            Some((t, scale)) if t == ty => scale,
+            _ if ty == SqlType::Numeric => {
+                return Err(refuse(format!(
+                    "its type {} (a domain) may round it",
+                    col.type_name
+                )))
+            }
+            _ => None,
+        };
+        // Its expression reads only ordinary columns (PostgreSQL forbids generated ones there).
+        self.columns[i].generated = None;
+        self.columns[i].refusal = Some("a generated column's expression may not read it".into());
+        let built = self.build(&parsed);
+        self.columns[i].generated = col.generated.clone();
+        self.columns[i].refusal = col.refusal.clone();
+        let built = built.map_err(|e| refuse(e.to_string()))?;
+        explicit_cast(built, ty, scale, self.tz).map_err(|e| refuse(e.to_string()))
+    }
+
+    /// What an enum-typed expression reads, for messages: "column status (type run_status)".
+    fn enum_source(&self, e: &Expr) -> String {
+        let mut found = None;
+        let mut walk = vec![e.clone()];
+        while let Some(x) = walk.pop() {
+            match &x {
+                Expr::Column { index, .. } => {
+                    if let Some(c) = self.columns.get(*index) {
+                        if c.ty == Some(SqlType::Enum) {
+                            found = Some(format!(
+                                "column \"{}\" of {} (enum type {})",
+                                c.name, self.source, c.type_name
+                            ));
+                            break;
+                        }
+                    }
+                }
+                Expr::GroupKey { index, .. } => walk.extend(self.keys.get(*index).cloned()),
+                Expr::Agg { index, .. } => {
+                    walk.extend(self.aggs.get(*index).and_then(|a| a.arg.clone()))
+                }
+                other => walk.extend(other.children().into_iter().cloned()),
+            }
+        }
+        found.unwrap_or_else(|| format!("{e} (an enum type)"))
+    }
+
+    /// Refuses ordering `e` where the engine's order is not PostgreSQL's: enum values (ordered by
+    /// their declaration, not their labels) and text under a collation that is not byte order.
+    pub(super) fn check_orderable(&self, e: &Expr, what: &str) -> Res<()> {
+        if e.ty() == SqlType::Enum {
+            return unsupported(format!(
+                "{what} orders {}: PostgreSQL orders an enum by its declared order, which deltamv does not maintain (equality, IN and GROUP BY on it are maintained; cast it ::text to order the labels as text)",
+                self.enum_source(e),
+            ));
+        }
+        if let Some(collation) = self.order_collation(e) {
+            return unsupported(format!(
+                "{what} orders text under {collation}, which deltamv does not implement (it orders text by bytes, as the C collation does)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The collation that orders `e` when it is text not ordered by bytes: a column's own
+    /// (PostgreSQL's implicit derivation beats the default), else the database default.
+    pub(super) fn order_collation(&self, e: &Expr) -> Option<String> {
+        if !is_text(e.ty()) {
+            return None;
+        }
+        let mut found = Vec::new();
+        self.implicit_collations(e, &mut found);
+        if found.is_empty() {
+            self.default_collation.clone()
+        } else {
+            found.into_iter().flatten().next()
+        }
+    }
+
+    fn implicit_collations(&self, e: &Expr, out: &mut Vec<Option<String>>) {
+        if !is_text(e.ty()) {
+            return;
+        }
+        match e {
+            Expr::Column { index, .. } => {
+                out.push(self.columns.get(*index).and_then(|c| c.collation.clone()))
+            }
+            Expr::GroupKey { index, .. } => {
+                if let Some(k) = self.keys.get(*index) {
+                    self.implicit_collations(k, out);
+                }
+            }
+            Expr::Agg { index, .. } => {
+                if let Some(arg) = self.aggs.get(*index).and_then(|a| a.arg.as_ref()) {
+                    self.implicit_collations(arg, out);
+                }
+            }
+            Expr::Case {
+                whens, otherwise, ..
+            } => {
+                for (_, r) in whens {
+                    self.implicit_collations(r, out);
+                }
+                if let Some(o) = otherwise {
+                    self.implicit_collations(o, out);
+                }
+            }
+            Expr::Coalesce { args, .. } => {
+                for a in args {
+                    self.implicit_collations(a, out);
+                }
+            }
+            Expr::Cast { expr, .. } => self.implicit_collations(expr, out),
+            _ => {}
         }
     }
 
@@ -267,7 +474,11 @@ impl Builder<'_> {
     fn compare(&mut self, left: &ast::Expr, op: CmpOp, right: &ast::Expr) -> Res<Expr> {
         let l = self.build(left)?;
         let r = self.build(right)?;
-        let ty = common_type(l.ty(), r.ty()).ok_or_else(|| {
+        self.compare_exprs(l, op, r)
+    }
+
+    fn compare_exprs(&mut self, l: Expr, op: CmpOp, r: Expr) -> Res<Expr> {
+        let ty = operator_type(l.ty(), r.ty()).ok_or_else(|| {
             PlanError::Invalid(format!(
                 "operator does not exist: {} {:?} {}",
                 l.ty().pg_name(),
@@ -277,6 +488,23 @@ impl Builder<'_> {
         })?;
         let l = coerce(l, ty, self.tz)?;
         let r = coerce(r, ty, self.tz)?;
+        if !matches!(op, CmpOp::Eq | CmpOp::NotEq) {
+            let both = Expr::Coalesce {
+                args: vec![l.clone(), r.clone()],
+                ty,
+            };
+            self.check_orderable(
+                &both,
+                &format!(
+                    "the comparison {}",
+                    Expr::Cmp {
+                        op,
+                        left: Box::new(l.clone()),
+                        right: Box::new(r.clone())
+                    }
+                ),
+            )?;
+        }
         Ok(Expr::Cmp {
             op,
             left: Box::new(l),
@@ -298,7 +526,7 @@ impl Builder<'_> {
         };
         // Numbers (an untyped literal takes the other side's type): both sides become the wider.
         let numeric_ty = match (lt.numeric_rank(), rt.numeric_rank()) {
-            (Some(a), Some(b)) => Some(if a >= b { lt } else { rt }),
+            (Some(_), Some(_)) => operator_type(lt, rt),
             (Some(_), None) if rt == T::Unknown => Some(lt),
             (None, Some(_)) if lt == T::Unknown => Some(rt),
             _ => None,
@@ -342,6 +570,46 @@ impl Builder<'_> {
             left: Box::new(l),
             right: Box::new(r),
             ty,
+        })
+    }
+
+    /// `x IN (...)` as PostgreSQL parses it, which matters when a real is involved: several
+    /// constants become one `= ANY` of their common type, while a single constant and every
+    /// item that reads a column are separate `=` operators (resolved like any comparison).
+    fn in_list_with_real(&mut self, mut all: Vec<Expr>, negated: bool) -> Res<Expr> {
+        let head = all.remove(0);
+        let (consts, mut vars): (Vec<Expr>, Vec<Expr>) =
+            all.into_iter().partition(|e| !e.reads_input());
+        let mut parts = Vec::new();
+        if consts.len() > 1 {
+            let mut array = vec![head.clone()];
+            array.extend(consts);
+            let ty = common_type_of(&array, "IN")?;
+            let mut array = array
+                .into_iter()
+                .map(|x| coerce(x, ty, self.tz))
+                .collect::<Res<Vec<_>>>()?;
+            let lhs = array.remove(0);
+            parts.push(Expr::InList {
+                expr: Box::new(lhs),
+                list: array,
+                negated: false,
+            });
+        } else {
+            vars.extend(consts);
+        }
+        for v in vars {
+            parts.push(self.compare_exprs(head.clone(), CmpOp::Eq, v)?);
+        }
+        let any = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Expr::Or(parts)
+        };
+        Ok(if negated {
+            Expr::Not(Box::new(any))
+        } else {
+            any
         })
     }
 
@@ -587,6 +855,7 @@ impl Builder<'_> {
             } else {
                 let ty = resolved(x.ty());
                 let x = coerce(x, ty, self.tz)?;
+                self.check_orderable(&x, &format!("{name}(...) WITHIN GROUP (ORDER BY {x})"))?;
                 Ok((AggFunc::PercentileDisc(frac), Some(x), ty))
             };
         }
@@ -599,6 +868,20 @@ impl Builder<'_> {
         let x = self.build(&one(args)?)?;
         let arg_ty = resolved(x.ty());
         let x = coerce(x, arg_ty, self.tz)?;
+        if name == "min" || name == "max" {
+            self.check_orderable(&x, &format!("{}({x})", name.to_uppercase()))?;
+        }
+        if name == "sum" && arg_ty == T::Float4 {
+            return unsupported(format!(
+                "SUM of real ({x}): PostgreSQL adds reals in single precision in the order it reads the rows, so its result depends on that order and cannot be maintained exactly; sum {x}::double precision, or make the column double precision"
+            ));
+        }
+        // avg(real) widens each value to double precision (float4_accum): AVG(float8).
+        let (x, arg_ty) = if name == "avg" && arg_ty == T::Float4 {
+            (coerce(x, T::Float8, self.tz)?, T::Float8)
+        } else {
+            (x, arg_ty)
+        };
         if distinct && name != "count" {
             return unsupported(format!("{name}(DISTINCT ...)"));
         }

@@ -186,7 +186,7 @@ pub fn plan(
             }
         }
     }
-    let order = spec
+    let order: Vec<(usize, bool, bool)> = spec
         .order_by
         .iter()
         .enumerate()
@@ -195,7 +195,23 @@ pub fn plan(
             (visible + i, desc, o.options.nulls_first.unwrap_or(desc))
         })
         .collect();
+    // The ranking orders by these outputs: only where the engine's order is PostgreSQL's.
+    for ((col, _, _), o) in order.iter().zip(&spec.order_by) {
+        if inner.outputs[*col].ty() == SqlType::Enum {
+            return unsupported(format!(
+                "ROW_NUMBER() OVER (... ORDER BY {}) orders an enum value: PostgreSQL orders an enum by its declared order, which deltamv does not maintain (cast it ::text to order the labels as text)",
+                o.expr
+            ));
+        }
+        if let Some(collation) = inner.output_collations.get(*col).cloned().flatten() {
+            return unsupported(format!(
+                "ROW_NUMBER() OVER (... ORDER BY {}) orders text under {collation}, which deltamv does not implement (it orders text by bytes, as the C collation does)",
+                o.expr
+            ));
+        }
+    }
     let mut outputs = Vec::new();
+    let mut output_collations = Vec::new();
     let mut output_exprs = Vec::new();
     let mut output_names = Vec::new();
     for item in &outer.projection {
@@ -214,6 +230,7 @@ pub fn plan(
         let name = name_of(id);
         if name == rank_name {
             outputs.push(None);
+            output_collations.push(None);
             output_exprs.push(Expr::Literal {
                 value: Value::Null,
                 ty: SqlType::Int8,
@@ -228,6 +245,7 @@ pub fn plan(
                 )));
             };
             outputs.push(Some(i));
+            output_collations.push(inner.output_collations.get(i).cloned().flatten());
             output_exprs.push(Expr::Column {
                 index: i,
                 name: name.clone(),
@@ -254,6 +272,7 @@ pub fn plan(
         output_names,
         temporal: vec![],
         group_temporal: vec![],
+        output_collations,
         topk: Some(TopK {
             partition,
             order,

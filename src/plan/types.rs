@@ -82,6 +82,7 @@ pub(super) fn sql_type(dt: &ast::DataType) -> Res<(SqlType, Option<u32>)> {
         "bigint" | "int8" => SqlType::Int8,
         "smallint" | "int2" => SqlType::Int2,
         "double precision" | "float8" | "double" | "float" => SqlType::Float8,
+        "real" | "float4" => SqlType::Float4,
         "text" => SqlType::Text,
         "uuid" => SqlType::Uuid,
         "boolean" | "bool" => SqlType::Bool,
@@ -111,6 +112,10 @@ pub(super) fn common_type(a: SqlType, b: SqlType) -> Option<SqlType> {
     if let (Some(x), Some(y)) = (a.numeric_rank(), b.numeric_rank()) {
         return Some(if x >= y { a } else { b });
     }
+    // character(n) meets text as text (its trailing spaces dropped, as held).
+    if matches!((a, b), (T::Bpchar, T::Text) | (T::Text, T::Bpchar)) {
+        return Some(T::Text);
+    }
     let dt_rank = |t| match t {
         T::Date => Some(0),
         T::Timestamp => Some(1),
@@ -121,6 +126,21 @@ pub(super) fn common_type(a: SqlType, b: SqlType) -> Option<SqlType> {
         (Some(x), Some(y)) => Some(if x >= y { a } else { b }),
         _ => None,
     }
+}
+
+/// The type both operands of a binary operator (a comparison or arithmetic) become.
+/// PostgreSQL resolves a real against another numeric type (not real, not an untyped literal)
+/// to its float48 operators: both sides in double precision (`0.1::real > 0.1` is true and
+/// `1::real + 1` is double precision), while CASE, COALESCE and IN lists of several constants
+/// take the common type, real.
+pub(super) fn operator_type(a: SqlType, b: SqlType) -> Option<SqlType> {
+    let mixed_real = |x: SqlType, y: SqlType| {
+        x == SqlType::Float4 && y != SqlType::Float4 && y.numeric_rank().is_some()
+    };
+    if mixed_real(a, b) || mixed_real(b, a) {
+        return Some(SqlType::Float8);
+    }
+    common_type(a, b)
 }
 
 pub(super) fn common_type_of(items: &[Expr], what: &str) -> Res<SqlType> {
@@ -158,6 +178,7 @@ pub(super) fn coerce_with_scale(
             (from, to),
             (SqlType::Date, SqlType::Timestamp | SqlType::TimestampTz)
                 | (SqlType::Timestamp, SqlType::TimestampTz)
+                | (SqlType::Bpchar, SqlType::Text)
         )
         || from == to;
     if !implicit {
@@ -177,7 +198,11 @@ pub(super) fn explicit_cast(
     if to == SqlType::Text
         && matches!(
             from,
-            SqlType::TimestampTz | SqlType::Timestamp | SqlType::Interval | SqlType::Float8
+            SqlType::TimestampTz
+                | SqlType::Timestamp
+                | SqlType::Interval
+                | SqlType::Float8
+                | SqlType::Float4
         )
     {
         return unsupported(format!("cast of {} to text", from.pg_name()));

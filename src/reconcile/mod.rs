@@ -100,6 +100,8 @@ fn same(ty: SqlType, a: &Option<String>, b: &Option<String>) -> bool {
             SqlType::Numeric => {
                 matches!((Numeric::parse(x), Numeric::parse(y)), (Ok(p), Ok(q)) if p == q)
             }
+            // character values are equal ignoring trailing spaces (bpchareq).
+            SqlType::Bpchar => x.trim_end_matches(' ') == y.trim_end_matches(' '),
             _ => false,
         },
         _ => false,
@@ -252,6 +254,7 @@ fn canonical(ty: SqlType, v: &Option<String>) -> Option<String> {
             .map(|n| normalized_numeric(&n))
             .ok()
             .or(v.clone()),
+        (SqlType::Bpchar, Some(s)) => Some(s.trim_end_matches(' ').to_string()),
         _ => v.clone(),
     }
 }

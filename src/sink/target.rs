@@ -152,13 +152,17 @@ pub async fn ensure_target(
             });
         }
     }
+    // A column of an enum or domain type is checked as what it stands for.
+    let sql = format!(
+        "SELECT a.attname::text, bt.base_oid, format_type(a.atttypid, a.atttypmod),
+                coalesce(bt.base_kind, '')
+           FROM pg_attribute a {}
+          WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY a.attnum",
+        crate::source::control::base_type_lateral("a.atttypid")
+    );
     let rows = tx
-        .query(
-            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod)
-               FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
-              ORDER BY a.attnum",
-            &[&plan.name.quoted()],
-        )
+        .query(&sql, &[&plan.name.quoted()])
         .await
         .map_err(sql_err(format!("reading the columns of {view}")))?;
     let ours = plan.output_types();
@@ -176,8 +180,9 @@ pub async fn ensure_target(
     let mut names = Vec::new();
     for (r, ty) in rows.iter().zip(ours) {
         let name: String = r.get(0);
-        let oid: i64 = r.get(1);
-        let theirs = SqlType::from_oid(oid as u32);
+        let oid: Option<i64> = r.get(1);
+        let kind: String = r.get(3);
+        let theirs = oid.and_then(|o| SqlType::from_base_type(o as u32, &kind));
         if theirs != Some(ty) {
             return Err(SinkError::TypeMismatch {
                 view,

@@ -208,27 +208,89 @@ pub async fn server_timezone(client: &Client) -> Result<PgTimeZone, ControlError
     PgTimeZone::parse(&name).map_err(|e| ControlError::TimeZone(e.to_string()))
 }
 
+/// A lateral subquery giving, for the type OID `{oid}`, the type it stands for with its domains
+/// resolved (`base_oid`, `base_kind` = `pg_type.typtype`, `e` for an enum): PostgreSQL computes
+/// with a domain's base type, and pgoutput announces a column by its own type's OID.
+pub fn base_type_lateral(oid: &str) -> String {
+    format!(
+        "LEFT JOIN LATERAL (
+            WITH RECURSIVE chain(oid, typtype, typbasetype, depth) AS (
+                SELECT t.oid, t.typtype, t.typbasetype, 0 FROM pg_type t WHERE t.oid = {oid}
+                UNION ALL
+                SELECT t.oid, t.typtype, t.typbasetype, c.depth + 1
+                  FROM chain c JOIN pg_type t ON t.oid = c.typbasetype
+                 WHERE c.typtype = 'd' AND c.depth < 64)
+            SELECT chain.oid::int8 AS base_oid, chain.typtype::text AS base_kind
+              FROM chain WHERE chain.typtype <> 'd') bt ON true"
+    )
+}
+
+/// Whether a libc collation name orders text by bytes.
+fn byte_order(collate: &str) -> bool {
+    matches!(collate, "C" | "POSIX")
+}
+
+/// The database's default collation when it does not order text by bytes (PostgreSQL 15 may
+/// take it from ICU: `datlocprovider = 'i'`).
+pub async fn default_collation(client: &Client) -> Result<Option<String>, ControlError> {
+    let row = client
+        .query_one(
+            "SELECT to_jsonb(d)::text FROM pg_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(sql_err("reading the database's collation"))?;
+    let text: String = row.get(0);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let collate = field("datcollate");
+    Ok(match field("datlocprovider").as_str() {
+        "i" => {
+            let locale = [field("daticulocale"), field("datlocale")].concat();
+            Some(format!(
+                "the database's default collation (ICU locale {locale:?})"
+            ))
+        }
+        _ if byte_order(&collate) => None,
+        _ => Some(format!(
+            "the database's default collation ({collate:?}; create the database with LC_COLLATE 'C', or give the column COLLATE \"C\")"
+        )),
+    })
+}
+
 /// Reads the columns and primary key of each table (the key may be empty: only incremental
-/// views need one, see [`require_key`]).
+/// views need one, see [`require_key`]). Columns are typed with their domains resolved to the
+/// base type and enums as [`SqlType::Enum`]; stored generated columns come with their
+/// expression, and text columns with their collation when it is not byte order.
 pub async fn load_tables(
     client: &Client,
     names: &[QualifiedName],
 ) -> Result<Vec<TableInfo>, ControlError> {
+    let default = default_collation(client).await?;
     let mut out = Vec::new();
     for name in names {
+        let sql = format!(
+            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod),
+                    coalesce(a.attnum = ANY(i.indkey::int2[]), false),
+                    bt.base_oid, coalesce(bt.base_kind, ''),
+                    a.attgenerated::text,
+                    CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+                    a.attcollation::int8, coll.collname::text, coll.collprovider::text,
+                    coll.collcollate::text, coalesce(coll.collisdeterministic, true)
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+               LEFT JOIN pg_collation coll ON coll.oid = a.attcollation
+               {}
+              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+                AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            base_type_lateral("a.atttypid")
+        );
         let rows = client
-            .query(
-                "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod),
-                        coalesce(a.attnum = ANY(i.indkey::int2[]), false)
-                   FROM pg_attribute a
-                   JOIN pg_class c ON c.oid = a.attrelid
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
-                   LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
-                    AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                  ORDER BY a.attnum",
-                &[&name.schema, &name.name],
-            )
+            .query(&sql, &[&name.schema, &name.name])
             .await
             .map_err(sql_err(format!("reading the columns of {name}")))?;
         if rows.is_empty() {
@@ -238,10 +300,42 @@ pub async fn load_tables(
         let mut key = Vec::new();
         for (i, r) in rows.iter().enumerate() {
             let oid: i64 = r.get(1);
+            let base_oid: Option<i64> = r.get(4);
+            let base_kind: String = r.get(5);
+            let generated: String = r.get(6);
+            let expression: Option<String> = r.get(7);
+            let collation_oid: i64 = r.get(8);
+            let collname: Option<String> = r.get(9);
+            let provider: Option<String> = r.get(10);
+            let collate: Option<String> = r.get(11);
+            let deterministic: bool = r.get(12);
+            let collation = match (collation_oid, provider.as_deref()) {
+                (0, _) => None,
+                (_, Some("d")) | (_, None) => default.clone(),
+                (_, Some("c")) if byte_order(collate.as_deref().unwrap_or("")) => None,
+                _ => Some(format!(
+                    "collation {:?}",
+                    collname.clone().unwrap_or_default()
+                )),
+            };
+            let refusal = (!deterministic).then(|| {
+                format!(
+                    "its collation {:?} is nondeterministic (values that compare equal may differ in bytes, which deltamv does not implement)",
+                    collname.clone().unwrap_or_default()
+                )
+            });
             columns.push(ColumnInfo {
                 name: r.get(0),
-                ty: SqlType::from_oid(oid as u32),
+                ty: base_oid.and_then(|b| SqlType::from_base_type(b as u32, &base_kind)),
                 type_name: r.get(2),
+                type_oid: oid as u32,
+                collation,
+                refusal,
+                generated: if generated.is_empty() {
+                    None
+                } else {
+                    Some(expression.unwrap_or_default())
+                },
             });
             if r.get::<_, bool>(3) {
                 key.push(i);
@@ -251,6 +345,7 @@ pub async fn load_tables(
             name: name.clone(),
             columns,
             key,
+            default_collation: default.clone(),
         });
     }
     Ok(out)

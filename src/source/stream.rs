@@ -297,8 +297,13 @@ impl SourceStream {
                     let idx = info.columns.iter().position(|tc| tc.name == c.name);
                     columns.push(idx.and_then(|i| {
                         let ty = info.columns[i].ty?;
-                        // A retyped column is not read as its old type (see below).
-                        let same_type = SqlType::from_oid(c.type_oid) == Some(ty);
+                        // A retyped column is not read as its old type (see below). An enum or
+                        // a domain is announced with its own type's OID, as the catalog said.
+                        let same_type = if info.columns[i].type_oid != 0 {
+                            c.type_oid == info.columns[i].type_oid
+                        } else {
+                            SqlType::from_oid(c.type_oid) == Some(ty)
+                        };
                         (self.referenced[table][i] && same_type).then_some((i, ty))
                     }));
                 }

@@ -204,7 +204,12 @@ impl EngineEnv {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deltamv"));
+        // DELTAMV_TEST_BIN: the binary to test when the shared target directory's
+        // `target/debug/deltamv` may have been overwritten by a build of another checkout.
+        let bin = std::env::var_os("DELTAMV_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_deltamv")));
+        let mut c = Command::new(bin);
         c.args(args)
             .env("DATABASE_URL", &self.url)
             .env("DELTAMV_STATE_DIR", &self.state_dir)
