@@ -368,12 +368,17 @@ pub async fn repair_from(
             .join(" AND ")
     };
     let bad = format!("(VALUES {}) b", values.join(", "));
+    // The row count in deltamv.views moves by the rows deleted and inserted, in the same
+    // transaction (status reads it instead of counting).
     let sql = format!(
         "BEGIN;
-         DELETE FROM {target} t USING {bad} WHERE {tm};
-         INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm});
+         WITH d AS (DELETE FROM {target} t USING {bad} WHERE {tm} RETURNING 1)
+         UPDATE deltamv.views SET rows = rows - (SELECT count(*) FROM d) WHERE view_name = {name};
+         WITH i AS (INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm}) RETURNING 1)
+         UPDATE deltamv.views SET rows = rows + (SELECT count(*) FROM i) WHERE view_name = {name};
          COMMIT;",
         target = plan.name.quoted(),
+        name = crate::plan::quote_literal(&plan.name.to_string()),
         tm = key_match("t"),
         qm = key_match("q"),
     );
