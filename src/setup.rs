@@ -444,8 +444,8 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
             .await
             .map_err(control::sql_err(format!("looking up {}", fb.name)))?
             .map(|r| r.get(0));
-        // A new materialized view's row count is counted once it is recorded (see
-        // `count_unknown_rows`); the refresher keeps it from then on.
+        // A new materialized view's rows are counted with its creation; the refresher keeps
+        // the count from then on.
         let created = kind.is_none();
         match kind.as_deref() {
             None => {
@@ -486,12 +486,23 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
                 "INSERT INTO deltamv.views (view_name, file, query_sql, state, last_error, mode, updated_at)
                  VALUES ($1, $2, $3, 'ok', NULL, 'fallback', now())
                  ON CONFLICT (view_name) DO UPDATE SET file = EXCLUDED.file, query_sql = EXCLUDED.query_sql,
-                     mode = 'fallback', updated_at = now(),
-                     rows = CASE WHEN $4 THEN NULL ELSE deltamv.views.rows END",
-                &[&fb.name.to_string(), &fb.file.display().to_string(), &fb.query_sql, &created],
+                     mode = 'fallback', updated_at = now()",
+                &[&fb.name.to_string(), &fb.file.display().to_string(), &fb.query_sql],
             )
             .await
             .map_err(control::sql_err("recording the views"))?;
+        if created {
+            client
+                .execute(
+                    &format!(
+                        "UPDATE deltamv.views SET rows = (SELECT count(*) FROM {}) WHERE view_name = $1",
+                        fb.name.quoted()
+                    ),
+                    &[&fb.name.to_string()],
+                )
+                .await
+                .map_err(control::sql_err(format!("counting the rows of {}", fb.name)))?;
+        }
     }
     Ok(())
 }

@@ -293,7 +293,12 @@ async fn status_row_counts_are_kept_exact_without_counting() -> Result<()> {
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     let exact = async |what: &str| -> Result<()> {
         let wrong = row_count_mismatches(&client).await?;
-        anyhow::ensure!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
+        anyhow::ensure!(
+            wrong.is_empty(),
+            "{what}:\n{}\nengine log:\n{}",
+            wrong.join("\n"),
+            support::engine::tail(&env.engine_log(), 30)
+        );
         Ok(())
     };
     exact("after the initial load").await?;

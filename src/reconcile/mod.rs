@@ -368,14 +368,14 @@ pub async fn repair_from(
             .join(" AND ")
     };
     let bad = format!("(VALUES {}) b", values.join(", "));
-    // The row count in deltamv.views moves by the rows deleted and inserted, in the same
-    // transaction (status reads it instead of counting).
+    // Rows that differ were changed behind the engine's back (or by a bug), so the row count it
+    // keeps for status (deltamv.views.rows) may be off too: count again, in the same
+    // transaction. Only repairs pay for the count; the engine is held meanwhile.
     let sql = format!(
         "BEGIN;
-         WITH d AS (DELETE FROM {target} t USING {bad} WHERE {tm} RETURNING 1)
-         UPDATE deltamv.views SET rows = rows - (SELECT count(*) FROM d) WHERE view_name = {name};
-         WITH i AS (INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm}) RETURNING 1)
-         UPDATE deltamv.views SET rows = rows + (SELECT count(*) FROM i) WHERE view_name = {name};
+         DELETE FROM {target} t USING {bad} WHERE {tm};
+         INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm});
+         UPDATE deltamv.views SET rows = (SELECT count(*) FROM {target}) WHERE view_name = {name};
          COMMIT;",
         target = plan.name.quoted(),
         name = crate::plan::quote_literal(&plan.name.to_string()),
