@@ -518,6 +518,12 @@ impl Loop<'_> {
             .map(|c| (now - c).max(0) as u64)
             .collect();
         self.metrics.batch(source_rows as u64, &latencies);
+        self.record_state_size().await
+    }
+
+    /// The state's size and compaction backlog, for `/metrics`: after each batch, and after
+    /// each checkpoint (which empties the memtables into table files).
+    async fn record_state_size(&self) -> Result<(), EngineError> {
         let (size, (pending, running)) = self
             .state
             .call(|m| (m.store().size_bytes(), m.store().compaction_stats()))
@@ -839,7 +845,7 @@ impl Loop<'_> {
         crate::failpoint::hit("after_checkpoint");
         self.acked = self.acked.max(ack);
         self.stream.ack(self.acked);
-        Ok(())
+        self.record_state_size().await
     }
 
     /// Revisits time-dependent rows when the server-zone date changed.
