@@ -114,9 +114,7 @@ async fn the_dashboard_shows_every_view_and_a_moving_lag_chart() -> Result<()> {
     let browser = chromium()
         .context("chromium is needed for this test: scripts/install-deps.sh installs it")?;
     // One view with its own freshness target, the others the default (60 s).
-    let views = seed_views_with(
-        "[views.\"analytics.mv_top_agents\"]\nfreshness_target_s = 20\n",
-    )?;
+    let views = seed_views_with("[views.\"analytics.mv_top_agents\"]\nfreshness_target_s = 20\n")?;
     let Fixture {
         cluster: _cluster,
         client,
@@ -254,12 +252,24 @@ fn check_charts(dom: &str) -> Result<()> {
     let targets: Vec<(String, String, String)> = tags(lag, "line")
         .iter()
         .filter(|t| t.contains("class=\"target\""))
-        .filter_map(|t| Some((attr_of(t, "data-view")?, attr_of(t, "data-target")?, attr_of(t, "y1")?)))
+        .filter_map(|t| {
+            Some((
+                attr_of(t, "data-view")?,
+                attr_of(t, "data-target")?,
+                attr_of(t, "y1")?,
+            ))
+        })
         .collect();
     for v in VIEWS {
-        let want = if v == "analytics.mv_top_agents" { "20" } else { "60" };
+        let want = if v == "analytics.mv_top_agents" {
+            "20"
+        } else {
+            "60"
+        };
         anyhow::ensure!(
-            targets.iter().any(|(view, target, _)| view == v && target == want),
+            targets
+                .iter()
+                .any(|(view, target, _)| view == v && target == want),
             "{v} has its freshness target ({want} s) as a line: {targets:?}"
         );
     }

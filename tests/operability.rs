@@ -271,7 +271,9 @@ async fn row_count_mismatches(client: &tokio_postgres::Client) -> Result<Vec<Str
             .await?
             .get(0);
         if rows != Some(counted) {
-            out.push(format!("{view}: status says {rows:?}, count(*) is {counted}"));
+            out.push(format!(
+                "{view}: status says {rows:?}, count(*) is {counted}"
+            ));
         }
     }
     client.batch_execute("COMMIT").await?;
@@ -333,7 +335,10 @@ async fn status_row_counts_are_kept_exact_without_counting() -> Result<()> {
         "analytics.mv_active_users",
         "--repair",
     ])?;
-    assert!(out.contains("repaired"), "the reconcile repaired rows:\n{out}\n{err}");
+    assert!(
+        out.contains("repaired"),
+        "the reconcile repaired rows:\n{out}\n{err}"
+    );
     exact("after a reconcile repair").await?;
     run_txns(&client, &mut w, 60).await?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;

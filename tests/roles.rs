@@ -122,7 +122,9 @@ async fn readers_see_only_summaries(engine_role: Option<&str>) -> Result<()> {
         .collect();
     assert_eq!(fresh.len(), 5, "and their freshness: {fresh:?}");
     assert!(
-        fresh.iter().all(|(_, state, rows)| state == "ok" && rows.is_some()),
+        fresh
+            .iter()
+            .all(|(_, state, rows)| state == "ok" && rows.is_some()),
         "{fresh:?}"
     );
     // The specification's refresh status, as a function an application calls.
