@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 server: `/metrics`, `/healthz`, `/readyz`, and the live dashboard `/` with
-//! its JSON feeds `/api/status` and `/api/history` (the last hour, sampled by the server).
+//! its JSON feeds `/api/status` and `/api/history` (the last hour, sampled by the server: each
+//! incremental view's lag and the engine's throughput, with each view's freshness target from
+//! `deltamv.toml`, so the page can draw one line per view against its own target).
 //!
 //! Three read-only endpoints do not justify a web framework: requests are read up to a size
 //! limit, answered and closed. Each request reads `deltamv.view_status` on the server's own
