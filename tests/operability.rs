@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use support::engine::{
-    free_local_addr, http_get, micros, run_txns, seed_rows, seed_views_with, terminate,
-    wait_caught_up, wait_for, Fixture,
+    crash_during_writes, free_local_addr, http_get, micros, run_txns, seed_rows, seed_views_with,
+    terminate, wait_caught_up, wait_for, Fixture,
 };
 use support::workload::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -343,6 +343,19 @@ async fn status_row_counts_are_kept_exact_without_counting() -> Result<()> {
     run_txns(&client, &mut w, 60).await?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     exact("after more writes").await?;
+    // A crash in the middle of writes: batches replayed after the restart count once.
+    let mut engine = crash_during_writes(
+        &env,
+        &mut engine,
+        &url,
+        22,
+        micros(NOW),
+        120,
+        Duration::from_millis(400),
+    )
+    .await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    exact("after a crash during writes and a restart").await?;
 
     // Reading status does not touch the targets: it answers while one is locked.
     let blocker = support::connect(&url).await?;
