@@ -39,6 +39,9 @@ BEGIN
 END
 $$;
 
--- Readers see the summaries (and deltamv.view_status, granted by the engine), not the sources.
+-- Readers see the summaries (and deltamv.view_status), not the sources. The engine grants
+-- SELECT on every target and fallback view it creates, whichever role it runs as (the worker,
+-- the database owner or a superuser); the default privileges also cover tables the worker
+-- creates by other means.
 GRANT USAGE ON SCHEMA analytics TO analytics_reader;
 ALTER DEFAULT PRIVILEGES FOR ROLE deltamv_worker IN SCHEMA analytics GRANT SELECT ON TABLES TO analytics_reader;

@@ -20,6 +20,13 @@ PORT="${DEMO_PORT:-55432}"
 source scripts/lib/cluster.sh
 load_rows "$ROWS"
 export DELTAMV_STATE_DIR="$DIR/state"
+# Where the engine serves its live dashboard (and /metrics, /healthz).
+export DELTAMV_HTTP="${DELTAMV_HTTP:-127.0.0.1:9187}"
+if [ "$DELTAMV_HTTP" = off ]; then
+  DASHBOARD="(off: DELTAMV_HTTP=off)"
+else
+  DASHBOARD="http://$DELTAMV_HTTP/"
+fi
 "$BIN" init
 # tokio_postgres logs every server NOTICE at info; keep the engine's own lines readable.
 DELTAMV_LOG="${DELTAMV_LOG:-info,tokio_postgres=warn}" "$BIN" run 2>"$DIR/engine.log" &
@@ -40,6 +47,7 @@ pids+=($!)
 while true; do
   if [ -t 1 ]; then clear; fi
   echo "deltamv demo: $RATE writer transactions/s into $DATABASE_URL (Ctrl-C to stop)"
+  echo "live dashboard: $DASHBOARD"
   echo
   "$BIN" status || true
   echo

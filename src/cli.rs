@@ -245,7 +245,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| {
                         format!("cannot listen on {http} (set --http ADDR or DELTAMV_HTTP=off)")
                     })?;
-                tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+                tracing::info!(%bound, dashboard = %format!("http://{bound}/"), "serving the live dashboard, /metrics, /healthz and /readyz");
             }
             tokio::spawn(async move {
                 wait_for_signal().await;

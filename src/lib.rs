@@ -6,6 +6,7 @@
 //! crash-safe (and serves refresh and reconcile requests between batches); [`plan`] compiles view
 //! SQL; [`reconcile`] proves targets against PostgreSQL; [`submit`] asks a running engine.
 
+pub mod access;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -33,13 +33,21 @@ struct Tracked {
 /// Refreshes `plan` concurrently and records it in the history; returns the error text.
 pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), String> {
     let started = Instant::now();
+    // The row count in the refresh's transaction: status reads it instead of counting.
     let result = client
         .batch_execute(&format!(
-            "REFRESH MATERIALIZED VIEW CONCURRENTLY {}",
-            plan.name.quoted()
+            "BEGIN;
+             REFRESH MATERIALIZED VIEW CONCURRENTLY {mv};
+             UPDATE deltamv.views SET rows = (SELECT count(*) FROM {mv}) WHERE view_name = {name};
+             COMMIT;",
+            mv = plan.name.quoted(),
+            name = crate::plan::quote_literal(&plan.name.to_string()),
         ))
         .await
         .map_err(|e| describe(&e));
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
     let error = result.as_ref().err().map(String::as_str);
     let name = plan.name.to_string();
     if let Err(e) = history::record(

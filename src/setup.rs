@@ -476,6 +476,7 @@ async fn create_objects(
     // Before the slot's snapshot: the leaves recorded are the ones the snapshot reads.
     partitions::ensure(&tx, &p.published, true).await?;
     ensure_fallbacks(&tx, &p.fallbacks).await?;
+    grant_readers(&tx, &p.plans, &p.fallbacks).await?;
     tx.commit()
         .await
         .map_err(control::sql_err("committing init"))?;
@@ -498,6 +499,9 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
             .await
             .map_err(control::sql_err(format!("looking up {}", fb.name)))?
             .map(|r| r.get(0));
+        // A new materialized view's rows are counted with its creation; the refresher keeps
+        // the count from then on.
+        let created = kind.is_none();
         match kind.as_deref() {
             None => {
                 let sql = format!(
@@ -542,8 +546,64 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
             )
             .await
             .map_err(control::sql_err("recording the views"))?;
+        if created {
+            client
+                .execute(
+                    &format!(
+                        "UPDATE deltamv.views SET rows = (SELECT count(*) FROM {}) WHERE view_name = $1",
+                        fb.name.quoted()
+                    ),
+                    &[&fb.name.to_string()],
+                )
+                .await
+                .map_err(control::sql_err(format!("counting the rows of {}", fb.name)))?;
+        }
     }
     Ok(())
+}
+
+/// Counts the rows of views whose count is not known yet (bookkeeping from a version that did
+/// not keep it, or a fallback view whose first refresh failed); from then on the writers keep it.
+async fn count_unknown_rows(client: &Client) -> Result<(), SetupError> {
+    let unknown = client
+        .query(
+            "SELECT v.view_name, format('%I.%I', n.nspname, c.relname)
+               FROM deltamv.views v
+               JOIN pg_class c ON c.relkind IN ('r', 'm', 'p')
+               JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname || '.' || c.relname = v.view_name
+              WHERE v.rows IS NULL",
+            &[],
+        )
+        .await
+        .map_err(control::sql_err("looking up views without a row count"))?;
+    for r in unknown {
+        let (view, table): (String, String) = (r.get(0), r.get(1));
+        client
+            .execute(
+                &format!(
+                    "UPDATE deltamv.views SET rows = (SELECT count(*) FROM {table}) WHERE view_name = $1"
+                ),
+                &[&view],
+            )
+            .await
+            .map_err(control::sql_err(format!("counting the rows of {view}")))?;
+    }
+    Ok(())
+}
+
+/// Lets `analytics_reader` (where it exists) read every target and fallback view, whichever
+/// role runs the engine (see [`crate::access`]).
+async fn grant_readers<C: tokio_postgres::GenericClient>(
+    client: &C,
+    plans: &[ViewPlan],
+    fallbacks: &[FallbackPlan],
+) -> Result<(), SetupError> {
+    let names: Vec<&QualifiedName> = plans
+        .iter()
+        .map(|plan| &plan.name)
+        .chain(fallbacks.iter().map(|fb| &fb.name))
+        .collect();
+    Ok(crate::access::grant_readers(client, &names).await?)
 }
 
 /// Row-level security for readers where `tenant_setting` is configured: a target row is visible
@@ -671,6 +731,8 @@ pub async fn init(
         control::ensure_publication(&p.client, &cfg.publication, &p.published).await?;
         partitions::ensure(&p.client, &p.published, false).await?;
         ensure_fallbacks(&p.client, &p.fallbacks).await?;
+        grant_readers(&p.client, &p.plans, &p.fallbacks).await?;
+        count_unknown_rows(&p.client).await?;
         apply_row_security(p).await?;
         let columns = target_columns(p).await?;
         let dates: Vec<i32> = store.meta("dates")?.unwrap_or_default();
@@ -725,6 +787,9 @@ pub async fn init(
             }
         }
         total += rows_loaded;
+        target::record_rows(&tx, &t.plan_name, rows_loaded as i64)
+            .await
+            .map_err(control::sql_err("recording row counts"))?;
         history::record(
             &tx,
             &t.plan_name,
@@ -773,6 +838,7 @@ pub async fn init(
             tracing::warn!(view = %fb.name, error = %e, "first refresh of a fallback view failed; the engine retries");
         }
     }
+    count_unknown_rows(&p.client).await?;
     tracing::info!(lsn = %target::lsn_text(lsn), rows = total, "initial load complete");
     Ok((state, targets, lsn))
 }

@@ -1,6 +1,8 @@
 //! Operability: `deltamv.view_status`, `deltamv check` and the HTTP endpoints go stale while the
 //! engine cannot apply (a reader holds a lock on a target) and fresh again afterwards; `/metrics`
-//! is valid Prometheus text whose lag rises and falls with it.
+//! is valid Prometheus text whose lag rises and falls with it. The signals tell the truth: the
+//! state size is the state directory's, and status's row counts, kept by the engine instead of
+//! counted on each read, equal `count(*)` after writes, a refresh and a reconcile repair.
 
 mod support;
 
@@ -9,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use support::engine::{
-    free_local_addr, http_get, micros, run_txns, seed_rows, seed_views_with, terminate,
-    wait_caught_up, wait_for, Fixture,
+    crash_during_writes, free_local_addr, http_get, micros, run_txns, seed_rows, seed_views_with,
+    terminate, wait_caught_up, wait_for, Fixture,
 };
 use support::workload::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -183,6 +185,192 @@ async fn http_can_require_a_bearer_token() -> Result<()> {
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn dir_size(dir: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_size_metric_is_the_state_directorys_size() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, std::path::Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(11, micros(NOW));
+    w.allow_truncate = false;
+    seed_rows(&client, &mut w, 60_000).await?;
+    let (port, addr) = free_local_addr()?;
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_HTTP", &addr)])?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(120)).await?;
+    // The metric is taken after each batch and each checkpoint (every second, which flushes
+    // the memtables); the last batches are small, so the memtables hold little at the end.
+    for n in [40, 5] {
+        run_txns(&client, &mut w, n).await?;
+        wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let m = parse_metrics(&http_get(port, "/metrics").await?.1)?;
+    let reported = *m
+        .get("deltamv_state_size_bytes")
+        .context("deltamv_state_size_bytes")?;
+    let on_disk = dir_size(&env.state_dir)? as f64;
+    eprintln!("deltamv_state_size_bytes {reported}, state directory {on_disk} bytes");
+    assert!(
+        on_disk > 2e6,
+        "the test loads enough data to matter: {on_disk} bytes"
+    );
+    assert!(
+        (0.5 * on_disk..=2.0 * on_disk).contains(&reported),
+        "deltamv_state_size_bytes = {reported}, the state directory holds {on_disk} bytes"
+    );
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Each view's `rows` in `deltamv.view_status` next to `count(*)` of its target, read in one
+/// snapshot; the views whose two differ.
+async fn row_count_mismatches(client: &tokio_postgres::Client) -> Result<Vec<String>> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    let status = client
+        .query(
+            "SELECT view_name, rows FROM deltamv.view_status ORDER BY view_name",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in &status {
+        let (view, rows): (String, Option<i64>) = (r.get(0), r.get(1));
+        let (schema, name) = view.split_once('.').context("schema.name")?;
+        let counted: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {}.{}",
+                    support::quote_ident(schema),
+                    support::quote_ident(name)
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        if rows != Some(counted) {
+            out.push(format!(
+                "{view}: status says {rows:?}, count(*) is {counted}"
+            ));
+        }
+    }
+    client.batch_execute("COMMIT").await?;
+    anyhow::ensure!(status.len() == 5, "five views: {}", status.len());
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_row_counts_are_kept_exact_without_counting() -> Result<()> {
+    // One view kept as a fallback view: the refresher keeps its count.
+    let views = seed_views_with("[views.\"analytics.mv_top_agents\"]\nmode = \"fallback\"\n")?;
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        url,
+    } = Fixture::start(None, views.path(), Some(NOW)).await?;
+    let mut w = Workload::new(21, micros(NOW));
+    seed_rows(&client, &mut w, 300).await?;
+    let mut engine = env.spawn_run()?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let exact = async |what: &str| -> Result<()> {
+        let wrong = row_count_mismatches(&client).await?;
+        anyhow::ensure!(
+            wrong.is_empty(),
+            "{what}:\n{}\nengine log:\n{}",
+            wrong.join("\n"),
+            support::engine::tail(&env.engine_log(), 30)
+        );
+        Ok(())
+    };
+    exact("after the initial load").await?;
+    // Inserts, updates, deletes and TRUNCATEs, in and out of groups.
+    run_txns(&client, &mut w, 150).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    exact("after writes").await?;
+
+    // Rows the engine does not know of: deleted behind its back, and one moved to a group that
+    // does not exist. A refresh and a reconcile repair put them back, and the counts follow.
+    let tamper = |view: &str| {
+        format!(
+            "DELETE FROM {view} WHERE ctid IN (SELECT ctid FROM {view} ORDER BY ctid LIMIT 2);
+             UPDATE {view} SET workspace_id = gen_random_uuid()
+              WHERE ctid = (SELECT ctid FROM {view} ORDER BY ctid LIMIT 1);"
+        )
+    };
+    client
+        .batch_execute(&tamper("analytics.mv_agent_performance"))
+        .await?;
+    let (code, out, err) = env.run_cmd(&["refresh", "--view", "analytics.mv_agent_performance"])?;
+    assert_eq!(code, 0, "refresh:\n{out}\n{err}");
+    exact("after a refresh that repaired rows").await?;
+    client
+        .batch_execute(&tamper("analytics.mv_active_users"))
+        .await?;
+    let (_, out, err) = env.run_cmd(&[
+        "reconcile",
+        "--view",
+        "analytics.mv_active_users",
+        "--repair",
+    ])?;
+    assert!(
+        out.contains("repaired"),
+        "the reconcile repaired rows:\n{out}\n{err}"
+    );
+    exact("after a reconcile repair").await?;
+    run_txns(&client, &mut w, 60).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    exact("after more writes").await?;
+    // A crash in the middle of writes: batches replayed after the restart count once.
+    let mut engine = crash_during_writes(
+        &env,
+        &mut engine,
+        &url,
+        22,
+        micros(NOW),
+        120,
+        Duration::from_millis(400),
+    )
+    .await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    exact("after a crash during writes and a restart").await?;
+
+    // Reading status does not touch the targets: it answers while one is locked.
+    let blocker = support::connect(&url).await?;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE analytics.mv_workspace_metrics IN ACCESS EXCLUSIVE MODE")
+        .await?;
+    let rows: Option<i64> = client
+        .query_one(
+            "SELECT rows FROM deltamv.view_status WHERE view_name = 'analytics.mv_workspace_metrics'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(rows.is_some_and(|r| r > 0), "{rows:?}");
+    blocker.batch_execute("COMMIT").await?;
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }

@@ -522,6 +522,12 @@ impl Loop<'_> {
             .map(|c| (now - c).max(0) as u64)
             .collect();
         self.metrics.batch(source_rows as u64, &latencies);
+        self.record_state_size().await
+    }
+
+    /// The state's size and compaction backlog, for `/metrics`: after each batch, and after
+    /// each checkpoint (which empties the memtables into table files).
+    async fn record_state_size(&self) -> Result<(), EngineError> {
         let (size, (pending, running)) = self
             .state
             .call(|m| (m.store().size_bytes(), m.store().compaction_stats()))
@@ -676,10 +682,11 @@ impl Loop<'_> {
             .iter()
             .map(|v| self.writers[*v].write(&tx, &deltas[*v]));
         match futures_util::future::try_join_all(writes).await {
-            Ok(_) => {
-                let changed: Vec<String> = live
+            Ok(grown) => {
+                let changed: Vec<(String, i64)> = live
                     .iter()
-                    .map(|v| self.writers[*v].target.plan_name.clone())
+                    .zip(grown)
+                    .map(|(v, d)| (self.writers[*v].target.plan_name.clone(), d))
                     .collect();
                 commit_targets(tx, &changed, &self.cfg.slot, lsn, commit_time)
                     .await
@@ -703,11 +710,11 @@ impl Loop<'_> {
                 .await
                 .map_err(sink_err)?;
             match w.write(&tx, changes).await {
-                Ok(()) => {
+                Ok(grown) => {
                     tx.batch_execute("RELEASE SAVEPOINT dmv_view")
                         .await
                         .map_err(sink_err)?;
-                    changed.push(t.plan_name.clone());
+                    changed.push((t.plan_name.clone(), grown));
                 }
                 Err(e) if target::is_view_data_error(&e) => {
                     tx.batch_execute("ROLLBACK TO SAVEPOINT dmv_view")
@@ -842,7 +849,7 @@ impl Loop<'_> {
         crate::failpoint::hit("after_checkpoint");
         self.acked = self.acked.max(ack);
         self.stream.ack(self.acked);
-        Ok(())
+        self.record_state_size().await
     }
 
     /// Revisits time-dependent rows when the server-zone date changed.
@@ -913,21 +920,16 @@ impl Loop<'_> {
     }
 }
 
-/// Records the changed views and the applied position, and commits the targets.
+/// Records the changed views (when, and by how many rows each grew) and the applied position,
+/// and commits the targets.
 async fn commit_targets(
     tx: tokio_postgres::Transaction<'_>,
-    changed: &[String],
+    changed: &[(String, i64)],
     slot: &str,
     lsn: u64,
     commit_time: Option<i64>,
 ) -> Result<(), tokio_postgres::Error> {
-    if !changed.is_empty() {
-        tx.execute(
-            "UPDATE deltamv.views SET last_change_at = now() WHERE view_name = ANY($1)",
-            &[&changed],
-        )
-        .await?;
-    }
+    target::record_row_deltas(&tx, changed).await?;
     target::record_progress(&tx, slot, lsn, commit_time).await?;
     tx.commit().await
 }

@@ -1,11 +1,14 @@
 //! A small HTTP/1.1 server: `/metrics`, `/healthz`, `/readyz`, and the live dashboard `/` with
-//! its JSON feeds `/api/status` and `/api/history` (the last hour, sampled by the server).
+//! its JSON feeds `/api/status` and `/api/history` (the last hour, sampled by the server: each
+//! incremental view's lag and the engine's throughput, with each view's freshness target from
+//! `deltamv.toml`, so the page can draw one line per view against its own target).
 //!
 //! Three read-only endpoints do not justify a web framework: requests are read up to a size
 //! limit, answered and closed. Each request reads `deltamv.view_status` on the server's own
 //! connection, so freshness is what a SQL client would see. With `DELTAMV_HTTP_TOKEN` set, every
 //! endpoint requires `Authorization: Bearer <token>`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,9 +39,37 @@ pub struct Context {
 pub struct Sample {
     /// Seconds since 1970.
     pub t: f64,
-    /// The worst lag among incremental views.
-    pub lag_seconds: f64,
+    /// Each incremental view's lag (fallback views have none).
+    pub lag_seconds: BTreeMap<String, f64>,
     pub changes_per_s: f64,
+}
+
+/// A view the dashboard draws: its lag line and its freshness target.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChartView {
+    pub view: String,
+    pub freshness_target_s: f64,
+}
+
+/// `/api/history`: the views with a lag line in the last hour, and the samples.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryFeed {
+    pub views: Vec<ChartView>,
+    pub samples: Vec<Sample>,
+}
+
+impl HistoryFeed {
+    pub fn new(samples: Vec<Sample>, settings: &Settings) -> HistoryFeed {
+        let names: BTreeSet<&String> = samples.iter().flat_map(|s| s.lag_seconds.keys()).collect();
+        let views = names
+            .into_iter()
+            .map(|name| ChartView {
+                view: name.clone(),
+                freshness_target_s: settings.view(name).freshness_target.as_secs_f64(),
+            })
+            .collect();
+        HistoryFeed { views, samples }
+    }
 }
 
 type History = Arc<std::sync::Mutex<std::collections::VecDeque<Sample>>>;
@@ -64,8 +95,8 @@ async fn sample(ctx: Arc<Context>, history: History, mut shutdown: watch::Receiv
         };
         let lag = statuses
             .iter()
-            .filter_map(|s| s.lag_seconds)
-            .fold(0.0, f64::max);
+            .filter_map(|s| Some((s.view.clone(), s.lag_seconds?)))
+            .collect();
         let changes = ctx.metrics.changes.load(Ordering::Relaxed);
         let dt = last_t.elapsed().as_secs_f64().max(1e-3);
         let rate = changes.saturating_sub(last_changes) as f64 / dt;
@@ -155,11 +186,11 @@ async fn handle(
                     .lock()
                     .map(|h| h.iter().cloned().collect())
                     .unwrap_or_default();
-                (
-                    200,
-                    serde_json::to_string(&points).unwrap_or_else(|_| "[]".into()),
-                    "application/json",
-                )
+                let feed = HistoryFeed::new(points, &ctx.settings);
+                match serde_json::to_string(&feed) {
+                    Ok(body) => (200, body, "application/json"),
+                    Err(e) => (500, format!("{e}\n"), "text/plain"),
+                }
             }
             (_, None) => (503, "cannot reach PostgreSQL\n".to_string(), "text/plain"),
             ("/api/status", Some(c)) => match status::collect_all(c).await {
@@ -200,6 +231,7 @@ async fn handle(
         200 => "OK",
         401 => "Unauthorized",
         404 => "Not Found",
+        500 => "Internal Server Error",
         _ => "Service Unavailable",
     };
     let head = format!(
@@ -401,6 +433,33 @@ mod tests {
             }
         }
         assert!(checked >= 8, "{checked}");
+    }
+
+    #[test]
+    fn the_history_feed_lists_each_charted_view_with_its_own_freshness_target() {
+        let settings =
+            Settings::parse("[views.\"a.slow\"]\nfreshness_target_s = 300\n").expect("valid");
+        let sample = |t: f64, lags: &[(&str, f64)]| Sample {
+            t,
+            lag_seconds: lags.iter().map(|(v, l)| (v.to_string(), *l)).collect(),
+            changes_per_s: 0.0,
+        };
+        // A view that appears later (or only for a while) still gets its line.
+        let feed = HistoryFeed::new(
+            vec![
+                sample(1.0, &[("a.fast", 0.1)]),
+                sample(2.0, &[("a.fast", 0.2), ("a.slow", 4.0)]),
+            ],
+            &settings,
+        );
+        let views: Vec<(&str, f64)> = feed
+            .views
+            .iter()
+            .map(|v| (v.view.as_str(), v.freshness_target_s))
+            .collect();
+        assert_eq!(views, vec![("a.fast", 60.0), ("a.slow", 300.0)]);
+        let json = serde_json::to_value(&feed).expect("serializes");
+        assert_eq!(json["samples"][1]["lag_seconds"]["a.slow"], 4.0);
     }
 
     #[test]

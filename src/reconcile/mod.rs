@@ -371,12 +371,17 @@ pub async fn repair_from(
             .join(" AND ")
     };
     let bad = format!("(VALUES {}) b", values.join(", "));
+    // Rows that differ were changed behind the engine's back (or by a bug), so the row count it
+    // keeps for status (deltamv.views.rows) may be off too: count again, in the same
+    // transaction. Only repairs pay for the count; the engine is held meanwhile.
     let sql = format!(
         "BEGIN;
          DELETE FROM {target} t USING {bad} WHERE {tm};
          INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm});
+         UPDATE deltamv.views SET rows = (SELECT count(*) FROM {target}) WHERE view_name = {name};
          COMMIT;",
         target = plan.name.quoted(),
+        name = crate::plan::quote_literal(&plan.name.to_string()),
         tm = key_match("t"),
         qm = key_match("q"),
     );

@@ -317,11 +317,13 @@ impl TargetWriter {
     }
 
     /// Writes one view's changed groups inside `tx`: absolute values, so a repeat is harmless.
+    /// Returns by how many rows the target grew (negative: shrank), as PostgreSQL counted the
+    /// rows deleted and inserted, for [`record_row_deltas`].
     pub async fn write(
         &self,
         tx: &Transaction<'_>,
         changes: &[TargetChange],
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<i64, tokio_postgres::Error> {
         let t = &self.target;
         let mut keys: Vec<Vec<Option<String>>> =
             vec![Vec::with_capacity(changes.len()); t.key_columns.len()];
@@ -339,15 +341,17 @@ impl TargetWriter {
             }
         }
 
-        tx.execute(&self.delete, &text_params(&keys)).await?;
+        let mut deleted = tx.execute(&self.delete, &text_params(&keys)).await?;
         if null_key {
-            tx.execute(&self.delete_null_keys, &text_params(&keys))
+            deleted += tx
+                .execute(&self.delete_null_keys, &text_params(&keys))
                 .await?;
         }
+        let mut inserted = 0;
         if rows.first().is_some_and(|c| !c.is_empty()) {
-            tx.execute(&self.insert, &text_params(&rows)).await?;
+            inserted = tx.execute(&self.insert, &text_params(&rows)).await?;
         }
-        Ok(())
+        Ok(inserted as i64 - deleted as i64)
     }
 }
 
@@ -372,6 +376,42 @@ pub async fn copy_rows(
         copy_line(&mut text, r);
     }
     copy_in(tx, &t.table, &t.column_list(), text).await
+}
+
+/// Adds each view's row delta to its row count in `deltamv.views` (inside the transaction that
+/// wrote the rows, so `deltamv.view_status` shows the exact count without counting). Deltas are
+/// the rows PostgreSQL reports deleted and inserted, so concurrent writers add up exactly.
+pub async fn record_row_deltas<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    deltas: &[(String, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let (names, delta): (Vec<&str>, Vec<i64>) =
+        deltas.iter().map(|(n, d)| (n.as_str(), *d)).unzip();
+    tx.execute(
+        "UPDATE deltamv.views v SET rows = v.rows + d.delta, last_change_at = now()
+           FROM unnest($1::text[], $2::int8[]) AS d(view_name, delta)
+          WHERE v.view_name = d.view_name",
+        &[&names, &delta],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets the row count of views whose target was filled or rewritten whole (the initial load).
+pub async fn record_rows<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    view: &str,
+    rows: i64,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE deltamv.views SET rows = $2 WHERE view_name = $1",
+        &[&view, &rows],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Records the position the targets reflect (inside the batch's transaction).

@@ -396,6 +396,9 @@ CREATE TABLE IF NOT EXISTS deltamv.views (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE deltamv.views ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'incremental';
+-- Rows in the view's target, kept by the engine in the transaction that writes them (so reading
+-- view_status never counts a target); NULL until the first load or count.
+ALTER TABLE deltamv.views ADD COLUMN IF NOT EXISTS rows bigint;
 CREATE TABLE IF NOT EXISTS deltamv.refresh_history (
     id bigserial PRIMARY KEY,
     view_name text NOT NULL,
@@ -506,26 +509,6 @@ REVOKE ALL ON FUNCTION deltamv.refresh_view(text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION deltamv.refresh_all(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION deltamv.reconcile_view(text, boolean, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION deltamv.reconcile_all(boolean, interval) FROM PUBLIC;
-CREATE OR REPLACE FUNCTION deltamv.row_count(view_name text) RETURNS bigint
-LANGUAGE plpgsql STABLE AS $f$
-DECLARE n bigint; target text;
-BEGIN
-    -- Status must answer even while a target is locked: give up on the count instead.
-    PERFORM set_config('lock_timeout', '200ms', true);
-    -- view_name is schema.name unquoted (names may hold dots, spaces or quotes): look it up.
-    SELECT format('%I.%I', ns.nspname, c.relname) INTO target
-      FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
-     WHERE ns.nspname || '.' || c.relname = view_name AND c.relkind IN ('r', 'm', 'p')
-     LIMIT 1;
-    IF target IS NULL THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE format('SELECT count(*) FROM %s', target) INTO n;
-    RETURN n;
-EXCEPTION WHEN undefined_table OR insufficient_privilege OR lock_not_available THEN
-    RETURN NULL;
-END
-$f$;
 CREATE OR REPLACE VIEW deltamv.view_status AS
 SELECT v.view_name,
        v.mode,
@@ -538,7 +521,7 @@ SELECT v.view_name,
             THEN greatest(0, extract(epoch FROM now() - greatest(p.caught_up_at, p.applied_commit_time)))::float8
        END AS lag_seconds,
        v.last_change_at,
-       deltamv.row_count(v.view_name) AS rows,
+       v.rows,
        h.kind AS last_refresh_kind,
        h.finished_at AS last_refresh_at,
        h.duration_ms AS last_refresh_ms,
@@ -548,6 +531,8 @@ SELECT v.view_name,
   LEFT JOIN pg_replication_slots s ON s.slot_name = p.slot_name
   LEFT JOIN LATERAL (SELECT kind, finished_at, duration_ms, error FROM deltamv.refresh_history r
                       WHERE r.view_name = v.view_name ORDER BY r.finished_at DESC LIMIT 1) h ON true;
+-- Status once counted each target on every read (deltamv.row_count); the count is kept now.
+DROP FUNCTION IF EXISTS deltamv.row_count(text);
 -- What the specification's get_refresh_status() returned: per view, its last refresh (initial
 -- load, full refresh or fallback refresh) with duration, its last applied change, and lag.
 CREATE OR REPLACE FUNCTION deltamv.refresh_status()

@@ -376,28 +376,33 @@ impl Store {
         self.get(CF_META, key.as_bytes())
     }
 
+    /// A RocksDB integer property summed over every column family (DB-wide properties read only
+    /// the default column family, which holds nothing here).
+    fn cf_property_sum(&self, name: &str) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|cf| self.db.cf_handle(cf))
+            .filter_map(|h| self.db.property_int_value_cf(h, name).ok().flatten())
+            .sum()
+    }
+
     /// Bytes waiting for compaction and compactions running (RocksDB properties).
     pub fn compaction_stats(&self) -> (u64, u64) {
-        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
         (
-            prop("rocksdb.estimate-pending-compaction-bytes"),
-            prop("rocksdb.num-running-compactions"),
+            self.cf_property_sum("rocksdb.estimate-pending-compaction-bytes"),
+            self.db
+                .property_int_value("rocksdb.num-running-compactions")
+                .ok()
+                .flatten()
+                .unwrap_or(0),
         )
     }
 
-    /// Approximate on-disk size in bytes.
+    /// The state's size in bytes: the table files of every column family plus what their
+    /// memtables hold (not yet flushed).
     pub fn size_bytes(&self) -> u64 {
-        self.db
-            .property_int_value("rocksdb.total-sst-files-size")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-            + self
-                .db
-                .property_int_value("rocksdb.size-all-mem-tables")
-                .ok()
-                .flatten()
-                .unwrap_or(0)
+        self.cf_property_sum("rocksdb.total-sst-files-size")
+            + self.cf_property_sum("rocksdb.cur-size-all-mem-tables")
     }
 }
 
