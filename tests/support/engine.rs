@@ -204,12 +204,7 @@ impl EngineEnv {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        // DELTAMV_TEST_BIN: the binary to test when the shared target directory's
-        // `target/debug/deltamv` may have been overwritten by a build of another checkout.
-        let bin = std::env::var_os("DELTAMV_TEST_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_deltamv")));
-        let mut c = Command::new(bin);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_deltamv"));
         c.args(args)
             .env("DATABASE_URL", &self.url)
             .env("DELTAMV_STATE_DIR", &self.state_dir)
