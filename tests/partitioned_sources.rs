@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use support::engine::{
-    assert_converges, assert_converges_except, crash_during_writes, micros, run_txns, seed_rows,
-    tail, wait_caught_up, wait_for, EngineEnv,
+    assert_converges, assert_converges_except, crash_during_writes, micros, run_txns,
+    seed_and_init, seed_rows, tail, view_state, wait_caught_up, wait_for, EngineEnv,
 };
 use support::workload::Workload;
 use support::{ClusterOptions, PgCluster};
@@ -88,16 +88,6 @@ async fn partitioned_database() -> Result<Setup> {
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> Result<i64> {
     Ok(client.query_one(sql, &[]).await?.get(0))
-}
-
-async fn view_state(client: &tokio_postgres::Client, view: &str) -> Result<(String, String)> {
-    let row = client
-        .query_one(
-            "SELECT state, coalesce(last_error, '') FROM deltamv.views WHERE view_name = $1",
-            &[&view],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,11 +225,7 @@ async fn dropping_an_attached_partition_fails_its_views_loudly() -> Result<()> {
         client,
         env,
     } = partitioned_database().await?;
-    let mut w = Workload::new(5, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(&client, &mut w, 400).await?;
-    let (code, out, err) = env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed:\n{out}\n{err}");
+    let mut w = seed_and_init(&client, &env, 5, NOW).await?;
     let mut engine = env.spawn_run()?;
     run_txns(&client, &mut w, 40).await?;
     wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
@@ -301,11 +287,7 @@ async fn a_change_no_source_accounts_for_stops_the_stream() -> Result<()> {
         client,
         env,
     } = partitioned_database().await?;
-    let mut w = Workload::new(9, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(&client, &mut w, 100).await?;
-    let (code, out, err) = env.run_cmd(&["init"])?;
-    ensure!(code == 0, "init failed:\n{out}\n{err}");
+    seed_and_init(&client, &env, 9, NOW).await?;
     let mut engine = env.spawn_run()?;
     wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
     // Someone turns publishing through the root off: changes now arrive under the leaves' names.

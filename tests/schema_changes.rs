@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use support::engine::{
-    assert_converges, assert_converges_except, run_txns, seed_and_init, terminate, wait_caught_up,
-    Fixture,
+    assert_converges, assert_converges_except, run_txns, seed_and_init, terminate, view_state,
+    wait_caught_up, Fixture,
 };
 
 const NOW: &str = "2026-03-07T12:00:00Z";
@@ -27,16 +27,6 @@ const PLAIN_WRITES: &str = "
     INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
     SELECT workspace_id, user_id, 'login', created_at + interval '1 hour'
       FROM analytics.user_activity ORDER BY id DESC LIMIT 40;";
-
-async fn state_of(client: &tokio_postgres::Client, view: &str) -> Result<(String, String)> {
-    let row = client
-        .query_one(
-            "SELECT state, coalesce(last_error, '') FROM deltamv.views WHERE view_name = $1",
-            &[&view],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
@@ -62,7 +52,7 @@ async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
         .await?;
     client.batch_execute(PLAIN_WRITES).await?;
     wait_caught_up(client, &mut engine, env, Duration::from_secs(60)).await?;
-    let (state, error) = state_of(client, "analytics.mv_error_summary").await?;
+    let (state, error) = view_state(client, "analytics.mv_error_summary").await?;
     ensure!(
         state == "failed" && error.contains("error_code"),
         "mv_error_summary should have failed naming error_code: {state} {error}"
@@ -75,7 +65,7 @@ async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
     let mut engine = env.spawn_run()?;
     client.batch_execute(PLAIN_WRITES).await?;
     wait_caught_up(client, &mut engine, env, Duration::from_secs(60)).await?;
-    let (state, error) = state_of(client, "analytics.mv_error_summary").await?;
+    let (state, error) = view_state(client, "analytics.mv_error_summary").await?;
     ensure!(
         state == "failed" && error.contains("error_code"),
         "after a restart mv_error_summary should stay failed naming error_code: {state} {error}"
@@ -90,7 +80,7 @@ async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
         .await?;
     client.batch_execute(PLAIN_WRITES).await?;
     wait_caught_up(client, &mut engine, env, Duration::from_secs(60)).await?;
-    let (state, error) = state_of(client, "analytics.mv_agent_performance").await?;
+    let (state, error) = view_state(client, "analytics.mv_agent_performance").await?;
     ensure!(
         state == "failed" && error.contains("runtime_seconds") && error.contains("changed type"),
         "mv_agent_performance should have failed naming runtime_seconds: {state} {error}"
@@ -105,7 +95,7 @@ async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
         "analytics.mv_workspace_metrics",
     ] {
         ensure!(
-            state_of(client, view).await?.0 == "ok",
+            view_state(client, view).await?.0 == "ok",
             "{view} should still be ok"
         );
     }
@@ -138,7 +128,10 @@ async fn schema_changes_fail_only_the_views_reading_the_column() -> Result<()> {
     wait_caught_up(client, &mut engine, env, Duration::from_secs(60)).await?;
     settle("after the resync", DROPPED).await?;
     ensure!(
-        state_of(client, "analytics.mv_agent_performance").await?.0 == "ok",
+        view_state(client, "analytics.mv_agent_performance")
+            .await?
+            .0
+            == "ok",
         "the resync should bring mv_agent_performance back"
     );
     terminate(&mut engine, Duration::from_secs(10))?;

@@ -242,29 +242,11 @@ pub(super) fn plan_query(
         .chain(&b.keys)
         .chain(b.aggs.iter().flat_map(|a| a.arg.iter().chain(&a.filter)))
         .collect();
-    for e in pre {
-        check_date_use(e)?;
-        let mut atoms = Vec::new();
-        e.temporal_atoms(&mut atoms);
-        for a in atoms {
-            if !temporal.contains(a) {
-                temporal.push(a.clone());
-            }
-        }
-    }
+    collect_temporal(pre, &mut temporal)?;
     // After aggregation (HAVING, the select list) the same rule holds; a group is then
     // revisited when one of these flips for its key and aggregates.
     let mut group_temporal = Vec::new();
-    for e in having.iter().chain(&outputs) {
-        check_date_use(e)?;
-        let mut atoms = Vec::new();
-        e.temporal_atoms(&mut atoms);
-        for a in atoms {
-            if !group_temporal.contains(a) {
-                group_temporal.push(a.clone());
-            }
-        }
-    }
+    collect_temporal(having.iter().chain(&outputs), &mut group_temporal)?;
     let output_collations = outputs.iter().map(|o| b.order_collation(o)).collect();
     stages.push(Stage {
         input,
@@ -424,6 +406,22 @@ fn default_name(e: &ast::Expr) -> String {
         ast::Expr::Case { .. } => "case".into(),
         _ => "?column?".into(),
     }
+}
+
+/// Checks each expression's use of CURRENT_DATE and adds its date comparisons to `out` (once
+/// each): the conditions whose flips at midnight the maintainer revisits.
+fn collect_temporal<'e>(exprs: impl IntoIterator<Item = &'e Expr>, out: &mut Vec<Expr>) -> Res<()> {
+    for e in exprs {
+        check_date_use(e)?;
+        let mut atoms = Vec::new();
+        e.temporal_atoms(&mut atoms);
+        for a in atoms {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// CURRENT_DATE may appear only in comparisons, on one side, under operators that keep that side

@@ -221,19 +221,14 @@ pub async fn ensure<C: GenericClient>(
         )
         .await
         .map_err(sql_err("recording partitioned sources"))?;
+    // After a reset every leaf is recorded anew below; otherwise only other roots' go.
     client
         .execute(
-            "DELETE FROM deltamv.partitions WHERE root::int8 <> ALL($1)",
-            &[&oids],
+            "DELETE FROM deltamv.partitions WHERE $2 OR root::int8 <> ALL($1)",
+            &[&oids, &reset],
         )
         .await
-        .map_err(sql_err("recording partitioned sources"))?;
-    if reset {
-        client
-            .execute("DELETE FROM deltamv.partitions", &[])
-            .await
-            .map_err(sql_err("recording partitions"))?;
-    }
+        .map_err(sql_err("recording partitions"))?;
     client
         .execute(
             "INSERT INTO deltamv.partition_roots (root, schema_name, table_name)

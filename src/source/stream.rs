@@ -213,15 +213,8 @@ impl SourceStream {
                 ReplicationEvent::XLogData { data, .. } => {
                     let msg = pgoutput::decode(&data)?;
                     self.handle(msg)?;
-                    if let Some(open) = &mut self.open {
-                        if open.len() >= TXN_PART_ROWS {
-                            return Ok(StreamEvent::Part {
-                                final_lsn: self.open_final,
-                                changes: std::mem::take(open),
-                                touched: std::mem::take(&mut self.touched),
-                                breaks: std::mem::take(&mut self.breaks),
-                            });
-                        }
+                    if let Some(part) = self.full_part() {
+                        return Ok(part);
                     }
                 }
                 ReplicationEvent::Commit {
@@ -246,6 +239,9 @@ impl SourceStream {
                     ..
                 } if transactional && prefix == PARTITION_PREFIX && self.open.is_some() => {
                     self.partition_rows(&content)?;
+                    if let Some(part) = self.full_part() {
+                        return Ok(part);
+                    }
                 }
                 ReplicationEvent::Message {
                     transactional,
@@ -277,6 +273,18 @@ impl SourceStream {
                 ReplicationEvent::StoppedAt { .. } => return Err(StreamError::Ended),
             }
         }
+    }
+
+    /// The open transaction's changes so far as a [`StreamEvent::Part`], once they reach
+    /// [`TXN_PART_ROWS`].
+    fn full_part(&mut self) -> Option<StreamEvent> {
+        let open = self.open.as_mut()?;
+        (open.len() >= TXN_PART_ROWS).then(|| StreamEvent::Part {
+            final_lsn: self.open_final,
+            changes: std::mem::take(open),
+            touched: std::mem::take(&mut self.touched),
+            breaks: std::mem::take(&mut self.breaks),
+        })
     }
 
     fn handle(&mut self, msg: PgOutputMessage) -> Result<(), StreamError> {

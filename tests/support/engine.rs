@@ -425,6 +425,17 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// A view's state in `deltamv.views` and its last error ('' when none).
+pub async fn view_state(client: &tokio_postgres::Client, view: &str) -> Result<(String, String)> {
+    let row = client
+        .query_one(
+            "SELECT state, coalesce(last_error, '') FROM deltamv.views WHERE view_name = $1",
+            &[&view],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Compares every view with PostgreSQL's own evaluation at the engine's date; returns a readable
 /// description of all differences (empty when everything matches).
 pub async fn differences(env: &EngineEnv) -> Result<String> {
