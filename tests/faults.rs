@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use support::engine::{
-    assert_converges, run_txns, seed_and_init, tail, terminate, wait_caught_up, Database,
-    EngineChild, EngineEnv, Fixture,
+    run_txns, seed_and_init, tail, terminate, write_and_converge, Database, EngineEnv, Fixture,
 };
 use support::proxy::Proxy;
 use support::workload::Workload;
@@ -43,22 +42,6 @@ async fn initialized(db: Database, seed: u64) -> Result<(Fixture, Workload)> {
     let fx = db.engine(Path::new("schema/views"), Some(NOW))?;
     let w = seed_and_init(&fx.client, &fx.env, seed, NOW).await?;
     Ok((fx, w))
-}
-
-/// Writes `n` transactions while `engine` runs, waits for it to catch up and checks the targets.
-async fn write_and_converge(
-    client: &tokio_postgres::Client,
-    env: &EngineEnv,
-    w: &mut Workload,
-    engine: &mut EngineChild,
-    n: usize,
-    what: &str,
-) -> Result<()> {
-    run_txns(client, w, n).await?;
-    wait_caught_up(client, engine, env, Duration::from_secs(60))
-        .await
-        .with_context(|| what.to_string())?;
-    assert_converges(env, Duration::from_secs(10), what).await
 }
 
 /// Runs `args` to completion, expecting failure within `limit`; returns its stderr.

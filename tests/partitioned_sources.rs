@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use support::engine::{
     assert_converges, assert_converges_except, crash_during_writes, micros, run_txns,
-    seed_and_init, seed_rows, tail, view_state, wait_caught_up, wait_for, EngineEnv,
+    seed_and_init, seed_rows, tail, view_state, wait_caught_up, wait_for, write_and_converge,
+    EngineEnv,
 };
 use support::workload::Workload;
 use support::{ClusterOptions, PgCluster};
@@ -150,9 +151,15 @@ async fn partitioned_sources_stay_exact_through_moves_attach_detach_and_truncate
     client
         .batch_execute("ALTER TABLE public.agent_runs DETACH PARTITION public.agent_runs_2026_08")
         .await?;
-    run_txns(&client, &mut w, 30).await?;
-    wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
-    assert_converges(&env, Duration::from_secs(10), "after DETACH PARTITION").await?;
+    write_and_converge(
+        &client,
+        &env,
+        &mut w,
+        &mut engine,
+        30,
+        "after DETACH PARTITION",
+    )
+    .await?;
     client
         .batch_execute("DROP TABLE public.agent_runs_2026_08")
         .await?;
@@ -177,9 +184,15 @@ async fn partitioned_sources_stay_exact_through_moves_attach_detach_and_truncate
         count(&client, "SELECT count(*) FROM public.agent_runs WHERE started_at >= '2026-06-01 00:00+00' AND started_at < '2026-07-01 00:00+00'").await?,
         50
     );
-    run_txns(&client, &mut w, 30).await?;
-    wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
-    assert_converges(&env, Duration::from_secs(10), "after ATTACH PARTITION").await?;
+    write_and_converge(
+        &client,
+        &env,
+        &mut w,
+        &mut engine,
+        30,
+        "after ATTACH PARTITION",
+    )
+    .await?;
 
     // TRUNCATE of one partition (not published via the root) and of a hash partition.
     client
@@ -211,9 +224,15 @@ async fn partitioned_sources_stay_exact_through_moves_attach_detach_and_truncate
     // A restart after all this resumes exactly (the triggers' record is what the stream said).
     support::engine::kill9(&mut engine);
     let mut engine = env.spawn_run()?;
-    run_txns(&client, &mut w, 50).await?;
-    wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
-    assert_converges(&env, Duration::from_secs(10), "after a second restart").await?;
+    write_and_converge(
+        &client,
+        &env,
+        &mut w,
+        &mut engine,
+        50,
+        "after a second restart",
+    )
+    .await?;
     Ok(())
 }
 
@@ -270,9 +289,15 @@ async fn dropping_an_attached_partition_fails_its_views_loudly() -> Result<()> {
     let (code, out, err) = env.run_cmd(&["init", "--resync"])?;
     ensure!(code == 0, "init --resync failed:\n{out}\n{err}");
     let mut engine = env.spawn_run()?;
-    run_txns(&client, &mut w, 20).await?;
-    wait_caught_up(&client, &mut engine, &env, CATCH_UP).await?;
-    assert_converges(&env, Duration::from_secs(10), "after init --resync").await?;
+    write_and_converge(
+        &client,
+        &env,
+        &mut w,
+        &mut engine,
+        20,
+        "after init --resync",
+    )
+    .await?;
     for view in AGENT_RUN_VIEWS {
         assert_eq!(view_state(&client, view).await?.0, "ok", "{view}");
     }

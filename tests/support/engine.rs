@@ -425,6 +425,22 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Writes `n` transactions while `engine` runs, waits for it to catch up and checks the targets.
+pub async fn write_and_converge(
+    client: &tokio_postgres::Client,
+    env: &EngineEnv,
+    w: &mut Workload,
+    engine: &mut EngineChild,
+    n: usize,
+    what: &str,
+) -> Result<()> {
+    run_txns(client, w, n).await?;
+    wait_caught_up(client, engine, env, Duration::from_secs(60))
+        .await
+        .with_context(|| what.to_string())?;
+    assert_converges(env, Duration::from_secs(10), what).await
+}
+
 /// A view's state in `deltamv.views` and its last error ('' when none).
 pub async fn view_state(client: &tokio_postgres::Client, view: &str) -> Result<(String, String)> {
     let row = client
