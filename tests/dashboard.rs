@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use support::engine::{
     free_local_addr, micros, run_txns, seed_views_with, terminate, wait_caught_up, Fixture,
+    SEED_VIEWS,
 };
 use support::workload::Workload;
 
@@ -144,7 +145,7 @@ async fn the_dashboard_shows_every_view_and_a_moving_lag_chart() -> Result<()> {
     let table = element(&first, "tbody", "views")
         .context("the view table")?
         .replace("<wbr>", "");
-    for view in VIEWS {
+    for view in SEED_VIEWS {
         assert!(
             table.contains(&format!(">{view}<")),
             "the table lists {view}:\n{first}"
@@ -196,14 +197,6 @@ async fn the_dashboard_shows_every_view_and_a_moving_lag_chart() -> Result<()> {
     Ok(())
 }
 
-const VIEWS: [&str; 5] = [
-    "analytics.mv_active_users",
-    "analytics.mv_agent_performance",
-    "analytics.mv_error_summary",
-    "analytics.mv_top_agents",
-    "analytics.mv_workspace_metrics",
-];
-
 /// The lag chart: time labels, one drawn line and one legend entry per view, and each view's
 /// freshness target as a line at its own value; the throughput chart has time labels too.
 fn check_charts(dom: &str) -> Result<()> {
@@ -233,7 +226,7 @@ fn check_charts(dom: &str) -> Result<()> {
         .filter_map(|t| attr_of(t, "data-view"))
         .collect();
     anyhow::ensure!(
-        lines.len() == VIEWS.len() && VIEWS.iter().all(|v| drawn.iter().any(|d| d == v)),
+        lines.len() == SEED_VIEWS.len() && SEED_VIEWS.iter().all(|v| drawn.iter().any(|d| d == v)),
         "one drawn line per view: {drawn:?}\n{lag}"
     );
     let legend = element(dom, "div", "lag-legend").context("the legend")?;
@@ -242,7 +235,7 @@ fn check_charts(dom: &str) -> Result<()> {
         .filter_map(|t| attr_of(t, "data-view"))
         .collect();
     anyhow::ensure!(
-        keys.len() == VIEWS.len() && VIEWS.iter().all(|v| keys.iter().any(|k| k == v)),
+        keys.len() == SEED_VIEWS.len() && SEED_VIEWS.iter().all(|v| keys.iter().any(|k| k == v)),
         "a legend entry per view: {keys:?}\n{legend}"
     );
     anyhow::ensure!(
@@ -260,7 +253,7 @@ fn check_charts(dom: &str) -> Result<()> {
             ))
         })
         .collect();
-    for v in VIEWS {
+    for v in SEED_VIEWS {
         let want = if v == "analytics.mv_top_agents" {
             "20"
         } else {

@@ -16,18 +16,11 @@ use anyhow::{bail, ensure, Context, Result};
 use support::engine::{
     assert_converges, differences, differences_except, free_local_addr, http_get, micros, run_txns,
     seed_and_init, seed_rows, seed_views_with, tail, terminate, wait_caught_up, wait_for, Database,
-    EngineEnv, Fixture,
+    EngineEnv, Fixture, SEED_VIEWS,
 };
 use support::workload::Workload;
 
 const NOW: &str = "2026-06-15T09:00:00Z";
-const VIEWS: [&str; 5] = [
-    "analytics.mv_active_users",
-    "analytics.mv_agent_performance",
-    "analytics.mv_error_summary",
-    "analytics.mv_top_agents",
-    "analytics.mv_workspace_metrics",
-];
 /// A workspace no workload writes: its activity rows (ids far above the workload's) stay put.
 const QUIET_WS: &str = "77777777-7777-4777-a777-777777777777";
 /// Agents no workload produces.
@@ -74,10 +67,10 @@ fn assert_differing(out: &str, err: &str, expect: &[(&str, usize)]) {
     let lines = view_lines(out);
     assert_eq!(
         lines.len(),
-        VIEWS.len(),
+        SEED_VIEWS.len(),
         "one line per view expected:\n{out}\nstderr:\n{err}"
     );
-    for view in VIEWS {
+    for view in SEED_VIEWS {
         let n = expect
             .iter()
             .find(|(v, _)| *v == view)
@@ -556,7 +549,7 @@ async fn scheduled_reconcile_follows_the_injected_clock() -> Result<()> {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let expected: Vec<(String, Option<i64>, Option<i64>)> = VIEWS
+    let expected: Vec<(String, Option<i64>, Option<i64>)> = SEED_VIEWS
         .iter()
         .map(|v| {
             let (d, c) = match *v {
@@ -735,7 +728,7 @@ async fn sql_api_as_an_application() -> Result<()> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let expected: Vec<(String, i64)> = VIEWS
+    let expected: Vec<(String, i64)> = SEED_VIEWS
         .iter()
         .map(|v| {
             (

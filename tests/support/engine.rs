@@ -441,6 +441,15 @@ pub async fn write_and_converge(
     assert_converges(env, Duration::from_secs(10), what).await
 }
 
+/// The seed views of `schema/views`, by name.
+pub const SEED_VIEWS: [&str; 5] = [
+    "analytics.mv_active_users",
+    "analytics.mv_agent_performance",
+    "analytics.mv_error_summary",
+    "analytics.mv_top_agents",
+    "analytics.mv_workspace_metrics",
+];
+
 /// A view's state in `deltamv.views` and its last error ('' when none).
 pub async fn view_state(client: &tokio_postgres::Client, view: &str) -> Result<(String, String)> {
     let row = client
