@@ -46,12 +46,14 @@ use criterion::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use deltamv::maintain::{Change, Maintainer, TargetChange};
+use deltamv::change::{Change, TargetChange};
+use deltamv::maintain::Maintainer;
 use deltamv::ops::Multiset;
+use deltamv::pg::{Catalog, ColumnInfo, Lsn, QualifiedName, TableInfo};
 use deltamv::pgtime::PgTimeZone;
 use deltamv::plan::deps::dependency_order;
 use deltamv::plan::parse::read_views_dir;
-use deltamv::plan::{plan_view, Catalog, ColumnInfo, QualifiedName, TableInfo, ViewPlan};
+use deltamv::plan::{plan_view, ViewPlan};
 use deltamv::sink::target::{ensure_target, TargetTable, TargetWriter};
 use deltamv::source::pgoutput::{
     decode, encode, OldTuple, PgOutputMessage, Relation, RelationColumn, TupleColumn, TupleData,
@@ -396,7 +398,7 @@ fn maintainer(dir: &Path, preload: &[Vec<Value>]) -> (Maintainer, usize) {
             .collect();
         m.apply(changes).expect("loading rows");
     }
-    m.commit(1, &[], Durability::Unlogged)
+    m.commit(Lsn(1), &[], Durability::Unlogged)
         .expect("committing the preload");
     (m, table)
 }
@@ -429,7 +431,7 @@ impl StateBench {
         let t = Instant::now();
         let out = self.m.apply(changes).expect("applying the batch");
         self.m
-            .commit(self.lsn, &[], Durability::Unlogged)
+            .commit(Lsn(self.lsn), &[], Durability::Unlogged)
             .expect("committing the batch");
         let elapsed = t.elapsed();
         black_box(out);

@@ -12,8 +12,9 @@
 
 use tokio_postgres::GenericClient;
 
-use crate::plan::{quote_ident, QualifiedName};
-use crate::source::control::{sql_err, ControlError};
+use crate::pg::sql_err;
+use crate::pg::{quote_ident, QualifiedName};
+use crate::source::control::ControlError;
 
 /// The role that reads the summaries (dashboards, BI tools).
 pub const READER_ROLE: &str = "analytics_reader";
@@ -98,7 +99,8 @@ async fn grant_or_warn<C: GenericClient>(
         client
             .batch_execute(sql)
             .await
-            .map_err(sql_err(format!("granting readers access to {rel}: {sql}")))
+            .map_err(sql_err(format!("granting readers access to {rel}: {sql}")))?;
+        Ok(())
     } else {
         tracing::warn!(view = %rel, role = READER_ROLE, fix = %sql, "readers cannot read this view and deltamv's role may not grant it: an administrator can run the statement in `fix`");
         Ok(())

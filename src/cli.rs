@@ -216,7 +216,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             outln!(
                 "initialized: {} views at LSN {} ({} incremental, {} fallback)",
                 prepared.plans.len() + prepared.fallbacks.len(),
-                crate::sink::target::lsn_text(lsn),
+                lsn,
                 prepared.plans.len(),
                 prepared.fallbacks.len()
             );
@@ -227,7 +227,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let metrics = std::sync::Arc::new(crate::monitor::Metrics::default());
             if http != "off" {
                 let ctx = crate::monitor::http::Context {
-                    db: crate::source::control::DbTarget::parse(&cfg.database_url)?,
+                    db: crate::pg::DbTarget::parse(&cfg.database_url)?,
                     settings: crate::settings::Settings::load(&cfg.views_dir)?,
                     metrics: metrics.clone(),
                     token: std::env::var("DELTAMV_HTTP_TOKEN")
@@ -507,8 +507,8 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
 fn all_views(
     prepared: &setup::Prepared,
     only: Option<&str>,
-) -> Result<Vec<(crate::plan::QualifiedName, &'static str)>> {
-    let mut views: Vec<(crate::plan::QualifiedName, &'static str)> = prepared
+) -> Result<Vec<(crate::pg::QualifiedName, &'static str)>> {
+    let mut views: Vec<(crate::pg::QualifiedName, &'static str)> = prepared
         .plans
         .iter()
         .map(|p| (p.name.clone(), "incremental"))

@@ -7,6 +7,7 @@
 //! SQL; [`reconcile`] proves targets against PostgreSQL; [`submit`] asks a running engine.
 
 pub mod access;
+pub mod change;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod maintain;
 pub mod monitor;
 pub mod numeric;
 pub mod ops;
+pub mod pg;
 pub mod pgtime;
 pub mod plan;
 pub mod reconcile;

@@ -32,11 +32,13 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::change::{Change, TargetChange};
 use crate::ops::rank::Members;
 use crate::ops::Acc;
+use crate::pg::TableInfo;
 use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
-use crate::plan::{Stage, StageInput, TableInfo, ViewPlan};
+use crate::plan::{Stage, StageInput, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
 use crate::state::store::{Durability, Store, StoreError};
 use crate::value::{identical, Value};
@@ -56,43 +58,6 @@ pub enum MaintainError {
     },
     #[error("no stored image of the {table} row with key {key}: state and source disagree; run `deltamv init --resync`")]
     MissingRow { table: String, key: String },
-}
-
-/// One change of a source row, columns in the table's attribute order.
-#[derive(Clone, Debug)]
-pub enum Change {
-    /// A row of the initial snapshot: every key appears once and the state starts empty, so
-    /// no lookup of a previous image is needed.
-    Load {
-        table: usize,
-        row: Vec<Value>,
-    },
-    Insert {
-        table: usize,
-        row: Vec<Value>,
-    },
-    /// `old_key` is present when the key changed; `unchanged` lists TOASTed columns not sent.
-    Update {
-        table: usize,
-        old_key: Option<Vec<Value>>,
-        row: Vec<Value>,
-        unchanged: Vec<usize>,
-    },
-    Delete {
-        table: usize,
-        key: Vec<Value>,
-    },
-    Truncate {
-        table: usize,
-    },
-}
-
-/// A changed group of a view's last stage: its key (in key order) and its rows now.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TargetChange {
-    pub key: Vec<Value>,
-    /// The group's rows now: none (gone), one (an aggregate group) or up to k (a top-k partition).
-    pub rows: Vec<Vec<Value>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -801,7 +766,7 @@ impl Maintainer {
     /// `extra` meta entries), atomically.
     pub fn commit(
         &mut self,
-        lsn: u64,
+        lsn: crate::pg::Lsn,
         extra: &[(&str, Vec<u8>)],
         durability: Durability,
     ) -> Result<(), StoreError> {

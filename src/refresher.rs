@@ -16,9 +16,10 @@ use tokio_postgres::Client;
 
 use crate::clock::Clock;
 use crate::history::{self, RefreshKind};
-use crate::plan::{FallbackPlan, QualifiedName};
+use crate::pg::QualifiedName;
+use crate::pg::{describe, DbTarget};
+use crate::plan::FallbackPlan;
 use crate::settings::{Settings, ViewSettings};
-use crate::source::control::{describe, DbTarget};
 
 struct Tracked {
     plan: FallbackPlan,
@@ -41,7 +42,7 @@ pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), Str
              UPDATE deltamv.views SET rows = (SELECT count(*) FROM {mv}) WHERE view_name = {name};
              COMMIT;",
             mv = plan.name.quoted(),
-            name = crate::plan::quote_literal(&plan.name.to_string()),
+            name = crate::pg::quote_literal(&plan.name.to_string()),
         ))
         .await
         .map_err(|e| describe(&e));

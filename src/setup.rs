@@ -19,19 +19,21 @@ use std::path::Path;
 use thiserror::Error;
 use tokio_postgres::Client;
 
+use crate::change::Change;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::history::{self, RefreshKind};
-use crate::maintain::{Change, MaintainError, Maintainer};
+use crate::maintain::{MaintainError, Maintainer};
+use crate::pg::{describe, sql_err, Catalog, DbTarget, Lsn, QualifiedName, TableInfo};
 use crate::pgtime::PgTimeZone;
 use crate::plan::parse::{read_views_dir, ViewFile, ViewFileError};
 use crate::plan::{
-    deps, plan_view, relations, source_tables, Catalog, FallbackPlan, PlanError, QualifiedName,
-    StageInput, TableInfo, ViewError, ViewPlan,
+    deps, plan_view, relations, source_tables, FallbackPlan, PlanError, StageInput, ViewError,
+    ViewPlan,
 };
 use crate::settings::{Mode, Settings};
 use crate::sink::target::{self, SinkError, TargetColumn, TargetTable};
-use crate::source::control::{self, describe, ControlError, DbTarget, BOOKKEEPING_DDL};
+use crate::source::control::{self, ControlError, BOOKKEEPING_DDL};
 use crate::source::partitions;
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
 use crate::state::keys;
@@ -50,6 +52,10 @@ pub enum SetupError {
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
+    Connect(#[from] crate::pg::ConnectError),
+    #[error(transparent)]
+    Sql(#[from] crate::pg::SqlError),
+    #[error(transparent)]
     Views(#[from] ViewFileError),
     #[error(transparent)]
     Plan(#[from] ViewError),
@@ -65,11 +71,11 @@ pub enum SetupError {
     StateThread(#[from] StateThreadGone),
     #[error("replication slot {slot} is in use by {holder}: another engine streams from it; stop that one first (two engines on one slot would each miss changes)")]
     SlotInUse { slot: String, holder: String },
-    #[error("replication slot {slot} {why}, so the changes after the targets' position {} can no longer be streamed: run `deltamv init --resync` to rebuild from a fresh snapshot (the targets stay readable until it swaps them in)", target::lsn_text(*target_lsn))]
+    #[error("replication slot {slot} {why}, so the changes after the targets' position {} can no longer be streamed: run `deltamv init --resync` to rebuild from a fresh snapshot (the targets stay readable until it swaps them in)", target_lsn)]
     SlotGone {
         slot: String,
         why: String,
-        target_lsn: u64,
+        target_lsn: Lsn,
     },
     #[error("view {view} is no longer defined, but {dependents} read it: restore its file, or remove or change the dependents first")]
     RemovedInput { view: String, dependents: String },
@@ -318,7 +324,7 @@ async fn known_views(client: &Client) -> Result<Vec<String>, SetupError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('deltamv.views') IS NOT NULL", &[])
         .await
-        .map_err(control::sql_err("looking up deltamv.views"))?
+        .map_err(sql_err("looking up deltamv.views"))?
         .get(0);
     if !exists {
         return Ok(Vec::new());
@@ -326,7 +332,7 @@ async fn known_views(client: &Client) -> Result<Vec<String>, SetupError> {
     Ok(client
         .query("SELECT view_name FROM deltamv.views", &[])
         .await
-        .map_err(control::sql_err("reading deltamv.views"))?
+        .map_err(sql_err("reading deltamv.views"))?
         .iter()
         .map(|r| r.get(0))
         .collect())
@@ -346,7 +352,7 @@ async fn record_broken<C: tokio_postgres::GenericClient>(
                 &[&name.to_string(), why],
             )
             .await
-            .map_err(control::sql_err("recording a failed view"))?;
+            .map_err(sql_err("recording a failed view"))?;
     }
     Ok(())
 }
@@ -376,19 +382,19 @@ fn check_removed_inputs(known: &[String], files: &[ViewFile]) -> Result<(), Setu
 /// What the state directory says about a previous `init`.
 /// Why a state with LSN `state`, last acknowledged position `acked`, cannot continue targets at
 /// `targets` from a slot confirmed at `slot`; `Ok` when it can.
-fn state_trust(state: u64, acked: u64, targets: u64, slot: Option<u64>) -> Result<(), String> {
+fn state_trust(state: Lsn, acked: Lsn, targets: Lsn, slot: Option<Lsn>) -> Result<(), String> {
     if state > targets {
         return Err(format!(
             "the state (at {}) is ahead of the targets (at {}): the targets were restored from an older backup or rewritten behind the engine",
-            target::lsn_text(state),
-            target::lsn_text(targets)
+            state,
+            targets
         ));
     }
     match slot {
         Some(a) if a > state.max(acked) => Err(format!(
             "the slot was confirmed up to {} but the state is at {}: the state directory is older than the slot (restored from a backup, or another engine's)",
-            target::lsn_text(a),
-            target::lsn_text(state)
+            a,
+            state
         )),
         _ => Ok(()),
     }
@@ -436,7 +442,7 @@ async fn free_slot(client: &Client, slot: &str) -> Result<Option<control::SlotIn
     }
 }
 
-pub fn initialized_lsn(store: &Store, fingerprint: &str) -> Result<Option<u64>, StoreError> {
+pub fn initialized_lsn(store: &Store, fingerprint: &str) -> Result<Option<Lsn>, StoreError> {
     let done: Option<bool> = store.meta("snapshot_done")?;
     let fp: Option<String> = store.meta("fingerprint")?;
     if done != Some(true) || fp.as_deref() != Some(fingerprint) {
@@ -454,10 +460,10 @@ async fn create_objects(
         .client
         .transaction()
         .await
-        .map_err(control::sql_err("starting the init transaction"))?;
+        .map_err(sql_err("starting the init transaction"))?;
     tx.batch_execute(BOOKKEEPING_DDL)
         .await
-        .map_err(control::sql_err("creating the deltamv schema"))?;
+        .map_err(sql_err("creating the deltamv schema"))?;
     let mut columns = vec![Vec::new(); p.plans.len()];
     for &i in &p.creation_order {
         let plan = &p.plans[i];
@@ -470,16 +476,14 @@ async fn create_objects(
             &[&plan.name.to_string(), &plan.file.display().to_string(), &plan.query_sql],
         )
         .await
-        .map_err(control::sql_err("recording the views"))?;
+        .map_err(sql_err("recording the views"))?;
     }
     control::ensure_publication(&tx, &cfg.publication, &p.published).await?;
     // Before the slot's snapshot: the leaves recorded are the ones the snapshot reads.
     partitions::ensure(&tx, &p.published, true).await?;
     ensure_fallbacks(&tx, &p.fallbacks).await?;
     grant_readers(&tx, &p.plans, &p.fallbacks).await?;
-    tx.commit()
-        .await
-        .map_err(control::sql_err("committing init"))?;
+    tx.commit().await.map_err(sql_err("committing init"))?;
     Ok(columns)
 }
 
@@ -497,7 +501,7 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
                 &[&fb.name.schema, &fb.name.name],
             )
             .await
-            .map_err(control::sql_err(format!("looking up {}", fb.name)))?
+            .map_err(sql_err(format!("looking up {}", fb.name)))?
             .map(|r| r.get(0));
         // A new materialized view's rows are counted with its creation; the refresher keeps
         // the count from then on.
@@ -506,25 +510,19 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
             None => {
                 let sql = format!(
                     "CREATE SCHEMA IF NOT EXISTS {}; CREATE MATERIALIZED VIEW {} AS {} WITH DATA",
-                    crate::plan::quote_ident(&fb.name.schema),
+                    crate::pg::quote_ident(&fb.name.schema),
                     fb.name.quoted(),
                     fb.query_sql
                 );
                 client
                     .batch_execute(&sql)
                     .await
-                    .map_err(control::sql_err(format!(
-                        "creating fallback view {}",
-                        fb.name
-                    )))?;
+                    .map_err(sql_err(format!("creating fallback view {}", fb.name)))?;
                 for idx in &fb.index_sql {
                     client
                         .batch_execute(idx)
                         .await
-                        .map_err(control::sql_err(format!(
-                            "creating index on {}: {idx}",
-                            fb.name
-                        )))?;
+                        .map_err(sql_err(format!("creating index on {}: {idx}", fb.name)))?;
                 }
             }
             Some("m") => {}
@@ -545,7 +543,7 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
                 &[&fb.name.to_string(), &fb.file.display().to_string(), &fb.query_sql],
             )
             .await
-            .map_err(control::sql_err("recording the views"))?;
+            .map_err(sql_err("recording the views"))?;
         if created {
             client
                 .execute(
@@ -556,7 +554,7 @@ pub async fn ensure_fallbacks<C: tokio_postgres::GenericClient>(
                     &[&fb.name.to_string()],
                 )
                 .await
-                .map_err(control::sql_err(format!("counting the rows of {}", fb.name)))?;
+                .map_err(sql_err(format!("counting the rows of {}", fb.name)))?;
         }
     }
     Ok(())
@@ -575,7 +573,7 @@ async fn count_unknown_rows(client: &Client) -> Result<(), SetupError> {
             &[],
         )
         .await
-        .map_err(control::sql_err("looking up views without a row count"))?;
+        .map_err(sql_err("looking up views without a row count"))?;
     for r in unknown {
         let (view, table): (String, String) = (r.get(0), r.get(1));
         client
@@ -586,7 +584,7 @@ async fn count_unknown_rows(client: &Client) -> Result<(), SetupError> {
                 &[&view],
             )
             .await
-            .map_err(control::sql_err(format!("counting the rows of {view}")))?;
+            .map_err(sql_err(format!("counting the rows of {view}")))?;
     }
     Ok(())
 }
@@ -630,12 +628,12 @@ pub async fn apply_row_security(p: &Prepared) -> Result<(), SetupError> {
              CREATE POLICY deltamv_tenant ON {t} FOR SELECT
                  USING (workspace_id::text = current_setting({s}, true));",
             t = plan.name.quoted(),
-            s = crate::plan::quote_literal(setting)
+            s = crate::pg::quote_literal(setting)
         );
         p.client
             .batch_execute(&sql)
             .await
-            .map_err(control::sql_err(format!("row-level security on {name}")))?;
+            .map_err(sql_err(format!("row-level security on {name}")))?;
     }
     Ok(())
 }
@@ -646,14 +644,12 @@ pub async fn target_columns(p: &mut Prepared) -> Result<Vec<Vec<TargetColumn>>, 
         .client
         .transaction()
         .await
-        .map_err(control::sql_err("reading targets"))?;
+        .map_err(sql_err("reading targets"))?;
     let mut out = vec![Vec::new(); p.plans.len()];
     for &i in &p.creation_order {
         out[i] = target::ensure_target(&tx, &p.plans[i]).await?;
     }
-    tx.rollback()
-        .await
-        .map_err(control::sql_err("reading targets"))?;
+    tx.rollback().await.map_err(sql_err("reading targets"))?;
     Ok(out)
 }
 
@@ -685,7 +681,7 @@ pub async fn init(
     cfg: &Config,
     clock: &Clock,
     start: Start,
-) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, u64), SetupError> {
+) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, Lsn), SetupError> {
     check_fallbacks(p)?;
     let store = open_state(&cfg.state_dir)?;
     let slot = free_slot(&p.client, &cfg.slot).await?;
@@ -703,7 +699,7 @@ pub async fn init(
             }
             match (&slot, initialized_lsn(&store, &p.fingerprint)?) {
                 (Some(s), Some(state_lsn)) if !s.lost => {
-                    let acked: u64 = store.meta("acked")?.unwrap_or(0);
+                    let acked: Lsn = store.meta("acked")?.unwrap_or_default();
                     let partial: bool = store.meta("partial")?.unwrap_or(false);
                     let trust = if partial {
                         Err("it holds part of a large transaction that was cut short".to_string())
@@ -727,7 +723,7 @@ pub async fn init(
         p.client
             .batch_execute(BOOKKEEPING_DDL)
             .await
-            .map_err(control::sql_err("updating the deltamv schema"))?;
+            .map_err(sql_err("updating the deltamv schema"))?;
         control::ensure_publication(&p.client, &cfg.publication, &p.published).await?;
         partitions::ensure(&p.client, &p.published, false).await?;
         ensure_fallbacks(&p.client, &p.fallbacks).await?;
@@ -768,10 +764,10 @@ pub async fn init(
         .client
         .transaction()
         .await
-        .map_err(control::sql_err("loading targets"))?;
+        .map_err(sql_err("loading targets"))?;
     let mut total = 0;
     for (v, t) in targets.iter().enumerate() {
-        let load_err = || control::sql_err(format!("loading {}", t.plan_name));
+        let load_err = || sql_err(format!("loading {}", t.plan_name));
         target::clear(&tx, t).await.map_err(load_err())?;
         // A page of groups at a time: memory stays flat however large the view.
         let (mut rows_loaded, mut from) = (0usize, None);
@@ -789,7 +785,7 @@ pub async fn init(
         total += rows_loaded;
         target::record_rows(&tx, &t.plan_name, rows_loaded as i64)
             .await
-            .map_err(control::sql_err("recording row counts"))?;
+            .map_err(sql_err("recording row counts"))?;
         history::record(
             &tx,
             &t.plan_name,
@@ -799,22 +795,22 @@ pub async fn init(
             None,
         )
         .await
-        .map_err(control::sql_err("recording refresh history"))?;
+        .map_err(sql_err("recording refresh history"))?;
     }
     target::record_progress(&tx, &cfg.slot, lsn, None)
         .await
-        .map_err(control::sql_err("recording progress"))?;
+        .map_err(sql_err("recording progress"))?;
     tx.batch_execute(
         "UPDATE deltamv.views SET state = 'ok', last_change_at = now(), updated_at = now();
          UPDATE deltamv.progress SET caught_up_at = now();",
     )
     .await
-    .map_err(control::sql_err("recording view state"))?;
+    .map_err(sql_err("recording view state"))?;
     // In the same transaction: no reader sees a view that no longer plans as 'ok'.
     record_broken(&tx, &p.broken).await?;
     tx.commit()
         .await
-        .map_err(control::sql_err("committing the initial load"))?;
+        .map_err(sql_err("committing the initial load"))?;
     let fingerprint = p.fingerprint.clone();
     state
         .call(move |m| {
@@ -839,7 +835,7 @@ pub async fn init(
         }
     }
     count_unknown_rows(&p.client).await?;
-    tracing::info!(lsn = %target::lsn_text(lsn), rows = total, "initial load complete");
+    tracing::info!(lsn = %lsn, rows = total, "initial load complete");
     Ok((state, targets, lsn))
 }
 
@@ -924,7 +920,7 @@ pub async fn load_failures(client: &Client, m: &mut Maintainer) -> Result<(), Se
             &[],
         )
         .await
-        .map_err(control::sql_err("reading view states"))?;
+        .map_err(sql_err("reading view states"))?;
     for r in rows {
         let name: String = r.get(0);
         if let Some(v) = (0..m.view_count()).find(|v| m.plan(*v).name.to_string() == name) {

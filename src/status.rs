@@ -9,8 +9,9 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::plan::QualifiedName;
-use crate::source::control::{sql_err, ControlError};
+use crate::pg::sql_err;
+use crate::pg::QualifiedName;
+use crate::source::control::ControlError;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ViewStatus {

@@ -13,27 +13,18 @@ use thiserror::Error;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use crate::pg::{sql_err, SqlError};
 use crate::reconcile::{RequestDetail, ViewResult};
-use crate::source::control::{describe, slot_info, ControlError};
+use crate::source::control::{slot_info, ControlError};
 
 #[derive(Debug, Error)]
 pub enum SubmitError {
     #[error(transparent)]
     Control(#[from] ControlError),
-    #[error("{context}: {detail}")]
-    Sql {
-        context: &'static str,
-        detail: String,
-    },
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     #[error("request {id}: unreadable result: {detail}")]
     Result { id: Uuid, detail: String },
-}
-
-fn sql_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SubmitError {
-    move |e| SubmitError::Sql {
-        context,
-        detail: describe(&e),
-    }
 }
 
 /// Whether an engine streams from `slot` right now.

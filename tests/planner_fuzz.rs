@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use deltamv::pg::{Catalog, ColumnInfo, QualifiedName, TableInfo};
 use deltamv::pgtime::PgTimeZone;
 use deltamv::plan::parse::parse_view_file;
-use deltamv::plan::{plan_view, Catalog, ColumnInfo, QualifiedName, TableInfo};
+use deltamv::plan::plan_view;
 use deltamv::value::SqlType;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};

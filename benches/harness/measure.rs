@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use deltamv::sink::target::{lsn_text, parse_lsn};
+use deltamv::pg::Lsn;
 use rand::Rng;
 use tokio_postgres::Client;
 
@@ -352,7 +352,7 @@ impl Bench<'_> {
             .args(["-o", "proto_version=1", "-o"])
             .arg(format!("publication_names={PUBLICATION}"))
             .args(["-F", "0", "-s", "1", "--no-loop", "-f", "/dev/null"])
-            .arg(format!("--endpos={}", lsn_text(end_lsn)))
+            .arg(format!("--endpos={}", Lsn(end_lsn)))
             .spawn()
             .context("running pg_recvlogical")?;
         let mut curve = Vec::new();
@@ -700,7 +700,7 @@ impl Bench<'_> {
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await?
             .get(0);
-        parse_lsn(&lsn).with_context(|| format!("{lsn:?} is not an LSN"))
+        Ok(lsn.parse::<Lsn>()?.0)
     }
 
     async fn slot_lsn(&self, slot: &str) -> Result<u64> {
@@ -713,9 +713,7 @@ impl Bench<'_> {
             .await?
             .with_context(|| format!("replication slot {slot} is missing"))?
             .get(0);
-        lsn.map_or(Ok(0), |l| {
-            parse_lsn(&l).with_context(|| format!("{l:?} is not an LSN"))
-        })
+        lsn.map_or(Ok(0), |l| Ok(l.parse::<Lsn>()?.0))
     }
 }
 

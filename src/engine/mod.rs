@@ -44,14 +44,16 @@ use tokio::sync::watch;
 
 use std::sync::Arc;
 
+use crate::change::{Change, TargetChange};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::maintain::{Change, MaintainError, Maintainer, TargetChange};
+use crate::maintain::{MaintainError, Maintainer};
 use crate::monitor::Metrics;
-use crate::plan::QualifiedName;
+use crate::pg::describe;
+use crate::pg::{ConnectError, Lsn, QualifiedName};
 use crate::setup::{self, Prepared, SetupError};
 use crate::sink::target::{self, TargetWriter};
-use crate::source::control::{self, describe};
+use crate::source::control;
 use crate::source::stream::{SchemaBreak, SourceStream, Sources, StreamError, StreamEvent};
 use crate::state::keys;
 use crate::state::store::{Durability, Flusher, StoreError};
@@ -80,9 +82,12 @@ impl EngineError {
                 self,
                 EngineError::Stream(StreamError::Replication(_) | StreamError::Ended)
                     | EngineError::Sink(_)
-                    | EngineError::Setup(SetupError::Control(
-                        control::ControlError::Connect { .. }
-                    ))
+                    | EngineError::Setup(
+                        SetupError::Control(
+                            control::ControlError::Connect(ConnectError::Refused { .. })
+                                | control::ControlError::SlotBusy(_)
+                        ) | SetupError::Connect(ConnectError::Refused { .. })
+                    )
             )
     }
 
@@ -132,7 +137,7 @@ impl Parts {
 
 /// One committed source transaction waiting in a batch.
 struct PendingTxn {
-    end_lsn: u64,
+    end_lsn: Lsn,
     commit_time_micros: i64,
     changes: Vec<Change>,
     touched: Vec<QualifiedName>,
@@ -184,20 +189,20 @@ struct Loop<'a> {
     refresher: Option<tokio::sync::mpsc::UnboundedSender<Vec<QualifiedName>>>,
     stream: SourceStream,
     /// LSN of the state in RocksDB (S in the module doc).
-    state_lsn: u64,
+    state_lsn: Lsn,
     /// LSN of the targets (T).
-    target_lsn: u64,
+    target_lsn: Lsn,
     /// Where the slot may go once the state written so far is on disk: at most T, up to the
     /// server's WAL end when idle.
-    ack_ready: u64,
+    ack_ready: Lsn,
     /// What the slot was told.
-    acked: u64,
+    acked: Lsn,
     /// Flushes the state from a blocking thread.
     flusher: Flusher,
     /// A large transaction being folded part by part.
     parts: Option<Parts>,
     /// The checkpoint in flight: what it lets the slot acknowledge, and the flush.
-    flushing: Option<(u64, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
+    flushing: Option<(Lsn, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
     /// Unlogged state writes since the last checkpoint.
     dirty: bool,
     last_checkpoint: Instant,
@@ -258,7 +263,7 @@ async fn run_once(
         prepared.tz,
     )
     .await?;
-    tracing::info!(state_lsn = %target::lsn_text(state_lsn), target_lsn = %target::lsn_text(target_lsn), "streaming");
+    tracing::info!(state_lsn = %state_lsn, target_lsn = %target_lsn, "streaming");
     let refresher = (!prepared.fallbacks.is_empty()).then(|| {
         crate::refresher::spawn(
             prepared.db.clone(),
@@ -288,7 +293,7 @@ async fn run_once(
         state_lsn,
         target_lsn,
         ack_ready: state_lsn.min(target_lsn),
-        acked: 0,
+        acked: Lsn::ZERO,
         flusher,
         parts: None,
         flushing: None,
@@ -322,7 +327,7 @@ impl Loop<'_> {
             self.advance_clock().await?;
             let mut batch: Vec<PendingTxn> = Vec::new();
             let mut rows = 0usize;
-            let mut idle_at: Option<(u64, i64)> = None;
+            let mut idle_at: Option<(Lsn, i64)> = None;
             let mut deadline: Option<tokio::time::Instant> = None;
             let mut last_event: Option<tokio::time::Instant> = None;
             let tick = tokio::time::sleep(Duration::from_secs(1));
@@ -377,7 +382,7 @@ impl Loop<'_> {
                         StreamEvent::Idle { wal_end, server_time_micros } => {
                             // Everything before wal_end has been received; a batch in progress
                             // keeps filling until its deadline (keepalives also arrive mid-backlog).
-                            idle_at = Some(idle_at.map_or((wal_end, server_time_micros), |(w, t): (u64, i64)| (w.max(wal_end), t.max(server_time_micros))));
+                            idle_at = Some(idle_at.map_or((wal_end, server_time_micros), |(w, t): (Lsn, i64)| (w.max(wal_end), t.max(server_time_micros))));
                             if batch.is_empty() {
                                 break;
                             }
@@ -515,8 +520,7 @@ impl Loop<'_> {
         commit_times: &[i64],
         source_rows: usize,
     ) -> Result<(), EngineError> {
-        // pgoutput commit times count microseconds from 2000-01-01.
-        let now = chrono::Utc::now().timestamp_micros() - 946_684_800_000_000;
+        let now = crate::pg::wal::pg_micros_now();
         let latencies: Vec<u64> = commit_times
             .iter()
             .map(|c| (now - c).max(0) as u64)
@@ -587,7 +591,7 @@ impl Loop<'_> {
     /// parts twice.
     async fn apply_part(
         &mut self,
-        final_lsn: u64,
+        final_lsn: Lsn,
         changes: Vec<Change>,
         touched: Vec<QualifiedName>,
     ) -> Result<(), EngineError> {
@@ -660,7 +664,7 @@ impl Loop<'_> {
     async fn write_targets(
         &mut self,
         deltas: &[Vec<TargetChange>],
-        lsn: u64,
+        lsn: Lsn,
         commit_time: Option<i64>,
     ) -> Result<(), EngineError> {
         let sink_err = |e: tokio_postgres::Error| EngineError::Sink(describe(&e));
@@ -744,7 +748,7 @@ impl Loop<'_> {
 
     async fn targets_committed(
         &mut self,
-        lsn: u64,
+        lsn: Lsn,
         newly_failed: Vec<(usize, String)>,
     ) -> Result<(), EngineError> {
         self.target_lsn = self.target_lsn.max(lsn);
@@ -755,7 +759,7 @@ impl Loop<'_> {
     }
 
     /// Writes the folded state (unlogged) with its LSN; durable at the next checkpoint.
-    async fn commit_state(&mut self, lsn: u64) -> Result<(), EngineError> {
+    async fn commit_state(&mut self, lsn: Lsn) -> Result<(), EngineError> {
         self.state
             .call(move |m| {
                 m.commit(
@@ -825,7 +829,7 @@ impl Loop<'_> {
     }
 
     /// Records in the state how far the slot is about to be acknowledged.
-    async fn record_acked(&mut self, ack: u64, durability: Durability) -> Result<(), EngineError> {
+    async fn record_acked(&mut self, ack: Lsn, durability: Durability) -> Result<(), EngineError> {
         self.state
             .call(move |m| {
                 m.store()
@@ -845,7 +849,7 @@ impl Loop<'_> {
             .await
             .map_err(|_| StateThreadGone)?
             .map_err(MaintainError::from)?;
-        tracing::debug!(ack = %target::lsn_text(ack), flush_ms = took.as_millis() as u64, "state checkpoint");
+        tracing::debug!(ack = %ack, flush_ms = took.as_millis() as u64, "state checkpoint");
         crate::failpoint::hit("after_checkpoint");
         self.acked = self.acked.max(ack);
         self.stream.ack(self.acked);
@@ -886,7 +890,7 @@ impl Loop<'_> {
 
     /// Everything received is applied and the server has sent everything up to `wal_end`: let
     /// the slot go there, and note that the targets are fresh as of the keepalive's send time.
-    fn idle(&mut self, wal_end: u64, server_time_micros: i64) {
+    fn idle(&mut self, wal_end: Lsn, server_time_micros: i64) {
         if self.state_lsn < self.target_lsn {
             return;
         }
@@ -906,8 +910,7 @@ impl Loop<'_> {
         }
         self.last_heartbeat = Instant::now();
         self.caught_up_at = None;
-        // Keepalive times count microseconds from 2000-01-01.
-        let secs = at as f64 / 1e6 + 946_684_800.0;
+        let secs = crate::pg::wal::pg_micros_to_unix_secs(at);
         self.prepared
             .client
             .execute(
@@ -926,7 +929,7 @@ async fn commit_targets(
     tx: tokio_postgres::Transaction<'_>,
     changed: &[(String, i64)],
     slot: &str,
-    lsn: u64,
+    lsn: Lsn,
     commit_time: Option<i64>,
 ) -> Result<(), tokio_postgres::Error> {
     target::record_row_deltas(&tx, changed).await?;

@@ -26,11 +26,10 @@ use uuid::Uuid;
 
 use super::{EngineError, Loop, PendingTxn};
 use crate::history::{self, Counts, RefreshKind};
+use crate::pg::{describe, Lsn};
 use crate::reconcile::held::{Recomputation, FENCE_PREFIX};
 use crate::reconcile::{Report, RequestDetail, ViewResult};
 use crate::settings::Policy;
-use crate::sink::target::lsn_text;
-use crate::source::control::describe;
 use crate::source::stream::StreamEvent;
 
 /// The prefix of request messages.
@@ -194,7 +193,7 @@ impl Loop<'_> {
     async fn run_request(
         &mut self,
         req: &Request,
-    ) -> Result<Result<(u64, Vec<ViewOutcome>), String>, EngineError> {
+    ) -> Result<Result<(Lsn, Vec<ViewOutcome>), String>, EngineError> {
         let incremental = |name: &str| {
             self.prepared
                 .plans
@@ -232,7 +231,7 @@ impl Loop<'_> {
             (_, None) => return Ok(Err("the request names no view".into())),
         };
         let repair = matches!(req.kind, Kind::Refresh | Kind::RefreshAll) || req.repair;
-        let mut lsn = 0;
+        let mut lsn = Lsn::ZERO;
         let mut outcomes = Vec::new();
         if !views.is_empty() {
             let with_policy: Vec<(usize, bool)> = views.iter().map(|v| (*v, repair)).collect();
@@ -265,7 +264,7 @@ impl Loop<'_> {
         &mut self,
         req: &Request,
         started: Instant,
-        outcome: Result<(u64, Vec<ViewOutcome>), String>,
+        outcome: Result<(Lsn, Vec<ViewOutcome>), String>,
     ) -> Result<(), EngineError> {
         let client = &self.prepared.client;
         let (lsn, outcomes, error) = match outcome {
@@ -276,7 +275,7 @@ impl Loop<'_> {
                     .collect();
                 (lsn, o, (!errors.is_empty()).then(|| errors.join("; ")))
             }
-            Err(e) => (0, vec![], Some(e)),
+            Err(e) => (Lsn::ZERO, vec![], Some(e)),
         };
         for o in outcomes.iter().filter(|o| o.compared.is_some()) {
             history::record(
@@ -340,7 +339,7 @@ impl Loop<'_> {
             EngineError::Sink(format!("encoding the result of request {}: {e}", req.id))
         })?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let lsn = (lsn > 0).then(|| lsn_text(lsn));
+        let lsn = (lsn > Lsn::ZERO).then(|| lsn.to_string());
         client
             .execute(
                 "UPDATE deltamv.requests SET status = $2, phase = NULL, finished_at = now(), lsn = $3::text::pg_lsn,
@@ -372,7 +371,7 @@ impl Loop<'_> {
         &mut self,
         id: Uuid,
         views: &[(usize, bool)],
-    ) -> Result<Result<(u64, Vec<ViewOutcome>), String>, EngineError> {
+    ) -> Result<Result<(Lsn, Vec<ViewOutcome>), String>, EngineError> {
         let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
         let dates = self
             .state
@@ -439,7 +438,7 @@ impl Loop<'_> {
         tracing::info!(
             id = %id,
             views = views.len(),
-            lsn = %lsn_text(rc.lsn),
+            lsn = %rc.lsn,
             recompute_ms = recomputed.as_millis() as u64,
             catch_up_ms = (caught_up - recomputed).as_millis() as u64,
             compare_ms = (started.elapsed() - caught_up).as_millis() as u64,
@@ -490,7 +489,7 @@ impl Loop<'_> {
     /// Applies the stream up to `lsn` (the recomputation's snapshot) and stops at the fence
     /// written right after the snapshot was taken: everything that committed before `lsn` has
     /// arrived by then. What came after `lsn` is handed back to the stream for later.
-    async fn drain_to_fence(&mut self, fence: &str, lsn: u64) -> Result<(), EngineError> {
+    async fn drain_to_fence(&mut self, fence: &str, lsn: Lsn) -> Result<(), EngineError> {
         let mut batch: Vec<PendingTxn> = Vec::new();
         let mut rows = 0;
         let mut later = Vec::new();

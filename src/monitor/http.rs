@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::Metrics;
+use crate::pg::DbTarget;
 use crate::settings::Settings;
-use crate::source::control::DbTarget;
 use crate::status::{self, ViewStatus};
 
 /// What the server needs to answer.

@@ -30,9 +30,9 @@ fn aggregate_and_window_calls_are_read_from_the_syntax_tree() {
 
 fn runs_catalog() -> Catalog {
     let col = |name: &str, type_name: &str, ty: SqlType| {
-        super::super::ColumnInfo::plain(name, ty, type_name)
+        crate::pg::ColumnInfo::plain(name, ty, type_name)
     };
-    let runs = super::super::TableInfo {
+    let runs = crate::pg::TableInfo {
         name: QualifiedName::new("public", "agent_runs"),
         columns: vec![
             col("id", "bigint", SqlType::Int8),

@@ -16,115 +16,16 @@ mod scalar;
 pub mod topk;
 mod types;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use build::{plan_view, source_tables};
 use expr::Expr;
 
+use crate::pg::{Catalog, QualifiedName};
 use crate::value::SqlType;
-
-/// A schema-qualified relation name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct QualifiedName {
-    pub schema: String,
-    pub name: String,
-}
-
-impl QualifiedName {
-    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        QualifiedName {
-            schema: schema.into(),
-            name: name.into(),
-        }
-    }
-
-    /// Whether a user's `schema.name` or bare `name` names this relation.
-    pub fn matches(&self, given: &str) -> bool {
-        self.name == given || self.to_string() == given
-    }
-
-    /// The name quoted for use in SQL text.
-    pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-}
-
-impl fmt::Display for QualifiedName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
-}
-
-/// Quotes an identifier for SQL text (always, so reserved words and mixed case are safe).
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for SQL text.
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A column of a source table as the catalog describes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ColumnInfo {
-    pub name: String,
-    /// `None` when the column's type is not supported (only an error if a view reads it). A
-    /// domain is its base type; an enum is [`SqlType::Enum`].
-    pub ty: Option<SqlType>,
-    pub type_name: String,
-    /// The column's own type OID (a domain's or enum's, as pgoutput announces it).
-    #[serde(default)]
-    pub type_oid: u32,
-    /// The collation its text is ordered by when that is not byte order (C and POSIX are):
-    /// views that order it are refused, naming it.
-    #[serde(default)]
-    pub collation: Option<String>,
-    /// Why the column cannot be read although its type is supported (a nondeterministic
-    /// collation).
-    #[serde(default)]
-    pub refusal: Option<String>,
-    /// A stored generated column's expression: PostgreSQL 15 does not publish generated
-    /// columns, so a view reading one computes it from the columns it is generated from.
-    #[serde(default)]
-    pub generated: Option<String>,
-}
-
-impl ColumnInfo {
-    /// A plain column of a supported type (no collation, not generated).
-    pub fn plain(name: impl Into<String>, ty: SqlType, type_name: impl Into<String>) -> Self {
-        ColumnInfo {
-            name: name.into(),
-            ty: Some(ty),
-            type_name: type_name.into(),
-            type_oid: 0,
-            collation: None,
-            refusal: None,
-            generated: None,
-        }
-    }
-}
-
-/// A published source table: its columns in attribute order and its replica identity key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TableInfo {
-    pub name: QualifiedName,
-    pub columns: Vec<ColumnInfo>,
-    /// Indexes into `columns` of the primary key (the replica identity).
-    pub key: Vec<usize>,
-    /// The database's default collation when it does not order text by bytes (`None`: C or
-    /// POSIX): what text that is not a column (literals, casts) is ordered by.
-    #[serde(default)]
-    pub default_collation: Option<String>,
-}
-
-/// The source tables the planner may read, by name.
-pub type Catalog = BTreeMap<QualifiedName, TableInfo>;
 
 /// Aggregate functions the operators maintain.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -35,7 +35,7 @@ pub(super) struct InputColumn {
 }
 
 impl InputColumn {
-    pub(super) fn of_table(c: &super::ColumnInfo) -> Self {
+    pub(super) fn of_table(c: &crate::pg::ColumnInfo) -> Self {
         InputColumn {
             name: c.name.clone(),
             ty: c.ty,

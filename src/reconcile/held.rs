@@ -16,9 +16,10 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::{compare_queries, repair_from, sql_err, ReconcileError, Report};
-use crate::plan::{quote_literal, ViewPlan};
+use crate::pg::quote_literal;
+use crate::pg::DbTarget;
+use crate::plan::ViewPlan;
 use crate::sink::target::{self, TargetTable};
-use crate::source::control::DbTarget;
 use crate::source::snapshot::SlotSnapshot;
 use crate::value::Value;
 
@@ -29,7 +30,7 @@ pub const FENCE_PREFIX: &str = "deltamv.fence";
 pub struct Recomputation {
     session: Client,
     /// The snapshot's position: transactions ending at or before it are in the recomputation.
-    pub lsn: u64,
+    pub lsn: crate::pg::Lsn,
     /// What the fence message carries.
     pub fence: String,
 }
@@ -50,32 +51,19 @@ impl Recomputation {
         fence: String,
         wait: Duration,
     ) -> Result<Recomputation, ReconcileError> {
-        let session = db.connect().await.map_err(|e| ReconcileError::Sql {
-            context: "connecting for the reconcile".into(),
-            detail: e.to_string(),
-        })?;
-        let context = "taking the reconcile's snapshot";
-        let snapshot = match tokio::time::timeout(
-            wait,
-            SlotSnapshot::create_temporary(db, slot, publication),
-        )
-        .await
-        {
-            Ok(created) => created.map_err(|e| ReconcileError::Sql {
-                context: context.into(),
-                detail: e.to_string(),
-            })?,
-            Err(_) => {
-                return Err(ReconcileError::Sql {
-                    context: context.into(),
-                    detail: format!(
-                        "waited {} ms for write transactions open since before it ({}); retry once they end, or raise --reconcile-wait-ms",
-                        wait.as_millis(),
-                        oldest_writer(&session).await
-                    ),
-                })
-            }
-        };
+        let session = db.connect().await.map_err(ReconcileError::Connect)?;
+        let snapshot =
+            match tokio::time::timeout(wait, SlotSnapshot::create_temporary(db, slot, publication))
+                .await
+            {
+                Ok(created) => created?,
+                Err(_) => {
+                    return Err(ReconcileError::WritersOpen {
+                        waited_ms: wait.as_millis(),
+                        oldest: oldest_writer(&session).await,
+                    })
+                }
+            };
         session
             .execute(
                 "SELECT pg_logical_emit_message(false, $1, $2)",
@@ -97,7 +85,7 @@ impl Recomputation {
         sql.push_str("COMMIT;");
         if let Err(e) = session.batch_execute(&sql).await {
             let _ = session.batch_execute("ROLLBACK").await;
-            return Err(sql_err("recomputing the views in the snapshot")(e));
+            return Err(sql_err("recomputing the views in the snapshot")(e).into());
         }
         Ok(Recomputation {
             session,
@@ -122,7 +110,8 @@ impl Recomputation {
                 target.table
             ))
             .await
-            .map_err(sql_err("preparing the state's copy"))
+            .map_err(sql_err("preparing the state's copy"))?;
+        Ok(())
     }
 
     /// Appends rows of view `i` from the engine's state.
@@ -142,7 +131,8 @@ impl Recomputation {
         target::copy_rows(&tx, &copy, rows)
             .await
             .map_err(sql_err("copying the state"))?;
-        tx.commit().await.map_err(sql_err("copying the state"))
+        tx.commit().await.map_err(sql_err("copying the state"))?;
+        Ok(())
     }
 
     /// The recomputation of view `i` against its target as it is now (the engine holds).
@@ -192,6 +182,6 @@ async fn oldest_writer(session: &Client) -> String {
     match row {
         Ok(Some(r)) => format!("the oldest: {}", r.get::<_, String>(0)),
         Ok(None) => "none is open any more".into(),
-        Err(e) => format!("cannot list them: {}", crate::source::control::describe(&e)),
+        Err(e) => format!("cannot list them: {}", crate::pg::describe(&e)),
     }
 }

@@ -21,24 +21,25 @@ use thiserror::Error;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::numeric::Numeric;
-use crate::plan::{quote_ident, ViewPlan};
-use crate::source::control::describe;
+use crate::pg::quote_ident;
+use crate::pg::{sql_err, SqlError};
+use crate::plan::ViewPlan;
 use crate::value::SqlType;
 
 pub mod held;
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
-    #[error("{context}: {detail}")]
-    Sql { context: String, detail: String },
-}
-
-fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ReconcileError {
-    let context = context.into();
-    move |e| ReconcileError::Sql {
-        context,
-        detail: describe(&e),
-    }
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error("{context}: column {column} of the comparison is not a number")]
+    Unreadable { context: String, column: usize },
+    #[error("connecting for the reconcile: {0}")]
+    Connect(#[from] crate::pg::ConnectError),
+    #[error("taking the reconcile's snapshot: {0}")]
+    Snapshot(#[from] crate::source::snapshot::SnapshotError),
+    #[error("taking the reconcile's snapshot: waited {waited_ms} ms for write transactions open since before it ({oldest}); retry once they end, or raise --reconcile-wait-ms")]
+    WritersOpen { waited_ms: u128, oldest: String },
 }
 
 /// One differing row: what the view's SQL says and what the target holds.
@@ -168,9 +169,9 @@ pub async fn compare_queries(
         let number = |i: usize| -> Result<i64, ReconcileError> {
             r.get(i)
                 .and_then(|t| t.parse().ok())
-                .ok_or_else(|| ReconcileError::Sql {
+                .ok_or_else(|| ReconcileError::Unreadable {
                     context: context.clone(),
-                    detail: format!("column {i} of the comparison is not a number"),
+                    column: i,
                 })
         };
         (expected_rows, actual_rows) = (number(0)? as usize, number(1)? as usize);
@@ -355,7 +356,7 @@ pub async fn repair_from(
             .map(|i| match &row[*i] {
                 Some(s) => format!(
                     "{}::{}",
-                    crate::plan::quote_literal(s),
+                    crate::pg::quote_literal(s),
                     plan.output_types()[*i].pg_name()
                 ),
                 None => "NULL".into(),
@@ -381,13 +382,13 @@ pub async fn repair_from(
          UPDATE deltamv.views SET rows = (SELECT count(*) FROM {target}) WHERE view_name = {name};
          COMMIT;",
         target = plan.name.quoted(),
-        name = crate::plan::quote_literal(&plan.name.to_string()),
+        name = crate::pg::quote_literal(&plan.name.to_string()),
         tm = key_match("t"),
         qm = key_match("q"),
     );
     if let Err(e) = client.batch_execute(&sql).await {
         let _ = client.batch_execute("ROLLBACK").await;
-        return Err(sql_err(format!("repairing {}", plan.name))(e));
+        return Err(sql_err(format!("repairing {}", plan.name))(e).into());
     }
     Ok(report.diffs.len())
 }

@@ -17,15 +17,16 @@ use thiserror::Error;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement, Transaction};
 
-use crate::maintain::TargetChange;
-use crate::plan::{quote_ident, quote_literal, ViewPlan};
-use crate::source::control::describe;
+use crate::change::TargetChange;
+use crate::pg::wal::pg_micros_to_unix_secs;
+use crate::pg::{quote_ident, quote_literal, sql_err, Lsn, SqlError};
+use crate::plan::ViewPlan;
 use crate::value::{SqlType, Value};
 
 #[derive(Debug, Error)]
 pub enum SinkError {
-    #[error("{context}: {detail}")]
-    Sql { context: String, detail: String },
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     #[error("{view} already exists as a {kind}; drop it (or rename it) so deltamv can maintain a table of that name")]
     WrongKind { view: String, kind: String },
     #[error("target {view}: column {column} is {theirs}, but the view now yields {ours} (a source column or the view's SQL changed): drop the table {view} and run `deltamv init --resync` (if neither changed, please report this view)")]
@@ -35,14 +36,6 @@ pub enum SinkError {
         ours: String,
         theirs: String,
     },
-}
-
-fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
-    let context = context.into();
-    move |e| SinkError::Sql {
-        context,
-        detail: describe(&e),
-    }
 }
 
 /// A target column: its name and its type as PostgreSQL prints it (`format_type`).
@@ -159,7 +152,7 @@ pub async fn ensure_target(
            FROM pg_attribute a {}
           WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attnum",
-        crate::source::control::base_type_lateral("a.atttypid")
+        crate::pg::catalog::base_type_lateral("a.atttypid")
     );
     let rows = tx
         .query(&sql, &[&plan.name.quoted()])
@@ -418,12 +411,10 @@ pub async fn record_rows<C: tokio_postgres::GenericClient>(
 pub async fn record_progress(
     tx: &Transaction<'_>,
     slot: &str,
-    lsn: u64,
+    lsn: Lsn,
     commit_time_micros: Option<i64>,
 ) -> Result<(), tokio_postgres::Error> {
-    // pgoutput commit times count microseconds from 2000-01-01.
-    let commit =
-        commit_time_micros.map(|m| format!("to_timestamp({})", m as f64 / 1e6 + 946_684_800.0));
+    let commit = commit_time_micros.map(|m| format!("to_timestamp({})", pg_micros_to_unix_secs(m)));
     let sql = format!(
         "INSERT INTO deltamv.progress (slot_name, applied_lsn, applied_commit_time, updated_at)
          VALUES ({slot}, {lsn}::pg_lsn, {commit}, now())
@@ -431,14 +422,14 @@ pub async fn record_progress(
              applied_commit_time = coalesce(EXCLUDED.applied_commit_time, deltamv.progress.applied_commit_time),
              updated_at = now()",
         slot = quote_literal(slot),
-        lsn = quote_literal(&lsn_text(lsn)),
+        lsn = quote_literal(&lsn.to_string()),
         commit = commit.unwrap_or_else(|| "NULL".into()),
     );
     tx.batch_execute(&sql).await
 }
 
 /// The applied LSN recorded for `slot`, if any.
-pub async fn read_progress(client: &Client, slot: &str) -> Result<Option<u64>, SinkError> {
+pub async fn read_progress(client: &Client, slot: &str) -> Result<Option<Lsn>, SinkError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'deltamv' AND c.relname = 'progress'", &[])
         .await
@@ -453,28 +444,5 @@ pub async fn read_progress(client: &Client, slot: &str) -> Result<Option<u64>, S
         )
         .await
         .map_err(sql_err("reading deltamv.progress"))?;
-    Ok(row.and_then(|r| parse_lsn(&r.get::<_, String>(0))))
-}
-
-pub fn lsn_text(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
-
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsn_text_round_trips() {
-        for lsn in [0u64, 0x16B3748, 0x1_0000_0000 + 5] {
-            assert_eq!(parse_lsn(&lsn_text(lsn)), Some(lsn));
-        }
-        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B3748));
-        assert_eq!(parse_lsn("garbage"), None);
-    }
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }

@@ -3,28 +3,21 @@
 //! Everything here runs on ordinary SQL connections (tokio-postgres) and fails with a message that
 //! names the setting or privilege to fix, because these are the errors an operator meets first.
 
-use std::str::FromStr;
-
 use thiserror::Error;
-use tokio_postgres::{Client, NoTls};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_postgres::Client;
 
+use crate::pg::catalog::base_type_lateral;
+use crate::pg::{
+    describe, quote_ident, quote_literal, sql_err, ColumnInfo, ConnectError, Lsn, QualifiedName,
+    SqlError, TableInfo,
+};
 use crate::pgtime::PgTimeZone;
-use crate::plan::{quote_ident, quote_literal, ColumnInfo, QualifiedName, TableInfo};
-use crate::source::tls::{client_config, split_tls, Tls, TlsError};
 use crate::value::SqlType;
-
-/// How long a connection attempt may take (unless the URL sets connect_timeout).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum ControlError {
-    #[error("invalid database URL: {0} (expected postgresql://user:password@host:port/dbname)")]
-    Url(String),
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("cannot connect to PostgreSQL at {target}: {detail}")]
-    Connect { target: String, detail: String },
+    Connect(#[from] ConnectError),
     #[error("wal_level is '{0}', but logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart PostgreSQL")]
     WalLevel(String),
     #[error("role {0} may not stream changes (it lacks the REPLICATION attribute): ALTER ROLE {0} REPLICATION as an administrator, or connect as deltamv_worker from schema/roles.sql")]
@@ -37,129 +30,14 @@ pub enum ControlError {
     MissingTable(QualifiedName),
     #[error("source table {0} has no primary key: deltamv identifies rows by their primary key (REPLICA IDENTITY DEFAULT)")]
     NoPrimaryKey(QualifiedName),
-    #[error("{context}: {source}")]
-    Sql {
-        context: String,
-        source: tokio_postgres::Error,
-    },
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error("replication slot {0} stayed active: stop the other consumer streaming from it")]
+    SlotBusy(String),
     #[error("source table {} is partitioned: deltamv must learn of partitions attached, detached, dropped or truncated, which PostgreSQL 15 leaves out of the replication stream, through its event trigger deltamv_partitions, and only a superuser can create an event trigger: run `deltamv init` once as a superuser (later runs may use deltamv_worker)", tables.join(", "))]
     PartitionTrigger { tables: Vec<String> },
     #[error("the server's TimeZone: {0}")]
     TimeZone(String),
-}
-
-/// Wraps a tokio-postgres error with what was being done, keeping the server's message.
-pub fn sql_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ControlError {
-    let context = context.into();
-    move |source| ControlError::Sql { context, source }
-}
-
-/// Connection parameters parsed once from the database URL.
-#[derive(Clone)]
-pub struct DbTarget {
-    pub url: String,
-    pub config: tokio_postgres::Config,
-    /// From the URL's `sslmode` and `sslrootcert` (see [`crate::source::tls`]).
-    pub tls: Tls,
-    connector: Option<MakeRustlsConnect>,
-}
-
-impl DbTarget {
-    pub fn parse(url: &str) -> Result<DbTarget, ControlError> {
-        let (rest, tls) = split_tls(url)?;
-        let mut config = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| ControlError::Url(e.to_string()))?;
-        let connector = match &tls {
-            Tls::Plain => None,
-            Tls::VerifyFull { root } => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                Some(MakeRustlsConnect::new(client_config(root)?))
-            }
-        };
-        // An unreachable host (packets dropped) would otherwise hang until the OS gives up.
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        Ok(DbTarget {
-            url: url.to_string(),
-            config,
-            tls,
-            connector,
-        })
-    }
-
-    /// A failed connection's cause with what to do about it.
-    fn diagnose(&self, e: &tokio_postgres::Error) -> String {
-        let user = self.config.get_user().unwrap_or("(default user)");
-        let db = self.config.get_dbname().unwrap_or(user);
-        let hint = match e.as_db_error().map(|d| d.code().code()) {
-            Some("28P01") => format!(
-                "wrong password for user {user}: fix the password in DATABASE_URL"
-            ),
-            Some("28000") => format!(
-                "the server refuses user {user} from this host: check the user name, and that pg_hba.conf allows it"
-            ),
-            Some("3D000") => format!(
-                "database {db} does not exist: create it, or fix the database name in DATABASE_URL"
-            ),
-            Some("53300") => "the server has no free connection slots: raise max_connections or close idle sessions".into(),
-            Some(_) => String::new(),
-            None => "is PostgreSQL running and accepting TCP connections there? Check the host and port in DATABASE_URL and the server's listen_addresses".into(),
-        };
-        if hint.is_empty() {
-            describe(e)
-        } else {
-            format!("{} ({hint})", describe(e))
-        }
-    }
-
-    /// Host and port for messages (never the password).
-    pub fn display(&self) -> String {
-        let host = match self.config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            #[cfg(unix)]
-            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".into(),
-        };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!("{host}:{port}/{}", self.config.get_dbname().unwrap_or(""))
-    }
-
-    pub async fn connect(&self) -> Result<Client, ControlError> {
-        let err = |e: tokio_postgres::Error| ControlError::Connect {
-            target: self.display(),
-            detail: self.diagnose(&e),
-        };
-        let closed = |e: tokio_postgres::Error| tracing::debug!(error = %e, "connection closed");
-        match &self.connector {
-            None => {
-                let (client, conn) = self.config.connect(NoTls).await.map_err(err)?;
-                tokio::spawn(async move { conn.await.unwrap_or_else(closed) });
-                Ok(client)
-            }
-            Some(tls) => {
-                let (client, conn) = self.config.connect(tls.clone()).await.map_err(err)?;
-                tokio::spawn(async move { conn.await.unwrap_or_else(closed) });
-                Ok(client)
-            }
-        }
-    }
-}
-
-/// The server's message (and SQLSTATE) if there is one, else the client's.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(&format!(": {inner}"));
-                src = inner.source();
-            }
-            s
-        }
-    }
 }
 
 /// Checks that the server and this role can do logical replication through `slot`: wal_level,
@@ -206,23 +84,6 @@ pub async fn server_timezone(client: &Client) -> Result<PgTimeZone, ControlError
         .map_err(sql_err("reading TimeZone"))?;
     let name: String = row.get(0);
     PgTimeZone::parse(&name).map_err(|e| ControlError::TimeZone(e.to_string()))
-}
-
-/// A lateral subquery giving, for the type OID `{oid}`, the type it stands for with its domains
-/// resolved (`base_oid`, `base_kind` = `pg_type.typtype`, `e` for an enum): PostgreSQL computes
-/// with a domain's base type, and pgoutput announces a column by its own type's OID.
-pub fn base_type_lateral(oid: &str) -> String {
-    format!(
-        "LEFT JOIN LATERAL (
-            WITH RECURSIVE chain(oid, typtype, typbasetype, depth) AS (
-                SELECT t.oid, t.typtype, t.typbasetype, 0 FROM pg_type t WHERE t.oid = {oid}
-                UNION ALL
-                SELECT t.oid, t.typtype, t.typbasetype, c.depth + 1
-                  FROM chain c JOIN pg_type t ON t.oid = c.typbasetype
-                 WHERE c.typtype = 'd' AND c.depth < 64)
-            SELECT chain.oid::int8 AS base_oid, chain.typtype::text AS base_kind
-              FROM chain WHERE chain.typtype <> 'd') bt ON true"
-    )
 }
 
 /// Whether a libc collation name orders text by bytes.
@@ -612,13 +473,9 @@ pub async fn ensure_publication<C: tokio_postgres::GenericClient>(
         )),
     }
     for sql in sql {
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|source| ControlError::Sql {
-                context: format!("publishing the source tables (an administrator can run: {sql})"),
-                source,
-            })?;
+        client.batch_execute(&sql).await.map_err(sql_err(format!(
+            "publishing the source tables (an administrator can run: {sql})"
+        )))?;
     }
     Ok(())
 }
@@ -645,7 +502,7 @@ async fn any_partitioned<C: tokio_postgres::GenericClient>(
 #[derive(Debug)]
 pub struct SlotInfo {
     /// How far the consumer confirmed (`confirmed_flush_lsn`).
-    pub confirmed_lsn: Option<u64>,
+    pub confirmed_lsn: Option<Lsn>,
     /// The server removed WAL the slot still needed (`wal_status = 'lost'`): it can never
     /// stream again.
     pub lost: bool,
@@ -682,9 +539,7 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>, 
     let confirmed: Option<String> = row.get(0);
     let pid: Option<i32> = row.get(2);
     Ok(Some(SlotInfo {
-        confirmed_lsn: confirmed
-            .as_deref()
-            .and_then(crate::sink::target::parse_lsn),
+        confirmed_lsn: confirmed.as_deref().and_then(|t| t.parse().ok()),
         lost: row.get(1),
         holder: pid.map(|pid| SlotHolder {
             pid,
@@ -716,16 +571,8 @@ pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), ControlError> 
             Err(e) if describe(&e).contains("is active") => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await
             }
-            Err(e) => {
-                return Err(ControlError::Sql {
-                    context: format!("dropping slot {slot}"),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(SqlError::new(format!("dropping slot {slot}"), e).into()),
         }
     }
-    Err(ControlError::Connect {
-        target: slot.into(),
-        detail: "slot stayed active; stop the other consumer".into(),
-    })
+    Err(ControlError::SlotBusy(slot.into()))
 }

@@ -6,4 +6,3 @@ pub mod partitions;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod stream;
-pub mod tls;

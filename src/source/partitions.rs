@@ -25,8 +25,9 @@
 use serde::Deserialize;
 use tokio_postgres::GenericClient;
 
-use super::control::{sql_err, ControlError};
-use crate::plan::QualifiedName;
+use super::control::ControlError;
+use crate::pg::sql_err;
+use crate::pg::QualifiedName;
 
 /// Prefix of the messages the partition triggers emit.
 pub const PARTITION_PREFIX: &str = "deltamv.partition";

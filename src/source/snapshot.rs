@@ -14,10 +14,10 @@ use pgwire_replication::{Lsn, ReplicationClient};
 use thiserror::Error;
 use tokio_postgres::{Client, CopyOutStream};
 
-use super::control::{describe, DbTarget};
 use super::stream::replication_config;
+use crate::pg::{describe, DbTarget};
+use crate::pg::{quote_ident, quote_literal, TableInfo};
 use crate::pgtime::PgTimeZone;
-use crate::plan::{quote_ident, quote_literal, TableInfo};
 use crate::value::{split_copy_line, Value};
 
 #[derive(Debug, Error)]
@@ -38,7 +38,7 @@ pub enum SnapshotError {
 /// slot goes away with it).
 pub struct SlotSnapshot {
     _session: ReplicationClient,
-    pub consistent_lsn: u64,
+    pub consistent_lsn: crate::pg::Lsn,
     pub snapshot_name: String,
 }
 
@@ -92,7 +92,7 @@ impl SlotSnapshot {
         let consistent = Lsn::parse(&text(1)?).map_err(|e| fail(e.to_string()))?;
         Ok(SlotSnapshot {
             _session: session,
-            consistent_lsn: consistent.as_u64(),
+            consistent_lsn: consistent.into(),
             snapshot_name: text(2)?,
         })
     }

@@ -11,17 +11,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pgwire_replication::config::TlsConfig;
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
 
-use crate::source::tls::Tls;
+use crate::pg::tls::Tls;
 use thiserror::Error;
 
-use super::control::DbTarget;
 use super::partitions::{PartitionMessage, PartitionOp, PARTITION_PREFIX};
 use super::pgoutput::{self, OldTuple, PgOutputMessage, TupleColumn, TupleData};
-use crate::maintain::Change;
+use crate::change::Change;
+use crate::pg::DbTarget;
+use crate::pg::{Lsn, QualifiedName, TableInfo};
 use crate::pgtime::PgTimeZone;
-use crate::plan::{QualifiedName, TableInfo};
 use crate::value::{SqlType, Value};
 
 /// Session settings that make pgoutput's text values unambiguous.
@@ -55,7 +55,7 @@ pub enum StreamError {
 pub enum StreamEvent {
     /// A committed transaction that touched the published tables.
     Transaction {
-        end_lsn: u64,
+        end_lsn: Lsn,
         commit_time_micros: i64,
         changes: Vec<Change>,
         /// Every published table it changed (also those only fallback views read).
@@ -68,7 +68,7 @@ pub enum StreamEvent {
     /// its [`StreamEvent::Transaction`] follows with the rest. `final_lsn` is where its commit
     /// record starts: the transaction ends after an LSN `x` exactly when `final_lsn >= x`.
     Part {
-        final_lsn: u64,
+        final_lsn: Lsn,
         changes: Vec<Change>,
         touched: Vec<QualifiedName>,
         breaks: Vec<SchemaBreak>,
@@ -78,7 +78,7 @@ pub enum StreamEvent {
     /// these when it has decoded all flushed WAL, so once everything before `wal_end` is
     /// applied, the targets are fresh as of that time.
     Idle {
-        wal_end: u64,
+        wal_end: Lsn,
         server_time_micros: i64,
     },
     /// A message from `pg_logical_emit_message` whose prefix starts with [`MESSAGE_PREFIX`]:
@@ -136,7 +136,7 @@ pub struct SourceStream {
     names: HashMap<u32, QualifiedName>,
     open: Option<Vec<Change>>,
     /// `final_lsn` of the open transaction.
-    open_final: u64,
+    open_final: Lsn,
     touched: Vec<QualifiedName>,
     breaks: Vec<SchemaBreak>,
     /// Transactional messages of the open transaction, handed out after its commit.
@@ -152,13 +152,13 @@ impl SourceStream {
         db: &DbTarget,
         slot: &str,
         publication: &str,
-        durable_lsn: u64,
+        durable_lsn: Lsn,
         sources: Sources,
         tz: PgTimeZone,
     ) -> Result<SourceStream, StreamError> {
         let cfg = replication_config(db, slot, publication)
-            .with_start_lsn(Lsn::from_u64(0))
-            .with_ack_lsn(Lsn::from_u64(durable_lsn));
+            .with_start_lsn(Lsn::ZERO.into())
+            .with_ack_lsn(durable_lsn.into());
         let client = ReplicationClient::connect(cfg).await?;
         let Sources {
             tables,
@@ -174,7 +174,7 @@ impl SourceStream {
             relations: HashMap::new(),
             names: HashMap::new(),
             open: None,
-            open_final: 0,
+            open_final: Lsn::ZERO,
             touched: Vec::new(),
             breaks: Vec::new(),
             after_commit: Vec::new(),
@@ -183,8 +183,8 @@ impl SourceStream {
     }
 
     /// Reports `lsn` as durably applied (the slot may release WAL before it).
-    pub fn ack(&self, lsn: u64) {
-        self.client.update_applied_lsn(Lsn::from_u64(lsn));
+    pub fn ack(&self, lsn: Lsn) {
+        self.client.update_applied_lsn(lsn.into());
     }
 
     pub async fn shutdown(mut self) {
@@ -208,7 +208,7 @@ impl SourceStream {
             match event {
                 ReplicationEvent::Begin { final_lsn, .. } => {
                     self.open = Some(Vec::new());
-                    self.open_final = final_lsn.as_u64();
+                    self.open_final = final_lsn.into();
                 }
                 ReplicationEvent::XLogData { data, .. } => {
                     let msg = pgoutput::decode(&data)?;
@@ -225,7 +225,7 @@ impl SourceStream {
                     let changes = self.open.take().unwrap_or_default();
                     self.pending.extend(self.after_commit.drain(..));
                     return Ok(StreamEvent::Transaction {
-                        end_lsn: end_lsn.as_u64(),
+                        end_lsn: end_lsn.into(),
                         commit_time_micros,
                         changes,
                         touched: std::mem::take(&mut self.touched),
@@ -265,7 +265,7 @@ impl SourceStream {
                     ..
                 } if self.open.is_none() => {
                     return Ok(StreamEvent::Idle {
-                        wal_end: wal_end.as_u64(),
+                        wal_end: wal_end.into(),
                         server_time_micros,
                     });
                 }
