@@ -473,12 +473,12 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
             Ok(n) => (Some(*n as i64), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        crate::history::record(
+        crate::bookkeeping::history::record(
             &prepared.client,
             &plan.name.to_string(),
-            crate::history::RefreshKind::FullRecompute,
+            crate::bookkeeping::history::RefreshKind::FullRecompute,
             started,
-            crate::history::Counts {
+            crate::bookkeeping::history::Counts {
                 rows_changed: changed,
                 ..Default::default()
             },

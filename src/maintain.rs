@@ -40,6 +40,7 @@ use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, StageInput, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
+use crate::state::meta;
 use crate::state::store::{Durability, Store, StoreError};
 use crate::value::{identical, Value};
 
@@ -770,10 +771,7 @@ impl Maintainer {
         extra: &[(&str, Vec<u8>)],
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let mut meta = vec![
-            ("lsn", keys::encode(&lsn)),
-            ("dates", keys::encode(&self.dates())),
-        ];
+        let mut meta = vec![meta::lsn(lsn), meta::dates(&self.dates())];
         meta.extend(extra.iter().cloned());
         self.store.commit(&meta, durability)
     }

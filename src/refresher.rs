@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
+use crate::bookkeeping::history::{self, RefreshKind};
 use crate::clock::Clock;
-use crate::history::{self, RefreshKind};
 use crate::pg::QualifiedName;
 use crate::pg::{describe, DbTarget};
 use crate::plan::FallbackPlan;

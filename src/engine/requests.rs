@@ -9,14 +9,7 @@
 //! before it runs, so one the stream delivers again after a restart is not served twice, while
 //! one interrupted half-way is served again.
 //!
-//! A reconcile runs at one LSN (see [`crate::reconcile::held`]): the views are recomputed in a
-//! temporary slot's snapshot at C, the stream is applied up to exactly C, and the engine holds
-//! there (no target writes) while its targets are compared with the recomputation (and, for a
-//! target that differs, its own state too). Differences in a target whose group state agrees with the SQL are repaired
-//! from the state, in one transaction (readers see the old or the repaired rows, never a gap),
-//! so state and target stay consistent. Differences in the state itself cannot be patched row by
-//! row (the state holds the inputs, not only the outputs): they are reported with the fix,
-//! `deltamv init --resync`. Holding costs freshness for the recomputation's duration.
+//! A reconcile runs at one LSN, holding the engine there ([`super::held_reconcile`]).
 
 use std::time::Instant;
 
@@ -24,13 +17,12 @@ use serde::Deserialize;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::{EngineError, Loop, PendingTxn};
-use crate::history::{self, Counts, RefreshKind};
-use crate::pg::{describe, Lsn};
-use crate::reconcile::held::{Recomputation, FENCE_PREFIX};
+use super::{EngineError, Loop};
+use crate::bookkeeping::history::{self, Counts, RefreshKind};
+use crate::bookkeeping::requests;
+use crate::pg::{sql_err, Lsn};
 use crate::reconcile::{Report, RequestDetail, ViewResult};
 use crate::settings::Policy;
-use crate::source::stream::StreamEvent;
 
 /// The prefix of request messages.
 pub const REQUEST_PREFIX: &str = "deltamv.request";
@@ -99,6 +91,19 @@ struct Wire {
     at: Option<String>,
 }
 
+impl Request {
+    fn claim(&self) -> requests::Claim<'_> {
+        requests::Claim {
+            id: self.id,
+            kind: self.kind.as_str(),
+            view: self.view.as_deref(),
+            repair: self.repair,
+            by: &self.by,
+            at: self.at.as_deref(),
+        }
+    }
+}
+
 /// Reads a request message; `Err` names what is wrong with it.
 pub fn parse(content: &[u8]) -> Result<Request, String> {
     let w: Wire = serde_json::from_slice(content).map_err(|e| e.to_string())?;
@@ -116,13 +121,13 @@ pub fn parse(content: &[u8]) -> Result<Request, String> {
 
 /// What a request did to one view.
 #[derive(Debug, Default)]
-struct ViewOutcome {
-    view: String,
-    compared: Option<Report>,
+pub(super) struct ViewOutcome {
+    pub(super) view: String,
+    pub(super) compared: Option<Report>,
     /// Rows where the engine's own state differs from the view's SQL.
-    state_differences: usize,
-    repaired: usize,
-    error: Option<String>,
+    pub(super) state_differences: usize,
+    pub(super) repaired: usize,
+    pub(super) error: Option<String>,
 }
 
 impl ViewOutcome {
@@ -180,7 +185,7 @@ impl Loop<'_> {
     }
 
     async fn serve(&mut self, req: Request) -> Result<(), EngineError> {
-        if !claim(&self.prepared.client, &req).await.map_err(sink)? {
+        if !requests::claim(&self.prepared.client, &req.claim()).await? {
             return Ok(()); // served before a restart
         }
         let started = Instant::now();
@@ -287,7 +292,7 @@ impl Loop<'_> {
                 o.error.as_deref(),
             )
             .await
-            .map_err(sink)?;
+            .map_err(sql_err(format!("recording the history of {}", o.view)))?;
         }
         let sum = |f: &dyn Fn(&ViewOutcome) -> usize| outcomes.iter().map(f).sum::<usize>() as i64;
         let differences = sum(&|o| o.differences());
@@ -335,27 +340,20 @@ impl Loop<'_> {
         let detail = RequestDetail {
             views: outcomes.iter().map(ViewOutcome::result).collect(),
         };
-        let detail = serde_json::to_value(&detail).map_err(|e| {
-            EngineError::Sink(format!("encoding the result of request {}: {e}", req.id))
-        })?;
+        // A result of strings and numbers always encodes; Null would only lose the detail.
+        let detail = serde_json::to_value(&detail).unwrap_or_default();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let lsn = (lsn > Lsn::ZERO).then(|| lsn.to_string());
-        client
-            .execute(
-                "UPDATE deltamv.requests SET status = $2, phase = NULL, finished_at = now(), lsn = $3::text::pg_lsn,
-                     rows_compared = $4, differences = $5, rows_changed = $6, duration_ms = $7, error = $8, detail = $9
-                  WHERE request_id = $1",
-                &[&req.id, &status, &lsn, &compared, &differences, &sum(&|o| o.repaired), &ms, &error, &detail],
-            )
-            .await
-            .map_err(sink)?;
-        client
-            .execute(
-                "DELETE FROM deltamv.requests WHERE finished_at < now() - interval '30 days'",
-                &[],
-            )
-            .await
-            .map_err(sink)?;
+        let finished = requests::Finished {
+            status,
+            lsn: (lsn > Lsn::ZERO).then_some(lsn),
+            rows_compared: compared,
+            differences,
+            rows_changed: sum(&|o| o.repaired),
+            duration_ms: ms,
+            error,
+            detail,
+        };
+        requests::finish(client, req.id, &finished).await?;
         tracing::info!(
             id = %req.id,
             status,
@@ -364,184 +362,6 @@ impl Loop<'_> {
             "request served"
         );
         Ok(())
-    }
-
-    /// Reconciles `views` (each with whether to repair) at one LSN; returns that LSN.
-    async fn reconcile(
-        &mut self,
-        id: Uuid,
-        views: &[(usize, bool)],
-    ) -> Result<Result<(Lsn, Vec<ViewOutcome>), String>, EngineError> {
-        let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
-        let dates = self
-            .state
-            .call(move |m| indexes.iter().map(|v| m.date(*v)).collect::<Vec<_>>())
-            .await?;
-        let plans: Vec<_> = views
-            .iter()
-            .map(|(v, _)| self.prepared.plans[*v].clone())
-            .collect();
-        let pinned: Vec<_> = plans
-            .iter()
-            .zip(&dates)
-            .map(|(p, d)| (p, crate::pgtime::format_date(*d)))
-            .collect();
-        set_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
-        let started = Instant::now();
-        self.reconciles += 1;
-        let slot = format!("deltamv_rc_{}_{}", std::process::id(), self.reconciles);
-        let fence = format!("{slot} {}", chrono::Utc::now().timestamp_micros());
-        let mut rc = match Recomputation::take(
-            &self.prepared.db,
-            &slot,
-            &self.cfg.publication,
-            &pinned,
-            fence,
-            std::time::Duration::from_millis(self.cfg.reconcile_wait_ms),
-        )
-        .await
-        {
-            Ok(rc) => rc,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let recomputed = started.elapsed();
-        set_phase(&self.prepared.client, id, "applying up to the snapshot").await;
-        self.drain_to_fence(&rc.fence, rc.lsn).await?;
-        crate::failpoint::hit("reconcile_held");
-        let caught_up = started.elapsed();
-        set_phase(&self.prepared.client, id, "comparing").await;
-        let mut outcomes = Vec::new();
-        for (i, ((v, repair), plan)) in views.iter().zip(&plans).enumerate() {
-            let mut o = ViewOutcome {
-                view: plan.name.to_string(),
-                ..ViewOutcome::default()
-            };
-            match self.compare_view(&mut rc, i, *v, plan).await? {
-                Ok((target, state)) => {
-                    // A state that differs too is left for `deltamv init --resync` (the
-                    // result and the error log say so): patching only the target would make
-                    // the two disagree.
-                    o.state_differences = state.as_ref().map_or(0, |s| s.diffs.len());
-                    if *repair && state.is_some_and(|s| s.diffs.is_empty()) {
-                        set_phase(&self.prepared.client, id, "repairing").await;
-                        match rc.repair_from_state(i, plan, &target).await {
-                            Ok(n) => o.repaired = n,
-                            Err(e) => o.error = Some(e.to_string()),
-                        }
-                    }
-                    o.compared = Some(target);
-                }
-                Err(e) => o.error = Some(e),
-            }
-            outcomes.push(o);
-        }
-        tracing::info!(
-            id = %id,
-            views = views.len(),
-            lsn = %rc.lsn,
-            recompute_ms = recomputed.as_millis() as u64,
-            catch_up_ms = (caught_up - recomputed).as_millis() as u64,
-            compare_ms = (started.elapsed() - caught_up).as_millis() as u64,
-            "reconciled at one LSN (the views were held throughout)"
-        );
-        Ok(Ok((rc.lsn, outcomes)))
-    }
-
-    /// Compares view `v` (the `i`-th recomputed) with its target and, when they differ, with
-    /// the engine's state (which decides whether the target can be repaired from it). The
-    /// targets are written from the state, so a clean target needs no look at the state.
-    async fn compare_view(
-        &mut self,
-        rc: &mut Recomputation,
-        i: usize,
-        v: usize,
-        plan: &crate::plan::ViewPlan,
-    ) -> Result<Result<(Report, Option<Report>), String>, EngineError> {
-        let against_target = match rc.against_target(i, plan).await {
-            Ok(r) if r.diffs.is_empty() => return Ok(Ok((r, None))),
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let target = self.writers[v].target.clone();
-        if let Err(e) = rc.begin_state(i, &target).await {
-            return Ok(Err(e.to_string()));
-        }
-        let mut from = None;
-        loop {
-            let (rows, next) = self
-                .state
-                .call(move |m| m.rows_page(v, from, crate::setup::TARGET_LOAD_PAGE))
-                .await??;
-            if let Err(e) = rc.add_state_rows(i, &target, &rows).await {
-                return Ok(Err(e.to_string()));
-            }
-            match next {
-                Some(key) => from = Some(key),
-                None => break,
-            }
-        }
-        Ok(match rc.against_state(i, plan).await {
-            Ok(s) => Ok((against_target, Some(s))),
-            Err(e) => Err(e.to_string()),
-        })
-    }
-
-    /// Applies the stream up to `lsn` (the recomputation's snapshot) and stops at the fence
-    /// written right after the snapshot was taken: everything that committed before `lsn` has
-    /// arrived by then. What came after `lsn` is handed back to the stream for later.
-    async fn drain_to_fence(&mut self, fence: &str, lsn: Lsn) -> Result<(), EngineError> {
-        let mut batch: Vec<PendingTxn> = Vec::new();
-        let mut rows = 0;
-        let mut later = Vec::new();
-        loop {
-            // A backlog before the snapshot goes in batches of the usual size.
-            if rows >= self.cfg.batch_max_rows {
-                self.apply(std::mem::take(&mut batch)).await?;
-                rows = 0;
-            }
-            match self.stream.next().await? {
-                StreamEvent::Message { prefix, content }
-                    if prefix == FENCE_PREFIX && content == fence.as_bytes() =>
-                {
-                    break
-                }
-                ev @ StreamEvent::Transaction { end_lsn, .. }
-                    if end_lsn <= lsn && later.is_empty() =>
-                {
-                    rows += self.accept(ev, &mut batch).await?;
-                }
-                ev @ StreamEvent::Part { final_lsn, .. } if final_lsn < lsn && later.is_empty() => {
-                    self.accept(ev, &mut batch).await?;
-                    rows = 0; // the batch before the part was applied
-                }
-                // The fence of an interrupted reconcile, delivered again after a restart.
-                StreamEvent::Message { prefix, .. } if prefix == FENCE_PREFIX => {}
-                // A request from before the snapshot is served in this round, ahead of the
-                // checkpoint that acknowledges past it.
-                StreamEvent::Message { prefix, content }
-                    if prefix == REQUEST_PREFIX && later.is_empty() =>
-                {
-                    self.queue_request(&content)
-                }
-                StreamEvent::Idle { .. } => {}
-                ev => later.push(ev),
-            }
-        }
-        if !batch.is_empty() {
-            self.apply(batch).await?;
-        }
-        self.stream.put_back(later);
-        Ok(())
-    }
-
-    /// Per incremental view: whether it is failed (a failed view is neither compared nor
-    /// repaired: it waits for `deltamv init --resync`).
-    async fn failed_views(&self) -> Result<Vec<bool>, EngineError> {
-        let n = self.prepared.plans.len();
-        Ok(self
-            .state
-            .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect())
-            .await?)
     }
 
     /// Runs the reconciles that are due on the views' schedules (one snapshot for all due).
@@ -573,7 +393,7 @@ impl Loop<'_> {
             .client
             .query_one("SELECT gen_random_uuid()", &[])
             .await
-            .map_err(sink)?
+            .map_err(sql_err("drawing a request id"))?
             .get(0);
         let names: Vec<String> = views
             .iter()
@@ -587,7 +407,7 @@ impl Loop<'_> {
             by: "schedule".into(),
             at: None,
         };
-        claim(&self.prepared.client, &req).await.map_err(sink)?;
+        requests::claim(&self.prepared.client, &req.claim()).await?;
         let started = Instant::now();
         tracing::info!(id = %id, views = %names.join(", "), "scheduled reconcile");
         let outcome = self.reconcile(id, &views).await?;
@@ -595,50 +415,23 @@ impl Loop<'_> {
     }
 }
 
-fn sink(e: tokio_postgres::Error) -> EngineError {
-    EngineError::Sink(describe(&e))
-}
-
-/// Marks a request running; false when it already finished (a message delivered again).
-async fn claim(client: &Client, req: &Request) -> Result<bool, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "INSERT INTO deltamv.requests (request_id, kind, view_name, repair, requested_by, requested_at, status, phase, started_at)
-             VALUES ($1, $2, $3, $4, $5, coalesce($6::text::timestamptz, now()), 'running', 'starting', now())
-             ON CONFLICT (request_id) DO UPDATE SET status = 'running', phase = 'starting again', started_at = now()
-               WHERE deltamv.requests.finished_at IS NULL
-             RETURNING 1",
-            &[&req.id, &req.kind.as_str(), &req.view, &req.repair, &req.by, &req.at],
-        )
-        .await?;
-    Ok(!rows.is_empty())
+/// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
+pub(super) async fn set_phase(client: &Client, id: Uuid, phase: &str) {
+    if let Err(e) = requests::set_phase(client, id, phase).await {
+        tracing::warn!(error = %e, "cannot record a request's phase");
+    }
 }
 
 /// Closes scheduled reconciles a stop interrupted (requested ones come again on the stream:
 /// the slot was not acknowledged past their message).
-pub async fn close_interrupted(client: &Client) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "UPDATE deltamv.requests SET status = 'failed', phase = NULL, finished_at = now(),
-                 error = 'interrupted: the engine stopped while serving it; the next one runs on schedule'
-              WHERE finished_at IS NULL AND kind = $1",
-            &[&Kind::Scheduled.as_str()],
-        )
-        .await
-        .map(|_| ())
-}
-
-/// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
-async fn set_phase(client: &Client, id: Uuid, phase: &str) {
-    if let Err(e) = client
-        .execute(
-            "UPDATE deltamv.requests SET phase = $2 WHERE request_id = $1",
-            &[&id, &phase],
-        )
-        .await
-    {
-        tracing::warn!(error = %describe(&e), "cannot record a request's phase");
-    }
+pub async fn close_interrupted(client: &Client) -> Result<(), EngineError> {
+    requests::close_interrupted(
+        client,
+        Kind::Scheduled.as_str(),
+        "interrupted: the engine stopped while serving it; the next one runs on schedule",
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,3 +1,6 @@
-//! The sink: writing changed groups into the target tables in PostgreSQL.
+//! The sink: writing changed groups into the target tables in PostgreSQL. [`target`] creates a
+//! view's table and prepares its statements; [`write`] runs the batch's transaction and decides
+//! what a failed write means for the view.
 
 pub mod target;
+pub mod write;

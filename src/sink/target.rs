@@ -5,11 +5,8 @@
 //! Each batch writes only the changed groups, with absolute values: per view one DELETE of the
 //! changed group keys and one INSERT of the new rows, each a prepared statement whose parameters
 //! are one text array per column (`unnest`), so a batch costs two round trips per view whatever
-//! its size, and no temporary tables churn the catalog.
-//! The applied LSN is written in the same transaction, so a batch applied twice writes the same
-//! rows and readers never see a half-applied batch. Each view's writes run under a savepoint: if
-//! one view's rows violate a declared constraint (a unique index narrower than its GROUP BY), that
-//! view is marked failed with the error and the other views commit.
+//! its size, and no temporary tables churn the catalog. The transaction around them is
+//! [`super::write`]'s.
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -17,9 +14,11 @@ use thiserror::Error;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement, Transaction};
 
+// MERGE-SHIM: removed once setup/ is merged
+pub use crate::bookkeeping::progress::{read_progress, record_progress};
+pub use crate::bookkeeping::views::record_rows;
 use crate::change::TargetChange;
-use crate::pg::wal::pg_micros_to_unix_secs;
-use crate::pg::{quote_ident, quote_literal, sql_err, Lsn, SqlError};
+use crate::pg::{quote_ident, sql_err, SqlError};
 use crate::plan::ViewPlan;
 use crate::value::{SqlType, Value};
 
@@ -219,15 +218,6 @@ async fn copy_in(
     Ok(())
 }
 
-/// Whether an error is the view's own data problem (constraint, data exception) rather than a
-/// connection or server problem.
-pub fn is_view_data_error(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        let code = c.code();
-        code.starts_with("23") || code.starts_with("22")
-    })
-}
-
 /// The statements that write one target, prepared once per connection.
 pub struct TargetWriter {
     pub target: TargetTable,
@@ -369,80 +359,4 @@ pub async fn copy_rows(
         copy_line(&mut text, r);
     }
     copy_in(tx, &t.table, &t.column_list(), text).await
-}
-
-/// Adds each view's row delta to its row count in `deltamv.views` (inside the transaction that
-/// wrote the rows, so `deltamv.view_status` shows the exact count without counting). Deltas are
-/// the rows PostgreSQL reports deleted and inserted, so concurrent writers add up exactly.
-pub async fn record_row_deltas<C: tokio_postgres::GenericClient>(
-    tx: &C,
-    deltas: &[(String, i64)],
-) -> Result<(), tokio_postgres::Error> {
-    if deltas.is_empty() {
-        return Ok(());
-    }
-    let (names, delta): (Vec<&str>, Vec<i64>) =
-        deltas.iter().map(|(n, d)| (n.as_str(), *d)).unzip();
-    tx.execute(
-        "UPDATE deltamv.views v SET rows = v.rows + d.delta, last_change_at = now()
-           FROM unnest($1::text[], $2::int8[]) AS d(view_name, delta)
-          WHERE v.view_name = d.view_name",
-        &[&names, &delta],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Sets the row count of views whose target was filled or rewritten whole (the initial load).
-pub async fn record_rows<C: tokio_postgres::GenericClient>(
-    tx: &C,
-    view: &str,
-    rows: i64,
-) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "UPDATE deltamv.views SET rows = $2 WHERE view_name = $1",
-        &[&view, &rows],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Records the position the targets reflect (inside the batch's transaction).
-pub async fn record_progress(
-    tx: &Transaction<'_>,
-    slot: &str,
-    lsn: Lsn,
-    commit_time_micros: Option<i64>,
-) -> Result<(), tokio_postgres::Error> {
-    let commit = commit_time_micros.map(|m| format!("to_timestamp({})", pg_micros_to_unix_secs(m)));
-    let sql = format!(
-        "INSERT INTO deltamv.progress (slot_name, applied_lsn, applied_commit_time, updated_at)
-         VALUES ({slot}, {lsn}::pg_lsn, {commit}, now())
-         ON CONFLICT (slot_name) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn,
-             applied_commit_time = coalesce(EXCLUDED.applied_commit_time, deltamv.progress.applied_commit_time),
-             updated_at = now()",
-        slot = quote_literal(slot),
-        lsn = quote_literal(&lsn.to_string()),
-        commit = commit.unwrap_or_else(|| "NULL".into()),
-    );
-    tx.batch_execute(&sql).await
-}
-
-/// The applied LSN recorded for `slot`, if any.
-pub async fn read_progress(client: &Client, slot: &str) -> Result<Option<Lsn>, SinkError> {
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'deltamv' AND c.relname = 'progress'", &[])
-        .await
-        .map_err(sql_err("looking up deltamv.progress"))?;
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let row = client
-        .query_opt(
-            "SELECT applied_lsn::text FROM deltamv.progress WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(sql_err("reading deltamv.progress"))?;
-    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }

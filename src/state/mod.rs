@@ -6,6 +6,7 @@
 //! answering keepalives) while a batch is folded.
 
 pub mod keys;
+pub mod meta;
 pub mod store;
 
 use std::sync::mpsc;

@@ -1,0 +1,282 @@
+//! Durability: what is on disk where, in which order, and why a crash at any point loses
+//! nothing and counts nothing twice. [`Progress`] holds the positions and asserts the ordering;
+//! the checkpoint below is the only place the slot is acknowledged.
+//!
+//! Positions: T = the LSN recorded in `deltamv.progress` in the same transaction as the target
+//! rows, S = the LSN recorded in RocksDB with the state, D = the S of the last checkpoint (the
+//! state RocksDB has on disk), A = what the slot was told (confirmed_flush_lsn). Each batch of
+//! committed source transactions is folded into state in memory, then (1) the targets and T are
+//! committed in one transaction, (2) the state and S are written to RocksDB's memtables in one
+//! atomic batch without its write-ahead log ([`Durability::Unlogged`]). Every `checkpoint_ms`
+//! (and at a clean stop) (3) the memtables are flushed, all column families atomically, on a
+//! blocking thread while later batches go on into fresh memtables; its end makes D the S of
+//! the flush's start, and (4) only then is the slot acknowledged up to D (never past T). So A <= D <= S <= T
+//! always, and kill -9 at any point leaves a state on disk as of some batch's S' with
+//! A <= S' <= T (RocksDB may also flush on its own when a memtable fills; what it persists is
+//! still some whole batch, all column families alike):
+//! - the slot replays everything after A; transactions with end LSN <= S' are skipped (already
+//!   in state), those in (S', T] only rebuild state (the targets already hold their effect;
+//!   writing older values again would move readers back in time), and writing resumes after T.
+//! - a crash before (1) loses only the batch in memory, which the slot still holds.
+//!
+//! Why unlogged: a synced write of every touched group per batch cost as much as writing the
+//! targets (`bench/results/profile-2026-11-24.md`), and the slot already keeps every change
+//! after A, so RocksDB's own log only duplicated it. The price is a replay of at most a
+//! checkpoint interval of changes after a crash, and WAL retained on the server for as long.
+//!
+//! Targets carry absolute values per group, so even a repeated write would be harmless.
+//! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
+//! WAL position from its keepalive (after the next checkpoint if state has unflushed writes), so
+//! WAL does not pile up while nothing relevant is written.
+//!
+
+use std::time::{Duration, Instant};
+
+use super::{EngineError, Loop};
+use crate::maintain::MaintainError;
+use crate::pg::Lsn;
+use crate::state::meta;
+use crate::state::store::Durability;
+use crate::state::StateThreadGone;
+
+/// The positions of the crash argument above, each moving only forward, with the ordering the
+/// argument relies on asserted (in debug builds, which the tests run) at every step.
+#[derive(Debug)]
+pub(super) struct Progress {
+    /// S: the state's position (in RocksDB, durable at the next checkpoint).
+    state: Lsn,
+    /// T: the targets' position (`deltamv.progress`).
+    targets: Lsn,
+    /// How far the slot may go once the state written so far is on disk: at most min(S, T)
+    /// while there is work, up to the server's WAL end when idle.
+    ack_ready: Lsn,
+    /// A: what the slot was told.
+    acked: Lsn,
+    /// The acknowledgement recorded in the state before an idle slot went past S.
+    recorded: Lsn,
+}
+
+impl Progress {
+    /// At start: `setup::init` refuses a state ahead of its targets.
+    pub fn new(state: Lsn, targets: Lsn, recorded: Lsn) -> Progress {
+        debug_assert!(
+            state <= targets,
+            "state {state} is ahead of the targets {targets}"
+        );
+        Progress {
+            state,
+            targets,
+            ack_ready: state.min(targets),
+            acked: Lsn::ZERO,
+            recorded,
+        }
+    }
+
+    pub fn state(&self) -> Lsn {
+        self.state
+    }
+
+    pub fn targets(&self) -> Lsn {
+        self.targets
+    }
+
+    pub fn acked(&self) -> Lsn {
+        self.acked
+    }
+
+    pub fn ack_ready(&self) -> Lsn {
+        self.ack_ready
+    }
+
+    /// The state is still being rebuilt up to what the targets show (after a crash): nothing
+    /// may be written to the targets until it has caught up.
+    pub fn replaying(&self) -> bool {
+        self.state < self.targets
+    }
+
+    /// The targets committed a batch ending at `lsn`.
+    pub fn targets_committed(&mut self, lsn: Lsn) {
+        self.targets = self.targets.max(lsn);
+    }
+
+    /// The state took a batch ending at `lsn`: after the targets, never before them.
+    pub fn state_committed(&mut self, lsn: Lsn) {
+        debug_assert!(
+            lsn <= self.targets,
+            "state committed at {lsn}, past the targets at {}",
+            self.targets
+        );
+        self.state = self.state.max(lsn);
+        self.ack_ready = self.ack_ready.max(self.state.min(self.targets));
+    }
+
+    /// The server has sent everything up to `wal_end` and all of it is applied: the slot may
+    /// go there (once recorded). False while replaying.
+    pub fn caught_up(&mut self, wal_end: Lsn) -> bool {
+        if self.replaying() {
+            return false;
+        }
+        self.ack_ready = self.ack_ready.max(wal_end);
+        true
+    }
+
+    /// An acknowledgement past S was recorded in the state (with what precedes it).
+    pub fn ack_recorded(&mut self, ack: Lsn) {
+        self.recorded = self.recorded.max(ack);
+    }
+
+    /// The slot is told `ack`; returns the position it now holds.
+    pub fn acknowledged(&mut self, ack: Lsn) -> Lsn {
+        debug_assert!(
+            ack <= self.ack_ready,
+            "acknowledging {ack} before it was ready"
+        );
+        debug_assert!(
+            ack <= self.state || ack <= self.recorded,
+            "acknowledging {ack} past the state at {} without recording it",
+            self.state
+        );
+        self.acked = self.acked.max(ack);
+        self.acked
+    }
+}
+
+impl Loop<'_> {
+    /// Writes the folded state (unlogged) with its LSN; durable at the next checkpoint.
+    pub(super) async fn commit_state(&mut self, lsn: Lsn) -> Result<(), EngineError> {
+        self.state
+            .call(move |m| m.commit(lsn, &[meta::partial(false)], Durability::Unlogged))
+            .await?
+            .map_err(MaintainError::from)?;
+        self.dirty = true;
+        self.progress.state_committed(lsn);
+        crate::failpoint::hit("after_state_commit");
+        Ok(())
+    }
+
+    /// Makes the state durable every `checkpoint_ms` (or now when `now`, waiting for it), then
+    /// lets the slot go as far as that state covers. The flush runs on a blocking thread while
+    /// batches go on (writes after it began land in fresh memtables), so a checkpoint does not
+    /// stall the stream; its acknowledgement waits for it to finish.
+    pub(super) async fn checkpoint(&mut self, now: bool) -> Result<(), EngineError> {
+        if self.parts.is_some() {
+            return Ok(()); // no partial transaction on disk (see `apply_part`)
+        }
+        if let Some((_, flush)) = &self.flushing {
+            if !now && !flush.is_finished() {
+                return Ok(());
+            }
+            self.finish_checkpoint().await?;
+        }
+        if !self.dirty && self.progress.ack_ready() > self.progress.acked() {
+            // Idle with everything on disk: no flush needed. Past the state's LSN the position
+            // is recorded first, so that at start a slot confirmed beyond the state's LSN is
+            // known to be ours (see `setup::init`); with no unflushed writes, a logged write
+            // cannot come back from RocksDB's log without what preceded it.
+            let ack = self.progress.ack_ready();
+            if ack > self.progress.state() {
+                self.record_acked(ack, Durability::Synced).await?;
+            }
+            self.stream.ack(self.progress.acknowledged(ack));
+            return Ok(());
+        }
+        let due =
+            now || self.last_checkpoint.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms);
+        if !due || !self.dirty {
+            return Ok(());
+        }
+        let ack = self.progress.ack_ready();
+        if ack > self.progress.state() {
+            self.record_acked(ack, Durability::Unlogged).await?;
+        }
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        let flusher = self.flusher.clone();
+        let started = Instant::now();
+        let flush = tokio::task::spawn_blocking(move || {
+            flusher.flush()?;
+            Ok(started.elapsed())
+        });
+        self.flushing = Some((ack, flush));
+        if now {
+            self.finish_checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Records in the state how far the slot is about to be acknowledged.
+    async fn record_acked(&mut self, ack: Lsn, durability: Durability) -> Result<(), EngineError> {
+        self.state
+            .call(move |m| m.store().commit(&[meta::acked(ack)], durability))
+            .await?
+            .map_err(MaintainError::from)?;
+        self.progress.ack_recorded(ack);
+        Ok(())
+    }
+
+    /// Waits for the flush in flight and acknowledges what it made durable.
+    pub(super) async fn finish_checkpoint(&mut self) -> Result<(), EngineError> {
+        let Some((ack, flush)) = self.flushing.take() else {
+            return Ok(());
+        };
+        let took = flush
+            .await
+            .map_err(|_| StateThreadGone)?
+            .map_err(MaintainError::from)?;
+        tracing::debug!(ack = %ack, flush_ms = took.as_millis() as u64, "state checkpoint");
+        crate::failpoint::hit("after_checkpoint");
+        self.stream.ack(self.progress.acknowledged(ack));
+        self.record_state_size().await
+    }
+
+    /// Everything received is applied and the server has sent everything up to `wal_end`: let
+    /// the slot go there, and note that the targets are fresh as of the keepalive's send time.
+    pub(super) fn idle(&mut self, wal_end: Lsn, server_time_micros: i64) {
+        if self.progress.caught_up(wal_end) {
+            self.caught_up_at = Some(server_time_micros);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_only_move_forward_in_the_argued_order() {
+        let mut p = Progress::new(Lsn(10), Lsn(20), Lsn::ZERO);
+        assert!(p.replaying());
+        assert!(
+            !p.caught_up(Lsn(99)),
+            "no idle acknowledgement while replaying"
+        );
+        assert_eq!(p.ack_ready(), Lsn(10));
+        p.state_committed(Lsn(20));
+        assert!(!p.replaying());
+        p.targets_committed(Lsn(30));
+        p.targets_committed(Lsn(25)); // an older position never moves T back
+        assert_eq!(p.targets(), Lsn(30));
+        p.state_committed(Lsn(30));
+        assert_eq!(p.ack_ready(), Lsn(30));
+        assert_eq!(p.acknowledged(Lsn(30)), Lsn(30));
+        assert_eq!(p.acknowledged(Lsn(20)), Lsn(30), "A never moves back");
+        assert!(p.caught_up(Lsn(40)));
+        p.ack_recorded(Lsn(40));
+        assert_eq!(p.acknowledged(Lsn(40)), Lsn(40));
+    }
+
+    #[test]
+    #[should_panic(expected = "past the targets")]
+    fn state_ahead_of_the_targets_is_caught() {
+        let mut p = Progress::new(Lsn(10), Lsn(10), Lsn::ZERO);
+        p.state_committed(Lsn(11));
+    }
+
+    #[test]
+    #[should_panic(expected = "without recording it")]
+    fn an_idle_acknowledgement_must_be_recorded_first() {
+        let mut p = Progress::new(Lsn(10), Lsn(10), Lsn::ZERO);
+        assert!(p.caught_up(Lsn(50)));
+        p.acknowledged(Lsn(50));
+    }
+}
