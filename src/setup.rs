@@ -718,6 +718,18 @@ pub async fn init(
             }
         }
     };
+    // `deltamv init` is the repair of a failed view: its state and target fell behind, so it is
+    // rebuilt (with the others, from one snapshot).
+    let failed = match (start, resume) {
+        (Start::Init, Some(_)) => failed_views(&p.client, &p.plans).await?,
+        _ => Vec::new(),
+    };
+    let resume = if failed.is_empty() {
+        resume
+    } else {
+        tracing::warn!(views = %failed.join(", "), "rebuilding from a fresh snapshot to bring failed views back");
+        None
+    };
     if let Some(lsn) = resume {
         // Bookkeeping added by newer versions appears without a re-init (all IF NOT EXISTS).
         p.client
@@ -912,19 +924,21 @@ async fn load_snapshot(
     Ok(())
 }
 
+/// The incremental views recorded as failed.
+async fn failed_views(client: &Client, plans: &[ViewPlan]) -> Result<Vec<String>, SetupError> {
+    let failed = crate::bookkeeping::views::failed(client).await?;
+    Ok(plans
+        .iter()
+        .map(|p| p.name.to_string())
+        .filter(|n| failed.iter().any(|(f, _)| f == n))
+        .collect())
+}
+
 /// Views recorded as failed stay failed across restarts until the next `init`.
 pub async fn load_failures(client: &Client, m: &mut Maintainer) -> Result<(), SetupError> {
-    let rows = client
-        .query(
-            "SELECT view_name, coalesce(last_error, '') FROM deltamv.views WHERE state = 'failed'",
-            &[],
-        )
-        .await
-        .map_err(sql_err("reading view states"))?;
-    for r in rows {
-        let name: String = r.get(0);
+    for (name, why) in crate::bookkeeping::views::failed(client).await? {
         if let Some(v) = (0..m.view_count()).find(|v| m.plan(*v).name.to_string() == name) {
-            m.set_failed(v, r.get(1));
+            m.set_failed(v, why);
         }
     }
     Ok(())

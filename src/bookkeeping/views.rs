@@ -3,6 +3,20 @@
 
 use tokio_postgres::GenericClient;
 
+use crate::pg::{sql_err, SqlError};
+
+/// The views recorded as failed, with why.
+pub async fn failed<C: GenericClient>(client: &C) -> Result<Vec<(String, String)>, SqlError> {
+    let rows = client
+        .query(
+            "SELECT view_name, coalesce(last_error, '') FROM deltamv.views WHERE state = 'failed'",
+            &[],
+        )
+        .await
+        .map_err(sql_err("reading view states"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Marks a view failed with why, in `client`'s transaction when it is one (so the failure is
 /// recorded with the batch that found it). The view stays failed until the next `deltamv init`.
 pub async fn mark_failed<C: GenericClient>(
