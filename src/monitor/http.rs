@@ -296,63 +296,25 @@ pub fn render_metrics(statuses: &[ViewStatus], m: &Metrics) -> String {
         "Duration of the view's last load or refresh.",
         &|s| s.last_refresh.as_ref().map(|r| r.duration_ms / 1000.0),
     );
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+    let mut described = "";
+    for sc in m.scalars() {
+        if sc.name != described {
+            let _ = writeln!(
+                out,
+                "# HELP {0} {1}\n# TYPE {0} {2}",
+                sc.name,
+                sc.help,
+                sc.kind.as_str()
+            );
+            described = sc.name;
+        }
+        let label = sc.label.map(|(k, v)| format!("{{{k}=\"{v}\"}}"));
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
-    };
-    counter(
-        &mut out,
-        "deltamv_batches_total",
-        "Batches applied.",
-        m.batches.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "deltamv_changes_applied_total",
-        "Source row changes applied.",
-        m.changes.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "deltamv_reconciles_total",
-        "Reconciles run (requested or scheduled).",
-        m.reconciles.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "deltamv_reconcile_differences_total",
-        "Rows reconciles found differing from the views' SQL (each is a bug to report).",
-        m.reconcile_differences.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP deltamv_errors_total Errors by kind: connection (the engine reconnected), view (a view failed).\n# TYPE deltamv_errors_total counter\ndeltamv_errors_total{{kind=\"connection\"}} {}\ndeltamv_errors_total{{kind=\"view\"}} {}",
-        m.errors_connection.load(Ordering::Relaxed),
-        m.errors_view.load(Ordering::Relaxed)
-    );
-    for (name, help, v) in [
-        (
-            "deltamv_state_size_bytes",
-            "RocksDB state size.",
-            &m.state_bytes,
-        ),
-        (
-            "deltamv_rocksdb_compaction_pending_bytes",
-            "RocksDB bytes waiting for compaction.",
-            &m.compaction_pending_bytes,
-        ),
-        (
-            "deltamv_rocksdb_compactions_running",
-            "RocksDB compactions running.",
-            &m.compactions_running,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-            v.load(Ordering::Relaxed)
+            "{}{} {}",
+            sc.name,
+            label.unwrap_or_default(),
+            sc.value.load(Ordering::Relaxed)
         );
     }
     if let Ok(h) = m.apply_latency_us.lock() {

@@ -53,7 +53,112 @@ impl Default for Metrics {
     }
 }
 
+/// How Prometheus should read a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One engine-wide sample: the table [`Metrics::scalars`] is the one place a counter or gauge
+/// is named and described; `/metrics` prints it.
+pub struct Scalar<'a> {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// A `(label, value)` pair for metrics split by kind (same name, several samples).
+    pub label: Option<(&'static str, &'static str)>,
+    pub value: &'a AtomicU64,
+}
+
 impl Metrics {
+    /// Every counter and gauge, in exposition order (samples of one name adjacent).
+    pub fn scalars(&self) -> [Scalar<'_>; 9] {
+        let s = |name, help, kind, label, value| Scalar {
+            name,
+            help,
+            kind,
+            label,
+            value,
+        };
+        const ERRORS: &str =
+            "Errors by kind: connection (the engine reconnected), view (a view failed).";
+        [
+            s(
+                "deltamv_batches_total",
+                "Batches applied.",
+                Kind::Counter,
+                None,
+                &self.batches,
+            ),
+            s(
+                "deltamv_changes_applied_total",
+                "Source row changes applied.",
+                Kind::Counter,
+                None,
+                &self.changes,
+            ),
+            s(
+                "deltamv_reconciles_total",
+                "Reconciles run (requested or scheduled).",
+                Kind::Counter,
+                None,
+                &self.reconciles,
+            ),
+            s(
+                "deltamv_reconcile_differences_total",
+                "Rows reconciles found differing from the views' SQL (each is a bug to report).",
+                Kind::Counter,
+                None,
+                &self.reconcile_differences,
+            ),
+            s(
+                "deltamv_errors_total",
+                ERRORS,
+                Kind::Counter,
+                Some(("kind", "connection")),
+                &self.errors_connection,
+            ),
+            s(
+                "deltamv_errors_total",
+                ERRORS,
+                Kind::Counter,
+                Some(("kind", "view")),
+                &self.errors_view,
+            ),
+            s(
+                "deltamv_state_size_bytes",
+                "RocksDB state size.",
+                Kind::Gauge,
+                None,
+                &self.state_bytes,
+            ),
+            s(
+                "deltamv_rocksdb_compaction_pending_bytes",
+                "RocksDB bytes waiting for compaction.",
+                Kind::Gauge,
+                None,
+                &self.compaction_pending_bytes,
+            ),
+            s(
+                "deltamv_rocksdb_compactions_running",
+                "RocksDB compactions running.",
+                Kind::Gauge,
+                None,
+                &self.compactions_running,
+            ),
+        ]
+    }
+
     /// Records an applied batch: its row changes and each transaction's commit-to-visible time.
     pub fn batch(&self, rows: u64, latencies_us: &[u64]) {
         self.batches.fetch_add(1, Ordering::Relaxed);
