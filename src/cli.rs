@@ -286,18 +286,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain { view } => {
             let prepared = setup::prepare(&cfg).await?;
-            if let Some(fb) = prepared.fallbacks.iter().find(|f| f.name.matches(&view)) {
-                outln!("{}", fb.to_string().trim_end());
-                return Ok(ExitCode::SUCCESS);
-            }
-            let plan = prepared
-                .plans
-                .iter()
-                .find(|p| p.name.matches(&view))
+            let text = crate::plan::explain::explain(&prepared.plans, &prepared.fallbacks, &view)
                 .with_context(|| {
-                    format!("no view named {view:?} in {}", cfg.views_dir.display())
-                })?;
-            outln!("{}", plan.to_string().trim_end());
+                format!("no view named {view:?} in {}", cfg.views_dir.display())
+            })?;
+            outln!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

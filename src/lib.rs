@@ -15,8 +15,6 @@ pub mod config;
 pub mod engine;
 pub mod exact_float;
 pub mod failpoint;
-// MERGE-SHIM: removed once setup/ is merged
-pub use bookkeeping::history;
 pub mod maintain;
 pub mod monitor;
 pub mod numeric;

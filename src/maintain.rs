@@ -42,6 +42,7 @@ use crate::plan::{Stage, StageInput, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
 use crate::state::meta;
 use crate::state::store::{Durability, Store, StoreError};
+use crate::state::{StateThread, StateThreadGone};
 use crate::value::{identical, Value};
 
 /// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
@@ -51,6 +52,8 @@ const HORIZON_DAYS: i32 = 4096;
 pub enum MaintainError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    StateThread(#[from] StateThreadGone),
     #[error("view {view}: {error}")]
     View {
         view: usize,
@@ -1107,6 +1110,45 @@ fn split_monotone(atom: &Expr) -> Vec<Expr> {
             },
         ],
         other => vec![other.clone()],
+    }
+}
+
+/// A view's rows read out of the state a page of groups at a time, from the async side, so
+/// that memory stays flat however large the view (filling a target, comparing it with the
+/// state in a reconcile).
+pub struct RowPages {
+    view: usize,
+    from: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl RowPages {
+    /// Groups per page.
+    pub const PAGE: usize = 20_000;
+
+    pub fn of(view: usize) -> RowPages {
+        RowPages {
+            view,
+            from: None,
+            done: false,
+        }
+    }
+
+    /// The next page of rows; `None` once every group was read.
+    pub async fn next(
+        &mut self,
+        state: &StateThread<Maintainer>,
+    ) -> Result<Option<Vec<Vec<Value>>>, MaintainError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (v, from) = (self.view, self.from.take());
+        let (rows, next) = state
+            .call(move |m| m.rows_page(v, from, RowPages::PAGE))
+            .await??;
+        self.done = next.is_none();
+        self.from = next;
+        Ok(Some(rows))
     }
 }
 

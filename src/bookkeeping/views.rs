@@ -68,3 +68,107 @@ pub async fn record_rows<C: tokio_postgres::GenericClient>(
     .await?;
     Ok(())
 }
+
+/// The views a previous `init` recorded (none before the first).
+pub async fn known<C: GenericClient>(client: &C) -> Result<Vec<String>, SqlError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('deltamv.views') IS NOT NULL", &[])
+        .await
+        .map_err(sql_err("looking up deltamv.views"))?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .query("SELECT view_name FROM deltamv.views", &[])
+        .await
+        .map_err(sql_err("reading deltamv.views"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// How a view is maintained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Incremental: recorded `loading` until the initial load commits it `ok`.
+    Incremental,
+    /// A materialized view refreshed in full: `ok` from its creation.
+    Fallback,
+}
+
+/// Records (or updates) a view's definition. An incremental view starts `loading` and loses
+/// any earlier error; a fallback view keeps its state.
+pub async fn record<C: GenericClient>(
+    client: &C,
+    view: &str,
+    file: &str,
+    query_sql: &str,
+    mode: Mode,
+) -> Result<(), SqlError> {
+    let sql = match mode {
+        Mode::Incremental => {
+            "INSERT INTO deltamv.views (view_name, file, query_sql, state, last_error, updated_at)
+             VALUES ($1, $2, $3, 'loading', NULL, now())
+             ON CONFLICT (view_name) DO UPDATE SET file = EXCLUDED.file, query_sql = EXCLUDED.query_sql,
+                 state = 'loading', last_error = NULL, updated_at = now()"
+        }
+        Mode::Fallback => {
+            "INSERT INTO deltamv.views (view_name, file, query_sql, state, last_error, mode, updated_at)
+             VALUES ($1, $2, $3, 'ok', NULL, 'fallback', now())
+             ON CONFLICT (view_name) DO UPDATE SET file = EXCLUDED.file, query_sql = EXCLUDED.query_sql,
+                 mode = 'fallback', updated_at = now()"
+        }
+    };
+    client
+        .execute(sql, &[&view, &file, &query_sql])
+        .await
+        .map_err(sql_err(format!("recording the view {view}")))?;
+    Ok(())
+}
+
+/// Marks every view `ok` after the initial load (in its transaction), and the targets fresh.
+pub async fn all_loaded<C: GenericClient>(client: &C) -> Result<(), SqlError> {
+    client
+        .batch_execute(
+            "UPDATE deltamv.views SET state = 'ok', last_change_at = now(), updated_at = now();
+             UPDATE deltamv.progress SET caught_up_at = now();",
+        )
+        .await
+        .map_err(sql_err("recording view state"))
+}
+
+/// Counts the rows of `table` (a view's target or materialized view, quoted) into its record.
+pub async fn count_rows<C: GenericClient>(
+    client: &C,
+    view: &str,
+    table: &str,
+) -> Result<(), SqlError> {
+    client
+        .execute(
+            &format!("UPDATE deltamv.views SET rows = (SELECT count(*) FROM {table}) WHERE view_name = $1"),
+            &[&view],
+        )
+        .await
+        .map_err(sql_err(format!("counting the rows of {view}")))?;
+    Ok(())
+}
+
+/// The views whose row count is not known yet, with their relation (quoted): bookkeeping from a
+/// version that did not keep it, or a fallback view whose first refresh failed.
+pub async fn uncounted<C: GenericClient>(client: &C) -> Result<Vec<(String, String)>, SqlError> {
+    Ok(client
+        .query(
+            "SELECT v.view_name, format('%I.%I', n.nspname, c.relname)
+               FROM deltamv.views v
+               JOIN pg_class c ON c.relkind IN ('r', 'm', 'p')
+               JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname || '.' || c.relname = v.view_name
+              WHERE v.rows IS NULL",
+            &[],
+        )
+        .await
+        .map_err(sql_err("looking up views without a row count"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::batch::PendingTxn;
 use super::requests::{set_phase, ViewOutcome, REQUEST_PREFIX};
 use super::{EngineError, Loop};
+use crate::maintain::RowPages;
 use crate::pg::Lsn;
 use crate::reconcile::held::{Recomputation, FENCE_PREFIX};
 use crate::reconcile::Report;
@@ -121,18 +122,10 @@ impl Loop<'_> {
         if let Err(e) = rc.begin_state(i, &target).await {
             return Ok(Err(e.to_string()));
         }
-        let mut from = None;
-        loop {
-            let (rows, next) = self
-                .state
-                .call(move |m| m.rows_page(v, from, crate::setup::TARGET_LOAD_PAGE))
-                .await??;
+        let mut pages = RowPages::of(v);
+        while let Some(rows) = pages.next(&self.state).await? {
             if let Err(e) = rc.add_state_rows(i, &target, &rows).await {
                 return Ok(Err(e.to_string()));
-            }
-            match next {
-                Some(key) => from = Some(key),
-                None => break,
             }
         }
         Ok(match rc.against_state(i, plan).await {

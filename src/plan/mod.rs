@@ -7,16 +7,22 @@
 //! shape is refused with an error naming the construct, the view and its file ([`PlanError`]),
 //! before anything is created. PostgreSQL stays the authority on result types: `init` compares the
 //! types inferred here with the columns PostgreSQL gives the view's query and refuses on mismatch.
+//!
+//! Which views are incremental, fallback or broken is decided in [`views`]; the printout of a
+//! plan (`deltamv explain`) is [`explain`].
 
 mod build;
 pub mod deps;
+pub mod explain;
 pub mod expr;
+#[cfg(test)]
+mod fixtures;
 pub mod parse;
 mod scalar;
 pub mod topk;
 mod types;
+pub mod views;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -115,7 +121,7 @@ impl ViewPlan {
 }
 
 /// A view outside the incremental language, kept as a PostgreSQL materialized view and refreshed
-/// concurrently by the engine (see [`crate::refresher`]).
+/// concurrently by the engine (see [`crate::refresher`]). Printed by [`explain`].
 #[derive(Clone, Debug)]
 pub struct FallbackPlan {
     pub name: QualifiedName,
@@ -126,19 +132,6 @@ pub struct FallbackPlan {
     pub reason: String,
     /// Every relation its query names (tables and views).
     pub reads: Vec<QualifiedName>,
-}
-
-impl fmt::Display for FallbackPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "view {} ({})", self.name, self.file.display())?;
-        writeln!(
-            f,
-            "  fallback: materialized view, REFRESH MATERIALIZED VIEW CONCURRENTLY"
-        )?;
-        writeln!(f, "    reason: {}", self.reason)?;
-        let reads: Vec<String> = self.reads.iter().map(|r| r.to_string()).collect();
-        writeln!(f, "    refreshed after changes to: {}", reads.join(", "))
-    }
 }
 
 /// Every relation a query names (FROM, JOINs, subqueries anywhere), for fallback views.
@@ -171,97 +164,4 @@ pub struct ViewError {
     pub view: String,
     pub file: String,
     pub error: PlanError,
-}
-
-impl fmt::Display for ViewPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "view {} ({})", self.name, self.file.display())?;
-        let keys: Vec<&str> = self
-            .key_columns
-            .iter()
-            .map(|i| self.last().output_names[*i].as_str())
-            .collect();
-        writeln!(f, "  sink: upsert changed groups by ({})", keys.join(", "))?;
-        for (depth, stage) in self.stages.iter().rev().enumerate() {
-            write_stage(f, stage, 2 + depth * 2)?;
-        }
-        Ok(())
-    }
-}
-
-fn write_stage(f: &mut fmt::Formatter<'_>, s: &Stage, indent: usize) -> fmt::Result {
-    let pad = " ".repeat(indent);
-    if let Some(t) = &s.topk {
-        let keys: Vec<String> = s.keys.iter().map(|k| k.to_string()).collect();
-        let order: Vec<String> = t
-            .order
-            .iter()
-            .map(|(c, desc, _)| format!("#{c}{}", if *desc { " DESC" } else { "" }))
-            .collect();
-        return writeln!(
-            f,
-            "{pad}top {} per [{}] by [{}]  state: the partition's rows (a change re-ranks only its partition)",
-            t.limit,
-            keys.join(", "),
-            order.join(", ")
-        );
-    }
-    let outs: Vec<String> = s
-        .outputs
-        .iter()
-        .zip(&s.output_names)
-        .map(|(e, n)| format!("{n} = {e}"))
-        .collect();
-    writeln!(f, "{pad}project [{}]", outs.join(", "))?;
-    if let Some(h) = &s.having {
-        writeln!(f, "{pad}  having {h}")?;
-    }
-    let keys: Vec<String> = s.keys.iter().map(|k| k.to_string()).collect();
-    writeln!(
-        f,
-        "{pad}  aggregate by [{}]  state: one record per group",
-        keys.join(", ")
-    )?;
-    for (i, a) in s.aggs.iter().enumerate() {
-        let arg = a
-            .arg
-            .as_ref()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "*".into());
-        let filter = a
-            .filter
-            .as_ref()
-            .map(|e| format!(" FILTER ({e})"))
-            .unwrap_or_default();
-        let kept = match a.func {
-            AggFunc::CountStar | AggFunc::Count => "count",
-            AggFunc::Sum | AggFunc::Avg => "exact sum and count",
-            _ => "counted multiset value -> count",
-        };
-        writeln!(
-            f,
-            "{pad}    #agg{i} {:?}({arg}){filter} -> {}  keeps: {kept}",
-            a.func,
-            a.ty.pg_name()
-        )?;
-    }
-    if let Some(w) = &s.filter {
-        writeln!(f, "{pad}  filter {w}")?;
-    }
-    for t in &s.group_temporal {
-        writeln!(
-            f,
-            "{pad}  time-dependent: {t}  (groups revisited when CURRENT_DATE flips it)"
-        )?;
-    }
-    for t in &s.temporal {
-        writeln!(
-            f,
-            "{pad}  time-dependent: {t}  (input rows revisited when CURRENT_DATE flips it)"
-        )?;
-    }
-    match &s.input {
-        StageInput::Table(t) => writeln!(f, "{pad}  scan {t}  (row images kept for retraction)"),
-        StageInput::Inner => Ok(()),
-    }
 }

@@ -14,9 +14,6 @@ use thiserror::Error;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement, Transaction};
 
-// MERGE-SHIM: removed once setup/ is merged
-pub use crate::bookkeeping::progress::{read_progress, record_progress};
-pub use crate::bookkeeping::views::record_rows;
 use crate::change::TargetChange;
 use crate::pg::{quote_ident, sql_err, SqlError};
 use crate::plan::ViewPlan;

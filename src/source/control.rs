@@ -3,8 +3,6 @@
 //! Everything here runs on ordinary SQL connections (tokio-postgres) and fails with a message that
 //! names the setting or privilege to fix, because these are the errors an operator meets first.
 
-// MERGE-SHIM: removed once setup/ is merged
-pub use crate::bookkeeping::DDL as BOOKKEEPING_DDL;
 use thiserror::Error;
 use tokio_postgres::Client;
 

@@ -1,0 +1,214 @@
+//! The initial load: a fresh snapshot of the source tables folded into the state store, the
+//! targets filled from it in one transaction at the slot's consistent LSN, and the state marked
+//! complete last.
+//!
+//! Its own room because it is the one long-running, crash-sensitive part of `init`: a crash
+//! anywhere in it makes the next `init`/`run` start the snapshot over (the state says "snapshot
+//! not done" durably before its unlogged chunks, and "done" only after they are flushed and the
+//! targets committed). It loads what it is given: which views and tables, and whether to load
+//! at all, were decided before (`prepare`, [`super::trust`]); the objects it fills were created
+//! by [`super::objects`].
+
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::objects::{apply_row_security, count_unknown_rows, record_broken};
+use super::{Prepared, SetupError};
+use crate::bookkeeping::history::{self, RefreshKind};
+use crate::bookkeeping::{progress, views};
+use crate::change::Change;
+use crate::config::Config;
+use crate::maintain::{Maintainer, RowPages};
+use crate::pg::{describe, sql_err, Lsn};
+use crate::sink::target::{self, TargetTable};
+use crate::source::control;
+use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
+use crate::state::meta;
+use crate::state::store::{Durability, Store};
+use crate::state::StateThread;
+
+/// Rows per state batch while loading the snapshot.
+const SNAPSHOT_CHUNK_ROWS: usize = 20_000;
+
+/// Loads a fresh snapshot into the emptied `store` and fills `targets` (created and empty) from
+/// it; returns the running state, the targets and the snapshot's LSN. `started` is when `init`
+/// began initializing (the refresh history's start).
+pub(super) async fn initial_load(
+    p: &mut Prepared,
+    cfg: &Config,
+    mut store: Store,
+    today: i32,
+    targets: Vec<TargetTable>,
+    started: Instant,
+) -> Result<(StateThread<Maintainer>, Vec<TargetTable>, Lsn), SetupError> {
+    control::drop_slot(&p.client, &cfg.slot).await?;
+    store.wipe()?;
+    let snapshot = SlotSnapshot::create(&p.db, &cfg.slot, &cfg.publication).await?;
+    let lsn = snapshot.consistent_lsn;
+    let maintainer = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
+    let state = StateThread::spawn(maintainer);
+    load_snapshot(p, &state, &snapshot).await?;
+    drop(snapshot);
+    state
+        .call(|m| {
+            m.forget_hot_groups();
+            m.ensure_global_groups().map(drop)
+        })
+        .await??;
+    let total = fill_targets(p, cfg, &state, &targets, lsn, started).await?;
+    let fingerprint = p.fingerprint.clone();
+    state
+        .call(move |m| {
+            // The snapshot's chunks were written without RocksDB's log: make them durable
+            // before the load is marked done.
+            m.store().flush()?;
+            m.commit(
+                lsn,
+                &[meta::fingerprint(&fingerprint), meta::snapshot_done(true)],
+                Durability::Synced,
+            )
+        })
+        .await??;
+    apply_row_security(p).await?;
+    // Fallback views reading incremental targets were created while those were empty.
+    for fb in &p.fallbacks {
+        if let Err(e) = crate::refresher::refresh_now(&p.client, fb).await {
+            tracing::warn!(view = %fb.name, error = %e, "first refresh of a fallback view failed; the engine retries");
+        }
+    }
+    count_unknown_rows(&p.client).await?;
+    tracing::info!(lsn = %lsn, rows = total, "initial load complete");
+    Ok((state, targets, lsn))
+}
+
+/// Writes every target from the loaded state, records row counts, history, progress and the
+/// views' state, all in one transaction (readers see the old rows until it commits); returns
+/// the rows written.
+async fn fill_targets(
+    p: &mut Prepared,
+    cfg: &Config,
+    state: &StateThread<Maintainer>,
+    targets: &[TargetTable],
+    lsn: Lsn,
+    started: Instant,
+) -> Result<usize, SetupError> {
+    let tx = p
+        .client
+        .transaction()
+        .await
+        .map_err(sql_err("loading targets"))?;
+    let mut total = 0;
+    for (v, t) in targets.iter().enumerate() {
+        let load_err = || sql_err(format!("loading {}", t.plan_name));
+        target::clear(&tx, t).await.map_err(load_err())?;
+        // A page of groups at a time: memory stays flat however large the view.
+        let (mut rows_loaded, mut pages) = (0usize, RowPages::of(v));
+        while let Some(rows) = pages.next(state).await? {
+            target::copy_rows(&tx, t, &rows).await.map_err(load_err())?;
+            rows_loaded += rows.len();
+        }
+        total += rows_loaded;
+        views::record_rows(&tx, &t.plan_name, rows_loaded as i64)
+            .await
+            .map_err(sql_err("recording row counts"))?;
+        history::record(
+            &tx,
+            &t.plan_name,
+            RefreshKind::InitialLoad,
+            started,
+            history::Counts::changed(rows_loaded as i64),
+            None,
+        )
+        .await
+        .map_err(sql_err("recording refresh history"))?;
+    }
+    progress::record_progress(&tx, &cfg.slot, lsn, None)
+        .await
+        .map_err(sql_err("recording progress"))?;
+    views::all_loaded(&tx).await?;
+    // In the same transaction: no reader sees a view that no longer plans as 'ok'.
+    record_broken(&tx, &p.broken).await?;
+    tx.commit()
+        .await
+        .map_err(sql_err("committing the initial load"))?;
+    Ok(total)
+}
+
+/// Folds every source table's rows, read in the slot's exported snapshot, into the state, chunk
+/// by chunk (unlogged: [`initial_load`] flushes before it marks the snapshot done).
+async fn load_snapshot(
+    p: &Prepared,
+    state: &StateThread<Maintainer>,
+    snapshot: &SlotSnapshot,
+) -> Result<(), SetupError> {
+    // Durably "not done" before the unlogged chunks (whatever an earlier state said).
+    state
+        .call(|m| {
+            m.store()
+                .commit(&[meta::snapshot_done(false)], Durability::Synced)
+        })
+        .await??;
+    let reader = p.db.connect().await?;
+    begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
+    for (t, table) in p.tables.iter().enumerate() {
+        let (referenced, order) = state
+            .call(move |m| (m.referenced(t).to_vec(), m.load_order(t)))
+            .await?;
+        let mut copy = TableCopy::start(&reader, table, &referenced, &order, p.tz).await?;
+        let mut loaded = 0usize;
+        let started = std::time::Instant::now();
+        // The planner's row estimate: enough for an ETA on the terminal.
+        let estimate: f64 = p
+            .client
+            .query_one(
+                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table.name.quoted()],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0.0);
+        // Two stages in flight: the state thread folds one chunk while this task reads and
+        // parses the next from COPY (on two cores, the load takes the longer of the two, not
+        // their sum).
+        let mut next = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await?;
+        while let Some(chunk) = next {
+            loaded += chunk.len();
+            let changes: Vec<Change> = chunk
+                .into_iter()
+                .map(|row| Change::Load { table: t, row })
+                .collect();
+            let apply = state.call(move |m| -> Result<(), SetupError> {
+                m.apply(changes)?;
+                m.store()
+                    .commit(&[meta::snapshot_done(false)], Durability::Unlogged)?;
+                crate::failpoint::hit("snapshot_chunk");
+                Ok(())
+            });
+            let (applied, read) = tokio::join!(apply, copy.next_chunk(SNAPSHOT_CHUNK_ROWS));
+            applied??;
+            next = read?;
+            let rate = loaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let eta_s = ((estimate - loaded as f64).max(0.0) / rate).round();
+            tracing::info!(table = %table.name, rows = loaded, rows_per_s = rate.round(), eta_s, "snapshot progress");
+        }
+    }
+    reader
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| SnapshotError::Copy {
+            table: "(snapshot)".into(),
+            detail: describe(&e),
+        })?;
+    Ok(())
+}
+
+/// Views recorded as failed stay failed across restarts until the next `init`.
+pub async fn load_failures(client: &Client, m: &mut Maintainer) -> Result<(), SetupError> {
+    for (name, why) in views::failed(client).await? {
+        if let Some(v) = (0..m.view_count()).find(|v| m.plan(*v).name.to_string() == name) {
+            m.set_failed(v, why);
+        }
+    }
+    Ok(())
+}
