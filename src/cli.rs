@@ -457,29 +457,7 @@ async fn refresh_cmd(cfg: &Config, only: Option<&str>) -> Result<ExitCode> {
     {
         matched = true;
         let started = std::time::Instant::now();
-        let outcome = async {
-            let report = reconcile::compare(&prepared.client, plan, today.as_deref()).await?;
-            reconcile::repair(&prepared.client, plan, &report, today.as_deref()).await
-        }
-        .await;
-        let (changed, error) = match &outcome {
-            Ok(n) => (Some(*n as i64), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        crate::bookkeeping::history::record(
-            &prepared.client,
-            &plan.name.to_string(),
-            crate::bookkeeping::history::RefreshKind::FullRecompute,
-            started,
-            crate::bookkeeping::history::Counts {
-                rows_changed: changed,
-                ..Default::default()
-            },
-            error.as_deref(),
-        )
-        .await
-        .context("recording refresh history")?;
-        let n = outcome?;
+        let n = reconcile::offline::recompute(&prepared.client, plan, today.as_deref()).await?;
         outln!(
             "{}: recomputed in {:.0} ms, {n} rows changed",
             plan.name,

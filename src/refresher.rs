@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
 use crate::bookkeeping::history::{self, RefreshKind};
+use crate::bookkeeping::views;
 use crate::clock::Clock;
 use crate::pg::QualifiedName;
 use crate::pg::{describe, DbTarget};
@@ -39,10 +40,10 @@ pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), Str
         .batch_execute(&format!(
             "BEGIN;
              REFRESH MATERIALIZED VIEW CONCURRENTLY {mv};
-             UPDATE deltamv.views SET rows = (SELECT count(*) FROM {mv}) WHERE view_name = {name};
+             {count}
              COMMIT;",
             mv = plan.name.quoted(),
-            name = crate::pg::quote_literal(&plan.name.to_string()),
+            count = views::count_rows_sql(&plan.name.to_string(), &plan.name.quoted()),
         ))
         .await
         .map_err(|e| describe(&e));
@@ -63,15 +64,9 @@ pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), Str
     {
         tracing::warn!(view = %name, error = %describe(&e), "cannot record refresh history");
     }
-    let state = if error.is_some() { "retrying" } else { "ok" };
-    let _ = client
-        .execute(
-            "UPDATE deltamv.views SET state = $2, last_error = $3, updated_at = now(),
-                 last_change_at = CASE WHEN $3::text IS NULL THEN now() ELSE last_change_at END
-              WHERE view_name = $1",
-            &[&name, &state, &error],
-        )
-        .await;
+    if let Err(e) = views::refreshed(client, &name, error).await {
+        tracing::warn!(view = %name, error = %e, "cannot record the refresh's outcome");
+    }
     result
 }
 

@@ -3,7 +3,7 @@
 
 use tokio_postgres::GenericClient;
 
-use crate::pg::{sql_err, SqlError};
+use crate::pg::{quote_literal, sql_err, SqlError};
 
 /// The views recorded as failed, with why.
 pub async fn failed<C: GenericClient>(client: &C) -> Result<Vec<(String, String)>, SqlError> {
@@ -138,19 +138,44 @@ pub async fn all_loaded<C: GenericClient>(client: &C) -> Result<(), SqlError> {
         .map_err(sql_err("recording view state"))
 }
 
-/// Counts the rows of `table` (a view's target or materialized view, quoted) into its record.
+/// The statement that counts the rows of `table` (a view's target or materialized view,
+/// quoted) into `view`'s record: for batches that must count in the transaction that changed
+/// the rows (a fallback refresh, a reconcile's repair).
+pub fn count_rows_sql(view: &str, table: &str) -> String {
+    format!(
+        "UPDATE deltamv.views SET rows = (SELECT count(*) FROM {table}) WHERE view_name = {};",
+        quote_literal(view)
+    )
+}
+
+/// Counts the rows of `table` into `view`'s record.
 pub async fn count_rows<C: GenericClient>(
     client: &C,
     view: &str,
     table: &str,
 ) -> Result<(), SqlError> {
     client
+        .batch_execute(&count_rows_sql(view, table))
+        .await
+        .map_err(sql_err(format!("counting the rows of {view}")))
+}
+
+/// Records a fallback view's last refresh: `ok` (and changed now), or `retrying` with the error.
+pub async fn refreshed<C: GenericClient>(
+    client: &C,
+    view: &str,
+    error: Option<&str>,
+) -> Result<(), SqlError> {
+    let state = if error.is_some() { "retrying" } else { "ok" };
+    client
         .execute(
-            &format!("UPDATE deltamv.views SET rows = (SELECT count(*) FROM {table}) WHERE view_name = $1"),
-            &[&view],
+            "UPDATE deltamv.views SET state = $2, last_error = $3, updated_at = now(),
+                 last_change_at = CASE WHEN $3::text IS NULL THEN now() ELSE last_change_at END
+              WHERE view_name = $1",
+            &[&view, &state, &error],
         )
         .await
-        .map_err(sql_err(format!("counting the rows of {view}")))?;
+        .map_err(sql_err(format!("recording the refresh of {view}")))?;
     Ok(())
 }
 

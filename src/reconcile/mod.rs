@@ -27,6 +27,7 @@ use crate::plan::ViewPlan;
 use crate::value::SqlType;
 
 pub mod held;
+pub mod offline;
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
@@ -379,10 +380,10 @@ pub async fn repair_from(
         "BEGIN;
          DELETE FROM {target} t USING {bad} WHERE {tm};
          INSERT INTO {target} SELECT q.* FROM ({query}) q WHERE EXISTS (SELECT 1 FROM {bad} WHERE {qm});
-         UPDATE deltamv.views SET rows = (SELECT count(*) FROM {target}) WHERE view_name = {name};
+         {count}
          COMMIT;",
         target = plan.name.quoted(),
-        name = crate::pg::quote_literal(&plan.name.to_string()),
+        count = crate::bookkeeping::views::count_rows_sql(&plan.name.to_string(), &plan.name.quoted()),
         tm = key_match("t"),
         qm = key_match("q"),
     );
