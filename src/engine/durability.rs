@@ -27,8 +27,10 @@
 //! Targets carry absolute values per group, so even a repeated write would be harmless.
 //! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
 //! WAL position from its keepalive (after the next checkpoint if state has unflushed writes), so
-//! WAL does not pile up while nothing relevant is written.
-//!
+//! WAL does not pile up while nothing relevant is written. That is the one acknowledgement past
+//! S: it is recorded in the state first (`acked` in [`crate::state::meta`]), so that at start a
+//! slot confirmed beyond the state's LSN is known to be this engine's own doing
+//! (`setup::trust`). [`Progress::acknowledged`] asserts exactly this exception.
 
 use std::time::{Duration, Instant};
 
