@@ -4,5 +4,6 @@
 pub mod control;
 pub mod partitions;
 pub mod pgoutput;
+mod relation;
 pub mod snapshot;
 pub mod stream;
