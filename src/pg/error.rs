@@ -29,11 +29,6 @@ impl SqlError {
         }
     }
 
-    /// The SQLSTATE when the server answered with an error.
-    pub fn code(&self) -> Option<&str> {
-        sqlstate(&self.source)
-    }
-
     pub fn kind(&self) -> ErrorKind {
         ErrorKind::of(&self.source)
     }

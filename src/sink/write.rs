@@ -61,14 +61,6 @@ impl Targets {
         Ok((Targets { writers }, failed))
     }
 
-    pub fn len(&self) -> usize {
-        self.writers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.writers.is_empty()
-    }
-
     /// View `v`'s target.
     pub fn table(&self, v: usize) -> &TargetTable {
         match &self.writers[v] {
@@ -124,22 +116,14 @@ impl Targets {
         let mut failed = Vec::new();
         let mut changed = Vec::new();
         for (v, w) in live {
-            let savepoint = |sql: &'static str| {
-                let tx = &tx;
-                async move {
-                    tx.batch_execute(sql)
-                        .await
-                        .map_err(sql_err("writing the targets"))
-                }
-            };
-            savepoint("SAVEPOINT dmv_view").await?;
+            savepoint(&tx, "SAVEPOINT dmv_view").await?;
             match w.write(&tx, &deltas[v]).await {
                 Ok(grown) => {
-                    savepoint("RELEASE SAVEPOINT dmv_view").await?;
+                    savepoint(&tx, "RELEASE SAVEPOINT dmv_view").await?;
                     changed.push((w.target.plan_name.clone(), grown));
                 }
                 Err(e) if ErrorKind::of(&e) == ErrorKind::Definite => {
-                    savepoint("ROLLBACK TO SAVEPOINT dmv_view").await?;
+                    savepoint(&tx, "ROLLBACK TO SAVEPOINT dmv_view").await?;
                     let why = failure_message(&w.target, &e);
                     views::mark_failed(&tx, &w.target.plan_name, &why)
                         .await
@@ -152,6 +136,13 @@ impl Targets {
         commit(tx, &changed, &at).await?;
         Ok(failed)
     }
+}
+
+/// Sets, releases or rolls back to the savepoint around one view's writes.
+async fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<(), SqlError> {
+    tx.batch_execute(sql)
+        .await
+        .map_err(sql_err("writing the targets"))
 }
 
 async fn begin(client: &mut Client) -> Result<Transaction<'_>, SqlError> {
