@@ -389,14 +389,14 @@ fn maintainer(dir: &Path, preload: &[Vec<Value>]) -> (Maintainer, usize) {
     let mut m = Maintainer::new(store, tz, tables, plans, today());
     m.ensure_global_groups().expect("global groups");
     for chunk in preload.chunks(20_000) {
-        let changes = chunk
+        let changes: Vec<Change> = chunk
             .iter()
             .map(|row| Change::Load {
                 table,
                 row: row.clone(),
             })
             .collect();
-        m.apply(changes).expect("loading rows");
+        m.apply(&changes).expect("loading rows");
     }
     m.commit(Lsn(1), &[], Durability::Unlogged)
         .expect("committing the preload");
@@ -429,7 +429,7 @@ impl StateBench {
     fn run(&mut self, changes: Vec<Change>) -> Duration {
         self.lsn += 1;
         let t = Instant::now();
-        let out = self.m.apply(changes).expect("applying the batch");
+        let out = self.m.apply(&changes).expect("applying the batch");
         self.m
             .commit(Lsn(self.lsn), &[], Durability::Unlogged)
             .expect("committing the batch");
@@ -596,13 +596,13 @@ fn agent_performance_changes() -> (ViewPlan, Vec<TargetChange>) {
         .find(|v| m.plan(*v).name.name == "mv_agent_performance")
         .expect("mv_agent_performance is a seed view");
     let mut fleet = Fleet::new(4);
-    let changes = (1..=20_000)
+    let changes: Vec<Change> = (1..=20_000)
         .map(|id| Change::Insert {
             table,
             row: parse_row(&fleet.run(id), &tz),
         })
         .collect();
-    let mut out = m.apply(changes).expect("applying rows");
+    let mut out = m.apply(&changes).expect("applying rows");
     let mut groups = std::mem::take(&mut out[v]);
     assert!(groups.len() >= SINK_GROUPS, "only {} groups", groups.len());
     groups.truncate(SINK_GROUPS);

@@ -25,8 +25,11 @@
 //! a changed output row of one stage is a retract/insert pair for the next, and the last stage's
 //! changed rows are what the sink writes.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +72,14 @@ struct RowRecord {
     image: Vec<Value>,
     /// Per temporal view: the date filed in the time index.
     revisit: Vec<(u16, i32)>,
+}
+
+/// A [`RowRecord`] written from a borrowed image (the same encoding): the batch's rows are
+/// encoded where they lie, not copied.
+#[derive(Serialize)]
+struct RowRecordRef<'a> {
+    image: &'a [Value],
+    revisit: &'a [(u16, i32)],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -175,10 +186,26 @@ impl HotGroups {
     }
 
     fn clear(&mut self) {
-        self.young = HashMap::new();
+        self.young = HashMap::default();
         self.young_bytes = 0;
-        self.old = HashMap::new();
+        self.old = HashMap::default();
     }
+}
+
+/// What one batch cost the state: for `/metrics` and the debug log, so a change in the cost per
+/// change shows where it comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldStats {
+    /// Source changes folded.
+    pub changes: u64,
+    /// Distinct groups finalized, all stages together.
+    pub groups: u64,
+    /// Group lookups answered by decoded groups in memory (this batch's or the hot ones).
+    pub group_hits: u64,
+    /// Group lookups that went to the store (and decoded what they found).
+    pub group_reads: u64,
+    /// Row-image lookups (every update, delete and insert).
+    pub row_reads: u64,
 }
 
 /// Target rows, and the group key the next page starts from (`None`: no more).
@@ -200,6 +227,8 @@ pub struct Maintainer {
     referenced: Vec<Vec<bool>>,
     table_views: Vec<Vec<usize>>,
     views: Vec<ViewRuntime>,
+    /// The current (or last) batch's counts.
+    stats: FoldStats,
 }
 
 impl Maintainer {
@@ -259,15 +288,21 @@ impl Maintainer {
         }
         Maintainer {
             store,
-            day_memo: RefCell::new(HashMap::new()),
-            groups: HashMap::new(),
+            day_memo: RefCell::new(HashMap::default()),
+            groups: HashMap::default(),
             hot: HotGroups::default(),
             tz,
             tables,
             referenced,
             table_views,
             views: runtimes,
+            stats: FoldStats::default(),
         }
+    }
+
+    /// The counts of the last batch folded ([`Self::apply`] or [`Self::advance_dates`]).
+    pub fn stats(&self) -> FoldStats {
+        self.stats
     }
 
     pub fn store(&mut self) -> &mut Store {
@@ -326,8 +361,16 @@ impl Maintainer {
             .collect()
     }
 
-    /// Keeps only the columns some view reads (and the key): the stored image.
-    pub fn project(&self, table: usize, mut row: Vec<Value>) -> Vec<Value> {
+    /// Keeps only the columns some view reads (and the key): the stored image. Borrowed when
+    /// the source sent nothing else (the stream leaves unread columns NULL).
+    pub fn project<'a>(&self, table: usize, row: &'a [Value]) -> Cow<'a, [Value]> {
+        let unread = |(i, v): (usize, &Value)| {
+            !self.referenced[table].get(i).copied().unwrap_or(true) && !matches!(v, Value::Null)
+        };
+        if !row.iter().enumerate().any(unread) {
+            return Cow::Borrowed(row);
+        }
+        let mut row = row.to_vec();
         for (i, keep) in self.referenced[table].iter().enumerate() {
             if !keep {
                 if let Some(v) = row.get_mut(i) {
@@ -335,7 +378,7 @@ impl Maintainer {
                 }
             }
         }
-        row
+        Cow::Owned(row)
     }
 
     fn set_date(&mut self, v: usize, today: i32) {
@@ -378,8 +421,12 @@ impl Maintainer {
     }
 
     /// Applies a batch of changes; returns the changed target rows of each view.
-    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
-        let mut touched = Touched::new();
+    pub fn apply(&mut self, changes: &[Change]) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        self.stats = FoldStats {
+            changes: changes.len() as u64,
+            ..FoldStats::default()
+        };
+        let mut touched = Touched::default();
         for change in changes {
             self.apply_change(change, &mut touched)?;
         }
@@ -389,7 +436,8 @@ impl Maintainer {
     /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
     /// the dates passed (every one when the clock went back), innermost first.
     pub fn advance_dates(&mut self, today: i32) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
-        let mut touched = Touched::new();
+        self.stats = FoldStats::default();
+        let mut touched = Touched::default();
         let before = self.dates();
         for v in 0..self.views.len() {
             let rt = &self.views[v];
@@ -490,7 +538,7 @@ impl Maintainer {
     /// Makes sure every stage without GROUP BY has its single group (one output row even for
     /// empty input, as PostgreSQL returns); returns the resulting target changes.
     pub fn ensure_global_groups(&mut self) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
-        let mut touched = Touched::new();
+        let mut touched = Touched::default();
         for v in 0..self.views.len() {
             for s in 0..self.views[v].plan.stages.len() {
                 if self.views[v].plan.stages[s].keys.is_empty() {
@@ -543,21 +591,28 @@ impl Maintainer {
         }
     }
 
-    fn apply_change(&mut self, change: Change, touched: &mut Touched) -> Result<(), MaintainError> {
+    fn apply_change(
+        &mut self,
+        change: &Change,
+        touched: &mut Touched,
+    ) -> Result<(), MaintainError> {
         match change {
             Change::Load { table, row } => {
+                let table = *table;
                 let row = self.project(table, row);
                 let rk = keys::row_key(table as u16, &self.key_of(table, &row));
-                self.insert_row(table, rk, row, touched)
+                self.insert_row(table, rk, &row, touched)
             }
             Change::Insert { table, row } => {
+                let table = *table;
                 let row = self.project(table, row);
                 let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                self.stats.row_reads += 1;
                 if let Some(old) = self.store.get::<RowRecord>(CF_ROWS, &rk)? {
                     tracing::warn!(table = %self.tables[table].name, "insert of a key already stored; replacing it");
                     self.remove_row(table, &rk, old, touched)?;
                 }
-                self.insert_row(table, rk, row, touched)
+                self.insert_row(table, rk, &row, touched)
             }
             Change::Update {
                 table,
@@ -565,31 +620,44 @@ impl Maintainer {
                 row,
                 unchanged,
             } => {
+                let table = *table;
                 let mut row = self.project(table, row);
-                let old_key = old_key.unwrap_or_else(|| self.key_of(table, &row));
-                let old_rk = keys::row_key(table as u16, &old_key);
-                let old = self
-                    .store
-                    .get::<RowRecord>(CF_ROWS, &old_rk)?
-                    .ok_or_else(|| self.missing(table, &old_key))?;
-                for c in unchanged {
-                    if let (Some(slot), Some(prev)) = (row.get_mut(c), old.image.get(c)) {
-                        *slot = prev.clone();
+                let old_rk = match old_key {
+                    Some(key) => keys::row_key(table as u16, key),
+                    None => keys::row_key(table as u16, &self.key_of(table, &row)),
+                };
+                self.stats.row_reads += 1;
+                let old = match self.store.get::<RowRecord>(CF_ROWS, &old_rk)? {
+                    Some(old) => old,
+                    None => {
+                        let key = old_key.clone().unwrap_or_else(|| self.key_of(table, &row));
+                        return Err(self.missing(table, &key));
+                    }
+                };
+                if !unchanged.is_empty() {
+                    let patched = row.to_mut();
+                    for c in unchanged {
+                        if let (Some(slot), Some(prev)) = (patched.get_mut(*c), old.image.get(*c)) {
+                            *slot = prev.clone();
+                        }
                     }
                 }
                 self.remove_row(table, &old_rk, old, touched)?;
                 let rk = keys::row_key(table as u16, &self.key_of(table, &row));
-                self.insert_row(table, rk, row, touched)
+                self.insert_row(table, rk, &row, touched)
             }
             Change::Delete { table, key } => {
-                let rk = keys::row_key(table as u16, &key);
+                let table = *table;
+                let rk = keys::row_key(table as u16, key);
+                self.stats.row_reads += 1;
                 let old = self
                     .store
                     .get::<RowRecord>(CF_ROWS, &rk)?
-                    .ok_or_else(|| self.missing(table, &key))?;
+                    .ok_or_else(|| self.missing(table, key))?;
                 self.remove_row(table, &rk, old, touched)
             }
             Change::Truncate { table } => {
+                let table = *table;
                 for (rk, bytes) in
                     self.store
                         .scan_prefix(CF_ROWS, &keys::table_prefix(table as u16), None)?
@@ -609,27 +677,29 @@ impl Maintainer {
         &mut self,
         table: usize,
         rk: Vec<u8>,
-        image: Vec<Value>,
+        image: &[Value],
         touched: &mut Touched,
     ) -> Result<(), MaintainError> {
-        let mut rec = RowRecord {
-            image,
-            revisit: Vec::new(),
-        };
-        for v in self.table_views[table].clone() {
+        let mut revisit = Vec::new();
+        for i in 0..self.table_views[table].len() {
+            let v = self.table_views[table][i];
             if self.views[v].failed.is_some() {
                 continue;
             }
             let date = self.views[v].date;
-            self.contribute(v, 0, &rec.image, 1, date, touched)?;
+            self.contribute(v, 0, image, 1, date, touched)?;
             if !self.views[v].row_components.is_empty() {
                 let range = self.views[v].row_components.clone();
-                let next = self.next_revisit(v, range, Inputs::row(&rec.image), date)?;
+                let next = self.next_revisit(v, range, Inputs::row(image), date)?;
                 self.store
                     .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
-                rec.revisit.push((v as u16, next));
+                revisit.push((v as u16, next));
             }
         }
+        let rec = RowRecordRef {
+            image,
+            revisit: &revisit,
+        };
         self.store.put(CF_ROWS, rk, &rec);
         Ok(())
     }
@@ -641,7 +711,8 @@ impl Maintainer {
         rec: RowRecord,
         touched: &mut Touched,
     ) -> Result<(), MaintainError> {
-        for v in self.table_views[table].clone() {
+        for i in 0..self.table_views[table].len() {
+            let v = self.table_views[table][i];
             if self.views[v].failed.is_some() {
                 continue;
             }
@@ -717,7 +788,14 @@ impl Maintainer {
         let deletable = !stage.keys.is_empty();
         let is_topk = stage.topk.is_some();
         let fresh_accs = || stage.aggs.iter().map(Acc::new).collect::<Vec<_>>();
-        let mut g = match find_group(&mut self.groups, &mut self.hot, &self.store, &gk)? {
+        let found = find_group(
+            &mut self.groups,
+            &mut self.hot,
+            &self.store,
+            &gk,
+            &mut self.stats,
+        )?;
+        let mut g = match found {
             Some(g) => g,
             None => GroupState {
                 key,
@@ -748,6 +826,7 @@ impl Maintainer {
             &mut self.hot,
             &self.store,
             gk,
+            &mut self.stats,
         )?)
     }
 
@@ -819,6 +898,7 @@ impl Maintainer {
                 let timed = !own.is_empty() || !next.is_empty();
                 // After a date change, an unchanged row may still contribute differently.
                 let moved = was != date && !next.is_empty();
+                self.stats.groups += groups.len() as u64;
                 for kb in groups {
                     let gk = keys::group_key(v as u16, s as u8, &kb);
                     let deletable = !self.views[v].plan.stages[s].keys.is_empty();
@@ -1034,17 +1114,17 @@ fn find_group(
     hot: &mut HotGroups,
     store: &Store,
     gk: &[u8],
+    stats: &mut FoldStats,
 ) -> Result<Option<GroupState>, StoreError> {
-    match groups.remove(gk) {
-        Some((g, _)) => Ok(Some(g)),
-        None => match hot.take(gk) {
-            Some(g) => Ok(Some(g)),
-            None => store
-                .get_raw(CF_GROUPS, gk)?
-                .map(|bytes| decode_group(&bytes))
-                .transpose(),
-        },
+    if let Some(g) = groups.remove(gk).map(|(g, _)| g).or_else(|| hot.take(gk)) {
+        stats.group_hits += 1;
+        return Ok(Some(g));
     }
+    stats.group_reads += 1;
+    store
+        .get_raw(CF_GROUPS, gk)?
+        .map(|bytes| decode_group(&bytes))
+        .transpose()
 }
 
 /// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.

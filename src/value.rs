@@ -335,7 +335,11 @@ pub fn identical(a: &[Value], b: &[Value]) -> bool {
             (Value::Float(p), Value::Float(q)) => {
                 p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan())
             }
-            (Value::Numeric(p), Value::Numeric(q)) => p == q && p.to_string() == q.to_string(),
+            // Same text: same value at the same display scale (zero has no sign).
+            (Value::Numeric(p), Value::Numeric(q)) => match (p.parts(), q.parts()) {
+                (Some((m1, d1)), Some((m2, d2))) => d1 == d2 && m1 == m2,
+                _ => p == q,
+            },
             _ => x == y && x.variant_rank() == y.variant_rank(),
         })
 }

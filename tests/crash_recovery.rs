@@ -1,7 +1,8 @@
-//! kill -9 at the interesting moments of the durability argument (see src/engine.rs): during the
-//! snapshot, with a batch folded only in memory, between the target commit and the state commit,
-//! after batches whose state was written but not yet checkpointed (so RocksDB comes back older
-//! than the targets), and after a checkpoint but before the slot acknowledgement. After each
+//! kill -9 at the interesting moments of the durability argument (see src/engine/durability.rs):
+//! during the snapshot, with a batch folded only in memory, between the target commit and the
+//! state commit, after batches whose state was committed but is only held in memory (so RocksDB
+//! comes back older than the targets), between a checkpoint's write of the held state into
+//! RocksDB and its flush, and after a checkpoint but before the slot acknowledgement. After each
 //! crash a plain restart must converge to PostgreSQL's own evaluation, with nothing lost and
 //! nothing counted twice. `DELTAMV_CRASH_ROUNDS=N` repeats every case N times (a soak).
 
@@ -136,6 +137,11 @@ async fn crash_between_target_commit_and_state_commit() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_with_state_written_but_not_checkpointed() -> Result<()> {
     crash_case("after_state_commit:3", 104).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_a_checkpoints_write_and_its_flush() -> Result<()> {
+    crash_case("before_checkpoint_flush:2", 106).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,6 +114,7 @@ impl Loop<'_> {
                                 last_event = Some(tokio::time::Instant::now());
                                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
                                 if rows >= self.cfg.batch_max_rows {
+                                    self.behind = true;
                                     break;
                                 }
                             }
@@ -245,12 +246,17 @@ impl Loop<'_> {
         crate::failpoint::hit("before_target_commit");
         self.write_targets(&deltas, lsn, Some(commit_time)).await?;
         let written = started.elapsed();
+        let target_rows: usize = deltas
+            .iter()
+            .flat_map(|d| d.iter().map(|c| c.rows.len().max(1)))
+            .sum();
+        self.metrics.write(target_rows as u64, written - folded);
         crate::failpoint::hit("after_target_commit");
         self.commit_state(lsn).await?;
         tracing::debug!(
             txns = commit_times.len(),
             source_rows,
-            target_rows = deltas.iter().map(Vec::len).sum::<usize>(),
+            target_rows,
             fold_ms = folded.as_millis() as u64,
             write_ms = (written - folded).as_millis() as u64,
             commit_ms = (started.elapsed() - written).as_millis() as u64,
@@ -307,18 +313,38 @@ impl Loop<'_> {
 
     /// Folds changes into state (in memory); a view whose SQL fails on this data is marked failed
     /// and the batch is folded again without it.
-    async fn fold(&mut self, changes: Vec<Change>) -> Result<Vec<Vec<TargetChange>>, EngineError> {
+    async fn fold(
+        &mut self,
+        mut changes: Vec<Change>,
+    ) -> Result<Vec<Vec<TargetChange>>, EngineError> {
         loop {
-            let attempt = changes.clone();
-            let result = self.state.call(move |m| {
-                let r = m.apply(attempt);
-                if r.is_err() {
-                    m.discard();
+            // The batch travels to the state thread and back (for a retry), never copied.
+            let started = std::time::Instant::now();
+            let (result, stats, back) = self
+                .state
+                .call(move |m| {
+                    let r = m.apply(&changes);
+                    if r.is_err() {
+                        m.discard();
+                    }
+                    (r, m.stats(), changes)
+                })
+                .await?;
+            changes = back;
+            match result {
+                Ok(deltas) => {
+                    self.metrics.fold(&stats, started.elapsed());
+                    tracing::debug!(
+                        changes = stats.changes,
+                        groups = stats.groups,
+                        group_hits = stats.group_hits,
+                        group_reads = stats.group_reads,
+                        row_reads = stats.row_reads,
+                        fold_ms = started.elapsed().as_millis() as u64,
+                        "batch folded"
+                    );
+                    return Ok(deltas);
                 }
-                r
-            });
-            match result.await? {
-                Ok(deltas) => return Ok(deltas),
                 Err(MaintainError::View { view, name, error }) => {
                     let why = error.to_string();
                     self.mark_failed(view, &name, &why).await?;

@@ -6,12 +6,14 @@
 //! rows, S = the LSN recorded in RocksDB with the state, D = the S of the last checkpoint (the
 //! state RocksDB has on disk), A = what the slot was told (confirmed_flush_lsn). Each batch of
 //! committed source transactions is folded into state in memory, then (1) the targets and T are
-//! committed in one transaction, (2) the state and S are written to RocksDB's memtables in one
-//! atomic batch without its write-ahead log ([`Durability::Unlogged`]). Every `checkpoint_ms`
-//! (and at a clean stop) (3) the memtables are flushed, all column families atomically, on a
-//! blocking thread while later batches go on into fresh memtables; its end makes D the S of
-//! the flush's start, and (4) only then is the slot acknowledged up to D (never past T). So A <= D <= S <= T
-//! always, and kill -9 at any point leaves a state on disk as of some batch's S' with
+//! committed in one transaction, (2) the state and S are committed in memory, unlogged
+//! ([`Durability::Unlogged`]: held by the store, see [`crate::state::store`]). Every
+//! `checkpoint_ms` (and at a clean stop) (3) everything held goes into RocksDB's memtables in one
+//! atomic batch ending with S, then the memtables are flushed, all column families atomically,
+//! on a blocking thread while later batches go on in memory; its end makes D that S, and (4)
+//! only then is the slot acknowledged up to D (never past T). A kill between the batch of (3)
+//! and the end of its flush loses all of it, as a kill before (3) does: RocksDB keeps no log.
+//! So A <= D <= S <= T always, and kill -9 at any point leaves a state on disk as of some batch's S' with
 //! A <= S' <= T (RocksDB may also flush on its own when a memtable fills; what it persists is
 //! still some whole batch, all column families alike):
 //! - the slot replays everything after A; transactions with end LSN <= S' are skipped (already
@@ -156,14 +158,18 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Makes the state durable every `checkpoint_ms` (or now when `now`, waiting for it), then
-    /// lets the slot go as far as that state covers. The flush runs on a blocking thread while
-    /// batches go on (writes after it began land in fresh memtables), so a checkpoint does not
-    /// stall the stream; its acknowledgement waits for it to finish.
+    /// Makes the state durable every `checkpoint_ms` (or now, waiting for it, when `now` or when
+    /// a backlog was just drained), then lets the slot go as far as that state covers. The
+    /// flush runs on a blocking thread while batches go on (writes after it began stay held in
+    /// memory), so a checkpoint does not stall the stream; its acknowledgement waits for it to
+    /// finish.
     pub(super) async fn checkpoint(&mut self, now: bool) -> Result<(), EngineError> {
         if self.parts.is_some() {
             return Ok(()); // no partial transaction on disk (see `apply_part`)
         }
+        // A drained backlog is made durable and acknowledged at once, without waiting for
+        // `checkpoint_ms`: the server keeps its WAL until then.
+        let now = now || (self.behind && self.caught_up_at.is_some());
         if let Some((_, flush)) = &self.flushing {
             if !now && !flush.is_finished() {
                 return Ok(());
@@ -192,7 +198,14 @@ impl Loop<'_> {
             self.record_acked(ack, Durability::Unlogged).await?;
         }
         self.dirty = false;
+        self.behind = false;
         self.last_checkpoint = Instant::now();
+        // The held layer goes into RocksDB's memtables as one batch, which the flush makes durable.
+        self.state
+            .call(|m| m.store().persist())
+            .await?
+            .map_err(MaintainError::from)?;
+        crate::failpoint::hit("before_checkpoint_flush");
         let flusher = self.flusher.clone();
         let started = Instant::now();
         let flush = tokio::task::spawn_blocking(move || {

@@ -153,6 +153,9 @@ struct Loop<'a> {
     flushing: Option<(Lsn, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
     /// Unlogged state writes since the last checkpoint.
     dirty: bool,
+    /// A full-size batch was applied since the last checkpoint: the engine was behind, so once
+    /// the stream is drained the slot is acknowledged without waiting for `checkpoint_ms`.
+    behind: bool,
     last_checkpoint: Instant,
     last_heartbeat: Instant,
     /// Send time of the latest keepalive after which everything received was applied.
@@ -236,6 +239,7 @@ async fn run_once(
         parts: None,
         flushing: None,
         dirty: false,
+        behind: false,
         last_checkpoint: Instant::now(),
         last_heartbeat: Instant::now(),
         caught_up_at: None,

@@ -28,6 +28,16 @@ pub struct Metrics {
     pub apply_latency_us: Mutex<Histogram<u64>>,
     /// Source row changes per batch.
     pub batch_rows: Mutex<Histogram<u64>>,
+    /// Per-batch work (see [`crate::maintain::FoldStats`]), summed: distinct groups finalized,
+    /// group lookups answered in memory and from the store, row-image lookups, target rows
+    /// written, and microseconds spent folding and writing the targets.
+    pub groups_touched: AtomicU64,
+    pub group_hits: AtomicU64,
+    pub group_reads: AtomicU64,
+    pub row_reads: AtomicU64,
+    pub target_rows: AtomicU64,
+    pub fold_us: AtomicU64,
+    pub write_us: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -49,6 +59,13 @@ impl Default for Metrics {
             compactions_running: AtomicU64::new(0),
             apply_latency_us: Mutex::new(hist()),
             batch_rows: Mutex::new(hist()),
+            groups_touched: AtomicU64::new(0),
+            group_hits: AtomicU64::new(0),
+            group_reads: AtomicU64::new(0),
+            row_reads: AtomicU64::new(0),
+            target_rows: AtomicU64::new(0),
+            fold_us: AtomicU64::new(0),
+            write_us: AtomicU64::new(0),
         }
     }
 }
@@ -82,7 +99,7 @@ pub struct Scalar<'a> {
 
 impl Metrics {
     /// Every counter and gauge, in exposition order (samples of one name adjacent).
-    pub fn scalars(&self) -> [Scalar<'_>; 9] {
+    pub fn scalars(&self) -> [Scalar<'_>; 16] {
         let s = |name, help, kind, label, value| Scalar {
             name,
             help,
@@ -90,6 +107,9 @@ impl Metrics {
             label,
             value,
         };
+        const LOOKUPS: &str =
+            "Group lookups of folded batches, by where the group was: memory (decoded, this batch's or a recent one) or store (read and decoded).";
+        const STAGES: &str = "Microseconds spent per stage of the applied batches.";
         const ERRORS: &str =
             "Errors by kind: connection (the engine reconnected), view (a view failed).";
         [
@@ -156,7 +176,76 @@ impl Metrics {
                 None,
                 &self.compactions_running,
             ),
+            s(
+                "deltamv_groups_touched_total",
+                "Distinct groups finalized by the applied batches (all stages).",
+                Kind::Counter,
+                None,
+                &self.groups_touched,
+            ),
+            s(
+                "deltamv_group_lookups_total",
+                LOOKUPS,
+                Kind::Counter,
+                Some(("source", "memory")),
+                &self.group_hits,
+            ),
+            s(
+                "deltamv_group_lookups_total",
+                LOOKUPS,
+                Kind::Counter,
+                Some(("source", "store")),
+                &self.group_reads,
+            ),
+            s(
+                "deltamv_row_image_lookups_total",
+                "Stored row images looked up (each insert, update and delete).",
+                Kind::Counter,
+                None,
+                &self.row_reads,
+            ),
+            s(
+                "deltamv_target_rows_written_total",
+                "Target rows written (rows of changed groups).",
+                Kind::Counter,
+                None,
+                &self.target_rows,
+            ),
+            s(
+                "deltamv_stage_microseconds_total",
+                STAGES,
+                Kind::Counter,
+                Some(("stage", "fold")),
+                &self.fold_us,
+            ),
+            s(
+                "deltamv_stage_microseconds_total",
+                STAGES,
+                Kind::Counter,
+                Some(("stage", "write")),
+                &self.write_us,
+            ),
         ]
+    }
+
+    /// Records a folded batch's work (see [`crate::maintain::FoldStats`]).
+    pub fn fold(&self, stats: &crate::maintain::FoldStats, took: std::time::Duration) {
+        self.groups_touched
+            .fetch_add(stats.groups, Ordering::Relaxed);
+        self.group_hits
+            .fetch_add(stats.group_hits, Ordering::Relaxed);
+        self.group_reads
+            .fetch_add(stats.group_reads, Ordering::Relaxed);
+        self.row_reads.fetch_add(stats.row_reads, Ordering::Relaxed);
+        self.fold_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a target write: rows written and its time.
+    pub fn write(&self, rows: u64, took: std::time::Duration) {
+        self.target_rows.fetch_add(rows, Ordering::Relaxed);
+        self.write_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Records an applied batch: its row changes and each transaction's commit-to-visible time.

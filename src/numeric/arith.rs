@@ -2,7 +2,7 @@
 //! `select_div_scale`), `avg` and `round(numeric, int)`.
 
 use num_bigint::BigInt;
-use num_traits::Zero;
+use num_traits::{ToPrimitive, Zero};
 
 use super::{
     div_pow10_round, div_round, pow10, rescale, Numeric, NumericError, NUMERIC_DSCALE_MAX,
@@ -17,12 +17,38 @@ fn weight_and_first_digit(mantissa: &BigInt, dscale: u32) -> (i64, u32) {
     }
     // Pad the fraction to whole base-10000 digits; the groups then align.
     let frac_groups = dscale.div_ceil(4);
+    let pad = frac_groups * 4 - dscale;
+    let (ngroups, first) = match small_groups(mantissa, pad) {
+        Some(found) => found,
+        None => text_groups(mantissa, pad),
+    };
+    (ngroups as i64 - 1 - i64::from(frac_groups), first)
+}
+
+/// The base-10000 digit count and leading digit of `|mantissa| * 10^pad`, in `u128`
+/// arithmetic: the common case, without printing the number (a division per batch and group
+/// otherwise printed two numbers). `None` when it does not fit.
+fn small_groups(mantissa: &BigInt, pad: u32) -> Option<(usize, u32)> {
+    let padded = mantissa
+        .magnitude()
+        .to_u128()?
+        .checked_mul(10u128.pow(pad))?;
+    let mut groups = 1;
+    let mut lead = padded;
+    while lead >= 10_000 {
+        lead /= 10_000;
+        groups += 1;
+    }
+    Some((groups, lead as u32))
+}
+
+/// [`small_groups`] for any size, through the decimal text.
+fn text_groups(mantissa: &BigInt, pad: u32) -> (usize, u32) {
     let mut digits = mantissa.magnitude().to_str_radix(10);
-    digits.push_str(&"0".repeat((frac_groups * 4 - dscale) as usize));
+    digits.push_str(&"0".repeat(pad as usize));
     let ngroups = digits.len().div_ceil(4);
     let lead_len = digits.len() - 4 * (ngroups - 1);
-    let first = digits[..lead_len].parse::<u32>().unwrap_or(0);
-    (ngroups as i64 - 1 - i64::from(frac_groups), first)
+    (ngroups, digits[..lead_len].parse::<u32>().unwrap_or(0))
 }
 
 impl Numeric {
@@ -142,4 +168,42 @@ fn select_div_scale(m1: &BigInt, d1: u32, m2: &BigInt, d2: u32) -> u32 {
         .max(i64::from(d2))
         .clamp(0, i64::from(NUMERIC_MAX_DISPLAY_SCALE));
     rscale as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `u128` path agrees with the text path it replaces on every size it accepts,
+    /// including the boundaries of base-10000 digits and of `u128` itself.
+    #[test]
+    fn small_groups_equal_text_groups() {
+        let mut seeds: Vec<BigInt> = Vec::new();
+        let mut p = BigInt::from(1u32);
+        for _ in 0..40 {
+            for delta in [-1i32, 0, 1] {
+                seeds.push(&p + delta);
+            }
+            p *= 10u32;
+        }
+        seeds.push(BigInt::from(u128::MAX));
+        seeds.push(BigInt::from(u128::MAX / 1000));
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seeds.push(BigInt::from(x >> (x % 64)) * BigInt::from(x % 1_000_003));
+        }
+        for m in seeds.iter().filter(|m| !m.is_zero()) {
+            for sign in [1i32, -1] {
+                let m = m * sign;
+                for pad in 0..4 {
+                    if let Some(fast) = small_groups(&m, pad) {
+                        assert_eq!(fast, text_groups(&m, pad), "{m} padded by {pad}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -111,8 +111,24 @@ pub(crate) mod bigint_bytes {
     }
 }
 
+/// Powers of ten below this are computed once (scales of real data are small).
+const POW10_CACHED: u32 = 64;
+
 fn pow10(n: u32) -> BigInt {
-    BigInt::from(10u32).pow(n)
+    static CACHE: std::sync::OnceLock<Vec<BigInt>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        (0..POW10_CACHED)
+            .scan(BigInt::from(1u32), |p, _| {
+                let this = p.clone();
+                *p *= 10u32;
+                Some(this)
+            })
+            .collect()
+    });
+    match cache.get(n as usize) {
+        Some(p) => p.clone(),
+        None => BigInt::from(10u32).pow(n),
+    }
 }
 
 /// `mantissa` re-expressed at a display scale `to >= from`.

@@ -179,7 +179,7 @@ async fn load_snapshot(
                 .map(|row| Change::Load { table: t, row })
                 .collect();
             let apply = state.call(move |m| -> Result<(), SetupError> {
-                m.apply(changes)?;
+                m.apply(&changes)?;
                 m.store()
                     .commit(&[meta::snapshot_done(false)], Durability::Unlogged)?;
                 crate::failpoint::hit("snapshot_chunk");

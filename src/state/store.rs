@@ -1,11 +1,21 @@
-//! The RocksDB state store and its per-batch overlay.
+//! The RocksDB state store, its per-batch overlay and its write-back layer.
 //!
 //! A batch reads through an in-memory overlay (pending writes shadow the database) and writes only
 //! into the overlay. Nothing reaches RocksDB until the batch's target transaction has committed;
-//! then [`Store::commit`] writes the whole overlay and the batch's LSN in one atomic, synced
-//! WriteBatch. If anything fails before that, [`Store::discard`] drops the overlay and the state on
-//! disk is exactly the state as of its recorded LSN, from which the slot replays.
+//! then [`Store::commit`] takes the whole overlay and the batch's LSN at once. If anything fails
+//! before that, [`Store::discard`] drops the overlay and the state is exactly the state as of its
+//! recorded LSN, from which the slot replays.
+//!
+//! An unlogged commit ([`Durability::Unlogged`]) does not write to RocksDB at all: it moves the
+//! overlay into the *held* layer, committed writes kept in memory until the next checkpoint
+//! ([`Store::persist`], [`Store::flush`]) or until they exceed [`HELD_BYTES`]. A key written by
+//! many batches in between (a day's group, a workspace total, a row updated twice) then reaches
+//! RocksDB's memtables once, and reads of recent writes are hash lookups instead of skiplist
+//! searches. The crash argument is unchanged: the held layer always moves into RocksDB whole, in
+//! one WriteBatch that includes the LSN of the commit it ends with, so RocksDB only ever holds the
+//! state as of some commit, and an unlogged write was never durable before its checkpoint anyway.
 
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -100,7 +110,7 @@ fn flush_all(db: &DB) -> Result<(), StoreError> {
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// One pending write: a value, or a deletion.
-type Pending = HashMap<Vec<u8>, Option<Vec<u8>>>;
+type Pending = FxHashMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Who holds the state directory: written by the process that opened it.
 const OWNER_FILE: &str = "deltamv.owner";
@@ -109,10 +119,17 @@ const OWNER_FILE: &str = "deltamv.owner";
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// RocksDB's memtables, all column families together (the rest of its memory budget).
 const MEMTABLE_BYTES: usize = 128 << 20;
+/// Key and value bytes of unlogged commits held in memory before they are written to RocksDB
+/// without waiting for a checkpoint (see the module doc).
+pub const HELD_BYTES: usize = 64 << 20;
 
 pub struct Store {
     db: Arc<DB>,
+    /// This batch's writes (discarded on error).
     overlay: HashMap<&'static str, Pending>,
+    /// Committed writes not yet in RocksDB, and their size in bytes.
+    held: HashMap<&'static str, Pending>,
+    held_bytes: usize,
 }
 
 impl Store {
@@ -139,10 +156,21 @@ impl Store {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
+        // Point lookups inside a block by hash instead of binary search (RocksDB measured
+        // about a fifth less CPU per lookup).
+        table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        // Index and filter blocks count against the cache (memory stays within its budget),
+        // with the newest files' kept in it.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
             cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
+            // A bloom filter over each memtable's keys: the lookup of a key that is not there
+            // (every insert's duplicate check, every new group) skips the skiplist search.
+            cf.set_memtable_prefix_bloom_ratio(0.05);
+            cf.set_memtable_whole_key_filtering(true);
             cf.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, cf)
         });
@@ -185,6 +213,8 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             overlay: HashMap::new(),
+            held: HashMap::new(),
+            held_bytes: 0,
         })
     }
 
@@ -192,10 +222,12 @@ impl Store {
         cf_handle(&self.db, name)
     }
 
-    /// Reads a raw value, pending writes first.
+    /// Reads a raw value: pending writes first, then held ones, then RocksDB.
     pub fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(p) = self.overlay.get(cf).and_then(|m| m.get(key)) {
-            return Ok(p.clone());
+        for layer in [&self.overlay, &self.held] {
+            if let Some(p) = layer.get(cf).and_then(|m| m.get(key)) {
+                return Ok(p.clone());
+            }
         }
         Ok(self.db.get_cf(self.cf(cf)?, key)?)
     }
@@ -283,8 +315,11 @@ impl Store {
             }
             out.insert(k.to_vec(), v.to_vec());
         }
-        // Pending writes in [start, upto) and before the cut belong to this scan.
-        if let Some(pending) = self.overlay.get(cf) {
+        // Held, then pending writes in [start, upto) and before the cut belong to this scan.
+        for pending in [&self.held, &self.overlay]
+            .into_iter()
+            .filter_map(|l| l.get(cf))
+        {
             for (k, v) in pending {
                 let in_range = k.starts_with(prefix)
                     && k.as_slice() >= start
@@ -301,24 +336,46 @@ impl Store {
         Ok((out.into_iter().collect(), end))
     }
 
-    /// Writes all pending changes plus the meta entries in one atomic WriteBatch, durably or
-    /// not (see [`Durability`]).
+    /// Commits all pending changes plus the meta entries as one unit: synced through RocksDB's
+    /// log together with everything held, or unlogged into the held layer (see [`Durability`]
+    /// and the module doc).
     pub fn commit(
         &mut self,
         meta: &[(&str, Vec<u8>)],
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let mut wo = WriteOptions::default();
-        match durability {
-            Durability::Synced => wo.set_sync(true),
-            Durability::Unlogged => wo.disable_wal(true),
+        let pending = self.overlay.entry(CF_META).or_default();
+        for (k, v) in meta {
+            pending.insert(k.as_bytes().to_vec(), Some(v.clone()));
         }
-        self.write(meta, &wo)
+        for (cf, pending) in std::mem::take(&mut self.overlay) {
+            let held = self.held.entry(cf).or_default();
+            for (k, v) in pending {
+                let (key_len, value_len) = (k.len(), v.as_ref().map_or(0, Vec::len));
+                self.held_bytes += value_len;
+                match held.insert(k, v) {
+                    Some(before) => self.held_bytes -= before.map_or(0, |b| b.len()),
+                    None => self.held_bytes += key_len,
+                }
+            }
+        }
+        match durability {
+            Durability::Synced => self.write_held(true),
+            Durability::Unlogged if self.held_bytes > HELD_BYTES => self.write_held(false),
+            Durability::Unlogged => Ok(()),
+        }
     }
 
-    /// Flushes every memtable to table files, all column families as one atomic unit: after
-    /// it returns, every write committed before it is durable, logged or not.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Writes the held layer into RocksDB (its memtables, without the log): before a
+    /// checkpoint's flush, which then makes it durable.
+    pub fn persist(&mut self) -> Result<(), StoreError> {
+        self.write_held(false)
+    }
+
+    /// Writes everything committed and flushes every memtable to table files, all column
+    /// families as one atomic unit: after it returns, every commit before it is durable.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.persist()?;
         flush_all(&self.db)
     }
 
@@ -328,9 +385,14 @@ impl Store {
         Flusher(self.db.clone())
     }
 
-    fn write(&mut self, meta: &[(&str, Vec<u8>)], wo: &WriteOptions) -> Result<(), StoreError> {
+    /// Writes the held layer (which a synced commit has just topped up) into RocksDB as one
+    /// atomic WriteBatch, through the log and synced or into the memtables only.
+    fn write_held(&mut self, synced: bool) -> Result<(), StoreError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
         let mut batch = WriteBatch::default();
-        for (cf, pending) in &self.overlay {
+        for (cf, pending) in &self.held {
             let handle = self.cf(cf)?;
             for (k, v) in pending {
                 match v {
@@ -339,12 +401,15 @@ impl Store {
                 }
             }
         }
-        let meta_cf = self.cf(CF_META)?;
-        for (k, v) in meta {
-            batch.put_cf(meta_cf, k.as_bytes(), v);
+        let mut wo = WriteOptions::default();
+        if synced {
+            wo.set_sync(true);
+        } else {
+            wo.disable_wal(true);
         }
-        self.db.write_opt(batch, wo)?;
-        self.overlay.clear();
+        self.db.write_opt(batch, &wo)?;
+        self.held.clear();
+        self.held_bytes = 0;
         Ok(())
     }
 
@@ -353,13 +418,20 @@ impl Store {
         self.overlay.clear();
     }
 
+    /// Writes not yet in RocksDB: this batch's and those held.
     pub fn pending_len(&self) -> usize {
-        self.overlay.values().map(|m| m.len()).sum()
+        [&self.overlay, &self.held]
+            .iter()
+            .flat_map(|layer| layer.values())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Deletes everything (used before a fresh snapshot).
     pub fn wipe(&mut self) -> Result<(), StoreError> {
         self.overlay.clear();
+        self.held.clear();
+        self.held_bytes = 0;
         for cf in ALL_CFS {
             let handle = self.cf(cf)?;
             let mut batch = WriteBatch::default();
@@ -399,10 +471,11 @@ impl Store {
     }
 
     /// The state's size in bytes: the table files of every column family plus what their
-    /// memtables hold (not yet flushed).
+    /// memtables and the held layer hold (not yet flushed).
     pub fn size_bytes(&self) -> u64 {
         self.cf_property_sum("rocksdb.total-sst-files-size")
             + self.cf_property_sum("rocksdb.cur-size-all-mem-tables")
+            + self.held_bytes as u64
     }
 }
 
