@@ -449,6 +449,47 @@ pub fn split_copy_line(line: &str) -> Vec<Option<String>> {
 mod tests {
     use super::*;
 
+    /// `identical` on numerics compares (value, display scale) instead of printing both; over
+    /// random values at random scales (zeros, equal values at other scales, specials) it agrees
+    /// with the printed comparison it replaced.
+    #[test]
+    fn numerics_are_identical_exactly_when_they_print_the_same() {
+        use crate::numeric::Numeric;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut pick = || -> Numeric {
+            match next() % 10 {
+                0 => Numeric::NaN,
+                1 => Numeric::PosInf,
+                2 => Numeric::NegInf,
+                _ => {
+                    let mantissa = (next() % 2001) as i64 - 1000;
+                    let text = format!("{mantissa}e-{}", next() % 4);
+                    let n = Numeric::parse(&text).expect("valid numeric text");
+                    // Sometimes the same value at a larger display scale (1.5 vs 1.50).
+                    match next() % 3 {
+                        0 => Numeric::parse(&format!("{n}0")).unwrap_or(n),
+                        _ => n,
+                    }
+                }
+            }
+        };
+        for _ in 0..20_000 {
+            let (a, b) = (pick(), pick());
+            let printed = a == b && a.to_string() == b.to_string();
+            assert_eq!(
+                identical(&[Value::Numeric(a.clone())], &[Value::Numeric(b.clone())]),
+                printed,
+                "{a} vs {b}"
+            );
+        }
+    }
+
     #[test]
     fn copy_text_round_trips_through_the_line_splitter() {
         let mut line = String::new();

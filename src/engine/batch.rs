@@ -75,6 +75,7 @@ impl Loop<'_> {
             let mut batch: Vec<PendingTxn> = Vec::new();
             let mut rows = 0usize;
             let mut idle_at: Option<(Lsn, i64)> = None;
+            let mut full = false;
             let mut deadline: Option<tokio::time::Instant> = None;
             let mut last_event: Option<tokio::time::Instant> = None;
             let tick = tokio::time::sleep(Duration::from_secs(1));
@@ -114,7 +115,7 @@ impl Loop<'_> {
                                 last_event = Some(tokio::time::Instant::now());
                                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
                                 if rows >= self.cfg.batch_max_rows {
-                                    self.behind = true;
+                                    full = true;
                                     break;
                                 }
                             }
@@ -153,6 +154,9 @@ impl Loop<'_> {
             if let Some((wal_end, server_time)) = idle_at {
                 self.idle(wal_end, server_time);
             }
+            // Full batches mean a backlog; a keepalive after a batch that was not full, its end.
+            self.drained = self.behind && !full && idle_at.is_some();
+            self.behind |= full;
             // Requests before the checkpoint: the slot is not acknowledged past a request's
             // message until it is served, so one interrupted by a crash comes again.
             self.serve_requests().await?;
@@ -373,10 +377,7 @@ impl Loop<'_> {
         }
         let deltas = self.fold(changes).await?;
         self.state
-            .call(|m| {
-                m.store()
-                    .commit(&[meta::partial(true)], Durability::Unlogged)
-            })
+            .call(|m| m.store().commit(&[meta::partial(true)], Durability::Held))
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;

@@ -7,7 +7,7 @@
 //! state RocksDB has on disk), A = what the slot was told (confirmed_flush_lsn). Each batch of
 //! committed source transactions is folded into state in memory, then (1) the targets and T are
 //! committed in one transaction, (2) the state and S are committed in memory, unlogged
-//! ([`Durability::Unlogged`]: held by the store, see [`crate::state::store`]). Every
+//! ([`Durability::Held`]: held by the store, see [`crate::state::store`]). Every
 //! `checkpoint_ms` (and at a clean stop) (3) everything held goes into RocksDB's memtables in one
 //! atomic batch ending with S, then the memtables are flushed, all column families atomically,
 //! on a blocking thread while later batches go on in memory; its end makes D that S, and (4)
@@ -149,7 +149,7 @@ impl Loop<'_> {
     /// Writes the folded state (unlogged) with its LSN; durable at the next checkpoint.
     pub(super) async fn commit_state(&mut self, lsn: Lsn) -> Result<(), EngineError> {
         self.state
-            .call(move |m| m.commit(lsn, &[meta::partial(false)], Durability::Unlogged))
+            .call(move |m| m.commit(lsn, &[meta::partial(false)], Durability::Held))
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;
@@ -169,7 +169,7 @@ impl Loop<'_> {
         }
         // A drained backlog is made durable and acknowledged at once, without waiting for
         // `checkpoint_ms`: the server keeps its WAL until then.
-        let now = now || (self.behind && self.caught_up_at.is_some());
+        let now = now || (self.drained && self.caught_up_at.is_some());
         if let Some((_, flush)) = &self.flushing {
             if !now && !flush.is_finished() {
                 return Ok(());
@@ -195,10 +195,11 @@ impl Loop<'_> {
         }
         let ack = self.progress.ack_ready();
         if ack > self.progress.state() {
-            self.record_acked(ack, Durability::Unlogged).await?;
+            self.record_acked(ack, Durability::Held).await?;
         }
         self.dirty = false;
         self.behind = false;
+        self.drained = false;
         self.last_checkpoint = Instant::now();
         // The held layer goes into RocksDB's memtables as one batch, which the flush makes durable.
         self.state

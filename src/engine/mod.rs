@@ -151,11 +151,13 @@ struct Loop<'a> {
     parts: Option<batch::Parts>,
     /// The checkpoint in flight: what it lets the slot acknowledge, and the flush.
     flushing: Option<(Lsn, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
-    /// Unlogged state writes since the last checkpoint.
+    /// State commits held in memory since the last checkpoint.
     dirty: bool,
-    /// A full-size batch was applied since the last checkpoint: the engine was behind, so once
-    /// the stream is drained the slot is acknowledged without waiting for `checkpoint_ms`.
+    /// A full-size batch was applied since the last checkpoint: the engine was behind.
     behind: bool,
+    /// It was behind, and the stream has just gone idle after a batch that was not full: the
+    /// backlog is drained, so the slot is acknowledged without waiting for `checkpoint_ms`.
+    drained: bool,
     last_checkpoint: Instant,
     last_heartbeat: Instant,
     /// Send time of the latest keepalive after which everything received was applied.
@@ -240,6 +242,7 @@ async fn run_once(
         flushing: None,
         dirty: false,
         behind: false,
+        drained: false,
         last_checkpoint: Instant::now(),
         last_heartbeat: Instant::now(),
         caught_up_at: None,

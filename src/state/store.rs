@@ -6,8 +6,8 @@
 //! before that, [`Store::discard`] drops the overlay and the state is exactly the state as of its
 //! recorded LSN, from which the slot replays.
 //!
-//! An unlogged commit ([`Durability::Unlogged`]) does not write to RocksDB at all: it moves the
-//! overlay into the *held* layer, committed writes kept in memory until the next checkpoint
+//! A held commit ([`Durability::Held`], the engine's batches) does not write to RocksDB at all: it
+//! moves the overlay into the *held* layer, committed writes kept in memory until the next checkpoint
 //! ([`Store::persist`], [`Store::flush`]) or until they exceed [`HELD_BYTES`]. A key written by
 //! many batches in between (a day's group, a workspace total, a row updated twice) then reaches
 //! RocksDB's memtables once, and reads of recent writes are hash lookups instead of skiplist
@@ -75,9 +75,13 @@ pub enum Durability {
     /// itself when a memtable fills). A crash before that loses these writes, but never part of
     /// one: with atomic flush, what survives is the state as of some commit, all column
     /// families alike, so its recorded LSN says where to replay from. For the snapshot's
-    /// chunks and the engine's batches, whose source the slot still holds (see
-    /// [`crate::engine`]); skipping the log saves writing every change twice plus an fsync.
+    /// chunks, whose source the slot still holds; skipping the log saves writing every change
+    /// twice plus an fsync.
     Unlogged,
+    /// Like `Unlogged`, but kept in the store's held layer until [`Store::persist`] or
+    /// [`Store::flush`] (or until it holds more than [`HELD_BYTES`]): for the engine's batches,
+    /// which checkpoint every `checkpoint_ms` (see the module doc).
+    Held,
 }
 
 /// See [`Store::flusher`].
@@ -121,7 +125,7 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const MEMTABLE_BYTES: usize = 128 << 20;
 /// Key and value bytes of unlogged commits held in memory before they are written to RocksDB
 /// without waiting for a checkpoint (see the module doc).
-pub const HELD_BYTES: usize = 64 << 20;
+pub const HELD_BYTES: usize = 32 << 20;
 
 pub struct Store {
     db: Arc<DB>,
@@ -159,13 +163,20 @@ impl Store {
         // Point lookups inside a block by hash instead of binary search (RocksDB measured
         // about a fifth less CPU per lookup).
         table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
-        // Index and filter blocks count against the cache (memory stays within its budget),
-        // with the newest files' kept in it.
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Index and filter blocks stay with their table readers, outside the cache: charged to
+        // the 64 MB cache (`cache_index_and_filter_blocks`), a large file's index block was
+        // evicted and read and decompressed again on almost every lookup (10x slower catch-up,
+        // measured 2026-12-05).
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
-            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // Compaction was a third of the engine's CPU while draining a backlog (profile of
+            // 2026-12-05): every checkpoint leaves an L0 file whose keys (row ids, group keys)
+            // spread over all of L1, so each L0 -> L1 compaction rewrites L1. Fewer, larger
+            // compactions (8 L0 files instead of 4) and no compression on the two levels that
+            // are rewritten most (LZ4 only below them, where data settles) halve that work.
+            use rocksdb::DBCompressionType::{Lz4, None as Plain};
+            cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
+            cf.set_level_zero_file_num_compaction_trigger(8);
             cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
             // A bloom filter over each memtable's keys: the lookup of a key that is not there
             // (every insert's duplicate check, every new group) skips the skiplist search.
@@ -336,9 +347,9 @@ impl Store {
         Ok((out.into_iter().collect(), end))
     }
 
-    /// Commits all pending changes plus the meta entries as one unit: synced through RocksDB's
-    /// log together with everything held, or unlogged into the held layer (see [`Durability`]
-    /// and the module doc).
+    /// Commits all pending changes plus the meta entries as one unit, together with everything
+    /// held: synced through RocksDB's log, into its memtables only, or into the held layer (see
+    /// [`Durability`] and the module doc).
     pub fn commit(
         &mut self,
         meta: &[(&str, Vec<u8>)],
@@ -361,8 +372,9 @@ impl Store {
         }
         match durability {
             Durability::Synced => self.write_held(true),
-            Durability::Unlogged if self.held_bytes > HELD_BYTES => self.write_held(false),
-            Durability::Unlogged => Ok(()),
+            Durability::Unlogged => self.write_held(false),
+            Durability::Held if self.held_bytes > HELD_BYTES => self.write_held(false),
+            Durability::Held => Ok(()),
         }
     }
 
@@ -483,6 +495,53 @@ impl Store {
 mod tests {
     use super::*;
     use crate::state::keys::CF_GROUPS;
+
+    /// Held commits are read back (point reads and scans) before they reach RocksDB; dropped
+    /// without a checkpoint, they are gone and the store reopens exactly as of the last flush,
+    /// meta included; after `flush` they survive a reopen.
+    #[test]
+    fn held_commits_are_read_and_survive_only_a_checkpoint() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Open {
+            dir: "temp".into(),
+            detail: e.to_string(),
+        })?;
+        let key = |i: u32| [b"g".as_slice(), &i.to_be_bytes()].concat();
+        {
+            let mut store = Store::open(dir.path())?;
+            store.put(CF_GROUPS, key(1), &10u32);
+            store.commit(&[("lsn", vec![1])], Durability::Held)?;
+            store.flush()?;
+            store.put(CF_GROUPS, key(1), &11u32);
+            store.put(CF_GROUPS, key(2), &20u32);
+            store.commit(&[("lsn", vec![2])], Durability::Held)?;
+            store.delete(CF_GROUPS, key(2));
+            store.put(CF_GROUPS, key(3), &30u32);
+            store.discard(); // a failed batch: the held layer keeps the last commit
+            assert_eq!(store.get::<u32>(CF_GROUPS, &key(1))?, Some(11));
+            assert_eq!(store.get::<u32>(CF_GROUPS, &key(2))?, Some(20));
+            assert_eq!(store.get::<u32>(CF_GROUPS, &key(3))?, None);
+            let keys: Vec<Vec<u8>> = store
+                .scan_prefix(CF_GROUPS, b"g", None)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys, vec![key(1), key(2)]);
+            assert_eq!(store.get_raw(CF_META, b"lsn")?, Some(vec![2]));
+        } // dropped without a checkpoint: as after kill -9
+        {
+            let mut store = Store::open(dir.path())?;
+            assert_eq!(store.get::<u32>(CF_GROUPS, &key(1))?, Some(10));
+            assert_eq!(store.get::<u32>(CF_GROUPS, &key(2))?, None);
+            assert_eq!(store.get_raw(CF_META, b"lsn")?, Some(vec![1]));
+            store.put(CF_GROUPS, key(2), &21u32);
+            store.commit(&[("lsn", vec![3])], Durability::Held)?;
+            store.flush()?;
+        }
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.get::<u32>(CF_GROUPS, &key(2))?, Some(21));
+        assert_eq!(store.get_raw(CF_META, b"lsn")?, Some(vec![3]));
+        Ok(())
+    }
 
     /// Pages cover every live key exactly once, in order, with pending writes (new keys,
     /// overwrites, deletions) merged into the page their key falls in.
