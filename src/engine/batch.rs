@@ -337,14 +337,15 @@ impl Loop<'_> {
             changes = back;
             match result {
                 Ok(deltas) => {
-                    self.metrics.fold(&stats, started.elapsed());
+                    let took = started.elapsed();
+                    self.metrics.fold(&stats, took);
                     tracing::debug!(
                         changes = stats.changes,
                         groups = stats.groups,
                         group_hits = stats.group_hits,
                         group_reads = stats.group_reads,
                         row_reads = stats.row_reads,
-                        fold_ms = started.elapsed().as_millis() as u64,
+                        fold_ms = took.as_millis() as u64,
                         "batch folded"
                     );
                     return Ok(deltas);

@@ -430,15 +430,6 @@ impl Store {
         self.overlay.clear();
     }
 
-    /// Writes not yet in RocksDB: this batch's and those held.
-    pub fn pending_len(&self) -> usize {
-        [&self.overlay, &self.held]
-            .iter()
-            .flat_map(|layer| layer.values())
-            .map(|m| m.len())
-            .sum()
-    }
-
     /// Deletes everything (used before a fresh snapshot).
     pub fn wipe(&mut self) -> Result<(), StoreError> {
         self.overlay.clear();
