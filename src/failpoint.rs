@@ -2,10 +2,11 @@
 //! cleanup, no flushing) the n-th time (default 1st) execution passes the named point.
 //!
 //! Points sit where a crash is most interesting for the durability argument of
-//! [`crate::engine`]: `snapshot_chunk` (state partly loaded, targets not), `before_target_commit`
-//! (a batch folded in memory only), `after_target_commit` (targets ahead of state),
-//! `after_state_commit` (both durable, slot not yet acknowledged), `reconcile_held` (a request
-//! half served: the engine holds at the snapshot's LSN).
+//! [`crate::engine`]: `snapshot_chunk` (state partly loaded, targets not), `after_state_commit`
+//! (a batch's state committed in memory, its targets not yet written), `before_target_commit`
+//! (in the sink's task: the next batch may be folding), `after_target_commit` (targets ahead of
+//! the state on disk), `before_checkpoint_flush` (held state written to RocksDB, not flushed),
+//! `reconcile_held` (a request half served: the engine holds at the snapshot's LSN).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -47,7 +47,12 @@ impl Engine {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deltamv"));
+        // DELTAMV_BENCH_BIN: another build of the engine (a copy of the binary before a
+        // change), for a before/after comparison with the same harness.
+        let bin = std::env::var_os("DELTAMV_BENCH_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_deltamv").into());
+        let mut c = Command::new(bin);
         c.args(args)
             .env("DATABASE_URL", &self.url)
             .env("DELTAMV_STATE_DIR", &self.state_dir)

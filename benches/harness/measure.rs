@@ -128,6 +128,21 @@ impl Bench<'_> {
         Ok(r)
     }
 
+    /// `--catch-up-only`: the dataset, `init` and the catch-up row, then a reconcile that
+    /// checks the drained state is exact.
+    pub async fn catch_up_only(&mut self) -> Result<Results> {
+        let mut r = Results {
+            load_seconds: self.load().await?,
+            ..Results::default()
+        };
+        self.initial_load(&mut r).await?;
+        let running = self.catch_up(&mut r).await?;
+        self.stop(running)?;
+        r.final_reconcile_seconds = self.reconcile("reconcile after the catch-up")?;
+        r.peak_run_rss = self.peak_run_rss;
+        Ok(r)
+    }
+
     async fn load(&mut self) -> Result<f64> {
         let start = Instant::now();
         self.client

@@ -49,6 +49,9 @@ pub struct Options {
     pub query_repeats: usize,
     /// Where the report and plots go.
     pub out_dir: PathBuf,
+    /// Only load, init and drain the catch-up backlog, then print those figures (no report):
+    /// the quick before/after check of a change to the apply path.
+    pub catch_up_only: bool,
 }
 
 impl Options {
@@ -65,6 +68,7 @@ impl Options {
             overhead_seconds: 10,
             query_repeats: 5,
             out_dir: PathBuf::from("bench/results"),
+            catch_up_only: false,
         }
     }
 
@@ -94,6 +98,7 @@ impl Options {
             overhead_seconds: 1,
             query_repeats: 2,
             out_dir,
+            catch_up_only: false,
         }
     }
 
@@ -130,9 +135,10 @@ impl Options {
                         .with_context(|| format!("--seconds {text:?}: expected seconds"))?;
                 }
                 "--out" => opts.out_dir = PathBuf::from(value("--out")?),
+                "--catch-up-only" => opts.catch_up_only = true,
                 other => bail!(
                     "unknown argument {other:?}; expected --full, --smoke, --rows N, \
-                     --backlog N, --seconds S or --out DIR"
+                     --backlog N, --seconds S, --out DIR or --catch-up-only"
                 ),
             }
         }
@@ -207,6 +213,24 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         views_dir,
         peak_run_rss: 0,
     };
+    if opts.catch_up_only {
+        let r = bench.catch_up_only().await.inspect_err(|_| {
+            eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
+        })?;
+        let c = &r.catch_up;
+        println!(
+            "catch-up of {} changes: pg_recvlogical {:.2} s ({:.0}/s), deltamv {:.2} s ({:.0}/s), ratio {:.3}x; init {:.1} s; peak RSS of run {} MB",
+            c.changes,
+            c.recv_seconds,
+            c.changes as f64 / c.recv_seconds,
+            c.engine_seconds,
+            c.changes as f64 / c.engine_seconds,
+            c.recv_seconds / c.engine_seconds,
+            r.init_seconds,
+            r.peak_run_rss >> 20,
+        );
+        return Ok(engine.log.clone());
+    }
     let results = bench.all().await.inspect_err(|_| {
         eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
     })?;

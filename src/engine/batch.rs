@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::pipeline::Visible;
 use super::{requests, EngineError, Loop};
 use crate::bookkeeping::views;
 use crate::change::{Change, TargetChange};
 use crate::maintain::MaintainError;
 use crate::pg::{sql_err, Lsn, QualifiedName};
-use crate::sink::write::Position;
 use crate::source::stream::{SchemaBreak, StreamEvent};
 use crate::state::keys;
 use crate::state::meta;
@@ -149,7 +149,7 @@ impl Loop<'_> {
                 }
             }
             if !batch.is_empty() {
-                self.apply(batch).await?;
+                self.submit(batch).await?;
             }
             if let Some((wal_end, server_time)) = idle_at {
                 self.idle(wal_end, server_time);
@@ -214,8 +214,16 @@ impl Loop<'_> {
         }
     }
 
-    /// Applies a batch: state-only for what the targets already reflect, then the rest.
+    /// Applies a batch and waits until its targets are visible (see [`Self::submit`]).
     pub(super) async fn apply(&mut self, batch: Vec<PendingTxn>) -> Result<(), EngineError> {
+        self.submit(batch).await?;
+        self.settle().await
+    }
+
+    /// Applies a batch: state-only for what the targets already reflect, then the rest, whose
+    /// target write is left in flight while the loop gathers and folds the next batch (see
+    /// [`super::pipeline`]).
+    pub(super) async fn submit(&mut self, batch: Vec<PendingTxn>) -> Result<(), EngineError> {
         // The batch holds the last part of a large transaction when parts were folded.
         let parts = self.parts.take();
         let mut touched: Vec<QualifiedName> = Vec::new();
@@ -241,33 +249,70 @@ impl Loop<'_> {
         let source_rows: usize = fresh.iter().map(|t| t.changes.len()).sum();
         let changes: Vec<Change> = fresh.into_iter().flat_map(|t| t.changes).collect();
         let started = std::time::Instant::now();
+        // Meanwhile the previous batch's targets commit.
         let deltas = self.fold(changes).await?;
         let deltas = match parts {
             Some(p) => p.merged(deltas),
             None => deltas,
         };
-        let folded = started.elapsed();
-        crate::failpoint::hit("before_target_commit");
-        self.write_targets(&deltas, lsn, Some(commit_time)).await?;
-        let written = started.elapsed();
-        let target_rows: usize = deltas
-            .iter()
-            .flat_map(|d| d.iter().map(|c| c.rows.len().max(1)))
-            .sum();
-        self.metrics.write(target_rows as u64, written - folded);
-        crate::failpoint::hit("after_target_commit");
+        let fold = started.elapsed();
+        // Settles the previous write first: this batch's state goes on top of it.
         self.commit_state(lsn).await?;
-        tracing::debug!(
-            txns = commit_times.len(),
+        touched.extend(self.changed_views(&deltas));
+        let batch = Visible {
+            lsn,
+            commit_times,
             source_rows,
-            target_rows,
-            fold_ms = folded.as_millis() as u64,
-            write_ms = (written - folded).as_millis() as u64,
-            commit_ms = (started.elapsed() - written).as_millis() as u64,
+            target_rows: deltas
+                .iter()
+                .flat_map(|d| d.iter().map(|c| c.rows.len().max(1)))
+                .sum(),
+            touched,
+            fold,
+        };
+        self.start_write(deltas, Some(commit_time), batch).await
+    }
+
+    /// Starts the target write of a batch whose state is committed (the write before it has
+    /// settled), skipping failed views.
+    async fn start_write(
+        &mut self,
+        deltas: Vec<Vec<TargetChange>>,
+        commit_time: Option<i64>,
+        batch: Visible,
+    ) -> Result<(), EngineError> {
+        let skip = self.failed_views().await?;
+        self.sink.start(deltas, skip, commit_time, batch)?;
+        Ok(())
+    }
+
+    /// Waits for the target write in flight, if any: then its batch is visible. Moves T,
+    /// fails the views whose targets could not be written, tells the fallback refresher, and
+    /// counts the batch.
+    pub(super) async fn settle(&mut self) -> Result<(), EngineError> {
+        let Some(w) = self.sink.settle().await? else {
+            return Ok(());
+        };
+        let b = w.batch;
+        self.progress.targets_committed(b.lsn);
+        self.metrics.write(b.target_rows as u64, w.write);
+        for (v, why) in w.failed {
+            let name = self.sink.table(v).plan_name.clone();
+            self.view_failed(v, &name, why).await?;
+        }
+        tracing::debug!(
+            txns = b.commit_times.len(),
+            source_rows = b.source_rows,
+            target_rows = b.target_rows,
+            fold_ms = b.fold.as_millis() as u64,
+            write_ms = w.write.as_millis() as u64,
             "batch applied"
         );
-        self.notify(touched, &deltas);
-        self.record_batch(&commit_times, source_rows).await?;
+        self.notify(b.touched);
+        if !b.commit_times.is_empty() {
+            self.record_batch(&b.commit_times, b.source_rows, w.visible_at)
+                .await?;
+        }
         Ok(())
     }
 
@@ -276,11 +321,11 @@ impl Loop<'_> {
         &self,
         commit_times: &[i64],
         source_rows: usize,
+        visible_at: i64,
     ) -> Result<(), EngineError> {
-        let now = crate::pg::wal::pg_micros_now();
         let latencies: Vec<u64> = commit_times
             .iter()
-            .map(|c| (now - c).max(0) as u64)
+            .map(|c| (visible_at - c).max(0) as u64)
             .collect();
         self.metrics.batch(source_rows as u64, &latencies);
         self.record_state_size().await
@@ -302,14 +347,20 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// The incremental views a batch's target rows change.
+    fn changed_views(&self, deltas: &[Vec<TargetChange>]) -> Vec<QualifiedName> {
+        self.prepared
+            .plans
+            .iter()
+            .zip(deltas)
+            .filter(|(_, d)| !d.is_empty())
+            .map(|(plan, _)| plan.name.clone())
+            .collect()
+    }
+
     /// Tells the fallback refresher which tables and incremental views changed.
-    fn notify(&self, mut changed: Vec<QualifiedName>, deltas: &[Vec<TargetChange>]) {
+    fn notify(&self, changed: Vec<QualifiedName>) {
         let Some(tx) = &self.refresher else { return };
-        for (plan, d) in self.prepared.plans.iter().zip(deltas) {
-            if !d.is_empty() {
-                changed.push(plan.name.clone());
-            }
-        }
         if !changed.is_empty() {
             let _ = tx.send(changed);
         }
@@ -377,8 +428,14 @@ impl Loop<'_> {
             return Ok(()); // the whole transaction is in the state already
         }
         let deltas = self.fold(changes).await?;
+        // Settled first: the held layer may go to RocksDB here (a part's memory is bounded).
+        self.settle().await?;
+        self.progress.may_persist();
         self.state
-            .call(|m| m.store().commit(&[meta::partial(true)], Durability::Held))
+            .call(|m| {
+                m.store().spill_if_over()?;
+                m.store().commit(&[meta::partial(true)], Durability::Held)
+            })
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;
@@ -446,30 +503,21 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// One target transaction for all views, with the applied position; a view whose target
-    /// can no longer be written fails alone (see [`crate::sink::write`]).
-    async fn write_targets(
-        &mut self,
-        deltas: &[Vec<TargetChange>],
-        lsn: Lsn,
-        commit_time: Option<i64>,
-    ) -> Result<(), EngineError> {
-        let skip = self.failed_views().await?;
-        let at = Position {
-            slot: &self.cfg.slot,
-            lsn,
-            commit_time,
+    /// One target transaction for all views at the targets' position (a midnight's batch),
+    /// waited for; a view whose target can no longer be written fails alone (see
+    /// [`crate::sink::write`]).
+    async fn write_targets(&mut self, deltas: Vec<Vec<TargetChange>>) -> Result<(), EngineError> {
+        self.settle().await?;
+        let batch = Visible {
+            lsn: self.progress.targets(),
+            commit_times: vec![],
+            source_rows: 0,
+            target_rows: 0,
+            touched: self.changed_views(&deltas),
+            fold: Duration::ZERO,
         };
-        let failed = self
-            .targets
-            .write(&mut self.prepared.client, deltas, &skip, at)
-            .await?;
-        self.progress.targets_committed(lsn);
-        for (v, why) in failed {
-            let name = self.targets.table(v).plan_name.clone();
-            self.view_failed(v, &name, why).await?;
-        }
-        Ok(())
+        self.start_write(deltas, None, batch).await?;
+        self.settle().await
     }
 
     /// Per incremental view: whether it is failed (a failed view is neither folded, written,
@@ -497,6 +545,7 @@ impl Loop<'_> {
         if !behind {
             return Ok(());
         }
+        self.settle().await?;
         let deltas = self
             .state
             .call(move |m| {
@@ -508,9 +557,7 @@ impl Loop<'_> {
             })
             .await??;
         tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
-        let lsn = self.progress.targets();
-        self.write_targets(&deltas, lsn, None).await?;
-        self.notify(vec![], &deltas);
+        self.write_targets(deltas).await?;
         self.commit_state(self.progress.state()).await
     }
 }

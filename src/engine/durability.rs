@@ -5,21 +5,27 @@
 //! Positions: T = the LSN recorded in `deltamv.progress` in the same transaction as the target
 //! rows, S = the LSN recorded in RocksDB with the state, D = the S of the last checkpoint (the
 //! state RocksDB has on disk), A = what the slot was told (confirmed_flush_lsn). Each batch of
-//! committed source transactions is folded into state in memory, then (1) the targets and T are
-//! committed in one transaction, (2) the state and S are committed in memory, unlogged
-//! ([`Durability::Held`]: held by the store, see [`crate::state::store`]). Every
-//! `checkpoint_ms` (and at a clean stop) (3) everything held goes into RocksDB's memtables in one
-//! atomic batch ending with S, then the memtables are flushed, all column families atomically,
-//! on a blocking thread while later batches go on in memory; its end makes D that S, and (4)
-//! only then is the slot acknowledged up to D (never past T). A kill between the batch of (3)
-//! and the end of its flush loses all of it, as a kill before (3) does: RocksDB keeps no log.
-//! So A <= D <= S <= T always, and kill -9 at any point leaves a state on disk as of some batch's S' with
+//! committed source transactions is folded into state in memory, then (1) the state and S are
+//! committed in memory, unlogged ([`Durability::Held`]: held by the store, see
+//! [`crate::state::store`]), and (2) the targets and T are committed in one transaction, by the
+//! sink's task while the next batch folds ([`super::pipeline`]). At most one target write is in
+//! flight, and it settles before the next batch's state commit, so the state in memory is at
+//! most one batch ahead of T, and the held layer reaches RocksDB only when nothing is in flight:
+//! every `checkpoint_ms` (and at a clean stop) the write in flight settles, then (3) everything
+//! held goes into RocksDB's memtables in one atomic batch ending with S, then the memtables are
+//! flushed, all column families atomically, on a blocking thread while later batches go on in
+//! memory; its end makes D that S, and (4) only then is the slot acknowledged up to D (never past
+//! T). A held layer over its budget is written the same way, at a state commit, once the write
+//! before it has settled ([`Progress::may_persist`] asserts S <= T at both places). A kill
+//! between the batch of (3) and the end of its flush loses all of it, as a kill before (3) does:
+//! RocksDB keeps no log.
+//! So A <= D <= S <= T on disk always, and kill -9 at any point leaves a state on disk as of some batch's S' with
 //! A <= S' <= T (RocksDB may also flush on its own when a memtable fills; what it persists is
 //! still some whole batch, all column families alike):
 //! - the slot replays everything after A; transactions with end LSN <= S' are skipped (already
 //!   in state), those in (S', T] only rebuild state (the targets already hold their effect;
 //!   writing older values again would move readers back in time), and writing resumes after T.
-//! - a crash before (1) loses only the batch in memory, which the slot still holds.
+//! - a crash before (2) commits loses only the batches in memory, which the slot still holds.
 //!
 //! Why unlogged: a synced write of every touched group per batch cost as much as writing the
 //! targets (`bench/results/profile-2026-11-24.md`), and the slot already keeps every change
@@ -101,17 +107,24 @@ impl Progress {
     /// The targets committed a batch ending at `lsn`.
     pub fn targets_committed(&mut self, lsn: Lsn) {
         self.targets = self.targets.max(lsn);
+        self.ack_ready = self.ack_ready.max(self.state.min(self.targets));
     }
 
-    /// The state took a batch ending at `lsn`: after the targets, never before them.
+    /// The state took a batch ending at `lsn`, in memory: at most one batch ahead of the
+    /// targets, whose write is then in flight.
     pub fn state_committed(&mut self, lsn: Lsn) {
-        debug_assert!(
-            lsn <= self.targets,
-            "state committed at {lsn}, past the targets at {}",
-            self.targets
-        );
         self.state = self.state.max(lsn);
         self.ack_ready = self.ack_ready.max(self.state.min(self.targets));
+    }
+
+    /// The state held in memory is about to go to RocksDB: never ahead of the targets.
+    pub fn may_persist(&self) {
+        debug_assert!(
+            self.state <= self.targets,
+            "state at {} would reach disk past the targets at {}",
+            self.state,
+            self.targets
+        );
     }
 
     /// The server has sent everything up to `wal_end` and all of it is applied: the slot may
@@ -146,10 +159,18 @@ impl Progress {
 }
 
 impl Loop<'_> {
-    /// Writes the folded state (unlogged) with its LSN; durable at the next checkpoint.
+    /// Commits the folded state with its LSN into the held layer (memory); durable at the
+    /// next checkpoint. The write in flight settles first, so the held layer, which goes to
+    /// RocksDB here when it outgrew its budget, is never ahead of the targets; this batch's
+    /// own target write starts after it.
     pub(super) async fn commit_state(&mut self, lsn: Lsn) -> Result<(), EngineError> {
+        self.settle().await?;
+        self.progress.may_persist();
         self.state
-            .call(move |m| m.commit(lsn, &[meta::partial(false)], Durability::Held))
+            .call(move |m| {
+                m.store().spill_if_over()?;
+                m.commit(lsn, &[meta::partial(false)], Durability::Held)
+            })
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;
@@ -193,6 +214,9 @@ impl Loop<'_> {
         if !due || !self.dirty {
             return Ok(());
         }
+        // The last batch's targets first: what goes to disk is never ahead of them.
+        self.settle().await?;
+        self.progress.may_persist();
         let ack = self.progress.ack_ready();
         if ack > self.progress.state() {
             self.record_acked(ack, Durability::Held).await?;
@@ -283,9 +307,11 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "past the targets")]
-    fn state_ahead_of_the_targets_is_caught() {
+    fn state_ahead_of_the_targets_is_caught_before_it_reaches_disk() {
         let mut p = Progress::new(Lsn(10), Lsn(10), Lsn::ZERO);
-        p.state_committed(Lsn(11));
+        p.state_committed(Lsn(11)); // in memory, its write in flight: allowed
+        assert_eq!(p.ack_ready(), Lsn(10), "not acknowledged past the targets");
+        p.may_persist();
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Loop<'_> {
             Ok(r) => r,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        let target = self.targets.table(v).clone();
+        let target = self.sink.table(v).clone();
         if let Err(e) = rc.begin_state(i, &target).await {
             return Ok(Err(e.to_string()));
         }

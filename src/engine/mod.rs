@@ -13,6 +13,7 @@
 mod batch;
 mod durability;
 mod held_reconcile;
+mod pipeline;
 mod requests;
 
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ use crate::state::meta;
 use crate::state::store::{Flusher, StoreError};
 use crate::state::{StateThread, StateThreadGone};
 use durability::Progress;
+use pipeline::{SettleError, Sink, WriterLost};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -50,6 +52,17 @@ pub enum EngineError {
     /// A statement of the loop's own failed (the target transaction, bookkeeping).
     #[error(transparent)]
     Sql(#[from] SqlError),
+    #[error(transparent)]
+    WriterLost(#[from] WriterLost),
+}
+
+impl From<SettleError> for EngineError {
+    fn from(e: SettleError) -> Self {
+        match e {
+            SettleError::Write(e) => EngineError::Sql(e),
+            SettleError::Lost(e) => EngineError::WriterLost(e),
+        }
+    }
 }
 
 impl EngineError {
@@ -139,7 +152,8 @@ struct Loop<'a> {
     clock: &'a Clock,
     prepared: Prepared,
     state: StateThread<Maintainer>,
-    targets: Targets,
+    /// The targets' writer, on its own connection, one batch in flight (see [`pipeline`]).
+    sink: Sink,
     /// Where to report changes for fallback views (absent when there are none).
     refresher: Option<tokio::sync::mpsc::UnboundedSender<Vec<QualifiedName>>>,
     stream: SourceStream,
@@ -183,7 +197,10 @@ async fn run_once(
     let target_lsn = progress::read_progress(&prepared.client, &cfg.slot)
         .await?
         .unwrap_or(state_lsn);
-    let (targets, unwritable) = Targets::prepare(&prepared.client, targets).await?;
+    // The targets are written on a connection of their own, while the next batch folds.
+    let sink_client = prepared.db.connect().await.map_err(SetupError::from)?;
+    let (targets, unwritable) = Targets::prepare(&sink_client, targets).await?;
+    let sink = Sink::new(sink_client, targets, &cfg.slot);
     let tables = prepared.tables.clone();
     let count = tables.len();
     let (referenced, flusher, recorded_ack) = state
@@ -233,7 +250,7 @@ async fn run_once(
         clock,
         prepared,
         state,
-        targets,
+        sink,
         refresher,
         stream,
         progress: Progress::new(state_lsn, target_lsn, recorded_ack),
@@ -253,10 +270,12 @@ async fn run_once(
     };
     requests::close_interrupted(&lp.prepared.client).await?;
     for (v, why) in unwritable {
-        let name = lp.targets.table(v).plan_name.clone();
+        let name = lp.sink.table(v).plan_name.clone();
         lp.mark_failed(v, &name, &why).await?;
     }
     let result = lp.run(shutdown).await;
+    // A write in flight ends before a reconnect reads the targets' position again.
+    lp.sink.abandon().await;
     // A flush in flight holds the RocksDB handle: let it end before a reconnect reopens it.
     if let Some((_, flush)) = lp.flushing.take() {
         let _ = flush.await;
@@ -276,6 +295,8 @@ impl Loop<'_> {
         if self.last_heartbeat.elapsed() < Duration::from_secs(1) {
             return Ok(());
         }
+        // Fresh as of the keepalive once the batches before it are visible.
+        self.settle().await?;
         self.last_heartbeat = Instant::now();
         self.caught_up_at = None;
         progress::record_caught_up(&self.prepared.client, &self.cfg.slot, at).await?;

@@ -185,6 +185,8 @@ impl Loop<'_> {
     }
 
     async fn serve(&mut self, req: Request) -> Result<(), EngineError> {
+        // A request sees the targets as of every batch before it.
+        self.settle().await?;
         if !requests::claim(&self.prepared.client, &req.claim()).await? {
             return Ok(()); // served before a restart
         }
@@ -388,6 +390,7 @@ impl Loop<'_> {
         if views.is_empty() {
             return Ok(());
         }
+        self.settle().await?;
         let id: Uuid = self
             .prepared
             .client

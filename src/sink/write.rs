@@ -69,6 +69,13 @@ impl Targets {
         }
     }
 
+    /// Every view's target, by view index.
+    pub fn tables(&self) -> Vec<TargetTable> {
+        (0..self.writers.len())
+            .map(|v| self.table(v).clone())
+            .collect()
+    }
+
     fn ready(&self, v: usize) -> Option<&TargetWriter> {
         match &self.writers[v] {
             Writer::Ready(w) => Some(w),

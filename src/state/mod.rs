@@ -8,6 +8,7 @@
 pub mod keys;
 pub mod meta;
 pub mod store;
+mod tuning;
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;

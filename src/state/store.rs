@@ -8,7 +8,9 @@
 //!
 //! A held commit ([`Durability::Held`], the engine's batches) does not write to RocksDB at all: it
 //! moves the overlay into the *held* layer, committed writes kept in memory until the next checkpoint
-//! ([`Store::persist`], [`Store::flush`]) or until they exceed [`HELD_BYTES`]. A key written by
+//! ([`Store::persist`], [`Store::flush`]) or until the owner spills them because they exceed
+//! [`HELD_BYTES`] ([`Store::spill_if_over`]; the engine does that only when its targets are not
+//! behind the held state: see `engine::durability`). A key written by
 //! many batches in between (a day's group, a workspace total, a row updated twice) then reaches
 //! RocksDB's memtables once, and reads of recent writes are hash lookups instead of skiplist
 //! searches. The crash argument is unchanged: the held layer always moves into RocksDB whole, in
@@ -20,13 +22,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 use super::keys::{self, ALL_CFS, CF_META};
+use super::tuning;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -78,9 +79,9 @@ pub enum Durability {
     /// chunks, whose source the slot still holds; skipping the log saves writing every change
     /// twice plus an fsync.
     Unlogged,
-    /// Like `Unlogged`, but kept in the store's held layer until [`Store::persist`] or
-    /// [`Store::flush`] (or until it holds more than [`HELD_BYTES`]): for the engine's batches,
-    /// which checkpoint every `checkpoint_ms` (see the module doc).
+    /// Like `Unlogged`, but kept in the store's held layer until [`Store::persist`],
+    /// [`Store::flush`] or [`Store::spill_if_over`]: for the engine's batches, which checkpoint
+    /// every `checkpoint_ms` (see the module doc).
     Held,
 }
 
@@ -119,10 +120,6 @@ type Pending = FxHashMap<Vec<u8>, Option<Vec<u8>>>;
 /// Who holds the state directory: written by the process that opened it.
 const OWNER_FILE: &str = "deltamv.owner";
 
-/// RocksDB's block cache, shared by the column families (part of the engine's memory budget).
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
-/// RocksDB's memtables, all column families together (the rest of its memory budget).
-const MEMTABLE_BYTES: usize = 128 << 20;
 /// Key and value bytes of unlogged commits held in memory before they are written to RocksDB
 /// without waiting for a checkpoint (see the module doc).
 pub const HELD_BYTES: usize = 32 << 20;
@@ -142,49 +139,7 @@ impl Store {
             dir: dir.display().to_string(),
             detail: e.to_string(),
         })?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        opts.increase_parallelism(2);
-        // Unlogged commits rely on this: a flush (ours or RocksDB's own when a memtable fills)
-        // persists all column families together, so a crash never leaves, say, a group updated
-        // without the row image it came from.
-        opts.set_atomic_flush(true);
-        // All column families' memtables together (RocksDB's default allows 2 x 64 MB each).
-        opts.set_db_write_buffer_size(MEMTABLE_BYTES);
-        // Point lookups dominate (a row image or a group per change): a shared block cache so
-        // hot blocks are not re-read and re-decompressed for every lookup, and bloom filters so
-        // a lookup skips the table files that cannot hold its key.
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        table.set_bloom_filter(10.0, false);
-        // Point lookups inside a block by hash instead of binary search (RocksDB measured
-        // about a fifth less CPU per lookup).
-        table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
-        // Index and filter blocks stay with their table readers, outside the cache: charged to
-        // the 64 MB cache (`cache_index_and_filter_blocks`), a large file's index block was
-        // evicted and read and decompressed again on almost every lookup (10x slower catch-up,
-        // measured 2026-12-05).
-        let cfs = ALL_CFS.iter().map(|name| {
-            let mut cf = Options::default();
-            // Compaction was a third of the engine's CPU while draining a backlog (profile of
-            // 2026-12-05): every checkpoint leaves an L0 file whose keys (row ids, group keys)
-            // spread over all of L1, so each L0 -> L1 compaction rewrites L1. Fewer, larger
-            // compactions (8 L0 files instead of 4) and no compression on the two levels that
-            // are rewritten most (LZ4 only below them, where data settles) halve that work.
-            use rocksdb::DBCompressionType::{Lz4, None as Plain};
-            cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
-            cf.set_level_zero_file_num_compaction_trigger(8);
-            cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
-            // A bloom filter over each memtable's keys: the lookup of a key that is not there
-            // (every insert's duplicate check, every new group) skips the skiplist search.
-            cf.set_memtable_prefix_bloom_ratio(0.05);
-            cf.set_memtable_whole_key_filtering(true);
-            cf.set_block_based_table_factory(&table);
-            ColumnFamilyDescriptor::new(*name, cf)
-        });
+        let (opts, cfs) = tuning::options();
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             let detail = e.to_string();
             if detail.contains("lock") || detail.contains("LOCK") {
@@ -361,6 +316,16 @@ impl Store {
         }
         for (cf, pending) in std::mem::take(&mut self.overlay) {
             let held = self.held.entry(cf).or_default();
+            if held.is_empty() {
+                // The usual case between checkpoints of a drained backlog: the batch's map
+                // becomes the held one as it is, without hashing every key again.
+                self.held_bytes += pending
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>();
+                *held = pending;
+                continue;
+            }
             for (k, v) in pending {
                 let (key_len, value_len) = (k.len(), v.as_ref().map_or(0, Vec::len));
                 self.held_bytes += value_len;
@@ -373,9 +338,17 @@ impl Store {
         match durability {
             Durability::Synced => self.write_held(true),
             Durability::Unlogged => self.write_held(false),
-            Durability::Held if self.held_bytes > HELD_BYTES => self.write_held(false),
             Durability::Held => Ok(()),
         }
+    }
+
+    /// Writes the held layer into RocksDB (as [`Self::persist`]) if it holds more than
+    /// [`HELD_BYTES`], so that memory stays bounded between checkpoints.
+    pub fn spill_if_over(&mut self) -> Result<(), StoreError> {
+        if self.held_bytes > HELD_BYTES {
+            self.write_held(false)?;
+        }
+        Ok(())
     }
 
     /// Writes the held layer into RocksDB (its memtables, without the log): before a
@@ -406,7 +379,12 @@ impl Store {
         let mut batch = WriteBatch::default();
         for (cf, pending) in &self.held {
             let handle = self.cf(cf)?;
-            for (k, v) in pending {
+            // In key order: RocksDB's memtable skiplist then resumes each insert from where
+            // the previous one ended instead of searching from its top (in hash order the
+            // inserts were a quarter of a batch's CPU).
+            let mut sorted: Vec<_> = pending.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in sorted {
                 match v {
                     Some(v) => batch.put_cf(handle, k, v),
                     None => batch.delete_cf(handle, k),
