@@ -1121,10 +1121,7 @@ fn find_group(
         return Ok(Some(g));
     }
     stats.group_reads += 1;
-    store
-        .get_raw(CF_GROUPS, gk)?
-        .map(|bytes| decode_group(&bytes))
-        .transpose()
+    store.read(CF_GROUPS, gk, decode_group)
 }
 
 /// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.

@@ -229,7 +229,12 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
             r.init_seconds,
             r.peak_run_rss >> 20,
         );
-        return Ok(engine.log.clone());
+        std::fs::create_dir_all(&opts.out_dir)
+            .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+        let log = opts.out_dir.join("catch-up.engine.log");
+        std::fs::copy(&engine.log, &log)
+            .with_context(|| format!("copying the engine log to {}", log.display()))?;
+        return Ok(log);
     }
     let results = bench.all().await.inspect_err(|_| {
         eprintln!("engine log (last lines):\n{}", engine.log_tail(30));

@@ -167,8 +167,13 @@ struct Loop<'a> {
     flushing: Option<(Lsn, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
     /// State commits held in memory since the last checkpoint.
     dirty: bool,
-    /// A full-size batch was applied since the last checkpoint: the engine was behind.
+    /// A full-size batch, or one of transactions committed over a second before, was applied
+    /// since the last checkpoint: the engine was behind.
     behind: bool,
+    /// The last batch's newest transaction committed over a second before it was applied:
+    /// a backlog is draining (batches are not full while the walsender decodes more slowly
+    /// than a batch's deadline allows).
+    lagging: bool,
     /// It was behind, and the stream has just gone idle after a batch that was not full: the
     /// backlog is drained, so the slot is acknowledged without waiting for `checkpoint_ms`.
     drained: bool,
@@ -259,6 +264,7 @@ async fn run_once(
         flushing: None,
         dirty: false,
         behind: false,
+        lagging: false,
         drained: false,
         last_checkpoint: Instant::now(),
         last_heartbeat: Instant::now(),

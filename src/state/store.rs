@@ -189,13 +189,28 @@ impl Store {
     }
 
     /// Reads a raw value: pending writes first, then held ones, then RocksDB.
+    #[cfg(test)]
     pub fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(cf, key, |bytes| Ok(bytes.to_vec()))
+    }
+
+    /// Reads a value where it lies (pending writes, held ones, then RocksDB's pinned block)
+    /// and hands it to `decode`: a lookup per change, so no copy of the bytes first.
+    pub fn read<T>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         for layer in [&self.overlay, &self.held] {
             if let Some(p) = layer.get(cf).and_then(|m| m.get(key)) {
-                return Ok(p.clone());
+                return p.as_deref().map(decode).transpose();
             }
         }
-        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn get<T: DeserializeOwned>(
@@ -203,15 +218,12 @@ impl Store {
         cf: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.get_raw(cf, key)? {
-            None => Ok(None),
-            Some(bytes) => keys::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    cf,
-                    detail: e.to_string(),
-                }),
-        }
+        self.read(cf, key, |bytes| {
+            keys::decode(bytes).map_err(|e| StoreError::Corrupt {
+                cf,
+                detail: e.to_string(),
+            })
+        })
     }
 
     pub fn put<T: Serialize>(&mut self, cf: &'static str, key: Vec<u8>, value: &T) {

@@ -43,11 +43,16 @@ pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
         // Compaction was a third of the engine's CPU while draining a backlog (profile of
         // 2026-12-05): every checkpoint leaves an L0 file whose keys (row ids, group keys)
         // spread over all of L1, so each L0 -> L1 compaction rewrites L1. Fewer, larger
-        // compactions (8 L0 files instead of 4) and no compression on the two levels that
-        // are rewritten most (LZ4 only below them, where data settles) halve that work.
+        // compactions and no compression on the two levels that are rewritten most (LZ4 only
+        // below them, where data settles) halve that work. 16 L0 files per compaction instead
+        // of 8 drained a backlog 16% faster in one run beside its control (4,882 against 4,202
+        // changes/s); universal compaction was no faster (4,231). The write stalls move up
+        // with it (RocksDB's defaults are 20 and 36 files).
         use rocksdb::DBCompressionType::{Lz4, None as Plain};
         cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
-        cf.set_level_zero_file_num_compaction_trigger(8);
+        cf.set_level_zero_file_num_compaction_trigger(16);
+        cf.set_level_zero_slowdown_writes_trigger(40);
+        cf.set_level_zero_stop_writes_trigger(56);
         cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
         // A bloom filter over each memtable's keys: the lookup of a key that is not there
         // (every insert's duplicate check, every new group) skips the skiplist search.
