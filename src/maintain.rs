@@ -160,10 +160,10 @@ const HOT_GROUP_BYTES: usize = 2 << 20;
 /// The same for the groups of outer stages (a view's groups over its inner groups' rows, and
 /// top-k partitions). They are few (one per workspace in the seed views) but large (a multiset
 /// entry per inner group) and touched by almost every batch, so each batch used to read, decode
-/// and re-encode them whole. Kept decoded (up to 16 MB encoded per generation), at 100k + 100k
-/// rows a backlog drained 19% faster and a 10k-change transaction became visible 28% sooner,
-/// for 73 MB more peak RSS of `run`, when all groups had that budget (2026-12-05); only these
-/// get it.
+/// and re-encode them whole. Kept decoded (up to 16 MB encoded per generation), a backlog
+/// drained 11% faster at 500k + 500k rows beside its control, and at 100k + 100k freshness at
+/// 2k changes/s went from p50/p99 150/576 to 55/106 ms (2026-12-05, steps file in
+/// `bench/results/`). Giving every group that budget instead gained less and cost more memory.
 const HOT_OUTER_GROUP_BYTES: usize = 16 << 20;
 
 /// Decoded groups kept across batches, so a group changed again soon (today's groups, the
