@@ -11,6 +11,11 @@ CREATE TABLE IF NOT EXISTS deltamv.progress (
     caught_up_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- The date the targets' CURRENT_DATE conditions were evaluated at, written with applied_lsn:
+-- a crash can lose the state's move to a new date after the targets took it, and the restart
+-- must know which date the targets show (src/engine/durability.rs). NULL: written by a version
+-- that did not record it.
+ALTER TABLE deltamv.progress ADD COLUMN IF NOT EXISTS targets_date date;
 CREATE TABLE IF NOT EXISTS deltamv.views (
     view_name text PRIMARY KEY,
     file text NOT NULL,

@@ -472,8 +472,14 @@ mod tests {
                     let text = format!("{mantissa}e-{}", next() % 4);
                     let n = Numeric::parse(&text).expect("valid numeric text");
                     // Sometimes the same value at a larger display scale (1.5 vs 1.50).
+                    let printed = n.to_string();
+                    let wider = if printed.contains('.') {
+                        format!("{printed}0")
+                    } else {
+                        format!("{printed}.0")
+                    };
                     match next() % 3 {
-                        0 => Numeric::parse(&format!("{n}0")).unwrap_or(n),
+                        0 => Numeric::parse(&wider).unwrap_or(n),
                         _ => n,
                     }
                 }

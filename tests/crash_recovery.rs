@@ -2,7 +2,8 @@
 //! during the snapshot, with a batch folded only in memory, between the target commit and the
 //! state commit, after batches whose state was committed but is only held in memory (so RocksDB
 //! comes back older than the targets), between a checkpoint's write of the held state into
-//! RocksDB and its flush, and after a checkpoint but before the slot acknowledgement. After each
+//! RocksDB and its flush, after a checkpoint but before the slot acknowledgement, and after a
+//! midnight whose move of the state was only held in memory. After each
 //! crash a plain restart must converge to PostgreSQL's own evaluation, with nothing lost and
 //! nothing counted twice. `DELTAMV_CRASH_ROUNDS=N` repeats every case N times (a soak).
 
@@ -147,4 +148,70 @@ async fn crash_between_a_checkpoints_write_and_its_flush() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_a_checkpoint_before_the_slot_acknowledgement() -> Result<()> {
     crash_case("after_checkpoint:2", 105).await
+}
+
+/// A row that reads "yesterday" on exactly one day: the same on the day before and the day after.
+const SEEN: &str = "CREATE MATERIALIZED VIEW analytics.v_seen AS
+SELECT workspace_id, COUNT(*) AS runs,
+       CASE WHEN MAX(DATE(started_at)) = CURRENT_DATE - 1 THEN 'yesterday' ELSE 'earlier' END AS seen
+  FROM public.agent_runs GROUP BY workspace_id;";
+
+/// kill -9 after midnight moved the targets to a new date while the state's move was held in
+/// memory (no checkpoint since), then a restart on the day after: the state comes back on the
+/// day before midnight, where the row is the same as on the day after, so moving it straight
+/// there would leave the targets' "yesterday" in place. It must first take the targets' date.
+/// (Seed 23 of the differential test once failed this way, a kill falling inside a reconcile
+/// that held the engine, and its checkpoints, after midnight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_date_change_before_its_checkpoint() -> Result<()> {
+    let views = tempfile::tempdir()?;
+    std::fs::write(views.path().join("v_seen.sql"), SEEN)?;
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(
+        Some("America/New_York"),
+        views.path(),
+        Some("2026-11-05T17:00:00Z"),
+    )
+    .await?;
+    client
+        .batch_execute(
+            "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at)
+             VALUES ('11111111-1111-4111-a111-111111111111', '22222222-2222-4222-a222-222222222222',
+                     '44444444-4444-4444-a444-444444444444', 'completed', '2026-11-05 12:00-05')",
+        )
+        .await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "init failed:\n{err}");
+    let seen = async || -> Result<String> {
+        Ok(client
+            .query_one("SELECT seen FROM analytics.v_seen", &[])
+            .await?
+            .get(0))
+    };
+    assert_eq!(seen().await?, "earlier");
+    // No checkpoint for an hour: midnight's move of the state stays in memory.
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_CHECKPOINT_MS", "3600000")])?;
+    env.set_clock("2026-11-06T05:00:30Z")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen().await? != "yesterday" {
+        if deadline < Instant::now() {
+            bail!(
+                "midnight did not reach the target; log:\n{}",
+                support::engine::tail(&env.engine_log(), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    support::engine::kill9(&mut engine);
+    env.set_clock("2026-11-07T15:00:00Z")?;
+    let mut engine = env.spawn_run()?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    assert_converges(&env, Duration::from_secs(10), "a restart the day after").await?;
+    assert_eq!(seen().await?, "earlier");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
 }

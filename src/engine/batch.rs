@@ -3,8 +3,8 @@
 //! [`super::durability`]). Large transactions are folded part by part; a view whose SQL fails
 //! on the data, or whose target can no longer be written, fails alone.
 //!
-//! Midnights: before each batch, if the server-zone date has changed, the time index is
-//! processed as a batch of its own (see [`crate::maintain`]), written like any other.
+//! Midnights: before each batch, if the server-zone date has changed, the date moves (see
+//! [`super::midnight`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -252,6 +252,9 @@ impl Loop<'_> {
         let Some(last) = fresh.last() else {
             return Ok(());
         };
+        // Everything up to the targets' position is in the state: it takes their date before
+        // going past them.
+        self.align_to_targets().await?;
         let (lsn, commit_time) = (last.end_lsn, last.commit_time_micros);
         let commit_times: Vec<i64> = fresh.iter().map(|t| t.commit_time_micros).collect();
         let source_rows: usize = fresh.iter().map(|t| t.changes.len()).sum();
@@ -277,13 +280,14 @@ impl Loop<'_> {
                 .sum(),
             touched,
             fold,
+            date: self.date,
         };
         self.start_write(deltas, Some(commit_time), batch).await
     }
 
     /// Starts the target write of a batch whose state is committed (the write before it has
     /// settled), skipping failed views.
-    async fn start_write(
+    pub(super) async fn start_write(
         &mut self,
         deltas: Vec<Vec<TargetChange>>,
         commit_time: Option<i64>,
@@ -356,7 +360,7 @@ impl Loop<'_> {
     }
 
     /// The incremental views a batch's target rows change.
-    fn changed_views(&self, deltas: &[Vec<TargetChange>]) -> Vec<QualifiedName> {
+    pub(super) fn changed_views(&self, deltas: &[Vec<TargetChange>]) -> Vec<QualifiedName> {
         self.prepared
             .plans
             .iter()
@@ -435,18 +439,13 @@ impl Loop<'_> {
         if final_lsn < self.progress.state() {
             return Ok(()); // the whole transaction is in the state already
         }
+        if final_lsn > self.progress.targets() {
+            self.align_to_targets().await?;
+        }
         let deltas = self.fold(changes).await?;
-        // Settled first: the held layer may go to RocksDB here (a part's memory is bounded).
-        self.settle().await?;
-        self.progress.may_persist();
-        self.state
-            .call(|m| {
-                m.store().spill_if_over()?;
-                m.store().commit(&[meta::partial(true)], Durability::Held)
-            })
-            .await?
-            .map_err(MaintainError::from)?;
-        self.dirty = true;
+        // The held layer may go to RocksDB here: a part's memory is bounded.
+        self.commit_held(|m| m.store().commit(&[meta::partial(true)], Durability::Held))
+            .await?;
         crate::failpoint::hit("after_part");
         let parts = self.parts.get_or_insert_with(Parts::default);
         // Up to the targets' position the transaction only rebuilds state.
@@ -511,23 +510,6 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// One target transaction for all views at the targets' position (a midnight's batch),
-    /// waited for; a view whose target can no longer be written fails alone (see
-    /// [`crate::sink::write`]).
-    async fn write_targets(&mut self, deltas: Vec<Vec<TargetChange>>) -> Result<(), EngineError> {
-        self.settle().await?;
-        let batch = Visible {
-            lsn: self.progress.targets(),
-            commit_times: vec![],
-            source_rows: 0,
-            target_rows: 0,
-            touched: self.changed_views(&deltas),
-            fold: Duration::ZERO,
-        };
-        self.start_write(deltas, None, batch).await?;
-        self.settle().await
-    }
-
     /// Per incremental view: whether it is failed (a failed view is neither folded, written,
     /// compared nor repaired: it waits for `deltamv init`).
     pub(super) async fn failed_views(&self) -> Result<Vec<bool>, EngineError> {
@@ -536,36 +518,5 @@ impl Loop<'_> {
             .state
             .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect())
             .await?)
-    }
-
-    /// Revisits time-dependent rows when the server-zone date changed.
-    pub(super) async fn advance_clock(&mut self) -> Result<(), EngineError> {
-        if self.progress.replaying() {
-            // Still rebuilding state up to what the targets show: stay on the state's date until
-            // the replay is done, or targets would briefly move back in time.
-            return Ok(());
-        }
-        let today = self.clock.today(&self.prepared.tz);
-        let behind = self
-            .state
-            .call(move |m| (0..m.view_count()).any(|v| m.date(v) != today))
-            .await?;
-        if !behind {
-            return Ok(());
-        }
-        self.settle().await?;
-        let deltas = self
-            .state
-            .call(move |m| {
-                let r = m.advance_dates(today);
-                if r.is_err() {
-                    m.discard();
-                }
-                r
-            })
-            .await??;
-        tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
-        self.write_targets(deltas).await?;
-        self.commit_state(self.progress.state()).await
     }
 }

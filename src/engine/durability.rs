@@ -27,6 +27,19 @@
 //!   writing older values again would move readers back in time), and writing resumes after T.
 //! - a crash before (2) commits loses only the batches in memory, which the slot still holds.
 //!
+//! Dates: a midnight moves the views' CURRENT_DATE without a new LSN, so the date is part of
+//! both positions: the state records its views' dates with S, the targets theirs with T
+//! (`targets_date` in `deltamv.progress`, written with every target transaction, the
+//! midnight's included). The targets take a new date first, and the state's move stays in
+//! memory until the next checkpoint, so after a crash or reconnect the state can be on an
+//! earlier date than the targets at the same LSN. Replaying (S', T] at the state's date and
+//! then moving the state to the targets' date without writing them (`align_to_targets`, before
+//! anything past T is folded) gives the state the targets show, whatever order the crashed
+//! engine did the two in (a view's state is a function of its inputs and its date); only then
+//! does the date move on to today, writing what that changes. Moving straight from the state's
+//! date to today would miss the groups whose rows are the same at those two dates and different
+//! at the targets'.
+//!
 //! Why unlogged: a synced write of every touched group per batch cost as much as writing the
 //! targets (`bench/results/profile-2026-11-24.md`), and the slot already keeps every change
 //! after A, so RocksDB's own log only duplicated it. The price is a replay of at most a
@@ -43,10 +56,10 @@
 use std::time::{Duration, Instant};
 
 use super::{EngineError, Loop};
-use crate::maintain::MaintainError;
+use crate::maintain::{MaintainError, Maintainer};
 use crate::pg::Lsn;
 use crate::state::meta;
-use crate::state::store::Durability;
+use crate::state::store::{Durability, StoreError};
 use crate::state::StateThreadGone;
 
 /// The positions of the crash argument above, each moving only forward, with the ordering the
@@ -164,18 +177,30 @@ impl Loop<'_> {
     /// RocksDB here when it outgrew its budget, is never ahead of the targets; this batch's
     /// own target write starts after it.
     pub(super) async fn commit_state(&mut self, lsn: Lsn) -> Result<(), EngineError> {
+        self.commit_held(move |m| m.commit(lsn, &[meta::partial(false)], Durability::Held))
+            .await?;
+        self.progress.state_committed(lsn);
+        crate::failpoint::hit("after_state_commit");
+        Ok(())
+    }
+
+    /// Runs `commit` (a [`Durability::Held`] commit) on the state thread once the write in
+    /// flight has settled, first writing the held layer to RocksDB if it outgrew its budget:
+    /// then it is not ahead of the targets.
+    pub(super) async fn commit_held(
+        &mut self,
+        commit: impl FnOnce(&mut Maintainer) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), EngineError> {
         self.settle().await?;
         self.progress.may_persist();
         self.state
             .call(move |m| {
                 m.store().spill_if_over()?;
-                m.commit(lsn, &[meta::partial(false)], Durability::Held)
+                commit(m)
             })
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;
-        self.progress.state_committed(lsn);
-        crate::failpoint::hit("after_state_commit");
         Ok(())
     }
 

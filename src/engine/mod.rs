@@ -13,6 +13,7 @@
 mod batch;
 mod durability;
 mod held_reconcile;
+mod midnight;
 mod pipeline;
 mod requests;
 
@@ -188,6 +189,11 @@ struct Loop<'a> {
     reconcile_due: Vec<Option<i64>>,
     /// Reconciles started by this loop (names their temporary slots).
     reconciles: u32,
+    /// The date the views' CURRENT_DATE is at in the state, recorded with each target write.
+    date: i32,
+    /// The date the targets showed at start, until the state has moved there (see
+    /// `Loop::align_to_targets`); `None` once it has, or when the targets did not record one.
+    targets_date: Option<i32>,
 }
 
 async fn run_once(
@@ -199,21 +205,22 @@ async fn run_once(
     let mut prepared = setup::prepare(cfg).await?;
     let (state, targets, state_lsn) =
         setup::init(&mut prepared, cfg, clock, setup::Start::Run).await?;
-    let target_lsn = progress::read_progress(&prepared.client, &cfg.slot)
-        .await?
-        .unwrap_or(state_lsn);
+    let shown = progress::read_progress(&prepared.client, &cfg.slot).await?;
+    let target_lsn = shown.map_or(state_lsn, |t| t.lsn);
     // The targets are written on a connection of their own, while the next batch folds.
     let sink_client = prepared.db.connect().await.map_err(SetupError::from)?;
     let (targets, unwritable) = Targets::prepare(&sink_client, targets).await?;
     let sink = Sink::new(sink_client, targets, &cfg.slot);
     let tables = prepared.tables.clone();
     let count = tables.len();
-    let (referenced, flusher, recorded_ack) = state
+    let (referenced, flusher, recorded_ack, date) = state
         .call(move |m| {
             let referenced = (0..count)
                 .map(|t| m.referenced(t).to_vec())
                 .collect::<Vec<_>>();
-            (referenced, m.store().flusher(), meta::read_acked(m.store()))
+            let date = m.dates().into_iter().max();
+            let acked = meta::read_acked(m.store());
+            (referenced, m.store().flusher(), acked, date)
         })
         .await?;
     let recorded_ack = recorded_ack.map_err(MaintainError::from)?;
@@ -250,6 +257,7 @@ async fn run_once(
             settings.reconcile.as_ref().and_then(|s| s.next_after(now))
         })
         .collect();
+    let tz = prepared.tz;
     let mut lp = Loop {
         cfg,
         clock,
@@ -273,6 +281,8 @@ async fn run_once(
         requests: VecDeque::new(),
         reconcile_due,
         reconciles: 0,
+        date: date.unwrap_or_else(|| clock.today(&tz)),
+        targets_date: shown.and_then(|t| t.date),
     };
     requests::close_interrupted(&lp.prepared.client).await?;
     for (v, why) in unwritable {

@@ -38,6 +38,8 @@ pub(super) struct Visible {
     /// Source tables and incremental views that changed (for the fallback refresher).
     pub touched: Vec<QualifiedName>,
     pub fold: Duration,
+    /// The date the views' CURRENT_DATE was at when the batch folded (recorded with its targets).
+    pub date: i32,
 }
 
 /// A settled write: the batch, how long its write took, and the views that failed in it.
@@ -69,6 +71,13 @@ pub(super) struct Sink {
 #[derive(Debug, thiserror::Error)]
 #[error("the target writer task ended without finishing its write: {0}")]
 pub struct WriterLost(pub String);
+
+impl WriterLost {
+    /// A later call after the task was lost.
+    fn earlier() -> WriterLost {
+        WriterLost("it was lost by an earlier write".into())
+    }
+}
 
 impl Sink {
     pub fn new(client: Client, targets: Targets, slot_name: &str) -> Sink {
@@ -102,16 +111,17 @@ impl Sink {
                     "a write was started before the last one settled".into(),
                 ));
             }
-            Slot::Lost => return Err(WriterLost("the writer was lost before".into())),
+            Slot::Lost => return Err(WriterLost::earlier()),
         };
         let slot = self.slot_name.clone();
-        let lsn = batch.lsn;
+        let (lsn, date) = (batch.lsn, batch.date);
         let handle = tokio::spawn(async move {
             let started = Instant::now();
             crate::failpoint::hit("before_target_commit");
             let at = Position {
                 slot: &slot,
                 lsn,
+                date,
                 commit_time,
             };
             let result = conn
@@ -130,14 +140,13 @@ impl Sink {
 
     /// Waits for the write in flight, if any; its outcome (a failed write is an error).
     pub async fn settle(&mut self) -> Result<Option<Written>, SettleError> {
-        let Slot::Busy(..) = &self.slot else {
-            return match self.slot {
-                Slot::Lost => Err(WriterLost("the writer was lost before".into()).into()),
-                _ => Ok(None),
-            };
-        };
-        let Slot::Busy(handle, batch) = std::mem::replace(&mut self.slot, Slot::Lost) else {
-            return Ok(None);
+        let (handle, batch) = match std::mem::replace(&mut self.slot, Slot::Lost) {
+            Slot::Busy(handle, batch) => (handle, batch),
+            Slot::Idle(conn) => {
+                self.slot = Slot::Idle(conn);
+                return Ok(None);
+            }
+            Slot::Lost => return Err(WriterLost::earlier().into()),
         };
         let (conn, result, write, visible_at) =
             handle.await.map_err(|e| WriterLost(e.to_string()))?;

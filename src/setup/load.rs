@@ -56,7 +56,7 @@ pub(super) async fn initial_load(
             m.ensure_global_groups().map(drop)
         })
         .await??;
-    let total = fill_targets(p, cfg, &state, &targets, lsn, started).await?;
+    let total = fill_targets(p, cfg, &state, &targets, lsn, today, started).await?;
     let fingerprint = p.fingerprint.clone();
     state
         .call(move |m| {
@@ -82,15 +82,16 @@ pub(super) async fn initial_load(
     Ok((state, targets, lsn))
 }
 
-/// Writes every target from the loaded state, records row counts, history, progress and the
-/// views' state, all in one transaction (readers see the old rows until it commits); returns
-/// the rows written.
+/// Writes every target from the loaded state, records row counts, history, progress (at `lsn`,
+/// evaluated at `today`) and the views' state, all in one transaction (readers see the old rows
+/// until it commits); returns the rows written.
 async fn fill_targets(
     p: &mut Prepared,
     cfg: &Config,
     state: &StateThread<Maintainer>,
     targets: &[TargetTable],
     lsn: Lsn,
+    today: i32,
     started: Instant,
 ) -> Result<usize, SetupError> {
     let tx = p
@@ -123,7 +124,7 @@ async fn fill_targets(
         .await
         .map_err(sql_err("recording refresh history"))?;
     }
-    progress::record_progress(&tx, &cfg.slot, lsn, None)
+    progress::record_progress(&tx, &cfg.slot, lsn, today, None)
         .await
         .map_err(sql_err("recording progress"))?;
     views::all_loaded(&tx).await?;

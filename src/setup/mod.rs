@@ -161,7 +161,9 @@ pub async fn init(
     check_fallbacks(p)?;
     let store = trust::open_state(&cfg.state_dir)?;
     let slot = trust::free_slot(&p.client, &cfg.slot).await?;
-    let target_lsn = progress::read_progress(&p.client, &cfg.slot).await?;
+    let target_lsn = progress::read_progress(&p.client, &cfg.slot)
+        .await?
+        .map(|t| t.lsn);
     let today = clock.today(&p.tz);
     let resume = trust::resume_point(
         start,

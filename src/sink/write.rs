@@ -29,6 +29,8 @@ enum Writer {
 pub struct Position<'a> {
     pub slot: &'a str,
     pub lsn: Lsn,
+    /// The date (days since 1970-01-01) the batch's CURRENT_DATE conditions were evaluated at.
+    pub date: i32,
     /// The commit time of the batch's last source transaction (none for a midnight's batch).
     pub commit_time: Option<i64>,
 }
@@ -169,7 +171,7 @@ async fn commit(
     views::record_row_deltas(&tx, changed)
         .await
         .map_err(sql_err("counting the targets' rows in deltamv.views"))?;
-    progress::record_progress(&tx, at.slot, at.lsn, at.commit_time)
+    progress::record_progress(&tx, at.slot, at.lsn, at.date, at.commit_time)
         .await
         .map_err(sql_err(
             "recording the applied position in deltamv.progress",

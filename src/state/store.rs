@@ -477,15 +477,19 @@ mod tests {
     use super::*;
     use crate::state::keys::CF_GROUPS;
 
+    fn temp_dir() -> Result<tempfile::TempDir, StoreError> {
+        tempfile::tempdir().map_err(|e| StoreError::Open {
+            dir: "temp".into(),
+            detail: e.to_string(),
+        })
+    }
+
     /// Held commits are read back (point reads and scans) before they reach RocksDB; dropped
     /// without a checkpoint, they are gone and the store reopens exactly as of the last flush,
     /// meta included; after `flush` they survive a reopen.
     #[test]
     fn held_commits_are_read_and_survive_only_a_checkpoint() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Open {
-            dir: "temp".into(),
-            detail: e.to_string(),
-        })?;
+        let dir = temp_dir()?;
         let key = |i: u32| [b"g".as_slice(), &i.to_be_bytes()].concat();
         {
             let mut store = Store::open(dir.path())?;
@@ -528,10 +532,7 @@ mod tests {
     /// overwrites, deletions) merged into the page their key falls in.
     #[test]
     fn pages_cover_committed_and_pending_keys_once() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Open {
-            dir: "temp".into(),
-            detail: e.to_string(),
-        })?;
+        let dir = temp_dir()?;
         let mut store = Store::open(dir.path())?;
         for i in (0u32..100).step_by(2) {
             store.put(CF_GROUPS, [b"p".as_slice(), &i.to_be_bytes()].concat(), &i);

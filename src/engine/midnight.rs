@@ -1,0 +1,96 @@
+//! Midnights: when the server-zone date changes, the time index is processed as a batch of its
+//! own (see [`crate::maintain`]) and written like any other, at the targets' position. The date
+//! is part of both positions (see [`super::durability`]): each target transaction records the
+//! date its rows were evaluated at, and after a restart the state first takes the targets'
+//! date ([`Loop::align_to_targets`]) before the date moves on.
+
+use std::time::Duration;
+
+use super::pipeline::Visible;
+use super::{EngineError, Loop};
+use crate::change::TargetChange;
+
+impl Loop<'_> {
+    /// One target transaction for all views at the targets' position (a midnight's batch),
+    /// waited for; a view whose target can no longer be written fails alone (see
+    /// [`crate::sink::write`]).
+    async fn write_targets(&mut self, deltas: Vec<Vec<TargetChange>>) -> Result<(), EngineError> {
+        self.settle().await?;
+        let batch = Visible {
+            lsn: self.progress.targets(),
+            commit_times: vec![],
+            source_rows: 0,
+            target_rows: 0,
+            touched: self.changed_views(&deltas),
+            fold: Duration::ZERO,
+            date: self.date,
+        };
+        self.start_write(deltas, None, batch).await?;
+        self.settle().await
+    }
+
+    /// Revisits time-dependent rows when the server-zone date changed.
+    pub(super) async fn advance_clock(&mut self) -> Result<(), EngineError> {
+        if self.progress.replaying() {
+            // Still rebuilding state up to what the targets show: stay on the state's date until
+            // the replay is done, or targets would briefly move back in time.
+            return Ok(());
+        }
+        self.align_to_targets().await?;
+        let today = self.clock.today(&self.prepared.tz);
+        let behind = self
+            .state
+            .call(move |m| (0..m.view_count()).any(|v| m.date(v) != today))
+            .await?;
+        if !behind {
+            return Ok(());
+        }
+        self.settle().await?;
+        let deltas = self
+            .state
+            .call(move |m| {
+                let r = m.advance_dates(today);
+                if r.is_err() {
+                    m.discard();
+                }
+                r
+            })
+            .await??;
+        tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
+        self.date = today;
+        self.write_targets(deltas).await?;
+        self.commit_state(self.progress.state()).await
+    }
+
+    /// Moves the state to the date the targets show, if it is elsewhere, without writing them;
+    /// called once the state holds everything up to the targets' position (before anything
+    /// past it is folded, and before a date change). A crash or reconnect can lose the state's
+    /// move to a new date (held in memory until a checkpoint) after the targets committed
+    /// theirs, and the next move must start from what the targets show, or groups whose rows
+    /// are the same at the state's date and the next one but not at the targets' would keep
+    /// the targets' rows.
+    pub(super) async fn align_to_targets(&mut self) -> Result<(), EngineError> {
+        let Some(date) = self.targets_date.take() else {
+            return Ok(());
+        };
+        let moved = self
+            .state
+            .call(move |m| {
+                if (0..m.view_count()).all(|v| m.date(v) == date) {
+                    return Ok(false);
+                }
+                let r = m.advance_dates(date);
+                if r.is_err() {
+                    m.discard();
+                }
+                r.map(|_| true)
+            })
+            .await??;
+        self.date = date;
+        if moved {
+            tracing::info!(date = %crate::pgtime::format_date(date), "the state moved to the date its targets show (its own move was lost)");
+            self.commit_state(self.progress.state()).await?;
+        }
+        Ok(())
+    }
+}
