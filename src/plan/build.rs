@@ -66,10 +66,16 @@ pub fn plan_view(
             }
         }
     }
+    let inlined = super::recompute::inline_views(&file.query, views);
+    let recompute_sql = inlined
+        .as_ref()
+        .map_or_else(|| file.query_sql.clone(), |q| q.to_string());
     Ok(ViewPlan {
         name: file.name.clone(),
         file: file.path.clone(),
         query_sql: file.query_sql.clone(),
+        recompute: inlined.unwrap_or_else(|| file.query.clone()),
+        recompute_sql,
         index_sql: file.index_sql.clone(),
         stages,
         source,

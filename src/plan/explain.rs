@@ -133,27 +133,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::pgtime::PgTimeZone;
-    use crate::plan::deps::dependency_order;
-    use crate::plan::fixtures::{seed_catalog, seed_views};
-    use crate::plan::parse::{parse_view_file, ViewFile};
-    use crate::plan::views::{classify, Classified};
-    use crate::settings::Settings;
-
-    /// The views planned as `setup::prepare` plans them (no server: the seed catalog).
-    fn classified(files: &[ViewFile]) -> Classified {
-        let order = dependency_order(files).unwrap_or_else(|e| panic!("{e}"));
-        let settings = Settings::parse("").unwrap_or_else(|e| panic!("{e}"));
-        classify(
-            files,
-            &order,
-            &seed_catalog(),
-            &settings,
-            &[],
-            &PgTimeZone::UTC,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
+    use crate::plan::fixtures::{classified, seed_views};
+    use crate::plan::parse::parse_view_file;
 
     /// Compares a printout with `explain_snapshots/{name}.txt`; with DELTAMV_UPDATE_SNAPSHOTS
     /// set it writes the file instead (review the diff before committing it).

@@ -1,5 +1,5 @@
 //! Test fixtures of the planner: the seed source tables as the catalog describes them, and the
-//! seed views of `schema/views`.
+//! seed views of `schema/views`, planned as `setup::prepare` plans them.
 //!
 //! Its own file so the unit tests of `views.rs` and `explain.rs` plan against one description of
 //! the seed tables (the contract in `schema/sources.sql`) without a server. Test-only: compiled
@@ -7,8 +7,12 @@
 
 use std::path::Path;
 
+use super::deps::dependency_order;
 use super::parse::{read_views_dir, ViewFile};
+use super::views::{classify, Classified};
 use crate::pg::{Catalog, ColumnInfo, QualifiedName, TableInfo};
+use crate::pgtime::PgTimeZone;
+use crate::settings::Settings;
 use crate::value::SqlType;
 
 /// `public.agent_runs` and `analytics.user_activity` as `control::load_tables` describes them.
@@ -66,4 +70,19 @@ pub fn seed_views() -> Vec<ViewFile> {
         }
     }
     files
+}
+
+/// The views planned as `setup::prepare` plans them (no server: the seed catalog).
+pub fn classified(files: &[ViewFile]) -> Classified {
+    let order = dependency_order(files).unwrap_or_else(|e| panic!("{e}"));
+    let settings = Settings::parse("").unwrap_or_else(|e| panic!("{e}"));
+    classify(
+        files,
+        &order,
+        &seed_catalog(),
+        &settings,
+        &[],
+        &PgTimeZone::UTC,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }

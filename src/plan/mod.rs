@@ -18,6 +18,7 @@ pub mod expr;
 #[cfg(test)]
 mod fixtures;
 pub mod parse;
+mod recompute;
 mod scalar;
 pub mod topk;
 mod types;
@@ -93,8 +94,12 @@ pub struct Stage {
 pub struct ViewPlan {
     pub name: QualifiedName,
     pub file: PathBuf,
-    /// The view's query text, as written (used to create the target and to reconcile).
+    /// The view's query text, as written (used to create the target).
     pub query_sql: String,
+    /// The query with the maintained views it reads inlined (see [`recompute`]).
+    pub recompute: sqlparser::ast::Query,
+    /// What a reconcile evaluates: `recompute` as text, or `query_sql` when it reads no view.
+    pub recompute_sql: String,
     /// `CREATE [UNIQUE] INDEX` statements declared on the view.
     pub index_sql: Vec<String>,
     /// Innermost first.

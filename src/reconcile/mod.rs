@@ -270,11 +270,12 @@ fn normalized_numeric(n: &Numeric) -> String {
     }
 }
 
-/// The view's query, with CURRENT_DATE pinned to `today` when given.
+/// The view's recomputation (from source tables only), with CURRENT_DATE pinned to `today`
+/// when given.
 fn query_at(plan: &ViewPlan, today: Option<&str>) -> String {
     match today {
-        Some(d) => replace_current_date(&plan.query_sql, d),
-        None => plan.query_sql.clone(),
+        Some(d) => replace_current_date(&plan.recompute_sql, d),
+        None => plan.recompute_sql.clone(),
     }
 }
 
