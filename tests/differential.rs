@@ -208,6 +208,20 @@ async fn one_seed(seed: u64) -> Result<()> {
     // The reconcile command agrees, and SIGTERM stops the engine promptly.
     let (code, out, err) = env.run_cmd(&["reconcile"])?;
     assert_eq!(code, 0, "reconcile reported differences:\n{out}\n{err}");
+    // Nor did any reconcile during the run (the scheduled one after midnight among them).
+    let found: Vec<String> = client
+        .query(
+            "SELECT kind || ': ' || coalesce(detail::text, '') FROM deltamv.requests WHERE status = 'differences'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "reconciles during the run reported differences: {found:?}"
+    );
     let exit = terminate(&mut engine, Duration::from_secs(10))?;
     assert_eq!(
         exit,
