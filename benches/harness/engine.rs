@@ -21,6 +21,9 @@ pub struct Engine {
     pub state_dir: PathBuf,
     pub views_dir: PathBuf,
     pub log: PathBuf,
+    /// The engine's clock (`DELTAMV_CLOCK_FILE`): none, the system clock, but for the midnight
+    /// row.
+    pub clock_file: Option<PathBuf>,
 }
 
 /// A finished one-shot command.
@@ -38,6 +41,15 @@ impl Engine {
             state_dir: work_dir.join("state"),
             views_dir: views_dir.to_path_buf(),
             log: work_dir.join("engine.log"),
+            clock_file: None,
+        }
+    }
+
+    /// The same engine reading "now" from `file` (which the caller writes).
+    pub fn with_clock(&self, file: PathBuf) -> Engine {
+        Engine {
+            clock_file: Some(file),
+            ..self.clone()
         }
     }
 
@@ -66,6 +78,9 @@ impl Engine {
             .env_remove("DELTAMV_CLOCK_FILE")
             .stdout(Stdio::piped())
             .stderr(log);
+        if let Some(file) = &self.clock_file {
+            c.env("DELTAMV_CLOCK_FILE", file);
+        }
         Ok(c)
     }
 

@@ -1,6 +1,7 @@
 //! The measurements, in the order one run takes them (each leaves the database as the next
-//! expects it): load, initial load, reconcile, queries, catch-up, freshness, incremental vs full,
-//! writer overhead, and the final correctness check.
+//! expects it): load, initial load, reconcile, queries, catch-up, freshness, the rate search
+//! ([`super::rates`]), reconcile under writes, incremental vs full, writer overhead, a midnight
+//! under writes, and the final correctness check.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -33,7 +34,7 @@ pub struct Bench<'a> {
     pub cluster: &'a PgCluster,
     pub url: String,
     pub client: Client,
-    pub engine: &'a Engine,
+    pub engine: Engine,
     pub work_dir: PathBuf,
     pub views_dir: PathBuf,
     pub peak_run_rss: u64,
@@ -59,6 +60,10 @@ pub struct Results {
     pub tps_alone: Vec<f64>,
     pub tps_engine: Vec<f64>,
     pub peak_run_rss: u64,
+    /// The highest steady rate with p99 <= 1 s.
+    pub rate_search: Option<super::rates::RateSearch>,
+    /// A midnight under writes, at the first rate.
+    pub midnight: Option<super::rates::Midnight>,
 }
 
 #[derive(Debug)]
@@ -112,17 +117,27 @@ impl Bench<'_> {
         r.queries = self.queries().await?;
         let mut running = self.catch_up(&mut r).await?;
         for &rate in &self.opts.rates {
-            let (f, _) = self.freshness(rate, &mut running, None).await?;
+            let (f, _) = self
+                .freshness(rate, &mut running, None, self.opts.rate_seconds)
+                .await?;
             r.freshness.push(f);
         }
-        if let Some(&rate) = self.opts.rates.first() {
-            r.live_reconcile = Some(self.live_reconcile(rate, &mut running).await?);
-        }
+        let first = self.opts.rates.first().copied().unwrap_or(2_000);
+        r.rate_search = Some(
+            self.rate_search(
+                &mut running,
+                first,
+                self.opts.search_max_rate,
+                self.opts.search_seconds,
+            )
+            .await?,
+        );
+        r.live_reconcile = Some(self.live_reconcile(first, &mut running).await?);
         self.incremental_vs_full(&mut r, &mut running).await?;
         self.stop(running)?;
         self.writer_overhead(&mut r).await?;
-        let running = self.start_caught_up().await?;
-        self.stop(running)?;
+        // Last: from here on the engine runs on a clock file past midnight.
+        r.midnight = Some(self.midnight(first, self.opts.rate_seconds).await?);
         r.final_reconcile_seconds = self.reconcile("final reconcile (after every workload)")?;
         r.peak_run_rss = self.peak_run_rss;
         Ok(r)
@@ -409,7 +424,7 @@ impl Bench<'_> {
             if lsn >= end_lsn {
                 break;
             }
-            running.check_alive(self.engine)?;
+            running.check_alive(&self.engine)?;
             if start.elapsed() > CATCH_UP_LIMIT {
                 bail!("deltamv did not drain the backlog within {CATCH_UP_LIMIT:?}");
             }
@@ -432,7 +447,9 @@ impl Bench<'_> {
     /// finds nothing on a correct engine while writes go on.
     async fn live_reconcile(&mut self, rate: u32, running: &mut Running) -> Result<LiveReconcile> {
         let at = self.opts.rate_seconds / 4.0;
-        let (freshness, reconcile) = self.freshness(rate, running, Some(at)).await?;
+        let (freshness, reconcile) = self
+            .freshness(rate, running, Some(at), self.opts.rate_seconds)
+            .await?;
         let (started_at, out) = reconcile.context("the reconcile did not start")?;
         if out.code != 0 {
             bail!(
@@ -464,17 +481,17 @@ impl Bench<'_> {
     /// Writes at `rate` for the configured time and measures commit-to-visible latency; with
     /// `reconcile_at`, also runs `deltamv reconcile` from that many seconds in (returned with
     /// its start time).
-    async fn freshness(
+    pub(super) async fn freshness(
         &mut self,
         rate: u32,
         running: &mut Running,
         reconcile_at: Option<f64>,
+        seconds: f64,
     ) -> Result<(Freshness, Option<(f64, super::engine::Finished)>)> {
         let changes_per_txn = (rate / 100).max(10);
         let txn_rate = f64::from(rate) / f64::from(changes_per_txn);
         self.progress.step(format_args!(
-            "freshness at {rate} changes/s ({txn_rate:.0} transactions/s of {changes_per_txn}) for {} s",
-            self.opts.rate_seconds
+            "freshness at {rate} changes/s ({txn_rate:.0} transactions/s of {changes_per_txn}) for {seconds} s"
         ));
         let writer = crate::support::connect(&self.url).await?;
         let base: i64 = self.probe_count().await?;
@@ -490,7 +507,7 @@ impl Bench<'_> {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / txn_rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile = None;
-        while start.elapsed().as_secs_f64() < self.opts.rate_seconds {
+        while start.elapsed().as_secs_f64() < seconds {
             tick.tick().await;
             let now = start.elapsed().as_secs_f64();
             if reconcile.is_none() && reconcile_at.is_some_and(|at| now >= at) {
@@ -514,7 +531,7 @@ impl Bench<'_> {
             if seen >= expected {
                 break;
             }
-            running.check_alive(self.engine)?;
+            running.check_alive(&self.engine)?;
             if wait.elapsed() > CATCH_UP_LIMIT {
                 bail!("the engine did not show the last write within {CATCH_UP_LIMIT:?}");
             }
@@ -565,7 +582,7 @@ impl Bench<'_> {
                 if seen > base {
                     break;
                 }
-                running.check_alive(self.engine)?;
+                running.check_alive(&self.engine)?;
                 tokio::time::sleep(PROBE_EVERY).await;
             }
             let s = start.elapsed().as_secs_f64();
@@ -631,12 +648,12 @@ impl Bench<'_> {
     }
 
     /// Starts `deltamv run` and waits until it has confirmed everything written so far.
-    async fn start_caught_up(&mut self) -> Result<Running> {
+    pub(super) async fn start_caught_up(&mut self) -> Result<Running> {
         let mut running = self.engine.spawn_run()?;
         let target = self.current_lsn().await?;
         let start = Instant::now();
         while self.slot_lsn(SLOT).await? < target {
-            running.check_alive(self.engine)?;
+            running.check_alive(&self.engine)?;
             if start.elapsed() > CATCH_UP_LIMIT {
                 bail!("deltamv did not catch up within {CATCH_UP_LIMIT:?}");
             }
@@ -645,7 +662,7 @@ impl Bench<'_> {
         Ok(running)
     }
 
-    fn stop(&mut self, running: Running) -> Result<()> {
+    pub(super) fn stop(&mut self, running: Running) -> Result<()> {
         let rss = running.stop()?;
         self.peak_run_rss = self.peak_run_rss.max(rss);
         Ok(())

@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod engine;
 pub mod measure;
 pub mod plot;
+pub mod rates;
 pub mod report;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub struct Options {
     /// Steady write rates (changes/s) for the freshness runs.
     pub rates: Vec<u32>,
     pub rate_seconds: f64,
+    /// The rate search (from the first rate) stops here; each probe writes this long.
+    pub search_max_rate: u32,
+    pub search_seconds: f64,
     /// Rows changed by the one transaction compared with a full refresh.
     pub batch_changes: u32,
     pub batch_repeats: usize,
@@ -63,6 +67,8 @@ impl Options {
             backlog_changes: 200_000,
             rates: vec![2_000, 10_000],
             rate_seconds: 15.0,
+            search_max_rate: 128_000,
+            search_seconds: 10.0,
             batch_changes: 10_000,
             batch_repeats: 3,
             overhead_seconds: 10,
@@ -93,6 +99,8 @@ impl Options {
             backlog_changes: 2_000,
             rates: vec![500],
             rate_seconds: 2.0,
+            search_max_rate: 1_000,
+            search_seconds: 1.0,
             batch_changes: 1_000,
             batch_repeats: 2,
             overhead_seconds: 1,
@@ -208,7 +216,7 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         cluster: &cluster,
         url: url.clone(),
         client: crate::support::connect(&url).await?,
-        engine: &engine,
+        engine: engine.clone(),
         work_dir: work.path().to_path_buf(),
         views_dir,
         peak_run_rss: 0,

@@ -185,6 +185,45 @@ fn targets(w: &mut String, r: &Results) {
             percentile(&mut base, 1.0),
         );
     }
+    if let Some(search) = &r.rate_search {
+        let probes: Vec<String> = search
+            .probes
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (achieved {:.0}) -> p50 {:.0} ms, p99 {:.0} ms",
+                    p.rate, p.achieved, p.p50_ms, p.p99_ms
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "| 2s | the highest steady rate with commit-to-visible p99 <= {:.0} ms (searched) | {}{} | | | report (beyond: >= 100k/s) | - |",
+            super::rates::SEARCH_P99_MS,
+            search
+                .best
+                .map_or("none: even the first probe missed".to_string(), |b| format!("{b:.0} changes/s")),
+            if search.writer_bound {
+                format!(" (the writer could not go faster; probes: {})", probes.join(", "))
+            } else {
+                format!(" (probes: {})", probes.join(", "))
+            }
+        );
+    }
+    if let Some(m) = &r.midnight {
+        let mut ms: Vec<f64> = m.freshness.latencies.iter().map(|l| l.1).collect();
+        let p99 = percentile(&mut ms, 0.99);
+        let _ = writeln!(
+            w,
+            "| 2m | midnight under {} changes/s ({:.1} s into the window): from local midnight until every window has rolled (visible), and the writes around it | rolled in {:.2} s; writes p50 {:.1} ms, p99 {p99:.1} ms, max {:.1} ms | | | <= 2 s, p99 <= 250 ms | {} |",
+            m.freshness.rate,
+            m.at,
+            m.roll_seconds,
+            percentile(&mut ms, 0.5),
+            percentile(&mut ms, 1.0),
+            if m.roll_seconds <= 2.0 && p99 <= 250.0 { "yes" } else { "**no**" }
+        );
+    }
     let alone = mean(&r.tps_alone);
     let with = mean(&r.tps_engine);
     Compared {
@@ -282,6 +321,23 @@ fn details(w: &mut String, opts: &Options, r: &Results) {
          to its LSN and holds its targets while it compares (README: \"Reconcile and refresh \
          while the engine runs\"), so transactions committed meanwhile become visible only \
          after it: the max latency shows the hold. Any differing row fails the run."
+    );
+    let _ = writeln!(
+        w,
+        "2s. Rate search: the write and poll loop of 2 for {} s per probe, from the first rate, \
+         doubling while p99 stays within 1 s (up to {} changes/s), then halving the gap between \
+         the last rate that held and the first that did not, twice; a probe whose single writer \
+         reaches under 90% of its rate ends the search (it measures the writer).",
+        opts.search_seconds, opts.search_max_rate
+    );
+    let _ = writeln!(
+        w,
+        "2m. Midnight: last, `deltamv run` restarted on a clock file at the current time, caught \
+         up, then the write and poll loop of 2 at the first rate for {} s; half-way the clock \
+         file moves to one second past the server zone's next midnight. Rolled: from that \
+         moment until `deltamv.progress.targets_date` (written in the midnight's target \
+         transaction) shows the new date. The final reconcile compares at that date.",
+        opts.rate_seconds
     );
     let _ = writeln!(
         w,
