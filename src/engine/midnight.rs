@@ -38,24 +38,11 @@ impl Loop<'_> {
         }
         self.align_to_targets().await?;
         let today = self.clock.today(&self.prepared.tz);
-        let behind = self
-            .state
-            .call(move |m| (0..m.view_count()).any(|v| m.date(v) != today))
-            .await?;
-        if !behind {
+        if !self.state_elsewhere(today).await? {
             return Ok(());
         }
         self.settle().await?;
-        let deltas = self
-            .state
-            .call(move |m| {
-                let r = m.advance_dates(today);
-                if r.is_err() {
-                    m.discard();
-                }
-                r
-            })
-            .await??;
+        let deltas = self.move_state(today).await?;
         tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
         self.date = today;
         self.write_targets(deltas).await?;
@@ -73,24 +60,36 @@ impl Loop<'_> {
         let Some(date) = self.targets_date.take() else {
             return Ok(());
         };
-        let moved = self
-            .state
-            .call(move |m| {
-                if (0..m.view_count()).all(|v| m.date(v) == date) {
-                    return Ok(false);
-                }
-                let r = m.advance_dates(date);
-                if r.is_err() {
-                    m.discard();
-                }
-                r.map(|_| true)
-            })
-            .await??;
         self.date = date;
-        if moved {
+        if self.state_elsewhere(date).await? {
+            // The targets show these rows already.
+            drop(self.move_state(date).await?);
             tracing::info!(date = %crate::pgtime::format_date(date), "the state moved to the date its targets show (its own move was lost)");
             self.commit_state(self.progress.state()).await?;
         }
         Ok(())
+    }
+
+    /// Whether any view's state is on a date other than `date`.
+    async fn state_elsewhere(&self, date: i32) -> Result<bool, EngineError> {
+        Ok(self
+            .state
+            .call(move |m| (0..m.view_count()).any(|v| m.date(v) != date))
+            .await?)
+    }
+
+    /// Moves every view's state to `date` (forgetting the attempt on an error); returns the
+    /// target rows that changes.
+    async fn move_state(&self, date: i32) -> Result<Vec<Vec<TargetChange>>, EngineError> {
+        Ok(self
+            .state
+            .call(move |m| {
+                let r = m.advance_dates(date);
+                if r.is_err() {
+                    m.discard();
+                }
+                r
+            })
+            .await??)
     }
 }
