@@ -393,13 +393,18 @@ impl Store {
         // record adds a tag, a column family id and two lengths to its key and value.
         let entries: usize = self.held.values().map(|p| p.len()).sum();
         let mut batch = WriteBatch::with_capacity_bytes(self.held_bytes + 16 * entries + 64);
-        for (cf, pending) in &self.held {
+        // Each entry is dropped once copied into the batch, so the layer and its copy do not
+        // both peak in memory. Should the write fail, the layer is gone with it: an error here
+        // ends the engine's round, which reopens the state from disk anyway.
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        for (cf, pending) in held {
             let handle = self.cf(cf)?;
             // In key order: RocksDB's memtable skiplist then resumes each insert from where
             // the previous one ended instead of searching from its top (in hash order the
             // inserts were a quarter of a batch's CPU).
-            let mut sorted: Vec<_> = pending.iter().collect();
-            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut sorted: Vec<_> = pending.into_iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (k, v) in sorted {
                 match v {
                     Some(v) => batch.put_cf(handle, k, v),
@@ -414,8 +419,6 @@ impl Store {
             wo.disable_wal(true);
         }
         self.db.write_opt(batch, &wo)?;
-        self.held.clear();
-        self.held_bytes = 0;
         Ok(())
     }
 
