@@ -374,3 +374,54 @@ async fn status_row_counts_are_kept_exact_without_counting() -> Result<()> {
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// A midnight's write counts in `/metrics` like any batch's: a run that leaves the top agents'
+/// 30-day window at midnight changes its workspace's ranks, and the rows written are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_midnights_target_rows_are_counted() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, std::path::Path::new("schema/views"), Some(NOW)).await?;
+    // 30 days before NOW's date, at noon: in mv_top_agents' window today, out of it tomorrow.
+    client
+        .batch_execute(
+            "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at, runtime_seconds, credits_consumed)
+             VALUES ('11111111-1111-4111-a111-111111111111', '22222222-2222-4222-a222-222222222222',
+                     '44444444-4444-4444-a444-444444444444', 'completed', '2026-10-06 12:00:00+00', 3, 1.5)",
+        )
+        .await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "init failed:\n{err}");
+    let (port, addr) = free_local_addr()?;
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_HTTP", &addr)])?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let written = async || -> Result<f64> {
+        let m = parse_metrics(&http_get(port, "/metrics").await?.1)?;
+        m.get("deltamv_target_rows_written_total")
+            .copied()
+            .context("deltamv_target_rows_written_total")
+    };
+    let before = written().await?;
+    let top = "SELECT count(*) FROM analytics.mv_top_agents";
+    let rows: i64 = client.query_one(top, &[]).await?.get(0);
+    assert_eq!(rows, 1, "the run is in the window before midnight");
+    env.set_clock("2026-11-06T00:00:30Z")?;
+    let after = wait_for(
+        &mut engine,
+        &env,
+        Duration::from_secs(30),
+        "midnight's write was not counted",
+        async || {
+            let rows: i64 = client.query_one(top, &[]).await?.get(0);
+            let now = written().await?;
+            Ok((rows == 0 && now > before).then_some(now))
+        },
+    )
+    .await?;
+    assert!(after > before, "{before} -> {after}");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}

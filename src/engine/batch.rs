@@ -274,10 +274,7 @@ impl Loop<'_> {
             lsn,
             commit_times,
             source_rows,
-            target_rows: deltas
-                .iter()
-                .flat_map(|d| d.iter().map(|c| c.rows.len().max(1)))
-                .sum(),
+            target_rows: target_rows(&deltas),
             touched,
             fold,
             date: self.date,
@@ -519,4 +516,12 @@ impl Loop<'_> {
             .call(move |m| (0..n).map(|v| m.failed(v).is_some()).collect())
             .await?)
     }
+}
+
+/// The target rows a batch's changes write: each changed group's rows, or its deletion.
+pub(super) fn target_rows(deltas: &[Vec<TargetChange>]) -> usize {
+    deltas
+        .iter()
+        .flat_map(|d| d.iter().map(|c| c.rows.len().max(1)))
+        .sum()
 }

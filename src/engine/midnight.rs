@@ -20,7 +20,7 @@ impl Loop<'_> {
             lsn: self.progress.targets(),
             commit_times: vec![],
             source_rows: 0,
-            target_rows: 0,
+            target_rows: super::batch::target_rows(&deltas),
             touched: self.changed_views(&deltas),
             fold: Duration::ZERO,
             date: self.date,
