@@ -226,8 +226,8 @@ impl Default for HotGroups {
 impl HotGroups {
     /// The generations a group key (view, stage, key: see [`keys::group_key`]) belongs to.
     fn of(&mut self, key: &[u8]) -> &mut Generations {
-        match key.get(2) {
-            Some(stage) if *stage > 0 => &mut self.outer,
+        match keys::group_key_stage(key) {
+            Some(stage) if stage > 0 => &mut self.outer,
             _ => &mut self.first,
         }
     }

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use support::engine::{
     assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, EngineEnv, Fixture,
 };
-use support::workload::Workload;
+use support::workload::{run_row, Workload, A1, W1};
 
 const NOW: &str = "2026-03-07T12:00:00Z";
 
@@ -178,11 +178,7 @@ async fn crash_after_a_date_change_before_its_checkpoint() -> Result<()> {
     )
     .await?;
     client
-        .batch_execute(
-            "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at)
-             VALUES ('11111111-1111-4111-a111-111111111111', '22222222-2222-4222-a222-222222222222',
-                     '44444444-4444-4444-a444-444444444444', 'completed', '2026-11-05 12:00-05')",
-        )
+        .batch_execute(&run_row(A1, W1, "completed", "2026-11-05 12:00-05"))
         .await?;
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "init failed:\n{err}");

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use support::engine::{
     assert_converges, differences, terminate, wait_caught_up, EngineEnv, Fixture, SLOT,
 };
+use support::workload::{run_row, A1, U1, W1, W2};
 use support::PgCluster;
 
 const NOW: &str = "2026-11-05T17:00:00Z";
@@ -18,18 +19,6 @@ const NOW: &str = "2026-11-05T17:00:00Z";
 async fn setup(views: &Path) -> Result<(PgCluster, tokio_postgres::Client, EngineEnv)> {
     let f = Fixture::start(Some("Europe/Berlin"), views, Some(NOW)).await?;
     Ok((f.cluster, f.client, f.env))
-}
-
-const A1: &str = "11111111-1111-4111-a111-111111111111";
-const W1: &str = "22222222-2222-4222-a222-222222222222";
-const W2: &str = "33333333-3333-4333-a333-333333333333";
-const U1: &str = "44444444-4444-4444-a444-444444444444";
-
-fn run_row(agent: &str, ws: &str, status: &str, at: &str) -> String {
-    format!(
-        "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at, runtime_seconds, credits_consumed)
-         VALUES ('{agent}', '{ws}', '{U1}', '{status}', '{at}', 12.5, 1.2500);"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use support::engine::{
     crash_during_writes, free_local_addr, http_get, micros, run_txns, seed_rows, seed_views_with,
     terminate, wait_caught_up, wait_for, Fixture,
 };
-use support::workload::Workload;
+use support::workload::{run_row, Workload, A1, W1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NOW: &str = "2026-11-05T17:00:00Z";
@@ -387,11 +387,7 @@ async fn a_midnights_target_rows_are_counted() -> Result<()> {
     } = Fixture::start(None, std::path::Path::new("schema/views"), Some(NOW)).await?;
     // 30 days before NOW's date, at noon: in mv_top_agents' window today, out of it tomorrow.
     client
-        .batch_execute(
-            "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at, runtime_seconds, credits_consumed)
-             VALUES ('11111111-1111-4111-a111-111111111111', '22222222-2222-4222-a222-222222222222',
-                     '44444444-4444-4444-a444-444444444444', 'completed', '2026-10-06 12:00:00+00', 3, 1.5)",
-        )
+        .batch_execute(&run_row(A1, W1, "completed", "2026-10-06 12:00:00+00"))
         .await?;
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "init failed:\n{err}");

@@ -76,6 +76,11 @@ pub fn group_key(view: u16, stage: u8, key_bytes: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The stage a [`group_key`] belongs to.
+pub fn group_key_stage(key: &[u8]) -> Option<u8> {
+    key.get(2).copied()
+}
+
 pub fn time_prefix(view: u16) -> Vec<u8> {
     view.to_be_bytes().to_vec()
 }

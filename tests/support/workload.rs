@@ -6,6 +6,20 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const STATUSES: [&str; 4] = ["running", "completed", "failed", "cancelled"];
+
+/// Fixed ids for tests that write rows by hand: an agent, two workspaces and a user.
+pub const A1: &str = "11111111-1111-4111-a111-111111111111";
+pub const W1: &str = "22222222-2222-4222-a222-222222222222";
+pub const W2: &str = "33333333-3333-4333-a333-333333333333";
+pub const U1: &str = "44444444-4444-4444-a444-444444444444";
+
+/// One agent run by `agent` in `ws` (user [`U1`]), started at `at`.
+pub fn run_row(agent: &str, ws: &str, status: &str, at: &str) -> String {
+    format!(
+        "INSERT INTO public.agent_runs (agent_id, workspace_id, user_id, status, started_at, runtime_seconds, credits_consumed)
+         VALUES ('{agent}', '{ws}', '{U1}', '{status}', '{at}', 12.5, 1.2500);"
+    )
+}
 const ACTIVITIES: [&str; 3] = ["login", "chat", "deploy"];
 
 pub struct Workload {
