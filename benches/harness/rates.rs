@@ -169,11 +169,8 @@ impl Bench<'_> {
     }
 }
 
-/// Sets the engine's clock file (written whole, then renamed: never read half-written).
+/// Sets the engine's clock file to `micros` (microseconds since 1970).
 fn write_clock(file: &std::path::Path, micros: i64) -> Result<()> {
     let at = chrono::DateTime::from_timestamp_micros(micros).context("a clock out of range")?;
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, at.to_rfc3339())?;
-    std::fs::rename(&tmp, file)?;
-    Ok(())
+    crate::support::engine::write_clock(file, &at.to_rfc3339())
 }

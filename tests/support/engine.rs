@@ -197,10 +197,7 @@ impl EngineEnv {
 
     /// Sets the engine's "now" (RFC 3339).
     pub fn set_clock(&self, rfc3339: &str) -> Result<()> {
-        let tmp = self.clock_file.with_extension("tmp");
-        std::fs::write(&tmp, rfc3339)?;
-        std::fs::rename(&tmp, &self.clock_file)?;
-        Ok(())
+        write_clock(&self.clock_file, rfc3339)
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -294,6 +291,15 @@ impl Drop for EngineChild {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Writes an engine's clock file (`DELTAMV_CLOCK_FILE`, one RFC 3339 time) whole, then renames
+/// it into place: the engine never reads it half-written.
+pub fn write_clock(file: &Path, rfc3339: &str) -> Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, rfc3339)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
 }
 
 /// kill -9.
