@@ -133,8 +133,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::plan::fixtures::{classified, seed_views};
-    use crate::plan::parse::parse_view_file;
+    use crate::plan::fixtures::{classified, classified_with, seed_views};
 
     /// Compares a printout with `explain_snapshots/{name}.txt`; with DELTAMV_UPDATE_SNAPSHOTS
     /// set it writes the file instead (review the diff before committing it).
@@ -196,20 +195,15 @@ mod tests {
 
     #[test]
     fn explain_a_view_over_a_view() {
-        let mut files = seed_views();
-        files.push(
-            parse_view_file(
-                Path::new("schema/views/weekly.sql"),
-                "CREATE MATERIALIZED VIEW analytics.mv_error_weekly AS
+        let c = classified_with(
+            "schema/views/weekly.sql",
+            "CREATE MATERIALIZED VIEW analytics.mv_error_weekly AS
                  SELECT workspace_id, SUM(error_count) AS errors, MAX(last_seen_at) AS last_seen
                    FROM analytics.mv_error_summary
                   WHERE error_date >= CURRENT_DATE - 7
                   GROUP BY workspace_id
                  HAVING SUM(error_count) > 0;",
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
         );
-        let c = classified(&files);
         let text = explain(&c.plans, &c.fallbacks, "analytics.mv_error_weekly")
             .unwrap_or_else(|| panic!("planned: {:?}", c.plans));
         assert_snapshot("mv_error_weekly", &text);
@@ -217,19 +211,14 @@ mod tests {
 
     #[test]
     fn explain_a_fallback_view() {
-        let mut files = seed_views();
-        files.push(
-            parse_view_file(
-                Path::new("schema/views/joined.sql"),
-                "CREATE MATERIALIZED VIEW analytics.mv_runs_per_activity AS
+        let c = classified_with(
+            "schema/views/joined.sql",
+            "CREATE MATERIALIZED VIEW analytics.mv_runs_per_activity AS
                  SELECT r.workspace_id, COUNT(*) AS runs
                    FROM public.agent_runs r JOIN analytics.user_activity u ON u.user_id = r.user_id
                   GROUP BY r.workspace_id;
                  CREATE UNIQUE INDEX ON analytics.mv_runs_per_activity (workspace_id);",
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
         );
-        let c = classified(&files);
         let text = explain(&c.plans, &c.fallbacks, "mv_runs_per_activity")
             .unwrap_or_else(|| panic!("fallbacks: {:?}", c.fallbacks));
         assert_eq!(

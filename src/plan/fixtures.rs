@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::deps::dependency_order;
-use super::parse::{read_views_dir, ViewFile};
+use super::parse::{parse_view_file, read_views_dir, ViewFile};
 use super::views::{classify, Classified};
 use crate::pg::{Catalog, ColumnInfo, QualifiedName, TableInfo};
 use crate::pgtime::PgTimeZone;
@@ -85,4 +85,11 @@ pub fn classified(files: &[ViewFile]) -> Classified {
         &PgTimeZone::UTC,
     )
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The seed views and one more, `text` as if read from `file`, planned as [`classified`] does.
+pub fn classified_with(file: &str, text: &str) -> Classified {
+    let mut files = seed_views();
+    files.push(parse_view_file(Path::new(file), text).unwrap_or_else(|e| panic!("{e}")));
+    classified(&files)
 }

@@ -62,26 +62,19 @@ pub fn inline_views(query: &Query, views: &BTreeMap<QualifiedName, ViewPlan>) ->
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::plan::fixtures::{classified, seed_views};
-    use crate::plan::parse::parse_view_file;
+    use crate::plan::fixtures::classified_with;
 
     /// A view over a view is recomputed from the source table, never from the other target;
     /// a view over tables keeps its own text.
     #[test]
     fn a_view_over_a_view_is_recomputed_from_its_sources() {
-        let mut files = seed_views();
-        files.push(
-            parse_view_file(
-                Path::new("schema/views/weekly.sql"),
-                "CREATE MATERIALIZED VIEW analytics.mv_weekly AS
-                 SELECT workspace_id, SUM(total_runs) AS runs FROM analytics.mv_agent_performance
-                  WHERE run_date >= CURRENT_DATE - 7 GROUP BY workspace_id;",
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-        );
-        let plans = classified(&files).plans;
+        let plans = classified_with(
+            "schema/views/weekly.sql",
+            "CREATE MATERIALIZED VIEW analytics.mv_weekly AS
+             SELECT workspace_id, SUM(total_runs) AS runs FROM analytics.mv_agent_performance
+              WHERE run_date >= CURRENT_DATE - 7 GROUP BY workspace_id;",
+        )
+        .plans;
         let find = |name: &str| {
             plans
                 .iter()
