@@ -325,9 +325,11 @@ pub fn terminate(child: &mut Child, limit: Duration) -> Result<Option<i32>> {
     Ok(None)
 }
 
-/// Waits until the slot has confirmed the WAL insert position current at the call (not
-/// `pg_current_wal_lsn()`, which lags behind commits when synchronous_commit is off) (everything written
-/// before is applied and durable).
+/// Waits until the engine streams from its slot and the slot has confirmed the WAL insert
+/// position current at the call (not `pg_current_wal_lsn()`, which lags behind commits when
+/// synchronous_commit is off): everything written before is applied and durable, and a request
+/// made now is served by the engine (right after its initial load the slot is already caught
+/// up, but not yet held: a `deltamv reconcile` then ran offline against moving targets).
 pub async fn wait_caught_up(
     client: &tokio_postgres::Client,
     child: &mut Child,
@@ -344,7 +346,7 @@ pub async fn wait_caught_up(
             .query_one(
                 // The slot may exist before the initial load is written: also require the
                 // targets' progress row, which that load commits.
-                "SELECT coalesce(bool_and(s.confirmed_flush_lsn >= $1::text::pg_lsn), false)
+                "SELECT coalesce(bool_and(s.confirmed_flush_lsn >= $1::text::pg_lsn AND s.active), false)
                         AND to_regclass('deltamv.progress') IS NOT NULL
                    FROM pg_replication_slots s WHERE s.slot_name = $2",
                 &[&target, &SLOT],
