@@ -3,7 +3,7 @@
 //! instead of writing targets behind its back, then wait for the result with a progress line.
 //!
 //! Only the engine can compare at one LSN while writes go on (see
-//! [`crate::reconcile::held`]), and only its repairs keep its state and targets consistent.
+//! [`crate::reconcile::at_lsn`]), and only its repairs keep its state and targets consistent.
 //! With no engine streaming, the commands work directly on the database as before.
 
 use std::io::{IsTerminal, Write};

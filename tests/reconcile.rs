@@ -219,21 +219,49 @@ async fn a_wrong_state_is_reported_and_left_for_resync() -> Result<()> {
     Ok(())
 }
 
-/// A request interrupted by a crash while the engine holds at the reconcile's LSN is served
-/// after the restart (the slot was not acknowledged past its message), exactly once.
+/// A request interrupted by a crash is served after the restart (the slot was not acknowledged
+/// past its message), exactly once: killed while the engine's targets' snapshot is exported for
+/// a live reconcile, while the live comparison runs, and while the engine holds at the LSN of
+/// the held reconcile that a differing target leads to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_interrupted_by_a_crash_is_served_after_the_restart() -> Result<()> {
+async fn a_request_interrupted_while_its_snapshot_is_exported_is_served_after_the_restart(
+) -> Result<()> {
+    interrupted_request_is_served_once("reconcile_exported", false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_interrupted_while_comparing_is_served_after_the_restart() -> Result<()> {
+    interrupted_request_is_served_once("reconcile_comparing", false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_interrupted_while_held_is_served_after_the_restart() -> Result<()> {
+    interrupted_request_is_served_once("reconcile_held", true).await
+}
+
+/// Kills the engine at `failpoint` while it serves a repairing reconcile of mv_active_users
+/// (with one of its target rows changed behind its back when `tamper`), restarts it, and checks
+/// the request is served once, and the views exact. The reconcile first waits for a write
+/// transaction open since before it, while the engine applies and checkpoints other writes:
+/// the slot must not be acknowledged past the request meanwhile.
+async fn interrupted_request_is_served_once(failpoint: &str, tamper: bool) -> Result<()> {
     let Fixture {
         cluster: _cluster,
         client,
         env,
-        ..
+        url,
     } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
     let mut w = Workload::new(12, micros(NOW));
     seed_rows(&client, &mut w, 300).await?;
-    let mut engine = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", "reconcile_held")])?;
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", failpoint)])?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     run_txns(&client, &mut w, 20).await?;
+    let open = support::connect(&url).await?;
+    open.batch_execute(
+        "BEGIN; INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'login', now())",
+    )
+    .await?;
     let id: uuid::Uuid = client
         .query_one(
             "SELECT request_id FROM deltamv.reconcile_view('analytics.mv_active_users', repair => true)",
@@ -241,6 +269,27 @@ async fn a_request_interrupted_by_a_crash_is_served_after_the_restart() -> Resul
         )
         .await?
         .get(0);
+    // The engine applies and acknowledges what it can while the reconcile waits for `open`.
+    for _ in 0..6 {
+        run_txns(&client, &mut w, 3).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::ensure!(
+        engine.try_wait()?.is_none(),
+        "the reconcile did not wait for the open transaction"
+    );
+    // After the writes above, which could rewrite the row.
+    if tamper {
+        let changed = client
+            .execute(
+                "UPDATE analytics.mv_active_users SET daily_active_users = daily_active_users + 5
+                  WHERE ctid = (SELECT ctid FROM analytics.mv_active_users LIMIT 1)",
+                &[],
+            )
+            .await?;
+        anyhow::ensure!(changed == 1, "a target row to change");
+    }
+    open.batch_execute("COMMIT").await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while engine.try_wait()?.is_none() {
         anyhow::ensure!(

@@ -128,6 +128,16 @@ impl Engine {
         )
     }
 
+    /// The last value the engine's log gave the field `name` (`name=value`), as a number.
+    pub fn last_logged(&self, name: &str) -> Option<f64> {
+        let log = std::fs::read_to_string(&self.log).ok()?;
+        let key = format!("{name}=");
+        log.lines().rev().find_map(|l| {
+            let rest = &l[l.find(&key)? + key.len()..];
+            rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
+        })
+    }
+
     /// Bytes under the state directory (RocksDB's files).
     pub fn state_bytes(&self) -> u64 {
         dir_bytes(&self.state_dir)

@@ -91,8 +91,10 @@ pub struct LiveReconcile {
     pub started_at: f64,
     /// `deltamv reconcile`'s wall time (0 differing rows, or the run fails).
     pub seconds: f64,
-    /// The engine's time serving the request (it holds the targets for most of it).
+    /// The engine's time serving the request (it applies on meanwhile).
     pub served_ms: f64,
+    /// The engine's pause for the reconcile, as it logged it (none if it did not).
+    pub pause_ms: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -466,8 +468,9 @@ impl Bench<'_> {
             )
             .await?
             .get(0);
+        let pause_ms = self.engine.last_logged("pause_ms");
         self.progress.step(format_args!(
-            "  reconcile through the engine: {:.2} s, served in {served_ms:.0} ms, 0 differing rows",
+            "  reconcile through the engine: {:.2} s, served in {served_ms:.0} ms, engine paused {pause_ms:?} ms, 0 differing rows",
             out.seconds
         ));
         Ok(LiveReconcile {
@@ -475,6 +478,7 @@ impl Bench<'_> {
             started_at,
             seconds: out.seconds,
             served_ms,
+            pause_ms,
         })
     }
 

@@ -172,17 +172,24 @@ fn targets(w: &mut String, r: &Results) {
         let mut with = ms(&l.freshness);
         let _ = writeln!(
             w,
-            "| 2r | freshness at {} changes/s while `deltamv reconcile` runs through the engine (from {:.1} s in) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; reconcile {:.1} s (served in {:.0} ms), 0 differing rows | without the reconcile (row 2): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | | report | - |",
+            "| 2r | freshness at {} changes/s while `deltamv reconcile` runs through the engine (from {:.1} s in) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine paused {}; reconcile {:.1} s (served in {:.0} ms), 0 differing rows | without the reconcile (row 2): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | | p99 <= 250 ms, pause <= 50 ms | {} |",
             l.freshness.rate,
             l.started_at,
             percentile(&mut with, 0.5),
             percentile(&mut with, 0.99),
             percentile(&mut with, 1.0),
+            l.pause_ms
+                .map_or("(not logged)".to_string(), |p| format!("{p:.1} ms")),
             l.seconds,
             l.served_ms,
             percentile(&mut base, 0.5),
             percentile(&mut base, 0.99),
             percentile(&mut base, 1.0),
+            if percentile(&mut with, 0.99) <= 250.0 && l.pause_ms.is_some_and(|p| p <= 50.0) {
+                "yes"
+            } else {
+                "**no**"
+            },
         );
     }
     if let Some(search) = &r.rate_search {

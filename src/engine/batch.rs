@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::live_reconcile::Mark;
 use super::pipeline::Visible;
 use super::{requests, EngineError, Loop};
 use crate::bookkeeping::views;
@@ -86,6 +87,9 @@ impl Loop<'_> {
             let mut last_event: Option<tokio::time::Instant> = None;
             let tick = tokio::time::sleep(Duration::from_secs(1));
             tokio::pin!(tick);
+            // A live reconcile's marks: its hold message, or the end of its batch at C.
+            let (mut hold, mut cut) = (false, false);
+            let live_done = self.live.as_ref().map(|l| l.done.clone());
             loop {
                 let batch_deadline = async {
                     match deadline {
@@ -108,8 +112,31 @@ impl Loop<'_> {
                         _ => std::future::pending().await,
                     }
                 };
+                let reconciled = async {
+                    match &live_done {
+                        Some(done) => done.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
-                    ev = self.stream.next() => match ev? {
+                    ev = self.stream.next() => {
+                        let ev = ev?;
+                        match self.live_mark(&ev) {
+                            Mark::None => {}
+                            Mark::Hold => {
+                                hold = true;
+                                break;
+                            }
+                            Mark::Cut => {
+                                // The event comes again after the cut, in the next batch.
+                                if !matches!(ev, StreamEvent::Message { .. }) {
+                                    self.stream.put_back(vec![ev]);
+                                }
+                                cut = true;
+                                break;
+                            }
+                        }
+                        match ev {
                         ev @ (StreamEvent::Transaction { .. } | StreamEvent::Part { .. }) => {
                             let queued = batch.len();
                             rows += self.accept(ev, &mut batch).await?;
@@ -128,7 +155,8 @@ impl Loop<'_> {
                         }
                         StreamEvent::Message { prefix, content } => {
                             // A request is served after the transactions before it; a fence
-                            // outside a reconcile (left by an interrupted one) means nothing.
+                            // or hold message of no reconcile in progress (left by an
+                            // interrupted one) means nothing.
                             if prefix == requests::REQUEST_PREFIX {
                                 self.queue_request(&content);
                                 break;
@@ -142,9 +170,11 @@ impl Loop<'_> {
                                 break;
                             }
                         }
+                        }
                     },
                     _ = batch_deadline => break,
                     _ = quiet => break,
+                    _ = reconciled => break,
                     _ = &mut tick, if batch.is_empty() => break,
                     _ = shutdown.changed() => {
                         if !batch.is_empty() {
@@ -158,6 +188,12 @@ impl Loop<'_> {
                 let lag = crate::pg::wal::pg_micros_now() - newest.commit_time_micros;
                 self.lagging = lag > BACKLOG_LAG_MICROS;
                 self.submit(batch).await?;
+            }
+            if cut {
+                self.cut().await?;
+            }
+            if hold {
+                self.hold_for_cut(shutdown).await?;
             }
             if let Some((wal_end, server_time)) = idle_at {
                 self.idle(wal_end, server_time);

@@ -45,6 +45,10 @@
 //! after A, so RocksDB's own log only duplicated it. The price is a replay of at most a
 //! checkpoint interval of changes after a crash, and WAL retained on the server for as long.
 //!
+//! Requests: a request message is served after the batch before it, and while a reconcile
+//! serves it beside the stream ([`super::live_reconcile`]) A stays at or before the T of that
+//! batch ([`Progress::cap_ack`]), so a crash before its result is recorded delivers it again.
+//!
 //! Targets carry absolute values per group, so even a repeated write would be harmless.
 //! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
 //! WAL position from its keepalive (after the next checkpoint if state has unflushed writes), so
@@ -77,6 +81,9 @@ pub(super) struct Progress {
     acked: Lsn,
     /// The acknowledgement recorded in the state before an idle slot went past S.
     recorded: Lsn,
+    /// While a request is served beside the stream: the slot stays before its message, so
+    /// that a crash delivers it again.
+    cap: Option<Lsn>,
 }
 
 impl Progress {
@@ -92,6 +99,7 @@ impl Progress {
             ack_ready: state.min(targets),
             acked: Lsn::ZERO,
             recorded,
+            cap: None,
         }
     }
 
@@ -108,7 +116,16 @@ impl Progress {
     }
 
     pub fn ack_ready(&self) -> Lsn {
-        self.ack_ready
+        self.cap.map_or(self.ack_ready, |c| self.ack_ready.min(c))
+    }
+
+    /// Keeps the slot at or before `lsn` until [`Self::cap_ack_off`].
+    pub fn cap_ack(&mut self, lsn: Lsn) {
+        self.cap = Some(lsn);
+    }
+
+    pub fn cap_ack_off(&mut self) {
+        self.cap = None;
     }
 
     /// The state is still being rebuilt up to what the targets show (after a crash): nothing
@@ -158,7 +175,7 @@ impl Progress {
     /// The slot is told `ack`; returns the position it now holds.
     pub fn acknowledged(&mut self, ack: Lsn) -> Lsn {
         debug_assert!(
-            ack <= self.ack_ready,
+            ack <= self.ack_ready(),
             "acknowledging {ack} before it was ready"
         );
         debug_assert!(

@@ -1,4 +1,5 @@
-//! The held reconcile: the views are recomputed in a temporary slot's snapshot at C, the stream
+//! The held reconcile, for views whose target differed in a live reconcile
+//! ([`super::live_reconcile`]): the views are recomputed in a temporary slot's snapshot at C, the stream
 //! is applied up to exactly C, and the engine holds there (no target writes) while its targets
 //! are compared with the recomputation (and, for a target that differs, its own state too), so
 //! both sides are compared at one LSN. Differences in a target whose group state agrees with
@@ -17,7 +18,7 @@ use super::requests::{set_phase, ViewOutcome, REQUEST_PREFIX};
 use super::{EngineError, Loop};
 use crate::maintain::RowPages;
 use crate::pg::Lsn;
-use crate::reconcile::held::{Recomputation, FENCE_PREFIX};
+use crate::reconcile::at_lsn::{Recomputation, FENCE_PREFIX};
 use crate::reconcile::Report;
 use crate::source::stream::StreamEvent;
 
@@ -98,7 +99,12 @@ impl Loop<'_> {
             recompute_ms = recomputed.as_millis() as u64,
             catch_up_ms = (caught_up - recomputed).as_millis() as u64,
             compare_ms = (started.elapsed() - caught_up).as_millis() as u64,
+            pause_ms = started.elapsed().as_secs_f64() * 1000.0,
             "reconciled at one LSN (the views were held throughout)"
+        );
+        self.metrics.reconcile_pause_max_us.fetch_max(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
         );
         Ok(Ok((rc.lsn, outcomes)))
     }

@@ -7,12 +7,14 @@
 //! concern one view only fail that view and never reach here.
 //!
 //! Requests: between batches the loop serves refresh and reconcile requests that arrived on the
-//! stream, and reconciles due on a schedule ([`requests`], [`held_reconcile`]), before the
-//! checkpoint, so the slot is never acknowledged past a request that was not served.
+//! stream, and reconciles due on a schedule ([`requests`]); a reconcile compares beside the
+//! stream ([`live_reconcile`]), and the slot is not acknowledged past a request until it is
+//! served.
 
 mod batch;
 mod durability;
 mod held_reconcile;
+mod live_reconcile;
 mod midnight;
 mod pipeline;
 mod requests;
@@ -189,6 +191,8 @@ struct Loop<'a> {
     reconcile_due: Vec<Option<i64>>,
     /// Reconciles started by this loop (names their temporary slots).
     reconciles: u32,
+    /// The reconcile comparing beside the stream, if any.
+    live: Option<live_reconcile::Live>,
     /// The date the views' CURRENT_DATE is at in the state, recorded with each target write.
     date: i32,
     /// The date the targets showed at start, until the state has moved there (see
@@ -281,6 +285,7 @@ async fn run_once(
         requests: VecDeque::new(),
         reconcile_due,
         reconciles: 0,
+        live: None,
         date: date.unwrap_or_else(|| clock.today(&tz)),
         targets_date: shown.and_then(|t| t.date),
     };

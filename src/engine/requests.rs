@@ -9,7 +9,9 @@
 //! before it runs, so one the stream delivers again after a restart is not served twice, while
 //! one interrupted half-way is served again.
 //!
-//! A reconcile runs at one LSN, holding the engine there ([`super::held_reconcile`]).
+//! A reconcile compares at one LSN beside the running engine ([`super::live_reconcile`]); a view
+//! whose target differs there is compared again with the engine held at one LSN
+//! ([`super::held_reconcile`]), which can tell a damaged target from a wrong state and repair it.
 
 use std::time::Instant;
 
@@ -50,7 +52,7 @@ impl Kind {
         })
     }
 
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Kind::Refresh => "refresh",
             Kind::RefreshAll => "refresh all",
@@ -168,12 +170,17 @@ impl ViewOutcome {
 }
 
 impl Loop<'_> {
-    /// Serves queued requests, then the reconciles that are due.
+    /// Ends a live reconcile whose comparison finished, then serves queued requests and the
+    /// reconciles that are due, one live reconcile at a time.
     pub(super) async fn serve_requests(&mut self) -> Result<(), EngineError> {
-        while let Some(req) = self.requests.pop_front() {
+        self.finish_live().await?;
+        while self.live.is_none() {
+            let Some(req) = self.requests.pop_front() else {
+                return self.scheduled_reconciles().await;
+            };
             self.serve(req).await?;
         }
-        self.scheduled_reconciles().await
+        Ok(())
     }
 
     /// Queues a request message (ignored with a warning when unreadable).
@@ -192,15 +199,22 @@ impl Loop<'_> {
         }
         let started = Instant::now();
         tracing::info!(id = %req.id, kind = req.kind.as_str(), view = req.view.as_deref().unwrap_or("(all)"), by = %req.by, "serving request");
-        let outcome = self.run_request(&req).await?;
-        self.finish(&req, started, outcome).await
+        match self.resolve(&req).await? {
+            Err(e) => self.finish(&req, started, Err(e)).await,
+            Ok((views, fallbacks)) if views.is_empty() => {
+                let outcomes = self.refresh_fallbacks(req.id, &fallbacks).await;
+                self.finish(&req, started, Ok((Lsn::ZERO, outcomes))).await
+            }
+            Ok((views, fallbacks)) => self.start_live(req, started, views, fallbacks).await,
+        }
     }
 
-    /// Runs a request; `Err` is a failure of the whole request (recorded, the engine goes on).
-    async fn run_request(
+    /// The incremental views a request compares (each with whether to repair) and the fallback
+    /// views it refreshes; `Err` is a failure of the whole request (recorded, the engine goes on).
+    async fn resolve(
         &mut self,
         req: &Request,
-    ) -> Result<Result<(Lsn, Vec<ViewOutcome>), String>, EngineError> {
+    ) -> Result<Result<(Vec<(usize, bool)>, Vec<usize>), String>, EngineError> {
         let incremental = |name: &str| {
             self.prepared
                 .plans
@@ -238,22 +252,22 @@ impl Loop<'_> {
             (_, None) => return Ok(Err("the request names no view".into())),
         };
         let repair = matches!(req.kind, Kind::Refresh | Kind::RefreshAll) || req.repair;
-        let mut lsn = Lsn::ZERO;
+        Ok(Ok((
+            views.into_iter().map(|v| (v, repair)).collect(),
+            fallbacks,
+        )))
+    }
+
+    /// Refreshes fallback views (each recorded in the history by `refresh_now` itself).
+    pub(super) async fn refresh_fallbacks(
+        &mut self,
+        id: Uuid,
+        fallbacks: &[usize],
+    ) -> Vec<ViewOutcome> {
         let mut outcomes = Vec::new();
-        if !views.is_empty() {
-            let with_policy: Vec<(usize, bool)> = views.iter().map(|v| (*v, repair)).collect();
-            match self.reconcile(req.id, &with_policy).await? {
-                Ok((at, o)) => {
-                    lsn = at;
-                    outcomes = o;
-                }
-                Err(e) => return Ok(Err(e)),
-            }
-        }
         for f in fallbacks {
-            let plan = self.prepared.fallbacks[f].clone();
-            set_phase(&self.prepared.client, req.id, "refreshing").await;
-            // Recorded in the history by refresh_now itself.
+            let plan = self.prepared.fallbacks[*f].clone();
+            set_phase(&self.prepared.client, id, "refreshing").await;
             let error = crate::refresher::refresh_now(&self.prepared.client, &plan)
                 .await
                 .err();
@@ -263,11 +277,11 @@ impl Loop<'_> {
                 ..ViewOutcome::default()
             });
         }
-        Ok(Ok((lsn, outcomes)))
+        outcomes
     }
 
     /// Records a request's result in `deltamv.requests` and each view's in the history.
-    async fn finish(
+    pub(super) async fn finish(
         &mut self,
         req: &Request,
         started: Instant,
@@ -411,10 +425,8 @@ impl Loop<'_> {
             at: None,
         };
         requests::claim(&self.prepared.client, &req.claim()).await?;
-        let started = Instant::now();
         tracing::info!(id = %id, views = %names.join(", "), "scheduled reconcile");
-        let outcome = self.reconcile(id, &views).await?;
-        self.finish(&req, started, outcome).await
+        self.start_live(req, Instant::now(), views, vec![]).await
     }
 }
 

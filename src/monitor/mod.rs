@@ -21,6 +21,8 @@ pub struct Metrics {
     pub reconciles: AtomicU64,
     /// Rows a reconcile found differing from the view's SQL (each one a bug to report).
     pub reconcile_differences: AtomicU64,
+    /// The longest pause of the apply loop a reconcile caused, in microseconds.
+    pub reconcile_pause_max_us: AtomicU64,
     pub state_bytes: AtomicU64,
     pub compaction_pending_bytes: AtomicU64,
     pub compactions_running: AtomicU64,
@@ -54,6 +56,7 @@ impl Default for Metrics {
             errors_view: AtomicU64::new(0),
             reconciles: AtomicU64::new(0),
             reconcile_differences: AtomicU64::new(0),
+            reconcile_pause_max_us: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
             compaction_pending_bytes: AtomicU64::new(0),
             compactions_running: AtomicU64::new(0),
@@ -99,7 +102,7 @@ pub struct Scalar<'a> {
 
 impl Metrics {
     /// Every counter and gauge, in exposition order (samples of one name adjacent).
-    pub fn scalars(&self) -> [Scalar<'_>; 16] {
+    pub fn scalars(&self) -> [Scalar<'_>; 17] {
         let s = |name, help, kind, label, value| Scalar {
             name,
             help,
@@ -140,6 +143,13 @@ impl Metrics {
                 Kind::Counter,
                 None,
                 &self.reconcile_differences,
+            ),
+            s(
+                "deltamv_reconcile_pause_max_microseconds",
+                "The longest pause of applying a reconcile caused since start: the wait for its slot and the export of the targets' snapshot at its LSN (held reconciles of differing views pause for their whole comparison).",
+                Kind::Gauge,
+                None,
+                &self.reconcile_pause_max_us,
             ),
             s(
                 "deltamv_errors_total",

@@ -3,9 +3,10 @@
 //! Two ways to get the two sides at one moment:
 //! - with no engine running, PostgreSQL evaluates the view's own query text and the target is
 //!   read in the same REPEATABLE READ snapshot ([`compare`]);
-//! - while the engine runs (targets move with every batch), the engine recomputes the views in
-//!   the exported snapshot of a temporary slot at LSN C ([`held::Recomputation`]), applies the
-//!   stream up to exactly C and holds there while the target is read (see
+//! - while the engine runs (targets move with every batch), the views are recomputed in the
+//!   exported snapshot of a temporary slot at LSN C ([`at_lsn::Recomputation`]) and compared
+//!   with the targets as the engine committed them at exactly C: through a snapshot the engine
+//!   exports there and goes on ([`live`]), or, to repair, with the engine held at C (see
 //!   `crate::engine::requests`).
 //!
 //! Rows are matched by the view's group key; numbers compare by value (1.50 = 1.5)
@@ -26,7 +27,8 @@ use crate::pg::{sql_err, SqlError};
 use crate::plan::ViewPlan;
 use crate::value::SqlType;
 
-pub mod held;
+pub mod at_lsn;
+pub mod live;
 pub mod offline;
 
 #[derive(Debug, Error)]
@@ -41,6 +43,8 @@ pub enum ReconcileError {
     Snapshot(#[from] crate::source::snapshot::SnapshotError),
     #[error("taking the reconcile's snapshot: waited {waited_ms} ms for write transactions open since before it ({oldest}); retry once they end, or raise --reconcile-wait-ms")]
     WritersOpen { waited_ms: u128, oldest: String },
+    #[error("the engine stopped during the reconcile")]
+    EngineGone,
 }
 
 /// One differing row: what the view's SQL says and what the target holds.

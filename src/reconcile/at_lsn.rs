@@ -7,9 +7,14 @@
 //! evaluated in that snapshot into temporary tables of a session of their own, so the snapshot
 //! (and the slot) can go at once. Right after the slot, a fence message is written to the WAL
 //! (`pg_logical_emit_message`, non-transactional): when the engine's stream reaches it, every
-//! transaction before C has arrived. The engine applies those, holds, and compares its targets
-//! with the recomputation in this session (and, where a target differs, its state, copied into
-//! a temporary table the same way, to tell a damaged target from a wrong state).
+//! transaction before C has arrived.
+//!
+//! The targets at C are then read one of two ways. Live ([`super::live`]): the engine exports a
+//! snapshot of its targets right after the batch that brings them to C and goes on; this session
+//! copies the targets through that snapshot ([`Recomputation::copy_targets`]) and compares the
+//! copies. Held ([`Recomputation::take`], for repairs): the engine applies up to C and holds while
+//! its targets are compared with the recomputation here (and, where a target differs, its state,
+//! copied into a temporary table the same way, to tell a damaged target from a wrong state).
 
 use std::time::Duration;
 
@@ -35,35 +40,45 @@ pub struct Recomputation {
     pub fence: String,
 }
 
-impl Recomputation {
-    /// Creates a temporary slot named `slot`, writes the fence, and evaluates each view's query
-    /// (with CURRENT_DATE pinned to the given date) in the slot's snapshot.
+/// A temporary slot's snapshot at C, with the fence written after it: what a recomputation
+/// is evaluated in.
+pub struct Snapshot {
+    session: Client,
+    slot: SlotSnapshot,
+    fence: String,
+}
+
+impl Snapshot {
+    /// Creates a temporary slot named `slot` and writes the fence.
     ///
-    /// Creating the slot waits for every transaction that holds an XID when it starts: a long
-    /// write transaction would hold the engine (and the views' freshness) for as long, so the
-    /// wait is bounded by `wait`; past it the reconcile fails, naming the oldest such
-    /// transaction.
+    /// Creating the slot waits for every transaction that holds an XID when it starts: the wait
+    /// is bounded by `wait`; past it the reconcile fails, naming the oldest such transaction.
     pub async fn take(
         db: &DbTarget,
         slot: &str,
         publication: &str,
-        views: &[(&ViewPlan, String)],
         fence: String,
         wait: Duration,
-    ) -> Result<Recomputation, ReconcileError> {
+    ) -> Result<Snapshot, ReconcileError> {
         let session = db.connect().await.map_err(ReconcileError::Connect)?;
-        let snapshot =
-            match tokio::time::timeout(wait, SlotSnapshot::create_temporary(db, slot, publication))
-                .await
-            {
-                Ok(created) => created?,
-                Err(_) => {
-                    return Err(ReconcileError::WritersOpen {
-                        waited_ms: wait.as_millis(),
-                        oldest: oldest_writer(&session).await,
-                    })
-                }
-            };
+        Self::take_in(session, db, slot, publication, fence, wait).await
+    }
+
+    /// [`Self::take`] with the recomputation's session already open.
+    pub async fn take_in(
+        session: Client,
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+        fence: String,
+        wait: Duration,
+    ) -> Result<Snapshot, ReconcileError> {
+        let created =
+            tokio::time::timeout(wait, SlotSnapshot::create_temporary(db, slot, publication)).await;
+        let slot = match created {
+            Ok(created) => created?,
+            Err(_) => return Err(writers_open(&session, wait).await),
+        };
         session
             .execute(
                 "SELECT pg_logical_emit_message(false, $1, $2)",
@@ -71,10 +86,28 @@ impl Recomputation {
             )
             .await
             .map_err(sql_err("writing the reconcile's fence"))?;
+        Ok(Snapshot {
+            session,
+            slot,
+            fence,
+        })
+    }
+
+    /// C: transactions ending at or before it are in the snapshot.
+    pub fn lsn(&self) -> crate::pg::Lsn {
+        self.slot.consistent_lsn
+    }
+
+    /// Evaluates each view's query (with CURRENT_DATE pinned to the given date) in the
+    /// snapshot; the slot goes when this returns.
+    pub async fn recompute(
+        self,
+        views: &[(&ViewPlan, String)],
+    ) -> Result<Recomputation, ReconcileError> {
         let mut sql = format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {};
              SET LOCAL work_mem = '256MB';",
-            quote_literal(&snapshot.snapshot_name)
+            quote_literal(&self.slot.snapshot_name)
         );
         for (i, (plan, today)) in views.iter().enumerate() {
             sql.push_str(&format!(
@@ -83,15 +116,82 @@ impl Recomputation {
             ));
         }
         sql.push_str("COMMIT;");
-        if let Err(e) = session.batch_execute(&sql).await {
-            let _ = session.batch_execute("ROLLBACK").await;
+        if let Err(e) = self.session.batch_execute(&sql).await {
+            let _ = self.session.batch_execute("ROLLBACK").await;
             return Err(sql_err("recomputing the views in the snapshot")(e).into());
         }
         Ok(Recomputation {
-            session,
-            lsn: snapshot.consistent_lsn,
-            fence,
+            session: self.session,
+            lsn: self.slot.consistent_lsn,
+            fence: self.fence,
         })
+    }
+}
+
+/// The error of a wait for writers that did not end in `wait`.
+pub(super) async fn writers_open(session: &Client, wait: Duration) -> ReconcileError {
+    ReconcileError::WritersOpen {
+        waited_ms: wait.as_millis(),
+        oldest: oldest_writer(session).await,
+    }
+}
+
+impl Recomputation {
+    /// Creates a temporary slot named `slot`, writes the fence, and evaluates each view's query
+    /// (with CURRENT_DATE pinned to the given date) in the slot's snapshot (see [`Snapshot`]).
+    pub async fn take(
+        db: &DbTarget,
+        slot: &str,
+        publication: &str,
+        views: &[(&ViewPlan, String)],
+        fence: String,
+        wait: Duration,
+    ) -> Result<Recomputation, ReconcileError> {
+        Snapshot::take(db, slot, publication, fence, wait)
+            .await?
+            .recompute(views)
+            .await
+    }
+
+    /// Copies the targets of `views` (the `i`-th recomputed, `i` in order) as the exported
+    /// snapshot `snapshot` shows them, for [`Self::against_copied_target`]. The exporting
+    /// transaction must stay open until this returns.
+    pub async fn copy_targets(
+        &self,
+        snapshot: &str,
+        views: &[&ViewPlan],
+    ) -> Result<(), ReconcileError> {
+        let mut sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {};",
+            quote_literal(snapshot)
+        );
+        for (i, plan) in views.iter().enumerate() {
+            sql.push_str(&format!(
+                "CREATE TEMPORARY TABLE dmv_target_{i} AS SELECT * FROM {};",
+                plan.name.quoted()
+            ));
+        }
+        sql.push_str("COMMIT;");
+        if let Err(e) = self.session.batch_execute(&sql).await {
+            let _ = self.session.batch_execute("ROLLBACK").await;
+            return Err(sql_err("copying the targets at the snapshot's LSN")(e).into());
+        }
+        Ok(())
+    }
+
+    /// The recomputation of view `i` against its target's copy (see [`Self::copy_targets`]).
+    pub async fn against_copied_target(
+        &self,
+        i: usize,
+        plan: &ViewPlan,
+    ) -> Result<Report, ReconcileError> {
+        let actual = format!("SELECT * FROM pg_temp.dmv_target_{i}");
+        compare_queries(&self.session, plan, &Self::expected_sql(i), &actual).await
+    }
+
+    /// The session holding the recomputation's temporary tables.
+    pub fn session(&self) -> &Client {
+        &self.session
     }
 
     fn expected_sql(i: usize) -> String {
