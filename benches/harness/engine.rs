@@ -161,6 +161,11 @@ impl Running {
         Ok(())
     }
 
+    /// The worker's peak RSS so far.
+    pub fn peak_rss(&self) -> u64 {
+        peak_rss(self.child.id())
+    }
+
     /// SIGTERM, a clean exit within 60 s; returns the worker's peak RSS.
     pub fn stop(mut self) -> Result<u64> {
         let peak = peak_rss(self.child.id());

@@ -38,6 +38,8 @@ pub struct Bench<'a> {
     pub work_dir: PathBuf,
     pub views_dir: PathBuf,
     pub peak_run_rss: u64,
+    /// `deltamv run`'s peak RSS after each row, as (row, bytes): which row raised it.
+    pub rss_steps: Vec<(&'static str, u64)>,
 }
 
 /// Every figure of one run.
@@ -60,6 +62,8 @@ pub struct Results {
     pub tps_alone: Vec<f64>,
     pub tps_engine: Vec<f64>,
     pub peak_run_rss: u64,
+    /// See [`Bench::rss_steps`].
+    pub rss_steps: Vec<(&'static str, u64)>,
     /// The highest steady rate with p99 <= 1 s.
     pub rate_search: Option<super::rates::RateSearch>,
     /// A midnight under writes, at the first rate.
@@ -118,12 +122,14 @@ impl Bench<'_> {
         r.reconcile_seconds = self.reconcile("reconcile after init")?;
         r.queries = self.queries().await?;
         let mut running = self.catch_up(&mut r).await?;
+        self.note_rss("1 catch-up", running.peak_rss());
         for &rate in &self.opts.rates {
             let (f, _) = self
                 .freshness(rate, &mut running, None, self.opts.rate_seconds)
                 .await?;
             r.freshness.push(f);
         }
+        self.note_rss("2 freshness", running.peak_rss());
         let first = self.opts.rates.first().copied().unwrap_or(2_000);
         r.rate_search = Some(
             self.rate_search(
@@ -134,14 +140,17 @@ impl Bench<'_> {
             )
             .await?,
         );
+        self.note_rss("2s rate search", running.peak_rss());
         r.live_reconcile = Some(self.live_reconcile(first, &mut running).await?);
+        self.note_rss("2r reconcile under writes", running.peak_rss());
         self.incremental_vs_full(&mut r, &mut running).await?;
-        self.stop(running)?;
+        self.stop("4 10k-change transactions", running)?;
         self.writer_overhead(&mut r).await?;
         // Last: from here on the engine runs on a clock file past midnight.
         r.midnight = Some(self.midnight(first, self.opts.rate_seconds).await?);
         r.final_reconcile_seconds = self.reconcile("final reconcile (after every workload)")?;
         r.peak_run_rss = self.peak_run_rss;
+        r.rss_steps = std::mem::take(&mut self.rss_steps);
         Ok(r)
     }
 
@@ -154,7 +163,7 @@ impl Bench<'_> {
         };
         self.initial_load(&mut r).await?;
         let running = self.catch_up(&mut r).await?;
-        self.stop(running)?;
+        self.stop("1 catch-up", running)?;
         r.final_reconcile_seconds = self.reconcile("reconcile after the catch-up")?;
         r.peak_run_rss = self.peak_run_rss;
         Ok(r)
@@ -470,8 +479,9 @@ impl Bench<'_> {
             .get(0);
         let pause_ms = self.engine.last_logged("pause_ms");
         self.progress.step(format_args!(
-            "  reconcile through the engine: {:.2} s, served in {served_ms:.0} ms, engine paused {pause_ms:?} ms, 0 differing rows",
-            out.seconds
+            "  reconcile through the engine: {:.2} s, served in {served_ms:.0} ms, engine paused {} ms, 0 differing rows",
+            out.seconds,
+            pause_ms.map_or("(not logged)".into(), |p| format!("{p:.1}"))
         ));
         Ok(LiveReconcile {
             freshness,
@@ -646,7 +656,7 @@ impl Bench<'_> {
             self.progress
                 .step(format_args!("  {tps:.0} tps with the engine"));
             r.tps_engine.push(tps);
-            self.stop(running)?;
+            self.stop("3 writer overhead", running)?;
         }
         Ok(())
     }
@@ -666,10 +676,21 @@ impl Bench<'_> {
         Ok(running)
     }
 
-    pub(super) fn stop(&mut self, running: Running) -> Result<()> {
+    /// Stops `running`, noting its peak RSS as that of the row `what`.
+    pub(super) fn stop(&mut self, what: &'static str, running: Running) -> Result<()> {
         let rss = running.stop()?;
-        self.peak_run_rss = self.peak_run_rss.max(rss);
+        self.note_rss(what, rss);
         Ok(())
+    }
+
+    /// Notes `deltamv run`'s peak RSS so far after the row `what`.
+    pub(super) fn note_rss(&mut self, what: &'static str, rss: u64) {
+        self.peak_run_rss = self.peak_run_rss.max(rss);
+        self.rss_steps.push((what, rss));
+        self.progress.step(format_args!(
+            "  deltamv run's peak RSS so far: {} MB",
+            rss >> 20
+        ));
     }
 
     fn conn_args(&self) -> Vec<String> {

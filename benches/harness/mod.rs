@@ -220,6 +220,7 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         work_dir: work.path().to_path_buf(),
         views_dir,
         peak_run_rss: 0,
+        rss_steps: Vec::new(),
     };
     if opts.catch_up_only {
         let r = bench.catch_up_only().await.inspect_err(|_| {

@@ -155,7 +155,7 @@ impl Bench<'_> {
         });
         let (freshness, _) = self.freshness(rate, &mut running, None, seconds).await?;
         let roll_seconds = crossing.await.context("the midnight task")??;
-        self.stop(running)?;
+        self.stop("2m midnight", running)?;
         let mut ms: Vec<f64> = freshness.latencies.iter().map(|l| l.1).collect();
         self.progress.step(format_args!(
             "  every window rolled {roll_seconds:.2} s after midnight; writes around it p99 {:.1} ms",

@@ -283,9 +283,14 @@ fn targets(w: &mut String, r: &Results) {
     let rss = r.init_peak_rss.max(r.peak_run_rss);
     let _ = writeln!(
         w,
-        "| 7 | memory and disk | peak RSS: init {} MB, run {} MB; RocksDB {} MB | | | RSS <= 512 MB | {} |",
+        "| 7 | memory and disk | peak RSS: init {} MB, run {} MB ({}); RocksDB {} MB | | | RSS <= 512 MB | {} |",
         r.init_peak_rss >> 20,
         r.peak_run_rss >> 20,
+        r.rss_steps
+            .iter()
+            .map(|(row, rss)| format!("after {row}: {} MB", rss >> 20))
+            .collect::<Vec<_>>()
+            .join(", "),
         r.state_bytes >> 20,
         if rss <= 512 << 20 { "yes" } else { "**no**" }
     );

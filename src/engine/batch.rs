@@ -137,39 +137,39 @@ impl Loop<'_> {
                             }
                         }
                         match ev {
-                        ev @ (StreamEvent::Transaction { .. } | StreamEvent::Part { .. }) => {
-                            let queued = batch.len();
-                            rows += self.accept(ev, &mut batch).await?;
-                            if batch.is_empty() {
-                                // A part applied the transactions before it.
-                                rows = 0;
-                                deadline = None;
-                            } else if batch.len() > queued {
-                                last_event = Some(tokio::time::Instant::now());
-                                deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
-                                if rows >= self.cfg.batch_max_rows {
-                                    full = true;
+                            ev @ (StreamEvent::Transaction { .. } | StreamEvent::Part { .. }) => {
+                                let queued = batch.len();
+                                rows += self.accept(ev, &mut batch).await?;
+                                if batch.is_empty() {
+                                    // A part applied the transactions before it.
+                                    rows = 0;
+                                    deadline = None;
+                                } else if batch.len() > queued {
+                                    last_event = Some(tokio::time::Instant::now());
+                                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(self.cfg.batch_max_ms));
+                                    if rows >= self.cfg.batch_max_rows {
+                                        full = true;
+                                        break;
+                                    }
+                                }
+                            }
+                            StreamEvent::Message { prefix, content } => {
+                                // A request is served after the transactions before it; a fence
+                                // or hold message of no reconcile in progress (left by an
+                                // interrupted one) means nothing.
+                                if prefix == requests::REQUEST_PREFIX {
+                                    self.queue_request(&content);
                                     break;
                                 }
                             }
-                        }
-                        StreamEvent::Message { prefix, content } => {
-                            // A request is served after the transactions before it; a fence
-                            // or hold message of no reconcile in progress (left by an
-                            // interrupted one) means nothing.
-                            if prefix == requests::REQUEST_PREFIX {
-                                self.queue_request(&content);
-                                break;
+                            StreamEvent::Idle { wal_end, server_time_micros } => {
+                                // Everything before wal_end has been received; a batch in progress
+                                // keeps filling until its deadline (keepalives also arrive mid-backlog).
+                                idle_at = Some(idle_at.map_or((wal_end, server_time_micros), |(w, t): (Lsn, i64)| (w.max(wal_end), t.max(server_time_micros))));
+                                if batch.is_empty() {
+                                    break;
+                                }
                             }
-                        }
-                        StreamEvent::Idle { wal_end, server_time_micros } => {
-                            // Everything before wal_end has been received; a batch in progress
-                            // keeps filling until its deadline (keepalives also arrive mid-backlog).
-                            idle_at = Some(idle_at.map_or((wal_end, server_time_micros), |(w, t): (Lsn, i64)| (w.max(wal_end), t.max(server_time_micros))));
-                            if batch.is_empty() {
-                                break;
-                            }
-                        }
                         }
                     },
                     _ = batch_deadline => break,

@@ -32,12 +32,12 @@ use crate::source::stream::StreamEvent;
 
 /// A live reconcile in progress.
 pub(super) struct Live {
-    pub(super) req: Request,
-    pub(super) started: Instant,
+    req: Request,
+    started: Instant,
     /// The incremental views compared, each with whether to repair.
     views: Vec<(usize, bool)>,
     /// Fallback views refreshed afterwards (a `refresh all`).
-    pub(super) fallbacks: Vec<usize>,
+    fallbacks: Vec<usize>,
     /// The hold message's content.
     token: String,
     phase: Phase,

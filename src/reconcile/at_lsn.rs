@@ -60,8 +60,7 @@ impl Snapshot {
         fence: String,
         wait: Duration,
     ) -> Result<Snapshot, ReconcileError> {
-        let session = db.connect().await.map_err(ReconcileError::Connect)?;
-        Self::take_in(session, db, slot, publication, fence, wait).await
+        Self::take_in(session(db).await?, db, slot, publication, fence, wait).await
     }
 
     /// [`Self::take`] with the recomputation's session already open.
@@ -126,6 +125,19 @@ impl Snapshot {
             fence: self.fence,
         })
     }
+}
+
+/// A session for a recomputation. Its temporary tables (the recomputed views, copies of the
+/// targets) stay in its local buffers up to 512 MB instead of going to disk: a reconcile
+/// beside the engine otherwise competes with the targets' commits and RocksDB's flushes for
+/// the disk.
+pub async fn session(db: &DbTarget) -> Result<Client, ReconcileError> {
+    let session = db.connect().await?;
+    session
+        .batch_execute("SET temp_buffers = '512MB'")
+        .await
+        .map_err(sql_err("preparing the reconcile's session"))?;
+    Ok(session)
 }
 
 /// The error of a wait for writers that did not end in `wait`.

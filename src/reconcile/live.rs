@@ -105,7 +105,7 @@ impl Task {
         cut: oneshot::Sender<Cut>,
         exported: oneshot::Receiver<Exported>,
     ) -> Result<Found, ReconcileError> {
-        let session = self.db.connect().await?;
+        let session = super::at_lsn::session(&self.db).await?;
         phase(&session, self.id, "waiting for open write transactions").await;
         wait_for_writers(&session, self.wait).await?;
         session
