@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use support::engine::{
-    assert_converges, differences, differences_except, free_local_addr, http_get, micros, run_txns,
-    seed_and_init, seed_rows, seed_views_with, tail, terminate, wait_caught_up, wait_for, Database,
-    EngineEnv, Fixture, SEED_VIEWS,
+    assert_converges, differences, differences_except, free_local_addr, http_get, micros,
+    open_write_transaction, run_txns, seed_and_init, seed_rows, seed_views_with, tail, terminate,
+    wait_caught_up, wait_for, Database, EngineEnv, Fixture, SEED_VIEWS,
 };
 use support::workload::Workload;
 
@@ -923,12 +923,7 @@ async fn a_reconcile_does_not_pause_the_views() -> Result<()> {
         ],
     )?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
-    let open = support::connect(&url).await?;
-    open.batch_execute(
-        "BEGIN; INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
-         VALUES (gen_random_uuid(), gen_random_uuid(), 'login', now())",
-    )
-    .await?;
+    let open = open_write_transaction(&url).await?;
     let id: uuid::Uuid = client
         .query_one("SELECT request_id FROM deltamv.reconcile_all()", &[])
         .await?

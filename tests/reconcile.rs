@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use support::engine::{
-    assert_converges, micros, run_txns, seed_rows, terminate, wait_caught_up, wait_for, Fixture,
+    assert_converges, micros, open_write_transaction, run_txns, seed_rows, terminate,
+    wait_caught_up, wait_for, Fixture,
 };
 use support::workload::Workload;
 
@@ -256,12 +257,7 @@ async fn interrupted_request_is_served_once(failpoint: &str, tamper: bool) -> Re
     let mut engine = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", failpoint)])?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     run_txns(&client, &mut w, 20).await?;
-    let open = support::connect(&url).await?;
-    open.batch_execute(
-        "BEGIN; INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
-         VALUES (gen_random_uuid(), gen_random_uuid(), 'login', now())",
-    )
-    .await?;
+    let open = open_write_transaction(&url).await?;
     let id: uuid::Uuid = client
         .query_one(
             "SELECT request_id FROM deltamv.reconcile_view('analytics.mv_active_users', repair => true)",
@@ -361,13 +357,7 @@ async fn a_reconcile_waits_only_so_long_for_an_open_write_transaction() -> Resul
     seed_rows(&client, &mut w, 300).await?;
     let mut engine = env.spawn(&["run"], &[("DELTAMV_RECONCILE_WAIT_MS", "2000")])?;
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
-    let open = support::connect(&url).await?;
-    open.batch_execute(
-        // An insert: it takes an XID and locks no row the writers below might update.
-        "BEGIN; INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
-         VALUES (gen_random_uuid(), gen_random_uuid(), 'login', now())",
-    )
-    .await?;
+    let open = open_write_transaction(&url).await?;
     let (code, out, err) = env.run_cmd(&["reconcile"])?;
     assert_ne!(code, 0, "the reconcile gives up:\n{out}\n{err}");
     assert!(

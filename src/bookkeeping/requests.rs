@@ -60,6 +60,14 @@ pub async fn set_phase(client: &Client, id: Uuid, phase: &str) -> Result<(), Sql
     Ok(())
 }
 
+/// [`set_phase`], best effort: a phase that cannot be recorded is logged, and the request goes
+/// on.
+pub async fn note_phase(client: &Client, id: Uuid, phase: &str) {
+    if let Err(e) = set_phase(client, id, phase).await {
+        tracing::warn!(error = %e, "cannot record a request's phase");
+    }
+}
+
 /// A request's result.
 pub struct Finished {
     /// `done`, `differences` or `failed`.

@@ -14,8 +14,9 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::batch::PendingTxn;
-use super::requests::{set_phase, ViewOutcome, REQUEST_PREFIX};
+use super::requests::{ViewOutcome, REQUEST_PREFIX};
 use super::{EngineError, Loop};
+use crate::bookkeeping::requests;
 use crate::maintain::RowPages;
 use crate::pg::Lsn;
 use crate::reconcile::at_lsn::{Recomputation, FENCE_PREFIX};
@@ -29,24 +30,10 @@ impl Loop<'_> {
         id: Uuid,
         views: &[(usize, bool)],
     ) -> Result<Result<(Lsn, Vec<ViewOutcome>), String>, EngineError> {
-        let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
-        let dates = self
-            .state
-            .call(move |m| indexes.iter().map(|v| m.date(*v)).collect::<Vec<_>>())
-            .await?;
-        let plans: Vec<_> = views
-            .iter()
-            .map(|(v, _)| self.prepared.plans[*v].clone())
-            .collect();
-        let pinned: Vec<_> = plans
-            .iter()
-            .zip(&dates)
-            .map(|(p, d)| (p, crate::pgtime::format_date(*d)))
-            .collect();
-        set_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
+        let (plans, slot) = self.pinned_plans(views).await?;
+        let pinned: Vec<_> = plans.iter().map(|(p, d)| (p, d.clone())).collect();
+        requests::note_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
         let started = Instant::now();
-        self.reconciles += 1;
-        let slot = format!("deltamv_rc_{}_{}", std::process::id(), self.reconciles);
         let fence = format!("{slot} {}", chrono::Utc::now().timestamp_micros());
         let mut rc = match Recomputation::take(
             &self.prepared.db,
@@ -62,13 +49,13 @@ impl Loop<'_> {
             Err(e) => return Ok(Err(e.to_string())),
         };
         let recomputed = started.elapsed();
-        set_phase(&self.prepared.client, id, "applying up to the snapshot").await;
+        requests::note_phase(&self.prepared.client, id, "applying up to the snapshot").await;
         self.drain_to_fence(&rc.fence, rc.lsn).await?;
         crate::failpoint::hit("reconcile_held");
         let caught_up = started.elapsed();
-        set_phase(&self.prepared.client, id, "comparing").await;
+        requests::note_phase(&self.prepared.client, id, "comparing").await;
         let mut outcomes = Vec::new();
-        for (i, ((v, repair), plan)) in views.iter().zip(&plans).enumerate() {
+        for (i, ((v, repair), (plan, _))) in views.iter().zip(&plans).enumerate() {
             let mut o = ViewOutcome {
                 view: plan.name.to_string(),
                 ..ViewOutcome::default()
@@ -80,7 +67,7 @@ impl Loop<'_> {
                     // the two disagree.
                     o.state_differences = state.as_ref().map_or(0, |s| s.diffs.len());
                     if *repair && state.is_some_and(|s| s.diffs.is_empty()) {
-                        set_phase(&self.prepared.client, id, "repairing").await;
+                        requests::note_phase(&self.prepared.client, id, "repairing").await;
                         match rc.repair_from_state(i, plan, &target).await {
                             Ok(n) => o.repaired = n,
                             Err(e) => o.error = Some(e.to_string()),

@@ -92,27 +92,13 @@ impl Loop<'_> {
         views: Vec<(usize, bool)>,
         fallbacks: Vec<usize>,
     ) -> Result<(), EngineError> {
-        let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
-        let dates = self
-            .state
-            .call(move |m| indexes.iter().map(|v| m.date(*v)).collect::<Vec<_>>())
-            .await?;
-        self.reconciles += 1;
+        let (pinned, slot) = self.pinned_plans(&views).await?;
         let task = Task {
             db: self.prepared.db.clone(),
             id: req.id,
-            slot: format!("deltamv_rc_{}_{}", std::process::id(), self.reconciles),
+            slot,
             publication: self.cfg.publication.clone(),
-            views: views
-                .iter()
-                .zip(&dates)
-                .map(|((v, _), d)| {
-                    (
-                        self.prepared.plans[*v].clone(),
-                        crate::pgtime::format_date(*d),
-                    )
-                })
-                .collect(),
+            views: pinned,
             wait: Duration::from_millis(self.cfg.reconcile_wait_ms),
         };
         let token = task.hold_token();

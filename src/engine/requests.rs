@@ -258,6 +258,32 @@ impl Loop<'_> {
         )))
     }
 
+    /// The plans of `views`, each with the date its CURRENT_DATE is at in the state (what a
+    /// recomputation pins it to), and the name of a new temporary slot for their reconcile.
+    pub(super) async fn pinned_plans(
+        &mut self,
+        views: &[(usize, bool)],
+    ) -> Result<(Vec<(crate::plan::ViewPlan, String)>, String), EngineError> {
+        let indexes: Vec<usize> = views.iter().map(|(v, _)| *v).collect();
+        let dates = self
+            .state
+            .call(move |m| indexes.iter().map(|v| m.date(*v)).collect::<Vec<_>>())
+            .await?;
+        let pinned = views
+            .iter()
+            .zip(&dates)
+            .map(|((v, _), d)| {
+                (
+                    self.prepared.plans[*v].clone(),
+                    crate::pgtime::format_date(*d),
+                )
+            })
+            .collect();
+        self.reconciles += 1;
+        let slot = format!("deltamv_rc_{}_{}", std::process::id(), self.reconciles);
+        Ok((pinned, slot))
+    }
+
     /// Refreshes fallback views (each recorded in the history by `refresh_now` itself).
     pub(super) async fn refresh_fallbacks(
         &mut self,
@@ -267,7 +293,7 @@ impl Loop<'_> {
         let mut outcomes = Vec::new();
         for f in fallbacks {
             let plan = self.prepared.fallbacks[*f].clone();
-            set_phase(&self.prepared.client, id, "refreshing").await;
+            requests::note_phase(&self.prepared.client, id, "refreshing").await;
             let error = crate::refresher::refresh_now(&self.prepared.client, &plan)
                 .await
                 .err();
@@ -427,13 +453,6 @@ impl Loop<'_> {
         requests::claim(&self.prepared.client, &req.claim()).await?;
         tracing::info!(id = %id, views = %names.join(", "), "scheduled reconcile");
         self.start_live(req, Instant::now(), views, vec![]).await
-    }
-}
-
-/// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
-pub(super) async fn set_phase(client: &Client, id: Uuid, phase: &str) {
-    if let Err(e) = requests::set_phase(client, id, phase).await {
-        tracing::warn!(error = %e, "cannot record a request's phase");
     }
 }
 

@@ -49,22 +49,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Creates a temporary slot named `slot` and writes the fence.
+    /// Creates a temporary slot named `slot` and writes the fence; `session` (see [`session`])
+    /// evaluates the recomputation.
     ///
     /// Creating the slot waits for every transaction that holds an XID when it starts: the wait
     /// is bounded by `wait`; past it the reconcile fails, naming the oldest such transaction.
     pub async fn take(
-        db: &DbTarget,
-        slot: &str,
-        publication: &str,
-        fence: String,
-        wait: Duration,
-    ) -> Result<Snapshot, ReconcileError> {
-        Self::take_in(session(db).await?, db, slot, publication, fence, wait).await
-    }
-
-    /// [`Self::take`] with the recomputation's session already open.
-    pub async fn take_in(
         session: Client,
         db: &DbTarget,
         slot: &str,
@@ -159,7 +149,7 @@ impl Recomputation {
         fence: String,
         wait: Duration,
     ) -> Result<Recomputation, ReconcileError> {
-        Snapshot::take(db, slot, publication, fence, wait)
+        Snapshot::take(session(db).await?, db, slot, publication, fence, wait)
             .await?
             .recompute(views)
             .await

@@ -106,7 +106,7 @@ impl Task {
         exported: oneshot::Receiver<Exported>,
     ) -> Result<Found, ReconcileError> {
         let session = super::at_lsn::session(&self.db).await?;
-        phase(&session, self.id, "waiting for open write transactions").await;
+        requests::note_phase(&session, self.id, "waiting for open write transactions").await;
         wait_for_writers(&session, self.wait).await?;
         session
             .execute(
@@ -116,7 +116,7 @@ impl Task {
             .await
             .map_err(sql_err("writing the reconcile's hold message"))?;
         let fence = format!("{} {}", self.slot, chrono::Utc::now().timestamp_micros());
-        let snapshot = Snapshot::take_in(
+        let snapshot = Snapshot::take(
             session,
             &self.db,
             &self.slot,
@@ -145,7 +145,7 @@ impl Task {
         let recompute = started.elapsed();
         let exported = exported.await.map_err(|_| ReconcileError::EngineGone)?;
         crate::failpoint::hit("reconcile_exported");
-        phase(rc.session(), self.id, "comparing").await;
+        requests::note_phase(rc.session(), self.id, "comparing").await;
         let plans: Vec<&ViewPlan> = self.views.iter().map(|(p, _)| p).collect();
         rc.copy_targets(&exported.snapshot, &plans).await?;
         // The copies are taken: the exporting transaction may end.
@@ -164,13 +164,6 @@ impl Task {
             views,
             recompute,
         })
-    }
-}
-
-/// Shows where a request is (for `deltamv reconcile`'s progress line); best effort.
-async fn phase(client: &Client, id: Uuid, phase: &str) {
-    if let Err(e) = requests::set_phase(client, id, phase).await {
-        tracing::warn!(error = %e, "cannot record a request's phase");
     }
 }
 

@@ -531,3 +531,16 @@ pub async fn assert_converges_except(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// A write transaction left open on a connection of its own: it holds an XID (an insert of an
+/// activity row, which locks no row the workloads update), so a reconcile's snapshot waits for
+/// it. COMMIT on the returned client ends it.
+pub async fn open_write_transaction(url: &str) -> Result<tokio_postgres::Client> {
+    let open = super::connect(url).await?;
+    open.batch_execute(
+        "BEGIN; INSERT INTO analytics.user_activity (workspace_id, user_id, activity_type, created_at)
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'login', now())",
+    )
+    .await?;
+    Ok(open)
+}
