@@ -1010,3 +1010,91 @@ async fn a_reconcile_does_not_pause_the_views() -> Result<()> {
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// A request that waits behind a reconcile in progress is not lost to a crash: while it waits,
+/// writes go on and the engine checkpoints every 50 ms, yet the slot stays before its message,
+/// so when the engine is killed during its own comparison it is served after the restart, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_behind_a_reconcile_survives_a_crash() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        url,
+    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(44, micros(NOW));
+    w.allow_truncate = false;
+    seed_rows(&client, &mut w, 300).await?;
+    let mut engine = env.spawn(
+        &["run"],
+        &[
+            // The second comparison is the queued request's.
+            ("DELTAMV_FAILPOINT", "reconcile_comparing:2"),
+            ("DELTAMV_CHECKPOINT_MS", "50"),
+        ],
+    )?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let writer = Writer::start(&url, w);
+    let open = open_write_transaction(&url).await?;
+    let request =
+        async |sql: &str| -> Result<uuid::Uuid> { Ok(client.query_one(sql, &[]).await?.get(0)) };
+    let first =
+        request("SELECT request_id FROM deltamv.reconcile_view('analytics.mv_active_users')")
+            .await?;
+    let queued =
+        request("SELECT request_id FROM deltamv.reconcile_view('analytics.mv_top_agents')").await?;
+    // Both wait (the first for `open`, the second for the first) while writes are applied.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    writer.check_alive()?;
+    ensure!(
+        engine.try_wait()?.is_none(),
+        "the first reconcile did not wait for the open transaction"
+    );
+    open.batch_execute("COMMIT").await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.try_wait()?.is_none() {
+        ensure!(
+            Instant::now() < deadline,
+            "the failpoint was not reached:\n{}",
+            tail(&env.engine_log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writer.stop().await?;
+    let mut engine = env.spawn_run()?;
+    let status = |id: uuid::Uuid| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_opt(
+                    "SELECT status FROM deltamv.requests WHERE request_id = $1 AND finished_at IS NOT NULL",
+                    &[&id],
+                )
+                .await?;
+            Ok::<_, anyhow::Error>(row.map(|r| r.get::<_, String>(0)))
+        }
+    };
+    let served = wait_for(
+        &mut engine,
+        &env,
+        Duration::from_secs(60),
+        "the queued request was not served after the restart",
+        async || status(queued).await,
+    )
+    .await?;
+    assert_eq!(served, "done", "{}", tail(&env.engine_log(), 30));
+    assert_eq!(
+        status(first).await?.as_deref(),
+        Some("done"),
+        "the first request ended before the crash"
+    );
+    assert_eq!(
+        env.engine_log()
+            .matches(&format!("id={queued} status="))
+            .count(),
+        1,
+        "the queued request is served once"
+    );
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}

@@ -45,9 +45,10 @@
 //! after A, so RocksDB's own log only duplicated it. The price is a replay of at most a
 //! checkpoint interval of changes after a crash, and WAL retained on the server for as long.
 //!
-//! Requests: a request message is served after the batch before it, and while a reconcile
-//! serves it beside the stream ([`super::live_reconcile`]) A stays at or before the T of that
-//! batch ([`Progress::cap_ack`]), so a crash before its result is recorded delivers it again.
+//! Requests: a request message is served after the batch before it. From its arrival until no
+//! request is pending (one may wait while a reconcile runs beside the stream,
+//! [`super::live_reconcile`]), A stays at or before the T it arrived at ([`Progress::cap_ack`]),
+//! so a crash before its result is recorded delivers it again.
 //!
 //! Targets carry absolute values per group, so even a repeated write would be harmless.
 //! When the stream is idle and nothing is pending, the slot is acknowledged up to the server's
@@ -119,9 +120,9 @@ impl Progress {
         self.cap.map_or(self.ack_ready, |c| self.ack_ready.min(c))
     }
 
-    /// Keeps the slot at or before `lsn` until [`Self::cap_ack_off`].
+    /// Keeps the slot at or before `lsn` (and any earlier cap) until [`Self::cap_ack_off`].
     pub fn cap_ack(&mut self, lsn: Lsn) {
-        self.cap = Some(lsn);
+        self.cap = Some(self.cap.map_or(lsn, |c| c.min(lsn)));
     }
 
     pub fn cap_ack_off(&mut self) {
@@ -307,6 +308,8 @@ impl Loop<'_> {
             .map_err(MaintainError::from)?;
         tracing::debug!(ack = %ack, flush_ms = took.as_millis() as u64, "state checkpoint");
         crate::failpoint::hit("after_checkpoint");
+        // A request that arrived meanwhile may have capped the slot below what the flush covers.
+        let ack = ack.min(self.progress.ack_ready());
         self.stream.ack(self.progress.acknowledged(ack));
         self.record_state_size().await
     }
@@ -345,6 +348,20 @@ mod tests {
         assert!(p.caught_up(Lsn(40)));
         p.ack_recorded(Lsn(40));
         assert_eq!(p.acknowledged(Lsn(40)), Lsn(40));
+    }
+
+    #[test]
+    fn a_pending_request_keeps_the_slot_before_its_message() {
+        let mut p = Progress::new(Lsn(10), Lsn(10), Lsn::ZERO);
+        p.state_committed(Lsn(20));
+        p.targets_committed(Lsn(20));
+        p.cap_ack(Lsn(15)); // a request arrived at T = 15
+        p.cap_ack(Lsn(18)); // a later one queued behind it
+        assert_eq!(p.ack_ready(), Lsn(15));
+        assert!(p.caught_up(Lsn(30)));
+        assert_eq!(p.ack_ready(), Lsn(15), "not even when idle");
+        p.cap_ack_off(); // both served
+        assert_eq!(p.ack_ready(), Lsn(30));
     }
 
     #[test]

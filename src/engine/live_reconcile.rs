@@ -111,8 +111,8 @@ impl Loop<'_> {
             let _ = result_tx.send(task.run(cut_tx, exported_rx).await);
             wake.notify_one();
         });
-        // The request's message comes after everything the targets hold now: a crash before
-        // the reconcile ends delivers it again.
+        // The slot stays before the request's message until it is served (see
+        // `Loop::queue_request`); a scheduled one has none, and this cap does no harm.
         self.progress.cap_ack(self.progress.targets());
         tracing::info!(id = %req.id, kind = req.kind.as_str(), views = views.len(), "reconciling beside the stream");
         self.live = Some(Live {
@@ -240,7 +240,6 @@ impl Loop<'_> {
         let Some(mut live) = self.live.take_if(|l| l.task.is_finished()) else {
             return Ok(());
         };
-        self.progress.cap_ack_off();
         let found = live
             .result
             .try_recv()

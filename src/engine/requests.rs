@@ -176,6 +176,8 @@ impl Loop<'_> {
         self.finish_live().await?;
         while self.live.is_none() {
             let Some(req) = self.requests.pop_front() else {
+                // None pending: the slot may pass the messages of those served.
+                self.progress.cap_ack_off();
                 return self.scheduled_reconciles().await;
             };
             self.serve(req).await?;
@@ -183,10 +185,14 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Queues a request message (ignored with a warning when unreadable).
+    /// Queues a request message (ignored with a warning when unreadable). Until it is served,
+    /// the slot is not acknowledged past the targets' position now, which is before the message.
     pub(super) fn queue_request(&mut self, content: &[u8]) {
         match parse(content) {
-            Ok(r) => self.requests.push_back(r),
+            Ok(r) => {
+                self.progress.cap_ack(self.progress.targets());
+                self.requests.push_back(r)
+            }
             Err(e) => tracing::warn!(error = %e, "ignoring an unreadable request message"),
         }
     }
