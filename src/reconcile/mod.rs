@@ -43,7 +43,7 @@ pub enum ReconcileError {
     Snapshot(#[from] crate::source::snapshot::SnapshotError),
     #[error("taking the reconcile's snapshot: waited {waited_ms} ms for write transactions open since before it ({oldest}); retry once they end, or raise --reconcile-wait-ms")]
     WritersOpen { waited_ms: u128, oldest: String },
-    #[error("the engine stopped during the reconcile")]
+    #[error("the engine stopped during the reconcile, or could not export its targets' snapshot (its log says which)")]
     EngineGone,
 }
 
