@@ -67,8 +67,9 @@ pub struct Cli {
     /// milliseconds: the most a crash makes it replay.
     #[arg(long, env = "DELTAMV_CHECKPOINT_MS", global = true, default_value_t = DEFAULT_CHECKPOINT_MS)]
     checkpoint_ms: u64,
-    /// How long a reconcile in `run` may wait, holding the views, for write transactions that
-    /// were open when it started, in milliseconds; past it the request fails naming the oldest.
+    /// How long a reconcile in `run` may wait (the views go on meanwhile) for write transactions
+    /// that were open when it started, in milliseconds; past it the request fails naming the
+    /// oldest.
     #[arg(long, env = "DELTAMV_RECONCILE_WAIT_MS", global = true, default_value_t = DEFAULT_RECONCILE_WAIT_MS)]
     reconcile_wait_ms: u64,
     /// Log as JSON lines.

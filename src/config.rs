@@ -22,7 +22,7 @@ pub struct Config {
     /// acknowledged up to it): the most a crash makes the engine replay.
     pub checkpoint_ms: u64,
     /// How long a reconcile's snapshot may wait for write transactions open since before it
-    /// (the engine holds meanwhile); past it the request fails, naming the oldest one.
+    /// (the engine applies on meanwhile); past it the request fails, naming the oldest one.
     pub reconcile_wait_ms: u64,
 }
 

@@ -341,9 +341,9 @@ async fn interrupted_request_is_served_once(failpoint: &str, tamper: bool) -> Re
     Ok(())
 }
 
-/// A reconcile's snapshot waits for write transactions open since before it, and the engine
-/// holds meanwhile: the wait is bounded, the request fails naming the transaction, and the
-/// engine goes on; once the transaction ends a reconcile succeeds.
+/// A reconcile's snapshot waits for write transactions open since before it: the wait is
+/// bounded, the request fails naming the transaction, and the engine goes on; once the
+/// transaction ends a reconcile succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_waits_only_so_long_for_an_open_write_transaction() -> Result<()> {
     let Fixture {

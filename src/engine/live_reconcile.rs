@@ -41,10 +41,9 @@ pub(super) struct Live {
     /// The hold message's content.
     token: String,
     phase: Phase,
-    result: oneshot::Receiver<Result<Found, ReconcileError>>,
     /// Woken when the task ends.
     pub(super) done: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<Found, ReconcileError>>,
 }
 
 enum Phase {
@@ -104,12 +103,12 @@ impl Loop<'_> {
         let token = task.hold_token();
         let (cut_tx, cut_rx) = oneshot::channel();
         let (exported_tx, exported_rx) = oneshot::channel();
-        let (result_tx, result_rx) = oneshot::channel();
         let done = Arc::new(Notify::new());
         let wake = done.clone();
         let handle = tokio::spawn(async move {
-            let _ = result_tx.send(task.run(cut_tx, exported_rx).await);
+            let found = task.run(cut_tx, exported_rx).await;
             wake.notify_one();
+            found
         });
         // The slot stays before the request's message until it is served (see
         // `Loop::queue_request`); a scheduled one has none, and this cap does no harm.
@@ -125,7 +124,6 @@ impl Loop<'_> {
                 cut: cut_rx,
                 exported: exported_tx,
             },
-            result: result_rx,
             done,
             task: handle,
         });
@@ -240,9 +238,9 @@ impl Loop<'_> {
         let Some(mut live) = self.live.take_if(|l| l.task.is_finished()) else {
             return Ok(());
         };
-        let found = live
-            .result
-            .try_recv()
+        // Finished: this does not wait. A task that panicked found nothing.
+        let found = (&mut live.task)
+            .await
             .unwrap_or(Err(ReconcileError::EngineGone));
         let (req, started) = (live.req.clone(), live.started);
         let outcome = match found {
