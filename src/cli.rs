@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{
-    Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHECKPOINT_MS,
+    machine_cores, Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHECKPOINT_MS,
     DEFAULT_PUBLICATION, DEFAULT_RECONCILE_WAIT_MS, DEFAULT_SLOT,
 };
 use crate::{engine, pgtime, reconcile, setup, status, submit};
@@ -72,6 +72,10 @@ pub struct Cli {
     /// oldest.
     #[arg(long, env = "DELTAMV_RECONCILE_WAIT_MS", global = true, default_value_t = DEFAULT_RECONCILE_WAIT_MS)]
     reconcile_wait_ms: u64,
+    /// How many threads fold the views of a batch in `init` and `run` (each view on one thread
+    /// at a time); default: the machine's cores.
+    #[arg(long, env = "DELTAMV_FOLD_THREADS", global = true)]
+    fold_threads: Option<usize>,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -182,6 +186,7 @@ fn config(cli: &Cli) -> Config {
         batch_max_ms: DEFAULT_BATCH_MAX_MS,
         checkpoint_ms: cli.checkpoint_ms,
         reconcile_wait_ms: cli.reconcile_wait_ms,
+        fold_threads: cli.fold_threads.unwrap_or_else(machine_cores),
     }
 }
 

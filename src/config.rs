@@ -24,6 +24,9 @@ pub struct Config {
     /// How long a reconcile's snapshot may wait for write transactions open since before it
     /// (the engine applies on meanwhile); past it the request fails, naming the oldest one.
     pub reconcile_wait_ms: u64,
+    /// How many threads fold the views of a batch (`init` and `run`); each view is folded by
+    /// one thread, so more threads than views are idle.
+    pub fold_threads: usize,
 }
 
 pub const DEFAULT_SLOT: &str = "deltamv";
@@ -32,6 +35,11 @@ pub const DEFAULT_BATCH_MAX_ROWS: usize = 20_000;
 pub const DEFAULT_BATCH_MAX_MS: u64 = 100;
 pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
 pub const DEFAULT_RECONCILE_WAIT_MS: u64 = 30_000;
+
+/// The machine's cores (1 when it cannot tell): the default of [`Config::fold_threads`].
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -70,6 +78,9 @@ impl Config {
         if self.checkpoint_ms == 0 {
             return Err(ConfigError::Zero("checkpoint_ms"));
         }
+        if self.fold_threads == 0 {
+            return Err(ConfigError::Zero("fold_threads"));
+        }
         Ok(())
     }
 }
@@ -90,6 +101,7 @@ mod tests {
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
             checkpoint_ms: DEFAULT_CHECKPOINT_MS,
             reconcile_wait_ms: DEFAULT_RECONCILE_WAIT_MS,
+            fold_threads: 2,
         }
     }
 

@@ -294,6 +294,16 @@ async fn outer_current_date_conditions_follow_midnight_without_writes() -> Resul
     assert_converges(&env, Duration::from_secs(10), "after more writes").await?;
     let (code, out, err) = env.run_cmd(&["reconcile"])?;
     assert_eq!(code, 0, "reconcile:\n{out}\n{err}");
+
+    // Forward again, past the dates the groups were filed under before the clock went back:
+    // they are still revisited (their time-index entries survived the step back).
+    env.set_clock("2026-11-09T05:30:00Z")?;
+    assert_converges(
+        &env,
+        Duration::from_secs(20),
+        "after the clock went forward again",
+    )
+    .await?;
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }

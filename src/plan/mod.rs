@@ -16,7 +16,7 @@ pub mod deps;
 pub mod explain;
 pub mod expr;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod parse;
 mod recompute;
 mod scalar;

@@ -46,7 +46,8 @@ pub(super) async fn initial_load(
     store.wipe()?;
     let snapshot = SlotSnapshot::create(&p.db, &cfg.slot, &cfg.publication).await?;
     let lsn = snapshot.consistent_lsn;
-    let maintainer = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
+    let mut maintainer = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
+    maintainer.set_threads(cfg.fold_threads);
     let state = StateThread::spawn(maintainer);
     load_snapshot(p, &state, &snapshot).await?;
     drop(snapshot);

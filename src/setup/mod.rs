@@ -189,6 +189,7 @@ pub async fn init(
         let columns = objects::update_objects(p, cfg).await?;
         let dates = meta::read_dates(&store)?;
         let mut m = Maintainer::new(store, p.tz, p.tables.clone(), p.plans.clone(), today);
+        m.set_threads(cfg.fold_threads);
         m.set_dates(&dates);
         load_failures(&p.client, &mut m).await?;
         objects::record_broken(&p.client, &p.broken).await?;

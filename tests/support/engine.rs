@@ -260,6 +260,8 @@ impl EngineEnv {
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
             checkpoint_ms: deltamv::config::DEFAULT_CHECKPOINT_MS,
             reconcile_wait_ms: deltamv::config::DEFAULT_RECONCILE_WAIT_MS,
+            // More threads than this machine's cores: views fold concurrently in every test.
+            fold_threads: 3,
         }
     }
 

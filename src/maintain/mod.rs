@@ -1,0 +1,542 @@
+//! Applying source changes to view state: the incremental operators at work.
+//!
+//! A source row contributes to one group of a view's first stage (or to none, when WHERE rejects
+//! it); its contribution is a function of the row image and of the date CURRENT_DATE stands for.
+//! Every change is therefore "retract the old image's contribution, add the new one's": updates of
+//! any column (group keys, primary key, NULL to value), deletes and TRUNCATE all reduce to that,
+//! and REPLICA IDENTITY DEFAULT is enough because the previous image of every row is kept here.
+//!
+//! Time: a comparison with CURRENT_DATE flips at most once per direction as the date grows (the
+//! planner guarantees monotonic use), so for each row we compute the next date at which any such
+//! comparison could flip (binary search per comparison) and file the row in a time index under
+//! that date. When the clock passes a date, exactly the filed rows are retracted at the old date
+//! and re-added at the new one; all other rows contribute the same at both dates.
+//!
+//! The same holds at every later stage, whose input rows are the output rows of the stage before
+//! it (and at every stage's HAVING and select list, which read a group's key and aggregates): a
+//! group whose output or whose contribution to the next stage depends on CURRENT_DATE is filed in
+//! the time index under the next date at which any of those comparisons could flip. When the
+//! clock passes it, the group is finalized again at the new date and its rows are retracted from
+//! the next stage as they were contributed (at the old date) and added at the new one. A date
+//! change thus runs like a batch: due source rows first, then each stage's changed and due
+//! groups, innermost first, with no writes needed.
+//!
+//! Within a batch, changed groups are collected and finalized once per stage, innermost first;
+//! a changed output row of one stage is a retract/insert pair for the next, and the last stage's
+//! changed rows are what the sink writes.
+//!
+//! A batch runs in two passes. The row-level pass ([`rows`]) goes over the changes in order:
+//! stored images, the rows' time index, and the images entering and leaving the views. Then
+//! each view folds those images and finalizes its groups ([`view`]); views share no state they
+//! write, so they fold on several threads at once ([`threads`]) and their writes are applied
+//! afterwards in view order: the state, and so the crash argument of `engine::durability`, is
+//! the same as with one thread (`tests.rs` checks both write the same bytes).
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+
+use crate::change::{Change, TargetChange};
+use crate::pg::TableInfo;
+use crate::pgtime::PgTimeZone;
+use crate::plan::expr::{EvalError, Expr};
+use crate::plan::{Stage, StageInput, ViewPlan};
+use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
+use crate::state::meta;
+use crate::state::store::{Durability, Store, StoreError};
+use crate::state::{StateThread, StateThreadGone};
+use crate::value::Value;
+
+mod groups;
+mod rows;
+mod threads;
+mod view;
+
+use groups::{decode_group, HOT_GROUP_BYTES, HOT_OUTER_GROUP_BYTES};
+use rows::{RowDelta, RowRecord};
+use view::ViewFold;
+
+#[derive(Debug, Error)]
+pub enum MaintainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    StateThread(#[from] StateThreadGone),
+    #[error("view {view}: {error}")]
+    View {
+        view: usize,
+        name: String,
+        error: EvalError,
+    },
+    #[error("no stored image of the {table} row with key {key}: state and source disagree; run `deltamv init --resync`")]
+    MissingRow { table: String, key: String },
+}
+
+/// Batches with fewer row images than this fold their views on the calling thread: below it,
+/// starting threads costs more than it saves.
+const PARALLEL_MIN_ROWS: usize = 64;
+
+/// What one batch cost the state: for `/metrics` and the debug log, so a change in the cost per
+/// change shows where it comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldStats {
+    /// Source changes folded.
+    pub changes: u64,
+    /// Distinct groups finalized, all stages together.
+    pub groups: u64,
+    /// Group lookups answered by decoded groups in memory (this batch's or the hot ones).
+    pub group_hits: u64,
+    /// Group lookups that went to the store (and decoded what they found).
+    pub group_reads: u64,
+    /// Row-image lookups (every update, delete and insert).
+    pub row_reads: u64,
+}
+
+/// Target rows, and the group key the next page starts from (`None`: no more).
+pub type RowsPage = (Vec<Vec<Value>>, Option<Vec<u8>>);
+
+pub struct Maintainer {
+    store: Store,
+    tables: Vec<TableInfo>,
+    referenced: Vec<Vec<bool>>,
+    table_views: Vec<Vec<usize>>,
+    views: Vec<ViewFold>,
+    /// How many threads fold the views of a batch.
+    threads: usize,
+    /// The current (or last) batch's row-level counts; the views keep theirs.
+    stats: FoldStats,
+}
+
+impl Maintainer {
+    /// `views` and `tables` must be in a stable order (their positions are ids in the store).
+    /// The views fold on as many threads as the machine has ([`Self::set_threads`]).
+    pub fn new(
+        store: Store,
+        tz: PgTimeZone,
+        tables: Vec<TableInfo>,
+        views: Vec<ViewPlan>,
+        today: i32,
+    ) -> Self {
+        let mut referenced: Vec<Vec<bool>> = tables
+            .iter()
+            .map(|t| vec![false; t.columns.len()])
+            .collect();
+        let mut table_views = vec![Vec::new(); tables.len()];
+        // The hot groups' budgets are shared by the views that can use them.
+        let with_outer = views.iter().filter(|p| p.stages.len() > 1).count().max(1);
+        let first_bytes = HOT_GROUP_BYTES / views.len().max(1);
+        let outer_bytes = HOT_OUTER_GROUP_BYTES / with_outer;
+        let mut folds = Vec::new();
+        for (v, plan) in views.into_iter().enumerate() {
+            let table = tables
+                .iter()
+                .position(|t| t.name == plan.source)
+                .unwrap_or(0);
+            table_views[table].push(v);
+            mark_columns(&plan.stages[0], &mut referenced[table]);
+            for k in &tables[table].key {
+                referenced[table][*k] = true;
+            }
+            let outer = if plan.stages.len() > 1 {
+                outer_bytes
+            } else {
+                0
+            };
+            folds.push(ViewFold::new(
+                v,
+                plan,
+                table,
+                today,
+                tz,
+                (first_bytes, outer),
+            ));
+        }
+        Maintainer {
+            store,
+            tables,
+            referenced,
+            table_views,
+            views: folds,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stats: FoldStats::default(),
+        }
+    }
+
+    /// How many threads fold the views of a batch (at least 1; more than the views is no use).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// The counts of the last batch folded ([`Self::apply`] or [`Self::advance_dates`]).
+    pub fn stats(&self) -> FoldStats {
+        let mut total = self.stats;
+        for view in &self.views {
+            total.groups += view.stats.groups;
+            total.group_hits += view.stats.group_hits;
+            total.group_reads += view.stats.group_reads;
+        }
+        total
+    }
+
+    /// Starts a batch's counts.
+    fn begin(&mut self, changes: usize) {
+        self.stats = FoldStats {
+            changes: changes as u64,
+            ..FoldStats::default()
+        };
+        for view in &mut self.views {
+            view.stats = FoldStats::default();
+        }
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn view_count(&self) -> usize {
+        self.views.len()
+    }
+
+    pub fn plan(&self, v: usize) -> &ViewPlan {
+        &self.views[v].plan
+    }
+
+    pub fn failed(&self, v: usize) -> Option<&str> {
+        self.views[v].failed.as_deref()
+    }
+
+    pub fn set_failed(&mut self, v: usize, why: String) {
+        self.views[v].failed = Some(why);
+    }
+
+    /// The views that read `column` of `table` (the key is read by all of them).
+    pub fn readers(&self, table: usize, column: usize) -> Vec<usize> {
+        let t = &self.tables[table];
+        self.table_views[table]
+            .iter()
+            .copied()
+            .filter(|&v| {
+                let mut cols = vec![false; t.columns.len()];
+                mark_columns(&self.views[v].plan.stages[0], &mut cols);
+                cols[column] || t.key.contains(&column)
+            })
+            .collect()
+    }
+
+    pub fn date(&self, v: usize) -> i32 {
+        self.views[v].date
+    }
+
+    pub fn set_dates(&mut self, dates: &[i32]) {
+        for (view, d) in self.views.iter_mut().zip(dates) {
+            view.set_date(*d);
+        }
+    }
+
+    pub fn dates(&self) -> Vec<i32> {
+        self.views.iter().map(|v| v.date).collect()
+    }
+
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.views
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.failed.clone().map(|f| (i, f)))
+            .collect()
+    }
+
+    /// Keeps only the columns some view reads (and the key): the stored image. Borrowed when
+    /// the source sent nothing else (the stream leaves unread columns NULL).
+    pub fn project<'a>(&self, table: usize, row: &'a [Value]) -> Cow<'a, [Value]> {
+        let unread = |(i, v): (usize, &Value)| {
+            !self.referenced[table].get(i).copied().unwrap_or(true) && !matches!(v, Value::Null)
+        };
+        if !row.iter().enumerate().any(unread) {
+            return Cow::Borrowed(row);
+        }
+        let mut row = row.to_vec();
+        for (i, keep) in self.referenced[table].iter().enumerate() {
+            if !keep {
+                if let Some(v) = row.get_mut(i) {
+                    *v = Value::Null;
+                }
+            }
+        }
+        Cow::Owned(row)
+    }
+
+    pub fn referenced(&self, table: usize) -> &[bool] {
+        &self.referenced[table]
+    }
+
+    /// The order in which to read `table`'s snapshot: the columns its views group by first,
+    /// most shared first (ties: first seen). Rows of a group then arrive together, so a load
+    /// chunk touches each group once instead of every group once per chunk: fewer state
+    /// lookups, group encodings and finalizations.
+    pub fn load_order(&self, table: usize) -> Vec<usize> {
+        let mut counts: Vec<(usize, usize)> = Vec::new(); // (column, views grouping by it)
+        for &v in &self.table_views[table] {
+            let mut used = vec![false; self.tables[table].columns.len()];
+            for key in &self.views[v].plan.stages[0].keys {
+                let mut cols = vec![false; used.len()];
+                collect_columns(key, &mut cols);
+                for (c, hit) in cols.into_iter().enumerate() {
+                    if hit && !used[c] {
+                        used[c] = true;
+                        match counts.iter_mut().find(|(col, _)| *col == c) {
+                            Some((_, n)) => *n += 1,
+                            None => counts.push((c, 1)),
+                        }
+                    }
+                }
+            }
+        }
+        // A stable sort keeps first-seen order among equals.
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        counts.into_iter().map(|(c, _)| c).collect()
+    }
+
+    /// Applies a batch of changes; returns the changed target rows of each view.
+    ///
+    /// Two passes: the row-level one (stored images, the rows' time index) runs over the
+    /// changes in order and yields each image entering or leaving; then every view folds those
+    /// images and finalizes its groups, the views on up to [`Self::set_threads`] threads.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        self.begin(changes.len());
+        let mut deltas = Vec::with_capacity(changes.len());
+        for change in changes {
+            self.apply_change(change, &mut deltas)?;
+        }
+        let dates = self.dates();
+        let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
+        self.fold_views(&deltas, &dates, parallel)
+    }
+
+    /// Every view folds `deltas` (those of its table) into its first stage at its date, then
+    /// finalizes its touched groups, whose rows were last contributed at `before[view]`. The
+    /// views' writes then go to the store in view order, so what is written does not depend on
+    /// how many threads folded.
+    fn fold_views(
+        &mut self,
+        deltas: &[RowDelta<'_>],
+        before: &[i32],
+        parallel: bool,
+    ) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        let store = &self.store;
+        let fold = |v: usize, view: &mut ViewFold| {
+            let started = std::time::Instant::now();
+            let out = (|| {
+                if view.failed.is_none() {
+                    let (table, date) = (view.table, view.date);
+                    for d in deltas.iter().filter(|d| d.table == table) {
+                        view.contribute(store, 0, &d.image, d.sign, date)?;
+                    }
+                }
+                view.propagate(store, before[v])
+            })();
+            view.cost = started.elapsed();
+            out
+        };
+        let threads = if parallel { self.threads } else { 1 };
+        let results = threads::each_view(&mut self.views, threads, fold);
+        let out = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for view in &mut self.views {
+            for (cf, key, value) in view.take_writes() {
+                match value {
+                    Some(bytes) => self.store.put_encoded(cf, key, bytes),
+                    None => self.store.delete(cf, key),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
+    /// the dates passed (every one when the clock went back), innermost first.
+    pub fn advance_dates(&mut self, today: i32) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        self.begin(0);
+        let before = self.dates();
+        for v in 0..self.views.len() {
+            let view = &self.views[v];
+            if !view.is_temporal() || view.failed.is_some() || view.date == today {
+                self.views[v].set_date(today);
+                continue;
+            }
+            let (old, table) = (view.date, view.table);
+            let due: Vec<Vec<u8>> = if view.row_components.is_empty() {
+                vec![]
+            } else if today > old {
+                let upto = keys::time_key(v as u16, today.saturating_add(1), &[]);
+                self.store
+                    .scan_prefix(CF_TIME, &keys::time_prefix(v as u16), Some(&upto))?
+                    .into_iter()
+                    .filter_map(|(k, _)| keys::split_time_key(&k).map(|(_, rk)| rk.to_vec()))
+                    .collect()
+            } else {
+                let prefix = keys::table_prefix(table as u16);
+                self.store
+                    .scan_prefix(CF_ROWS, &prefix, None)?
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect()
+            };
+            for rk in due {
+                let Some(mut rec) = self.store.get::<RowRecord>(CF_ROWS, &rk)? else {
+                    continue;
+                };
+                let view = &mut self.views[v];
+                view.contribute(&self.store, 0, &rec.image, -1, old)?;
+                view.contribute(&self.store, 0, &rec.image, 1, today)?;
+                rec.revisit.retain(|(w, d)| {
+                    if *w as usize == v {
+                        self.store
+                            .delete(CF_TIME, keys::time_key(v as u16, *d, &rk));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                let next = view.row_revisit(&rec.image, today)?;
+                if let Some(next) = next {
+                    self.store
+                        .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
+                    rec.revisit.push((v as u16, next));
+                }
+                self.store.put(CF_ROWS, rk, &rec);
+            }
+            self.views[v].due_groups(&self.store, old, today)?;
+            self.views[v].set_date(today);
+        }
+        self.fold_views(&[], &before, true)
+    }
+
+    /// Makes sure every stage without GROUP BY has its single group (one output row even for
+    /// empty input, as PostgreSQL returns); returns the resulting target changes.
+    pub fn ensure_global_groups(&mut self) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
+        self.begin(0);
+        for view in &mut self.views {
+            for s in 0..view.plan.stages.len() {
+                if view.plan.stages[s].keys.is_empty() {
+                    view.touch(s, keys::group_key_bytes(&[]));
+                }
+            }
+        }
+        let dates = self.dates();
+        self.fold_views(&[], &dates, false)
+    }
+
+    /// One page of view `v`'s target rows: the output of up to about `limit` groups from `from`
+    /// on (`None`: the first page), and where the next page starts (`None`: this was the last).
+    pub fn rows_page(
+        &self,
+        v: usize,
+        from: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RowsPage, MaintainError> {
+        let last = (self.views[v].plan.stages.len() - 1) as u8;
+        let prefix = keys::group_prefix(v as u16, last);
+        let from = from.unwrap_or_else(|| prefix.clone());
+        let (groups, next) = self.store.scan_page(CF_GROUPS, &prefix, &from, limit)?;
+        let mut out = Vec::with_capacity(groups.len());
+        for (_, bytes) in groups {
+            out.extend(decode_group(&bytes)?.output);
+        }
+        Ok((out, next))
+    }
+
+    /// Writes everything folded so far, with the position it reflects and the views' dates (plus
+    /// `extra` meta entries), atomically.
+    pub fn commit(
+        &mut self,
+        lsn: crate::pg::Lsn,
+        extra: &[(&str, Vec<u8>)],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut meta = vec![meta::lsn(lsn), meta::dates(&self.dates())];
+        meta.extend(extra.iter().cloned());
+        self.store.commit(&meta, durability)
+    }
+
+    /// Drops the decoded groups kept across batches (after a bulk load, whose groups are not
+    /// the ones the stream will touch next).
+    pub fn forget_hot_groups(&mut self) {
+        for view in &mut self.views {
+            view.forget_hot_groups();
+        }
+    }
+
+    /// Forgets everything folded since the last commit (after an error).
+    pub fn discard(&mut self) {
+        for view in &mut self.views {
+            view.discard();
+        }
+        self.store.discard();
+    }
+}
+
+fn mark_columns(stage: &Stage, referenced: &mut [bool]) {
+    if stage.input != StageInput::Inner {
+        let exprs = stage.filter.iter().chain(&stage.keys).chain(
+            stage
+                .aggs
+                .iter()
+                .flat_map(|a| a.arg.iter().chain(&a.filter)),
+        );
+        for e in exprs {
+            collect_columns(e, referenced);
+        }
+    }
+}
+
+fn collect_columns(e: &Expr, referenced: &mut [bool]) {
+    if let Expr::Column { index, .. } = e {
+        if let Some(r) = referenced.get_mut(*index) {
+            *r = true;
+        }
+    }
+    for c in e.children() {
+        collect_columns(c, referenced);
+    }
+}
+
+/// A view's rows read out of the state a page of groups at a time, from the async side, so
+/// that memory stays flat however large the view (filling a target, comparing it with the
+/// state in a reconcile).
+pub struct RowPages {
+    view: usize,
+    from: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl RowPages {
+    /// Groups per page.
+    pub const PAGE: usize = 20_000;
+
+    pub fn of(view: usize) -> RowPages {
+        RowPages {
+            view,
+            from: None,
+            done: false,
+        }
+    }
+
+    /// The next page of rows; `None` once every group was read.
+    pub async fn next(
+        &mut self,
+        state: &StateThread<Maintainer>,
+    ) -> Result<Option<Vec<Vec<Value>>>, MaintainError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (v, from) = (self.view, self.from.take());
+        let (rows, next) = state
+            .call(move |m| m.rows_page(v, from, RowPages::PAGE))
+            .await??;
+        self.done = next.is_none();
+        self.from = next;
+        Ok(Some(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests;

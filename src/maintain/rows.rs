@@ -1,0 +1,202 @@
+//! The row-level pass of a batch: the stored image of every source row, and the rows' entries
+//! in the time index.
+//!
+//! Every change becomes images entering and leaving the views ([`RowDelta`]): an insert one
+//! entering, a delete the stored image leaving, an update both (the stored image patched with
+//! the columns PostgreSQL did not send), so REPLICA IDENTITY DEFAULT is enough. The pass runs
+//! over the changes in order, because a row changed twice in a batch must find the image its
+//! first change stored; the views then fold the images on their own (see [`super::view`]).
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::Change;
+use crate::state::keys::{self, CF_ROWS, CF_TIME};
+use crate::state::store::StoreError;
+use crate::value::Value;
+
+use super::{MaintainError, Maintainer};
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct RowRecord {
+    pub image: Vec<Value>,
+    /// Per temporal view: the date filed in the time index.
+    pub revisit: Vec<(u16, i32)>,
+}
+
+/// A [`RowRecord`] written from a borrowed image (the same encoding): the batch's rows are
+/// encoded where they lie, not copied.
+#[derive(Serialize)]
+struct RowRecordRef<'a> {
+    image: &'a [Value],
+    revisit: &'a [(u16, i32)],
+}
+
+/// A row image entering (`sign` 1) or leaving (-1) the first stage of its table's views: what
+/// the row-level pass of a batch hands to the views' folds.
+pub(super) struct RowDelta<'a> {
+    pub table: usize,
+    pub image: Cow<'a, [Value]>,
+    pub sign: i64,
+}
+
+impl Maintainer {
+    fn key_of(&self, table: usize, row: &[Value]) -> Vec<Value> {
+        self.tables[table]
+            .key
+            .iter()
+            .map(|i| row.get(*i).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    fn missing(&self, table: usize, key: &[Value]) -> MaintainError {
+        MaintainError::MissingRow {
+            table: self.tables[table].name.to_string(),
+            key: key
+                .iter()
+                .map(|v| v.to_sql_text())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The row-level part of one change: stored images and the rows' time index, and the images
+    /// entering and leaving the views (`deltas`).
+    pub(super) fn apply_change<'a>(
+        &mut self,
+        change: &'a Change,
+        deltas: &mut Vec<RowDelta<'a>>,
+    ) -> Result<(), MaintainError> {
+        match change {
+            Change::Load { table, row } => {
+                let table = *table;
+                let row = self.project(table, row);
+                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                self.insert_row(table, rk, row, deltas)
+            }
+            Change::Insert { table, row } => {
+                let table = *table;
+                let row = self.project(table, row);
+                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                self.stats.row_reads += 1;
+                if let Some(old) = self.store.get::<RowRecord>(CF_ROWS, &rk)? {
+                    tracing::warn!(table = %self.tables[table].name, "insert of a key already stored; replacing it");
+                    self.remove_row(table, &rk, old, deltas);
+                }
+                self.insert_row(table, rk, row, deltas)
+            }
+            Change::Update {
+                table,
+                old_key,
+                row,
+                unchanged,
+            } => {
+                let table = *table;
+                let mut row = self.project(table, row);
+                let old_rk = match old_key {
+                    Some(key) => keys::row_key(table as u16, key),
+                    None => keys::row_key(table as u16, &self.key_of(table, &row)),
+                };
+                self.stats.row_reads += 1;
+                let old = match self.store.get::<RowRecord>(CF_ROWS, &old_rk)? {
+                    Some(old) => old,
+                    None => {
+                        let key = old_key.clone().unwrap_or_else(|| self.key_of(table, &row));
+                        return Err(self.missing(table, &key));
+                    }
+                };
+                if !unchanged.is_empty() {
+                    let patched = row.to_mut();
+                    for c in unchanged {
+                        if let (Some(slot), Some(prev)) = (patched.get_mut(*c), old.image.get(*c)) {
+                            *slot = prev.clone();
+                        }
+                    }
+                }
+                self.remove_row(table, &old_rk, old, deltas);
+                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
+                self.insert_row(table, rk, row, deltas)
+            }
+            Change::Delete { table, key } => {
+                let table = *table;
+                let rk = keys::row_key(table as u16, key);
+                self.stats.row_reads += 1;
+                let old = self
+                    .store
+                    .get::<RowRecord>(CF_ROWS, &rk)?
+                    .ok_or_else(|| self.missing(table, key))?;
+                self.remove_row(table, &rk, old, deltas);
+                Ok(())
+            }
+            Change::Truncate { table } => {
+                let table = *table;
+                for (rk, bytes) in
+                    self.store
+                        .scan_prefix(CF_ROWS, &keys::table_prefix(table as u16), None)?
+                {
+                    let old: RowRecord = keys::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                        cf: CF_ROWS,
+                        detail: e.to_string(),
+                    })?;
+                    self.remove_row(table, &rk, old, deltas);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a row's image, files it in the time index of each temporal view (not failed), and
+    /// hands the image to the views.
+    fn insert_row<'a>(
+        &mut self,
+        table: usize,
+        rk: Vec<u8>,
+        image: Cow<'a, [Value]>,
+        deltas: &mut Vec<RowDelta<'a>>,
+    ) -> Result<(), MaintainError> {
+        let mut revisit = Vec::new();
+        for &v in &self.table_views[table] {
+            let view = &self.views[v];
+            if view.failed.is_some() {
+                continue;
+            }
+            if let Some(next) = view.row_revisit(&image, view.date)? {
+                self.store
+                    .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
+                revisit.push((v as u16, next));
+            }
+        }
+        let rec = RowRecordRef {
+            image: &image,
+            revisit: &revisit,
+        };
+        self.store.put(CF_ROWS, rk, &rec);
+        deltas.push(RowDelta {
+            table,
+            image,
+            sign: 1,
+        });
+        Ok(())
+    }
+
+    /// Drops a row's stored image and time-index entries, and hands the image to the views to
+    /// retract.
+    fn remove_row(
+        &mut self,
+        table: usize,
+        rk: &[u8],
+        rec: RowRecord,
+        deltas: &mut Vec<RowDelta<'_>>,
+    ) {
+        for (v, d) in &rec.revisit {
+            self.store.delete(CF_TIME, keys::time_key(*v, *d, rk));
+        }
+        self.store.delete(CF_ROWS, rk.to_vec());
+        deltas.push(RowDelta {
+            table,
+            image: Cow::Owned(rec.image),
+            sign: -1,
+        });
+    }
+}

@@ -1,0 +1,174 @@
+//! The views folded on several threads change the targets and the state exactly as one thread
+//! does, batch after batch and across a date change.
+
+use std::str::FromStr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::numeric::Numeric;
+use crate::pg::Lsn;
+use crate::plan::fixtures::{classified, seed_catalog, seed_views};
+use crate::state::keys::ALL_CFS;
+use crate::state::store::KeyValue;
+
+const TODAY: i32 = 20_400;
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// One generated source change: table (0: agent_runs), kind (0 insert, 1 update, 2 delete), id,
+/// and the columns' choices.
+type Op = (u8, u8, i64, u8, u8, u8, i64, Option<u16>, u16);
+
+fn maintainer(dir: &std::path::Path, threads: usize) -> Maintainer {
+    let plans = classified(&seed_views()).plans;
+    let tables: Vec<TableInfo> = seed_catalog().into_values().collect();
+    let store = Store::open(dir).expect("a store in a temporary directory");
+    let mut m = Maintainer::new(store, PgTimeZone::UTC, tables, plans, TODAY);
+    m.set_threads(threads);
+    m
+}
+
+fn uuid(kind: u8, n: u8) -> Value {
+    let mut b = [0u8; 16];
+    b[0] = kind;
+    b[15] = n;
+    Value::Uuid(b)
+}
+
+/// The row an op writes, in the seed catalog's column order.
+fn row(agent_runs: bool, op: &Op) -> Vec<Value> {
+    let &(_, _, id, agent, user, status, age, runtime, credits) = op;
+    let at = Value::TimestampTz(TODAY as i64 * DAY_MICROS - age * (DAY_MICROS / 3));
+    if !agent_runs {
+        let kind = ["chat", "run", "view"][status as usize % 3];
+        return vec![
+            Value::Int(id),
+            uuid(2, agent % 3),
+            uuid(3, user),
+            Value::Text(kind.into()),
+            at,
+        ];
+    }
+    let status = ["completed", "failed", "running", "cancelled"][status as usize % 4];
+    let credits = Numeric::from_str(&format!("{}.{:02}", credits / 100, credits % 100))
+        .expect("a numeric literal");
+    vec![
+        Value::Int(id),
+        uuid(1, agent),
+        uuid(2, agent % 3),
+        uuid(3, user),
+        Value::Text(status.into()),
+        at,
+        runtime.map_or(Value::Null, |r| Value::Float(f64::from(r) / 8.0)),
+        Value::Numeric(credits),
+        if status == "failed" {
+            Value::Text(format!("E{}", agent % 4))
+        } else {
+            Value::Null
+        },
+    ]
+}
+
+/// The ops as valid changes: an insert of a live id becomes an update, an update or delete of
+/// an absent one an insert.
+fn changes(
+    m: &Maintainer,
+    ops: &[Op],
+    live: &mut [std::collections::BTreeSet<i64>],
+) -> Vec<Change> {
+    let agent_runs = m
+        .tables
+        .iter()
+        .position(|t| t.name.name == "agent_runs")
+        .expect("agent_runs in the seed catalog");
+    ops.iter()
+        .map(|op| {
+            let table = if op.0 == 0 {
+                agent_runs
+            } else {
+                1 - agent_runs
+            };
+            let row = row(table == agent_runs, op);
+            let id = op.2;
+            match (op.1, live[table].contains(&id)) {
+                (2, true) => {
+                    live[table].remove(&id);
+                    Change::Delete {
+                        table,
+                        key: vec![Value::Int(id)],
+                    }
+                }
+                (_, true) => Change::Update {
+                    table,
+                    old_key: None,
+                    row,
+                    unchanged: vec![],
+                },
+                (_, false) => {
+                    live[table].insert(id);
+                    Change::Insert { table, row }
+                }
+            }
+        })
+        .collect()
+}
+
+fn everything(m: &Maintainer) -> Vec<(String, Vec<KeyValue>)> {
+    ALL_CFS
+        .iter()
+        .map(|cf| {
+            let all = m
+                .store
+                .scan_prefix(cf, &[], None)
+                .expect("scanning the store");
+            (cf.to_string(), all)
+        })
+        .collect()
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (
+        0u8..2,
+        0u8..3,
+        1i64..60,
+        0u8..6,
+        0u8..4,
+        0u8..8,
+        0i64..120,
+        proptest::option::of(0u16..4000),
+        0u16..5000,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn views_folded_on_threads_match_one_thread(
+        batches in proptest::collection::vec(proptest::collection::vec(op(), 64..160), 1..4),
+        days_later in 1i32..45,
+    ) {
+        let (one_dir, many_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let mut one = maintainer(one_dir.path(), 1);
+        let mut many = maintainer(many_dir.path(), 3);
+        prop_assert_eq!(
+            format!("{:?}", one.ensure_global_groups().expect("global groups")),
+            format!("{:?}", many.ensure_global_groups().expect("global groups"))
+        );
+        let mut live = vec![Default::default(), Default::default()];
+        for (n, ops) in batches.iter().enumerate() {
+            let batch = changes(&one, ops, &mut live);
+            let a = one.apply(&batch).expect("one thread folds");
+            let b = many.apply(&batch).expect("three threads fold");
+            prop_assert!(a.iter().any(|v| !v.is_empty()), "the batch changed some target");
+            prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "batch {}", n);
+            prop_assert_eq!(one.stats(), many.stats());
+            for m in [&mut one, &mut many] {
+                m.commit(Lsn(n as u64 + 1), &[], Durability::Unlogged).expect("commit");
+            }
+        }
+        let a = one.advance_dates(TODAY + days_later).expect("one thread moves the date");
+        let b = many.advance_dates(TODAY + days_later).expect("three threads move the date");
+        prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "after {} days", days_later);
+        prop_assert!(everything(&one) == everything(&many), "the states differ");
+    }
+}

@@ -1,0 +1,542 @@
+//! One view's part of a batch: its groups, stage by stage, and the state writes they cause.
+//!
+//! A view's groups, time-index entries of groups and output rows are its own: no other view
+//! reads or writes them. So each view folds on its own ([`ViewFold`]), reading the store
+//! through a shared reference and collecting its writes, and the views of a batch can fold on
+//! several threads at once; the owner applies every view's writes to the store afterwards, in
+//! view order, so the state written is the same however many threads folded.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::change::TargetChange;
+use crate::ops::rank::Members;
+use crate::ops::Acc;
+use crate::pgtime::PgTimeZone;
+use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
+use crate::plan::{Stage, ViewPlan};
+use crate::state::keys::{self, CF_GROUPS, CF_TIME};
+use crate::state::store::{Store, StoreError};
+use crate::value::{identical, Value};
+
+use super::groups::{BatchGroups, GroupState, HotGroups};
+use super::{FoldStats, MaintainError};
+
+/// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
+const HORIZON_DAYS: i32 = 4096;
+
+/// A state write collected during a fold: column family, key, value (`None`: delete).
+pub(super) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+/// A row's group key and the argument it feeds each aggregate (NULL: none).
+type Contribution = (Vec<Value>, Vec<Value>);
+
+pub(super) struct ViewFold {
+    /// The view's position: its id in the store's keys.
+    id: u16,
+    pub plan: ViewPlan,
+    pub table: usize,
+    pub date: i32,
+    pub failed: Option<String>,
+    tz: PgTimeZone,
+    /// Monotonic comparisons derived from the temporal atoms of every stage (= and <> split in
+    /// two); their positions index the day-side memo.
+    components: Vec<Expr>,
+    /// Those evaluated on a source row (the first stage's input conditions).
+    pub row_components: Range<usize>,
+    /// Per stage: those evaluated on a group's key and aggregates (its HAVING and select list)
+    /// and those evaluated on each of its output rows (the next stage's input conditions). A
+    /// stage with either is timed: its groups are filed in the time index.
+    group_components: Vec<(Range<usize>, Range<usize>)>,
+    /// The stages with CURRENT_DATE folded for `date` ([`Expr::bind_today`]): what rows are
+    /// evaluated with, unless a revisit evaluates them for another day.
+    bound: Vec<Stage>,
+    /// Day-only sides of temporal comparisons by (component, day): see `day_side`.
+    day_memo: RefCell<HashMap<(usize, i32), Value>>,
+    groups: BatchGroups,
+    /// Per stage: the keys of the groups touched by the current batch.
+    touched: Vec<BTreeSet<Vec<u8>>>,
+    /// The current batch's writes, for the owner to apply ([`Self::take_writes`]).
+    writes: Vec<Write>,
+    /// The current (or last) batch's counts, and how long its fold took (to order the views).
+    pub stats: FoldStats,
+    pub cost: std::time::Duration,
+}
+
+impl ViewFold {
+    /// `hot_bytes`: this view's budgets for decoded groups kept across batches (first stage,
+    /// outer stages).
+    pub fn new(
+        id: usize,
+        plan: ViewPlan,
+        table: usize,
+        today: i32,
+        tz: PgTimeZone,
+        hot_bytes: (usize, usize),
+    ) -> Self {
+        let first = &plan.stages[0];
+        let mut components: Vec<Expr> = Vec::new();
+        let mut add = |atoms: &[Expr]| {
+            let start = components.len();
+            components.extend(atoms.iter().flat_map(split_monotone));
+            start..components.len()
+        };
+        let row_components = add(&first.temporal);
+        let stages = &plan.stages;
+        let group_components = (0..stages.len())
+            .map(|s| {
+                let own = add(&stages[s].group_temporal);
+                let next = match stages.get(s + 1) {
+                    Some(n) => add(&n.temporal),
+                    None => add(&[]),
+                };
+                (own, next)
+            })
+            .collect();
+        ViewFold {
+            id: id as u16,
+            bound: bind_stages(&plan, today, &tz),
+            touched: vec![BTreeSet::new(); plan.stages.len()],
+            plan,
+            table,
+            date: today,
+            failed: None,
+            tz,
+            components,
+            row_components,
+            group_components,
+            day_memo: RefCell::new(HashMap::default()),
+            groups: BatchGroups {
+                touched: HashMap::default(),
+                hot: HotGroups::new(hot_bytes.0, hot_bytes.1),
+            },
+            writes: Vec::new(),
+            stats: FoldStats::default(),
+            cost: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Whether any of the view's conditions reads CURRENT_DATE.
+    pub fn is_temporal(&self) -> bool {
+        !self.components.is_empty()
+    }
+
+    pub fn set_date(&mut self, today: i32) {
+        if self.date != today {
+            self.date = today;
+            self.bound = bind_stages(&self.plan, today, &self.tz);
+        }
+    }
+
+    /// Marks a group of stage `s` touched (it is finalized by the next [`Self::propagate`]).
+    pub fn touch(&mut self, s: usize, key_bytes: Vec<u8>) {
+        self.touched[s].insert(key_bytes);
+    }
+
+    /// The writes collected since the last call, in the order they were made.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Forgets everything folded since the last commit (after an error).
+    pub fn discard(&mut self) {
+        self.groups.clear();
+        self.writes.clear();
+        for t in &mut self.touched {
+            t.clear();
+        }
+    }
+
+    /// Drops the decoded groups kept across batches.
+    pub fn forget_hot_groups(&mut self) {
+        self.groups.hot.clear();
+    }
+
+    pub fn err(&self, error: EvalError) -> MaintainError {
+        MaintainError::View {
+            view: self.id as usize,
+            name: self.plan.name.to_string(),
+            error,
+        }
+    }
+
+    /// Adds (`sign` 1) or retracts (-1) one input row of stage `s`, as of `date`.
+    pub fn contribute(
+        &mut self,
+        store: &Store,
+        s: usize,
+        row: &[Value],
+        sign: i64,
+        date: i32,
+    ) -> Result<(), MaintainError> {
+        let ctx = EvalCtx {
+            today: date,
+            tz: &self.tz,
+        };
+        let stage: &Stage = if date == self.date {
+            &self.bound[s]
+        } else {
+            &self.plan.stages[s]
+        };
+        let input = Inputs::row(row);
+        let eval = || -> Result<Option<Contribution>, EvalError> {
+            if let Some(f) = &stage.filter {
+                if !f.holds(input, ctx)? {
+                    return Ok(None);
+                }
+            }
+            let key = stage
+                .keys
+                .iter()
+                .map(|k| k.eval(input, ctx).map(Value::normalized))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut args = Vec::with_capacity(stage.aggs.len());
+            for agg in &stage.aggs {
+                let passes = match &agg.filter {
+                    Some(f) => f.holds(input, ctx)?,
+                    None => true,
+                };
+                args.push(match (&agg.arg, passes) {
+                    (_, false) => Value::Null,
+                    (None, true) => Value::Bool(true),
+                    (Some(a), true) => a.eval(input, ctx)?,
+                });
+            }
+            Ok(Some((key, args)))
+        };
+        let Some((key, args)) = eval().map_err(|e| self.err(e))? else {
+            return Ok(());
+        };
+        let kb = keys::group_key_bytes(&key);
+        let gk = keys::group_key(self.id, s as u8, &kb);
+        let deletable = !stage.keys.is_empty();
+        let is_topk = stage.topk.is_some();
+        let mut g = match self.groups.find(store, &gk, &mut self.stats)? {
+            Some(g) => g,
+            None => GroupState {
+                key,
+                rows: 0,
+                accs: stage.aggs.iter().map(Acc::new).collect(),
+                members: Members::default(),
+                output: vec![],
+                revisit: None,
+            },
+        };
+        g.rows += sign;
+        if is_topk {
+            g.members.apply(row, sign);
+        }
+        for (acc, arg) in g.accs.iter_mut().zip(&args) {
+            acc.apply(arg, sign);
+        }
+        self.groups.touched.insert(gk, (g, deletable));
+        self.touched[s].insert(kb);
+        Ok(())
+    }
+}
+
+impl ViewFold {
+    /// Adds the groups filed for a date up to `today` (every group of a timed stage when the
+    /// clock went back from `old`) to the touched ones: finalizing them files them again.
+    pub fn due_groups(&mut self, store: &Store, old: i32, today: i32) -> Result<(), StoreError> {
+        if today > old {
+            let upto = keys::group_time_key(self.id, today.saturating_add(1), 0, &[]);
+            let entries =
+                store.scan_prefix(CF_TIME, &keys::group_time_prefix(self.id), Some(&upto))?;
+            for (k, _) in entries {
+                if let Some((_, [stage, kb @ ..])) = keys::split_time_key(&k) {
+                    if let Some(t) = self.touched.get_mut(*stage as usize) {
+                        t.insert(kb.to_vec());
+                    }
+                }
+                self.writes.push((CF_TIME, k, None));
+            }
+            return Ok(());
+        }
+        // Back in time: every group of a timed stage is finalized again, and finalizing moves
+        // its time-index entry if its next revisit changed (and keeps it if not).
+        for s in 0..self.plan.stages.len() {
+            let (own, next) = &self.group_components[s];
+            if own.is_empty() && next.is_empty() {
+                continue;
+            }
+            let prefix = keys::group_prefix(self.id, s as u8);
+            for (gk, _) in store.scan_prefix(CF_GROUPS, &prefix, None)? {
+                self.touched[s].insert(gk[prefix.len()..].to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// Finalizes the touched groups stage by stage, innermost first; returns the last stage's
+    /// changed rows. The groups were last finalized, and their rows contributed to the next
+    /// stage, at `was` (the view's date before a date change, else its date).
+    pub fn propagate(
+        &mut self,
+        store: &Store,
+        was: i32,
+    ) -> Result<Vec<TargetChange>, MaintainError> {
+        let mut out = Vec::new();
+        let stages = self.plan.stages.len();
+        let date = self.date;
+        for s in 0..stages {
+            let groups = std::mem::take(&mut self.touched[s]);
+            if groups.is_empty() {
+                continue;
+            }
+            let (own, next) = self.group_components[s].clone();
+            let timed = !own.is_empty() || !next.is_empty();
+            // After a date change, an unchanged row may still contribute differently.
+            let moved = was != date && !next.is_empty();
+            let deletable = !self.plan.stages[s].keys.is_empty();
+            self.stats.groups += groups.len() as u64;
+            for kb in groups {
+                let gk = keys::group_key(self.id, s as u8, &kb);
+                let mut g = match self.groups.find(store, &gk, &mut self.stats)? {
+                    Some(g) => g,
+                    None if !deletable => GroupState {
+                        key: vec![],
+                        rows: 0,
+                        accs: self.plan.stages[s].aggs.iter().map(Acc::new).collect(),
+                        members: Members::default(),
+                        output: vec![],
+                        revisit: None,
+                    },
+                    None => continue,
+                };
+                let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
+                if timed {
+                    let revisit = if deletable && g.rows <= 0 {
+                        None // gone: dropped from the store with this batch
+                    } else {
+                        let keys_and_aggs = Inputs {
+                            row: &[],
+                            keys: &g.key,
+                            aggs: &aggs,
+                        };
+                        let mut at = self.next_revisit(own.clone(), keys_and_aggs, date)?;
+                        for row in &new {
+                            at = at.min(self.next_revisit(next.clone(), Inputs::row(row), date)?);
+                        }
+                        Some(at)
+                    };
+                    if revisit != g.revisit {
+                        let time_key = |d| keys::group_time_key(self.id, d, s as u8, &kb);
+                        if let Some(d) = g.revisit {
+                            self.writes.push((CF_TIME, time_key(d), None));
+                        }
+                        if let Some(d) = revisit {
+                            self.writes
+                                .push((CF_TIME, time_key(d), Some(keys::encode(&()))));
+                        }
+                        g.revisit = revisit;
+                    }
+                }
+                let changed = g.output.len() != new.len()
+                    || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
+                let old = std::mem::replace(&mut g.output, new.clone());
+                let key = g.key.clone();
+                self.groups.touched.insert(gk, (g, deletable));
+                if s + 1 == stages {
+                    if changed {
+                        out.push(TargetChange { key, rows: new });
+                    }
+                } else if changed || moved {
+                    for row in &old {
+                        self.contribute(store, s + 1, row, -1, was)?;
+                    }
+                    for row in &new {
+                        self.contribute(store, s + 1, row, 1, date)?;
+                    }
+                }
+            }
+        }
+        self.flush_groups();
+        Ok(out)
+    }
+
+    /// Moves every group touched by the batch into the writes, dropping empty groups (except
+    /// the single group of a stage without GROUP BY), and keeps them decoded as hot groups.
+    fn flush_groups(&mut self) {
+        for (gk, (g, deletable)) in self.groups.touched.drain() {
+            if deletable && g.rows <= 0 {
+                self.writes.push((CF_GROUPS, gk, None));
+            } else {
+                let bytes = keys::encode(&g);
+                let size = bytes.len();
+                self.writes.push((CF_GROUPS, gk.clone(), Some(bytes)));
+                self.groups.hot.put(gk, g, size);
+            }
+        }
+    }
+
+    /// The rows a group contributes to stage `s`'s output now, and its finalized aggregates
+    /// (none for a top-k partition or a group gone).
+    fn output(&self, s: usize, g: &GroupState) -> Result<(Vec<Vec<Value>>, Vec<Value>), EvalError> {
+        let stage = &self.plan.stages[s];
+        if g.rows <= 0 && !stage.keys.is_empty() {
+            return Ok((vec![], vec![]));
+        }
+        if let Some(t) = &stage.topk {
+            return Ok((g.members.top(t), vec![]));
+        }
+        let aggs = stage
+            .aggs
+            .iter()
+            .zip(&g.accs)
+            .map(|(c, a)| a.finish(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = Inputs {
+            row: &[],
+            keys: &g.key,
+            aggs: &aggs,
+        };
+        let ctx = EvalCtx {
+            today: self.date,
+            tz: &self.tz,
+        };
+        if let Some(h) = &stage.having {
+            if !h.holds(input, ctx)? {
+                return Ok((vec![], aggs));
+            }
+        }
+        let row = stage
+            .outputs
+            .iter()
+            .map(|e| e.eval(input, ctx))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((vec![row], aggs))
+    }
+
+    /// The next date after `date` at which one of the view's date comparisons `comps` may flip
+    /// for `input` (a source row, an inner stage's output row, or a group's key and aggregates).
+    fn next_revisit(
+        &self,
+        comps: Range<usize>,
+        input: Inputs<'_>,
+        date: i32,
+    ) -> Result<i32, MaintainError> {
+        let tz = &self.tz;
+        let ctx = |today| EvalCtx { today, tz };
+        let horizon = date.saturating_add(HORIZON_DAYS);
+        let mut best = horizon;
+        for i in comps {
+            let c = &self.components[i];
+            // A comparison of an input-only side with a day-only side (the usual `col >=
+            // CURRENT_DATE - k`): the input side is evaluated once, the day side once per probed
+            // day for all inputs (memoized); anything else is evaluated whole at each probe.
+            let split = match c {
+                Expr::Cmp { op, left, right }
+                    if !right.reads_input() && !left.uses_current_date() =>
+                {
+                    Some((*op, left.eval(input, ctx(date)), right, false))
+                }
+                Expr::Cmp { op, left, right }
+                    if !left.reads_input() && !right.uses_current_date() =>
+                {
+                    Some((*op, right.eval(input, ctx(date)), left, true))
+                }
+                _ => None,
+            };
+            let at = |d: i32| -> Result<Value, EvalError> {
+                match &split {
+                    Some((op, input_side, day_side, mirrored)) => {
+                        let input_side = input_side.as_ref().map_err(Clone::clone)?;
+                        let day = self.day_side(i, day_side, d)?;
+                        Ok(if *mirrored {
+                            compare(*op, &day, input_side)
+                        } else {
+                            compare(*op, input_side, &day)
+                        })
+                    }
+                    None => c.eval(input, ctx(d)),
+                }
+            };
+            let at = |d: i32| at(d).map_err(|e| self.err(e));
+            let start = at(date)?;
+            if identical(&[at(horizon)?], std::slice::from_ref(&start)) {
+                continue;
+            }
+            let (mut lo, mut hi) = (date, horizon);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if identical(&[at(mid)?], std::slice::from_ref(&start)) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            best = best.min(hi);
+        }
+        Ok(best)
+    }
+
+    /// The day-only side of component `i` on day `d`, computed once per day.
+    fn day_side(&self, i: usize, e: &Expr, d: i32) -> Result<Value, EvalError> {
+        let mut memo = self.day_memo.borrow_mut();
+        if let Some(value) = memo.get(&(i, d)) {
+            return Ok(value.clone());
+        }
+        let ctx = EvalCtx {
+            today: d,
+            tz: &self.tz,
+        };
+        let value = e.eval(Inputs::row(&[]), ctx)?;
+        memo.insert((i, d), value.clone());
+        Ok(value)
+    }
+
+    /// The next revisit after `date` of a source row, if the view's first stage reads
+    /// CURRENT_DATE.
+    pub fn row_revisit(&self, image: &[Value], date: i32) -> Result<Option<i32>, MaintainError> {
+        if self.row_components.is_empty() {
+            return Ok(None);
+        }
+        let comps = self.row_components.clone();
+        self.next_revisit(comps, Inputs::row(image), date).map(Some)
+    }
+}
+
+/// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.
+fn bind_stages(plan: &ViewPlan, today: i32, tz: &PgTimeZone) -> Vec<Stage> {
+    let ctx = EvalCtx { today, tz };
+    plan.stages
+        .iter()
+        .map(|stage| {
+            let mut b = stage.clone();
+            b.filter = stage.filter.as_ref().map(|f| f.bind_today(ctx));
+            b.keys = stage.keys.iter().map(|k| k.bind_today(ctx)).collect();
+            for agg in &mut b.aggs {
+                agg.arg = agg.arg.as_ref().map(|a| a.bind_today(ctx));
+                agg.filter = agg.filter.as_ref().map(|f| f.bind_today(ctx));
+            }
+            b
+        })
+        .collect()
+}
+
+/// `a = b` flips twice as the date grows; `a <= b` and `a >= b` each flip at most once.
+fn split_monotone(atom: &Expr) -> Vec<Expr> {
+    match atom {
+        Expr::Cmp {
+            op: CmpOp::Eq | CmpOp::NotEq,
+            left,
+            right,
+        } => vec![
+            Expr::Cmp {
+                op: CmpOp::LtEq,
+                left: left.clone(),
+                right: right.clone(),
+            },
+            Expr::Cmp {
+                op: CmpOp::GtEq,
+                left: left.clone(),
+                right: right.clone(),
+            },
+        ],
+        other => vec![other.clone()],
+    }
+}
