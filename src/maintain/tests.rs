@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::numeric::Numeric;
 use crate::pg::Lsn;
-use crate::plan::fixtures::{classified, seed_catalog, seed_views};
+use crate::plan::fixtures::{classified, classified_with, seed_catalog, seed_views};
 use crate::state::keys::ALL_CFS;
 use crate::state::store::KeyValue;
 
@@ -171,4 +171,61 @@ proptest! {
         prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "after {} days", days_later);
         prop_assert!(everything(&one) == everything(&many), "the states differ");
     }
+}
+
+/// A view whose inner groups are revisited by date (the outer stage's conditions read the
+/// inner `last_day`).
+const ACTIVITY: &str = "CREATE MATERIALIZED VIEW analytics.v_agent_activity AS
+SELECT workspace_id,
+       COUNT(*) AS agents,
+       COUNT(*) FILTER (WHERE last_day >= CURRENT_DATE - 1) AS active_since_yesterday,
+       SUM(runs) FILTER (WHERE last_day < CURRENT_DATE) AS runs_before_today
+  FROM (SELECT workspace_id, agent_id, MAX(DATE(started_at)) AS last_day, COUNT(*) AS runs
+          FROM public.agent_runs GROUP BY workspace_id, agent_id) per_agent
+ WHERE last_day >= CURRENT_DATE - 2
+ GROUP BY workspace_id;";
+
+/// Every view's rows, as a fresh load at the maintainer's date would have them.
+fn all_rows(m: &Maintainer) -> String {
+    let rows: Vec<_> = (0..m.view_count())
+        .map(|v| m.rows_page(v, None, 100_000).expect("reading rows").0)
+        .collect();
+    format!("{rows:?}")
+}
+
+#[test]
+fn a_clock_set_back_keeps_the_groups_revisits() {
+    let with = |dir: &std::path::Path, today: i32| {
+        let plans = classified_with("activity.sql", ACTIVITY).plans;
+        let tables: Vec<TableInfo> = seed_catalog().into_values().collect();
+        let store = Store::open(dir).expect("a store in a temporary directory");
+        let mut m = Maintainer::new(store, PgTimeZone::UTC, tables, plans, today);
+        m.ensure_global_groups().expect("global groups");
+        m
+    };
+    // One agent's runs, the last of them five days ahead: its group flips at +6, +7 and +8.
+    let ops: Vec<Op> = (1..4)
+        .map(|id| (0, 0, id, 1, 1, 0, -16 + id, Some(8), 100))
+        .collect();
+    let (dir, fresh_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut m = with(dir.path(), TODAY);
+    let batch = changes(&m, &ops, &mut [Default::default(), Default::default()]);
+    m.apply(&batch).expect("inserts");
+    // Forward two days, back one (no flip in between: the group's next revisit is the same),
+    // then past its flips.
+    for (lsn, day) in [TODAY + 2, TODAY + 1, TODAY + 7].into_iter().enumerate() {
+        m.advance_dates(day).expect("moving the date");
+        m.commit(Lsn(lsn as u64 + 1), &[], Durability::Unlogged)
+            .expect("commit");
+    }
+    let mut fresh = with(fresh_dir.path(), TODAY + 7);
+    fresh.apply(&batch).expect("inserts");
+    assert_eq!(
+        all_rows(&m),
+        all_rows(&fresh),
+        "the views after the clock's moves"
+    );
 }
