@@ -478,61 +478,65 @@ fn bench_maintain(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(BATCH as u64));
     let views = s.m.view_count();
-    let label = format!("{BATCH}_changes_{views}_views");
+    // The views fold on one thread, then on two (the scaling of the fold alone).
+    for threads in [1, 2] {
+        s.m.set_threads(threads);
+        let label = format!("{BATCH}_changes_{views}_views_{threads}_threads");
 
-    g.bench_function(BenchmarkId::new("insert", &label), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let ids = s.fresh_ids(BATCH);
-                let batch = s.inserts(ids.clone());
-                total += s.run(batch);
-                let undo = s.deletes(ids);
-                s.run(undo);
-            }
-            total
-        })
-    });
+        g.bench_function(BenchmarkId::new("insert", &label), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let ids = s.fresh_ids(BATCH);
+                    let batch = s.inserts(ids.clone());
+                    total += s.run(batch);
+                    let undo = s.deletes(ids);
+                    s.run(undo);
+                }
+                total
+            })
+        });
 
-    g.bench_function(BenchmarkId::new("update", &label), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                // Updates of preloaded rows: new status, times, runtime, credits, and (as the
-                // generator picks them) a new agent, user or day, so rows move between groups.
-                let ids: Vec<i64> = (0..BATCH)
-                    .map(|_| s.fleet.rng.gen_range(1..=PRELOAD_ROWS as i64))
-                    .collect();
-                let table = s.table;
-                let batch = s
-                    .rows(ids.into_iter())
-                    .into_iter()
-                    .map(|row| Change::Update {
-                        table,
-                        old_key: None,
-                        row,
-                        unchanged: vec![],
-                    })
-                    .collect();
-                total += s.run(batch);
-            }
-            total
-        })
-    });
+        g.bench_function(BenchmarkId::new("update", &label), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // Updates of preloaded rows: new status, times, runtime, credits, and (as the
+                    // generator picks them) a new agent, user or day, so rows move between groups.
+                    let ids: Vec<i64> = (0..BATCH)
+                        .map(|_| s.fleet.rng.gen_range(1..=PRELOAD_ROWS as i64))
+                        .collect();
+                    let table = s.table;
+                    let batch = s
+                        .rows(ids.into_iter())
+                        .into_iter()
+                        .map(|row| Change::Update {
+                            table,
+                            old_key: None,
+                            row,
+                            unchanged: vec![],
+                        })
+                        .collect();
+                    total += s.run(batch);
+                }
+                total
+            })
+        });
 
-    g.bench_function(BenchmarkId::new("delete", &label), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let ids = s.fresh_ids(BATCH);
-                let setup = s.inserts(ids.clone());
-                s.run(setup);
-                let batch = s.deletes(ids);
-                total += s.run(batch);
-            }
-            total
-        })
-    });
+        g.bench_function(BenchmarkId::new("delete", &label), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let ids = s.fresh_ids(BATCH);
+                    let setup = s.inserts(ids.clone());
+                    s.run(setup);
+                    let batch = s.deletes(ids);
+                    total += s.run(batch);
+                }
+                total
+            })
+        });
+    }
     g.finish();
 }
 
