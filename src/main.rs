@@ -4,11 +4,46 @@
 //! values (decoded rows, group records, keys), and glibc's malloc spent about a fifth of the
 //! apply loop's time in a profile (bench/results), returning and re-faulting pages. Build with
 //! `--no-default-features` for the system allocator (heap profilers interpose malloc).
+//!
+//! Freed memory goes back to the system at once, not after mimalloc's default delay (1 s, 10 s
+//! for its arenas): with the views folded on several threads, pages freed in one thread's heap
+//! waited there, and `run`'s peak RSS at 500k + 500k rows rose by 80-180 MB; purged at once it
+//! is back to the one-thread figure, for about 5% of the catch-up rate (2026-12-05 steps file
+//! in bench/results). `MIMALLOC_PURGE_DELAY` still overrides it.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`: its position in `mi_option_e` (mimalloc v3, which
+/// libmimalloc-sys builds unless its `v2` feature is on); the test below checks it.
+#[cfg(feature = "mimalloc")]
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[cfg(feature = "mimalloc")]
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mimalloc's options are plain values; setting one is not thread safe, and
+        // this runs first in `main`, before any other thread exists.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "mimalloc")]
+    purge_freed_memory_at_once();
     deltamv::cli::main()
+}
+
+#[cfg(all(test, feature = "mimalloc"))]
+mod tests {
+    #[test]
+    fn the_option_set_is_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the environment decides the value read back
+        }
+        // SAFETY: reads an option's value; no test in this binary sets options.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::PURGE_DELAY) };
+        assert_eq!(delay, 1000, "mimalloc v3's purge delay defaults to 1000 ms");
+    }
 }
