@@ -96,6 +96,15 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
             > 0.0,
         "{m:?}"
     );
+    // The fold's time, and of it the row-level pass (the part on one thread).
+    let fold = m
+        .get("deltamv_stage_microseconds_total{stage=\"fold\"}")
+        .copied();
+    let row_pass = m.get("deltamv_fold_row_pass_microseconds_total").copied();
+    assert!(
+        matches!((fold, row_pass), (Some(f), Some(r)) if r > 0.0 && r <= f),
+        "fold {fold:?}, row pass {row_pass:?}"
+    );
     let readers: i64 = client
         .query_one(
             "SELECT count(*) FROM deltamv.view_status WHERE state = 'ok'",

@@ -441,6 +441,7 @@ impl Loop<'_> {
                         group_hits = stats.group_hits,
                         group_reads = stats.group_reads,
                         row_reads = stats.row_reads,
+                        row_pass_ms = stats.row_pass_micros / 1000,
                         fold_ms = took.as_millis() as u64,
                         "batch folded"
                     );

@@ -90,6 +90,9 @@ pub struct FoldStats {
     pub group_reads: u64,
     /// Row-image lookups (every update, delete and insert).
     pub row_reads: u64,
+    /// Microseconds of the row-level pass: the part of a fold that runs on one thread
+    /// whatever `--fold-threads` says (the rest is the views' folds).
+    pub row_pass_micros: u64,
 }
 
 /// Target rows, and the group key the next page starts from (`None`: no more).
@@ -303,10 +306,12 @@ impl Maintainer {
     /// images and finalizes its groups, the views on up to [`Self::set_threads`] threads.
     pub fn apply(&mut self, changes: &[Change]) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         self.begin(changes.len());
+        let started = std::time::Instant::now();
         let mut deltas = Vec::with_capacity(changes.len());
         for change in changes {
             self.apply_change(change, &mut deltas)?;
         }
+        self.stats.row_pass_micros = started.elapsed().as_micros() as u64;
         let dates = self.dates();
         let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
         self.fold_views(&deltas, &dates, parallel)

@@ -161,7 +161,8 @@ proptest! {
             let b = many.apply(&batch).expect("three threads fold");
             prop_assert!(a.iter().any(|v| !v.is_empty()), "the batch changed some target");
             prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "batch {}", n);
-            prop_assert_eq!(one.stats(), many.stats());
+            let counts = |m: &Maintainer| FoldStats { row_pass_micros: 0, ..m.stats() };
+            prop_assert_eq!(counts(&one), counts(&many));
             for m in [&mut one, &mut many] {
                 m.commit(Lsn(n as u64 + 1), &[], Durability::Unlogged).expect("commit");
             }

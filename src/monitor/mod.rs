@@ -40,6 +40,8 @@ pub struct Metrics {
     pub target_rows: AtomicU64,
     pub fold_us: AtomicU64,
     pub write_us: AtomicU64,
+    /// Of `fold_us`, the row-level pass (on one thread; the views fold on `--fold-threads`).
+    pub row_pass_us: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -69,6 +71,7 @@ impl Default for Metrics {
             target_rows: AtomicU64::new(0),
             fold_us: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
+            row_pass_us: AtomicU64::new(0),
         }
     }
 }
@@ -102,7 +105,7 @@ pub struct Scalar<'a> {
 
 impl Metrics {
     /// Every counter and gauge, in exposition order (samples of one name adjacent).
-    pub fn scalars(&self) -> [Scalar<'_>; 17] {
+    pub fn scalars(&self) -> [Scalar<'_>; 18] {
         let s = |name, help, kind, label, value| Scalar {
             name,
             help,
@@ -235,6 +238,13 @@ impl Metrics {
                 Some(("stage", "write")),
                 &self.write_us,
             ),
+            s(
+                "deltamv_fold_row_pass_microseconds_total",
+                "Of the fold stage, microseconds in the row-level pass (stored images, the rows' time index), which runs on one thread; the views then fold on --fold-threads.",
+                Kind::Counter,
+                None,
+                &self.row_pass_us,
+            ),
         ]
     }
 
@@ -249,6 +259,8 @@ impl Metrics {
         self.row_reads.fetch_add(stats.row_reads, Ordering::Relaxed);
         self.fold_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.row_pass_us
+            .fetch_add(stats.row_pass_micros, Ordering::Relaxed);
     }
 
     /// Records a target write: rows written and its time.
