@@ -18,6 +18,10 @@ use super::{ClusterOptions, PgCluster};
 
 pub const SLOT: &str = "deltamv";
 
+/// Fold threads of every engine the tests start: more than the views of most tests and than
+/// this machine's cores, so views fold concurrently everywhere.
+pub const FOLD_THREADS: usize = 3;
+
 /// A throwaway cluster (in `timezone`, else the harness's default) with database `app` holding
 /// the source tables of `schema/sources.sql`, and a client connected to it. The cluster is
 /// stopped when this (or the [`Fixture`] made from it) is dropped: keep it bound for as long as
@@ -208,6 +212,8 @@ impl EngineEnv {
             .env("DELTAMV_VIEWS", &self.views_dir)
             .env("DELTAMV_CLOCK_FILE", &self.clock_file)
             .env("DELTAMV_LOG", "info,tokio_postgres=warn")
+            // Views fold concurrently in every test, whatever the machine's cores.
+            .env("DELTAMV_FOLD_THREADS", FOLD_THREADS.to_string())
             // Tests run engines in parallel: each serves HTTP on a port of its own.
             .env("DELTAMV_HTTP", "127.0.0.1:0");
         c
@@ -260,8 +266,7 @@ impl EngineEnv {
             batch_max_ms: DEFAULT_BATCH_MAX_MS,
             checkpoint_ms: deltamv::config::DEFAULT_CHECKPOINT_MS,
             reconcile_wait_ms: deltamv::config::DEFAULT_RECONCILE_WAIT_MS,
-            // More threads than this machine's cores: views fold concurrently in every test.
-            fold_threads: 3,
+            fold_threads: FOLD_THREADS,
         }
     }
 
