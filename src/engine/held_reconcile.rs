@@ -31,7 +31,6 @@ impl Loop<'_> {
         views: &[(usize, bool)],
     ) -> Result<Result<(Lsn, Vec<ViewOutcome>), String>, EngineError> {
         let (plans, slot) = self.pinned_plans(views).await?;
-        let pinned: Vec<_> = plans.iter().map(|(p, d)| (p, d.clone())).collect();
         requests::note_phase(&self.prepared.client, id, "recomputing in a snapshot").await;
         let started = Instant::now();
         let fence = format!("{slot} {}", chrono::Utc::now().timestamp_micros());
@@ -39,7 +38,7 @@ impl Loop<'_> {
             &self.prepared.db,
             &slot,
             &self.cfg.publication,
-            &pinned,
+            &plans,
             fence,
             std::time::Duration::from_millis(self.cfg.reconcile_wait_ms),
         )

@@ -91,7 +91,7 @@ impl Snapshot {
     /// snapshot; the slot goes when this returns.
     pub async fn recompute(
         self,
-        views: &[(&ViewPlan, String)],
+        views: &[(ViewPlan, String)],
     ) -> Result<Recomputation, ReconcileError> {
         let mut sql = format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {};
@@ -145,7 +145,7 @@ impl Recomputation {
         db: &DbTarget,
         slot: &str,
         publication: &str,
-        views: &[(&ViewPlan, String)],
+        views: &[(ViewPlan, String)],
         fence: String,
         wait: Duration,
     ) -> Result<Recomputation, ReconcileError> {

@@ -139,9 +139,7 @@ impl Task {
             return Err(ReconcileError::EngineGone);
         }
         let started = Instant::now();
-        let pinned: Vec<(&ViewPlan, String)> =
-            self.views.iter().map(|(p, d)| (p, d.clone())).collect();
-        let rc = snapshot.recompute(&pinned).await?;
+        let rc = snapshot.recompute(&self.views).await?;
         let recompute = started.elapsed();
         let exported = exported.await.map_err(|_| ReconcileError::EngineGone)?;
         crate::failpoint::hit("reconcile_exported");
