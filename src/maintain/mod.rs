@@ -160,7 +160,7 @@ impl Maintainer {
             referenced,
             table_views,
             views: folds,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::config::machine_cores(),
             stats: FoldStats::default(),
         }
     }
