@@ -118,9 +118,9 @@ impl Snapshot {
 }
 
 /// A session for a recomputation. Its temporary tables (the recomputed views, copies of the
-/// targets) stay in its local buffers up to 512 MB instead of going to disk: a reconcile
-/// beside the engine otherwise competes with the targets' commits and RocksDB's flushes for
-/// the disk.
+/// targets) stay in its local buffers up to 512 MB instead of going to disk. Measured at 5M +
+/// 5M rows, the effect on freshness during a reconcile is within run-to-run noise: what the
+/// engine's batches wait for then is CPU, not the disk (2026-12-05 steps file).
 pub async fn session(db: &DbTarget) -> Result<Client, ReconcileError> {
     let session = db.connect().await?;
     session
