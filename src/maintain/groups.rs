@@ -160,21 +160,37 @@ pub(super) struct BatchGroups {
 }
 
 impl BatchGroups {
-    /// A group's state, taken out of this batch's groups, else the hot groups, else read from
-    /// the store.
-    pub fn find(
+    /// Brings the groups `gks` (full group keys, sorted, distinct) into this batch's groups:
+    /// those not there yet come from the hot groups, the rest from the store in one batched
+    /// lookup. A group found nowhere stays absent. `deletable`: the flag of the groups loaded.
+    pub fn load(
         &mut self,
         store: &Store,
-        gk: &[u8],
+        gks: &[Vec<u8>],
+        deletable: bool,
         stats: &mut FoldStats,
-    ) -> Result<Option<GroupState>, StoreError> {
-        let found = self.touched.remove(gk).map(|(g, _)| g);
-        if let Some(g) = found.or_else(|| self.hot.of(gk).take(gk)) {
-            stats.group_hits += 1;
-            return Ok(Some(g));
+    ) -> Result<(), StoreError> {
+        let mut missing: Vec<&Vec<u8>> = Vec::new();
+        for gk in gks {
+            if self.touched.contains_key(gk) {
+                continue;
+            }
+            match self.hot.of(gk).take(gk) {
+                Some(g) => {
+                    stats.group_hits += 1;
+                    self.touched.insert(gk.clone(), (g, deletable));
+                }
+                None => missing.push(gk),
+            }
         }
-        stats.group_reads += 1;
-        store.read(CF_GROUPS, gk, decode_group)
+        stats.group_reads += missing.len() as u64;
+        let found = store.read_many(CF_GROUPS, &missing, decode_group)?;
+        for (gk, g) in missing.into_iter().zip(found) {
+            if let Some(g) = g {
+                self.touched.insert(gk.clone(), (g, deletable));
+            }
+        }
+        Ok(())
     }
 
     /// Forgets this batch's groups and the hot ones (which may hold this batch's values).

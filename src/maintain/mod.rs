@@ -84,9 +84,10 @@ pub struct FoldStats {
     pub changes: u64,
     /// Distinct groups finalized, all stages together.
     pub groups: u64,
-    /// Group lookups answered by decoded groups in memory (this batch's or the hot ones).
+    /// Groups a batch found decoded in memory, kept from an earlier batch (hot groups).
     pub group_hits: u64,
-    /// Group lookups that went to the store (and decoded what they found).
+    /// Groups a batch looked up in the store (and decoded, if found): one batched lookup per
+    /// stage of a view.
     pub group_reads: u64,
     /// Row-image lookups (every update, delete and insert).
     pub row_reads: u64,
@@ -334,7 +335,7 @@ impl Maintainer {
                 if view.failed.is_none() {
                     let (table, date) = (view.table, view.date);
                     for d in deltas.iter().filter(|d| d.table == table) {
-                        view.contribute(store, 0, &d.image, d.sign, date)?;
+                        view.contribute(0, &d.image, d.sign, date)?;
                     }
                 }
                 view.propagate(store, before[v])
@@ -390,8 +391,8 @@ impl Maintainer {
                     continue;
                 };
                 let view = &mut self.views[v];
-                view.contribute(&self.store, 0, &rec.image, -1, old)?;
-                view.contribute(&self.store, 0, &rec.image, 1, today)?;
+                view.contribute(0, &rec.image, -1, old)?;
+                view.contribute(0, &rec.image, 1, today)?;
                 rec.revisit.retain(|(w, d)| {
                     if *w as usize == v {
                         self.store

@@ -16,7 +16,7 @@ use crate::change::TargetChange;
 use crate::ops::rank::Members;
 use crate::ops::Acc;
 use crate::pgtime::PgTimeZone;
-use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
+use crate::plan::expr::{EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_TIME};
 use crate::state::store::{Store, StoreError};
@@ -24,6 +24,10 @@ use crate::value::{identical, Value};
 
 use super::groups::{BatchGroups, GroupState, HotGroups};
 use super::{FoldStats, MaintainError};
+
+mod revisit;
+
+use revisit::{bind_stages, split_monotone};
 
 /// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
 const HORIZON_DAYS: i32 = 4096;
@@ -33,6 +37,21 @@ pub(super) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
 /// A row's group key and the argument it feeds each aggregate (NULL: none).
 type Contribution = (Vec<Value>, Vec<Value>);
+
+/// One input row of a stage, evaluated and waiting for its group: the stage's inputs of a batch
+/// are folded together ([`ViewFold::fold_inputs`]), sorted by group, so each group is looked up
+/// once and the groups not in memory are read in one batched lookup.
+struct Input {
+    /// The group's key in the store ([`keys::group_key`]).
+    gk: Vec<u8>,
+    /// The group's key values (for a group that does not exist yet).
+    key: Vec<Value>,
+    /// The argument of each aggregate (NULL: none).
+    args: Vec<Value>,
+    sign: i64,
+    /// The row itself, for a top-k partition's members (empty otherwise).
+    row: Vec<Value>,
+}
 
 pub(super) struct ViewFold {
     /// The view's position: its id in the store's keys.
@@ -59,6 +78,8 @@ pub(super) struct ViewFold {
     groups: BatchGroups,
     /// Per stage: the keys of the groups touched by the current batch.
     touched: Vec<BTreeSet<Vec<u8>>>,
+    /// Per stage: the input rows not folded yet.
+    inputs: Vec<Vec<Input>>,
     /// The current batch's writes, for the owner to apply ([`Self::take_writes`]).
     writes: Vec<Write>,
     /// The current (or last) batch's counts, and how long its fold took (to order the views).
@@ -100,6 +121,7 @@ impl ViewFold {
             id: id as u16,
             bound: bind_stages(&plan, today, &tz),
             touched: vec![BTreeSet::new(); plan.stages.len()],
+            inputs: (0..plan.stages.len()).map(|_| Vec::new()).collect(),
             plan,
             table,
             date: today,
@@ -148,6 +170,9 @@ impl ViewFold {
         for t in &mut self.touched {
             t.clear();
         }
+        for i in &mut self.inputs {
+            i.clear();
+        }
     }
 
     /// Drops the decoded groups kept across batches.
@@ -163,10 +188,11 @@ impl ViewFold {
         }
     }
 
-    /// Adds (`sign` 1) or retracts (-1) one input row of stage `s`, as of `date`.
+    /// Adds (`sign` 1) or retracts (-1) one input row of stage `s`, as of `date`: evaluates it
+    /// now, and folds it into its group with the stage's other inputs of the batch, when the
+    /// stage is finalized ([`Self::propagate`]).
     pub fn contribute(
         &mut self,
-        store: &Store,
         s: usize,
         row: &[Value],
         sign: i64,
@@ -210,30 +236,60 @@ impl ViewFold {
         let Some((key, args)) = eval().map_err(|e| self.err(e))? else {
             return Ok(());
         };
-        let kb = keys::group_key_bytes(&key);
-        let gk = keys::group_key(self.id, s as u8, &kb);
-        let deletable = !stage.keys.is_empty();
-        let is_topk = stage.topk.is_some();
-        let mut g = match self.groups.find(store, &gk, &mut self.stats)? {
-            Some(g) => g,
-            None => GroupState {
-                key,
-                rows: 0,
-                accs: stage.aggs.iter().map(Acc::new).collect(),
-                members: Members::default(),
-                output: vec![],
-                revisit: None,
-            },
+        let row = match stage.topk {
+            Some(_) => row.to_vec(),
+            None => Vec::new(),
         };
-        g.rows += sign;
-        if is_topk {
-            g.members.apply(row, sign);
+        self.inputs[s].push(Input {
+            gk: keys::group_key(self.id, s as u8, &keys::group_key_bytes(&key)),
+            key,
+            args,
+            sign,
+            row,
+        });
+        Ok(())
+    }
+
+    /// Folds stage `s`'s pending inputs into their groups, a group's inputs in the order they
+    /// came, and marks the groups touched.
+    fn fold_inputs(&mut self, store: &Store, s: usize) -> Result<(), MaintainError> {
+        let mut inputs = std::mem::take(&mut self.inputs[s]);
+        if inputs.is_empty() {
+            return Ok(());
         }
-        for (acc, arg) in g.accs.iter_mut().zip(&args) {
-            acc.apply(arg, sign);
+        // Stable: a group's inputs keep their order.
+        inputs.sort_by(|a, b| a.gk.cmp(&b.gk));
+        let mut gks: Vec<Vec<u8>> = Vec::new();
+        for input in &inputs {
+            if gks.last() != Some(&input.gk) {
+                gks.push(input.gk.clone());
+            }
         }
-        self.groups.touched.insert(gk, (g, deletable));
-        self.touched[s].insert(kb);
+        let stage = &self.plan.stages[s];
+        let deletable = !stage.keys.is_empty();
+        self.groups.load(store, &gks, deletable, &mut self.stats)?;
+        let prefix = keys::group_prefix(self.id, s as u8).len();
+        self.touched[s].extend(gks.iter().map(|gk| gk[prefix..].to_vec()));
+        for input in inputs {
+            let (g, _) = self.groups.touched.entry(input.gk).or_insert_with(|| {
+                let g = GroupState {
+                    key: input.key,
+                    rows: 0,
+                    accs: stage.aggs.iter().map(Acc::new).collect(),
+                    members: Members::default(),
+                    output: vec![],
+                    revisit: None,
+                };
+                (g, deletable)
+            });
+            g.rows += input.sign;
+            if stage.topk.is_some() {
+                g.members.apply(&input.row, input.sign);
+            }
+            for (acc, arg) in g.accs.iter_mut().zip(&input.args) {
+                acc.apply(arg, input.sign);
+            }
+        }
         Ok(())
     }
 }
@@ -283,6 +339,7 @@ impl ViewFold {
         let stages = self.plan.stages.len();
         let date = self.date;
         for s in 0..stages {
+            self.fold_inputs(store, s)?;
             let groups = std::mem::take(&mut self.touched[s]);
             if groups.is_empty() {
                 continue;
@@ -293,9 +350,14 @@ impl ViewFold {
             let moved = was != date && !next.is_empty();
             let deletable = !self.plan.stages[s].keys.is_empty();
             self.stats.groups += groups.len() as u64;
-            for kb in groups {
-                let gk = keys::group_key(self.id, s as u8, &kb);
-                let mut g = match self.groups.find(store, &gk, &mut self.stats)? {
+            // The groups due at a date change, not touched by an input.
+            let gks: Vec<Vec<u8>> = groups
+                .iter()
+                .map(|kb| keys::group_key(self.id, s as u8, kb))
+                .collect();
+            self.groups.load(store, &gks, deletable, &mut self.stats)?;
+            for (kb, gk) in groups.into_iter().zip(gks) {
+                let mut g = match self.groups.touched.remove(&gk).map(|(g, _)| g) {
                     Some(g) => g,
                     None if !deletable => GroupState {
                         key: vec![],
@@ -346,10 +408,10 @@ impl ViewFold {
                     }
                 } else if changed || moved {
                     for row in &old {
-                        self.contribute(store, s + 1, row, -1, was)?;
+                        self.contribute(s + 1, row, -1, was)?;
                     }
                     for row in &new {
-                        self.contribute(store, s + 1, row, 1, date)?;
+                        self.contribute(s + 1, row, 1, date)?;
                     }
                 }
             }
@@ -409,134 +471,5 @@ impl ViewFold {
             .map(|e| e.eval(input, ctx))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((vec![row], aggs))
-    }
-
-    /// The next date after `date` at which one of the view's date comparisons `comps` may flip
-    /// for `input` (a source row, an inner stage's output row, or a group's key and aggregates).
-    fn next_revisit(
-        &self,
-        comps: Range<usize>,
-        input: Inputs<'_>,
-        date: i32,
-    ) -> Result<i32, MaintainError> {
-        let tz = &self.tz;
-        let ctx = |today| EvalCtx { today, tz };
-        let horizon = date.saturating_add(HORIZON_DAYS);
-        let mut best = horizon;
-        for i in comps {
-            let c = &self.components[i];
-            // A comparison of an input-only side with a day-only side (the usual `col >=
-            // CURRENT_DATE - k`): the input side is evaluated once, the day side once per probed
-            // day for all inputs (memoized); anything else is evaluated whole at each probe.
-            let split = match c {
-                Expr::Cmp { op, left, right }
-                    if !right.reads_input() && !left.uses_current_date() =>
-                {
-                    Some((*op, left.eval(input, ctx(date)), right, false))
-                }
-                Expr::Cmp { op, left, right }
-                    if !left.reads_input() && !right.uses_current_date() =>
-                {
-                    Some((*op, right.eval(input, ctx(date)), left, true))
-                }
-                _ => None,
-            };
-            let at = |d: i32| -> Result<Value, EvalError> {
-                match &split {
-                    Some((op, input_side, day_side, mirrored)) => {
-                        let input_side = input_side.as_ref().map_err(Clone::clone)?;
-                        let day = self.day_side(i, day_side, d)?;
-                        Ok(if *mirrored {
-                            compare(*op, &day, input_side)
-                        } else {
-                            compare(*op, input_side, &day)
-                        })
-                    }
-                    None => c.eval(input, ctx(d)),
-                }
-            };
-            let at = |d: i32| at(d).map_err(|e| self.err(e));
-            let start = at(date)?;
-            if identical(&[at(horizon)?], std::slice::from_ref(&start)) {
-                continue;
-            }
-            let (mut lo, mut hi) = (date, horizon);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if identical(&[at(mid)?], std::slice::from_ref(&start)) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            best = best.min(hi);
-        }
-        Ok(best)
-    }
-
-    /// The day-only side of component `i` on day `d`, computed once per day.
-    fn day_side(&self, i: usize, e: &Expr, d: i32) -> Result<Value, EvalError> {
-        let mut memo = self.day_memo.borrow_mut();
-        if let Some(value) = memo.get(&(i, d)) {
-            return Ok(value.clone());
-        }
-        let ctx = EvalCtx {
-            today: d,
-            tz: &self.tz,
-        };
-        let value = e.eval(Inputs::row(&[]), ctx)?;
-        memo.insert((i, d), value.clone());
-        Ok(value)
-    }
-
-    /// The next revisit after `date` of a source row, if the view's first stage reads
-    /// CURRENT_DATE.
-    pub fn row_revisit(&self, image: &[Value], date: i32) -> Result<Option<i32>, MaintainError> {
-        if self.row_components.is_empty() {
-            return Ok(None);
-        }
-        let comps = self.row_components.clone();
-        self.next_revisit(comps, Inputs::row(image), date).map(Some)
-    }
-}
-
-/// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.
-fn bind_stages(plan: &ViewPlan, today: i32, tz: &PgTimeZone) -> Vec<Stage> {
-    let ctx = EvalCtx { today, tz };
-    plan.stages
-        .iter()
-        .map(|stage| {
-            let mut b = stage.clone();
-            b.filter = stage.filter.as_ref().map(|f| f.bind_today(ctx));
-            b.keys = stage.keys.iter().map(|k| k.bind_today(ctx)).collect();
-            for agg in &mut b.aggs {
-                agg.arg = agg.arg.as_ref().map(|a| a.bind_today(ctx));
-                agg.filter = agg.filter.as_ref().map(|f| f.bind_today(ctx));
-            }
-            b
-        })
-        .collect()
-}
-
-/// `a = b` flips twice as the date grows; `a <= b` and `a >= b` each flip at most once.
-fn split_monotone(atom: &Expr) -> Vec<Expr> {
-    match atom {
-        Expr::Cmp {
-            op: CmpOp::Eq | CmpOp::NotEq,
-            left,
-            right,
-        } => vec![
-            Expr::Cmp {
-                op: CmpOp::LtEq,
-                left: left.clone(),
-                right: right.clone(),
-            },
-            Expr::Cmp {
-                op: CmpOp::GtEq,
-                left: left.clone(),
-                right: right.clone(),
-            },
-        ],
-        other => vec![other.clone()],
     }
 }

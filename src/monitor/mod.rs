@@ -114,7 +114,7 @@ impl Metrics {
             value,
         };
         const LOOKUPS: &str =
-            "Group lookups of folded batches, by where the group was: memory (decoded, this batch's or a recent one) or store (read and decoded).";
+            "Groups looked up once per batch and stage, by where they were: memory (kept decoded from a recent batch) or store (read in one batched lookup, and decoded).";
         const STAGES: &str = "Microseconds spent per stage of the applied batches.";
         const ERRORS: &str =
             "Errors by kind: connection (the engine reconnected), view (a view failed).";

@@ -213,6 +213,46 @@ impl Store {
         }
     }
 
+    /// [`Self::read`] for many keys at once: those not pending or held are looked up in RocksDB
+    /// with one batched MultiGet, which shares index, filter and block lookups among keys that
+    /// lie together (sorted keys make that cheapest). Results are in the order of `keys`.
+    pub fn read_many<K: AsRef<[u8]>, T>(
+        &self,
+        cf: &'static str,
+        keys: &[K],
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
+        let mut from_db: Vec<usize> = Vec::new();
+        'keys: for (i, key) in keys.iter().enumerate() {
+            for layer in [&self.overlay, &self.held] {
+                if let Some(p) = layer.get(cf).and_then(|m| m.get(key.as_ref())) {
+                    out.push(p.as_deref().map(&decode).transpose()?);
+                    continue 'keys;
+                }
+            }
+            out.push(None);
+            from_db.push(i);
+        }
+        if from_db.is_empty() {
+            return Ok(out);
+        }
+        let sorted = from_db
+            .windows(2)
+            .all(|w| keys[w[0]].as_ref() <= keys[w[1]].as_ref());
+        let found = self.db.batched_multi_get_cf(
+            self.cf(cf)?,
+            from_db.iter().map(|&i| keys[i].as_ref()),
+            sorted,
+        );
+        for (i, value) in from_db.into_iter().zip(found) {
+            if let Some(bytes) = value? {
+                out[i] = Some(decode(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn get<T: DeserializeOwned>(
         &self,
         cf: &'static str,
@@ -480,103 +520,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::keys::CF_GROUPS;
-
-    fn temp_dir() -> Result<tempfile::TempDir, StoreError> {
-        tempfile::tempdir().map_err(|e| StoreError::Open {
-            dir: "temp".into(),
-            detail: e.to_string(),
-        })
-    }
-
-    /// Held commits are read back (point reads and scans) before they reach RocksDB; dropped
-    /// without a checkpoint, they are gone and the store reopens exactly as of the last flush,
-    /// meta included; after `flush` they survive a reopen.
-    #[test]
-    fn held_commits_are_read_and_survive_only_a_checkpoint() -> Result<(), StoreError> {
-        let dir = temp_dir()?;
-        let key = |i: u32| [b"g".as_slice(), &i.to_be_bytes()].concat();
-        {
-            let mut store = Store::open(dir.path())?;
-            store.put(CF_GROUPS, key(1), &10u32);
-            store.commit(&[("lsn", vec![1])], Durability::Held)?;
-            store.flush()?;
-            store.put(CF_GROUPS, key(1), &11u32);
-            store.put(CF_GROUPS, key(2), &20u32);
-            store.commit(&[("lsn", vec![2])], Durability::Held)?;
-            store.delete(CF_GROUPS, key(2));
-            store.put(CF_GROUPS, key(3), &30u32);
-            store.discard(); // a failed batch: the held layer keeps the last commit
-            assert_eq!(store.get::<u32>(CF_GROUPS, &key(1))?, Some(11));
-            assert_eq!(store.get::<u32>(CF_GROUPS, &key(2))?, Some(20));
-            assert_eq!(store.get::<u32>(CF_GROUPS, &key(3))?, None);
-            let keys: Vec<Vec<u8>> = store
-                .scan_prefix(CF_GROUPS, b"g", None)?
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            assert_eq!(keys, vec![key(1), key(2)]);
-            assert_eq!(store.get_raw(CF_META, b"lsn")?, Some(vec![2]));
-        } // dropped without a checkpoint: as after kill -9
-        {
-            let mut store = Store::open(dir.path())?;
-            assert_eq!(store.get::<u32>(CF_GROUPS, &key(1))?, Some(10));
-            assert_eq!(store.get::<u32>(CF_GROUPS, &key(2))?, None);
-            assert_eq!(store.get_raw(CF_META, b"lsn")?, Some(vec![1]));
-            store.put(CF_GROUPS, key(2), &21u32);
-            store.commit(&[("lsn", vec![3])], Durability::Held)?;
-            store.flush()?;
-        }
-        let store = Store::open(dir.path())?;
-        assert_eq!(store.get::<u32>(CF_GROUPS, &key(2))?, Some(21));
-        assert_eq!(store.get_raw(CF_META, b"lsn")?, Some(vec![3]));
-        Ok(())
-    }
-
-    /// Pages cover every live key exactly once, in order, with pending writes (new keys,
-    /// overwrites, deletions) merged into the page their key falls in.
-    #[test]
-    fn pages_cover_committed_and_pending_keys_once() -> Result<(), StoreError> {
-        let dir = temp_dir()?;
-        let mut store = Store::open(dir.path())?;
-        for i in (0u32..100).step_by(2) {
-            store.put(CF_GROUPS, [b"p".as_slice(), &i.to_be_bytes()].concat(), &i);
-        }
-        store.put(CF_GROUPS, b"q-other-prefix".to_vec(), &0u32);
-        store.commit(&[], Durability::Synced)?;
-        for i in (1u32..100).step_by(10) {
-            store.put(CF_GROUPS, [b"p".as_slice(), &i.to_be_bytes()].concat(), &i);
-        }
-        store.put(
-            CF_GROUPS,
-            [b"p".as_slice(), &4u32.to_be_bytes()].concat(),
-            &1004u32,
-        );
-        store.delete(CF_GROUPS, [b"p".as_slice(), &6u32.to_be_bytes()].concat());
-
-        let (mut seen, mut from) = (Vec::new(), b"p".to_vec());
-        loop {
-            let (page, next) = store.scan_page(CF_GROUPS, b"p", &from, 7)?;
-            for (_, v) in page {
-                seen.push(keys::decode::<u32>(&v).map_err(|e| StoreError::Corrupt {
-                    cf: CF_GROUPS,
-                    detail: e.to_string(),
-                })?);
-            }
-            match next {
-                Some(k) => from = k,
-                None => break,
-            }
-        }
-        let mut expected: Vec<u32> = (0u32..100)
-            .filter(|i| i % 2 == 0 || i % 10 == 1)
-            .filter(|i| *i != 6)
-            .map(|i| if i == 4 { 1004 } else { i })
-            .collect();
-        expected.sort_by_key(|v| if *v == 1004 { 4 } else { *v });
-        assert_eq!(seen, expected);
-        Ok(())
-    }
-}
+mod tests;
