@@ -166,6 +166,11 @@ impl Running {
         peak_rss(self.child.id())
     }
 
+    /// The worker's CPU time so far, user and system, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
     /// SIGTERM, a clean exit within 60 s; returns the worker's peak RSS.
     pub fn stop(mut self) -> Result<u64> {
         let peak = peak_rss(self.child.id());
@@ -192,6 +197,25 @@ pub fn peak_rss(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// User and system CPU seconds of a live process (0 once it has exited): `utime` and `stime`
+/// of `/proc/PID/stat`, in the kernel's USER_HZ ticks (100 per second on Linux). On a shared
+/// machine the engine's CPU per change moves far less between runs than its wall time.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces and parentheses): the state is
+    // field 3 of the line, utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |field: usize| {
+        fields
+            .get(field - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
 fn dir_bytes(path: &Path) -> u64 {

@@ -83,9 +83,18 @@ pub struct CatchUp {
     pub wal_bytes: u64,
     pub recv_seconds: f64,
     pub engine_seconds: f64,
+    /// CPU seconds `deltamv run` used from its start until the backlog was drained.
+    pub engine_cpu_seconds: f64,
     /// (seconds since start, fraction of the backlog confirmed) for each consumer.
     pub recv_curve: Vec<(f64, f64)>,
     pub engine_curve: Vec<(f64, f64)>,
+}
+
+impl CatchUp {
+    /// The engine's CPU time per change drained, in microseconds.
+    pub fn cpu_micros_per_change(&self) -> f64 {
+        self.engine_cpu_seconds * 1e6 / self.changes.max(1) as f64
+    }
 }
 
 #[derive(Debug, Default)]
@@ -442,11 +451,14 @@ impl Bench<'_> {
             tokio::time::sleep(SAMPLE_EVERY.min(Duration::from_millis(50))).await;
         }
         r.catch_up.engine_seconds = start.elapsed().as_secs_f64();
+        r.catch_up.engine_cpu_seconds = running.cpu_seconds();
         r.catch_up.engine_curve = thin(curve, SAMPLE_EVERY.as_secs_f64());
         self.progress.step(format_args!(
-            "  deltamv: {:.2} s ({:.0} changes/s)",
+            "  deltamv: {:.2} s ({:.0} changes/s), {:.1} CPU seconds ({:.1} us per change)",
             r.catch_up.engine_seconds,
-            r.catch_up.changes as f64 / r.catch_up.engine_seconds
+            r.catch_up.changes as f64 / r.catch_up.engine_seconds,
+            r.catch_up.engine_cpu_seconds,
+            r.catch_up.cpu_micros_per_change()
         ));
         Ok(running)
     }

@@ -134,7 +134,11 @@ fn targets(w: &mut String, r: &Results) {
     Compared {
         n: 1,
         what: &format!("catch-up: {} changes drained", c.changes),
-        ours: format!("{ours:.0} changes/s ({:.1} s)", c.engine_seconds),
+        ours: format!(
+            "{ours:.0} changes/s ({:.1} s; {:.1} us of CPU per change)",
+            c.engine_seconds,
+            c.cpu_micros_per_change()
+        ),
         theirs: format!(
             "pg_recvlogical to /dev/null: {theirs:.0} changes/s ({:.1} s)",
             c.recv_seconds

@@ -335,7 +335,7 @@ impl Maintainer {
                 if view.failed.is_none() {
                     let (table, date) = (view.table, view.date);
                     for d in deltas.iter().filter(|d| d.table == table) {
-                        view.contribute(0, &d.image, d.sign, date)?;
+                        view.contribute(store, 0, &d.image, d.sign, date)?;
                     }
                 }
                 view.propagate(store, before[v])
@@ -391,8 +391,8 @@ impl Maintainer {
                     continue;
                 };
                 let view = &mut self.views[v];
-                view.contribute(0, &rec.image, -1, old)?;
-                view.contribute(0, &rec.image, 1, today)?;
+                view.contribute(&self.store, 0, &rec.image, -1, old)?;
+                view.contribute(&self.store, 0, &rec.image, 1, today)?;
                 rec.revisit.retain(|(w, d)| {
                     if *w as usize == v {
                         self.store

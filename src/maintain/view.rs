@@ -25,8 +25,10 @@ use crate::value::{identical, Value};
 use super::groups::{BatchGroups, GroupState, HotGroups};
 use super::{FoldStats, MaintainError};
 
+mod inputs;
 mod revisit;
 
+use inputs::Input;
 use revisit::{bind_stages, split_monotone};
 
 /// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
@@ -38,20 +40,10 @@ pub(super) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 /// A row's group key and the argument it feeds each aggregate (NULL: none).
 type Contribution = (Vec<Value>, Vec<Value>);
 
-/// One input row of a stage, evaluated and waiting for its group: the stage's inputs of a batch
-/// are folded together ([`ViewFold::fold_inputs`]), sorted by group, so each group is looked up
-/// once and the groups not in memory are read in one batched lookup.
-struct Input {
-    /// The group's key in the store ([`keys::group_key`]).
-    gk: Vec<u8>,
-    /// The group's key values (for a group that does not exist yet).
-    key: Vec<Value>,
-    /// The argument of each aggregate (NULL: none).
-    args: Vec<Value>,
-    sign: i64,
-    /// The row itself, for a top-k partition's members (empty otherwise).
-    row: Vec<Value>,
-}
+/// The most inputs of a stage kept waiting to be folded ([`ViewFold::fold_inputs`]): evaluated
+/// inputs weigh about 0.5 KB, and a whole catch-up batch of them (tens of thousands of changes,
+/// each an input of every view of its table) cost 40-100 MB more peak RSS at 500k + 500k rows.
+const INPUT_CHUNK: usize = 4096;
 
 pub(super) struct ViewFold {
     /// The view's position: its id in the store's keys.
@@ -189,10 +181,11 @@ impl ViewFold {
     }
 
     /// Adds (`sign` 1) or retracts (-1) one input row of stage `s`, as of `date`: evaluates it
-    /// now, and folds it into its group with the stage's other inputs of the batch, when the
-    /// stage is finalized ([`Self::propagate`]).
+    /// now, and folds it into its group with the stage's other inputs of the batch (when the
+    /// stage is finalized, or when [`INPUT_CHUNK`] inputs wait).
     pub fn contribute(
         &mut self,
+        store: &Store,
         s: usize,
         row: &[Value],
         sign: i64,
@@ -247,33 +240,33 @@ impl ViewFold {
             sign,
             row,
         });
+        if self.inputs[s].len() >= INPUT_CHUNK {
+            self.fold_inputs(store, s)?;
+        }
         Ok(())
     }
 
-    /// Folds stage `s`'s pending inputs into their groups, a group's inputs in the order they
-    /// came, and marks the groups touched.
+    /// Folds stage `s`'s pending inputs into their groups, sorted by group, a group's inputs in
+    /// the order they came and consolidated ([`inputs`]); marks the groups touched.
     fn fold_inputs(&mut self, store: &Store, s: usize) -> Result<(), MaintainError> {
         let mut inputs = std::mem::take(&mut self.inputs[s]);
-        if inputs.is_empty() {
-            return Ok(());
-        }
         // Stable: a group's inputs keep their order.
         inputs.sort_by(|a, b| a.gk.cmp(&b.gk));
-        let mut gks: Vec<Vec<u8>> = Vec::new();
-        for input in &inputs {
-            if gks.last() != Some(&input.gk) {
-                gks.push(input.gk.clone());
-            }
+        let mut runs: Vec<&[Input]> = inputs.chunk_by(|a, b| a.gk == b.gk).collect();
+        runs.retain(|run| !inputs::cancels(run));
+        if runs.is_empty() {
+            return Ok(());
         }
+        let gks: Vec<Vec<u8>> = runs.iter().map(|run| run[0].gk.clone()).collect();
         let stage = &self.plan.stages[s];
         let deletable = !stage.keys.is_empty();
         self.groups.load(store, &gks, deletable, &mut self.stats)?;
         let prefix = keys::group_prefix(self.id, s as u8).len();
         self.touched[s].extend(gks.iter().map(|gk| gk[prefix..].to_vec()));
-        for input in inputs {
-            let (g, _) = self.groups.touched.entry(input.gk).or_insert_with(|| {
+        for (run, gk) in runs.into_iter().zip(gks) {
+            let (g, _) = self.groups.touched.entry(gk).or_insert_with(|| {
                 let g = GroupState {
-                    key: input.key,
+                    key: run[0].key.clone(),
                     rows: 0,
                     accs: stage.aggs.iter().map(Acc::new).collect(),
                     members: Members::default(),
@@ -282,13 +275,7 @@ impl ViewFold {
                 };
                 (g, deletable)
             });
-            g.rows += input.sign;
-            if stage.topk.is_some() {
-                g.members.apply(&input.row, input.sign);
-            }
-            for (acc, arg) in g.accs.iter_mut().zip(&input.args) {
-                acc.apply(arg, input.sign);
-            }
+            inputs::fold_run(g, run, stage.topk.is_some());
         }
         Ok(())
     }
@@ -408,10 +395,10 @@ impl ViewFold {
                     }
                 } else if changed || moved {
                     for row in &old {
-                        self.contribute(s + 1, row, -1, was)?;
+                        self.contribute(store, s + 1, row, -1, was)?;
                     }
                     for row in &new {
-                        self.contribute(s + 1, row, 1, date)?;
+                        self.contribute(store, s + 1, row, 1, date)?;
                     }
                 }
             }
