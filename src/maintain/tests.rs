@@ -182,7 +182,10 @@ proptest! {
         prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "after {} days", days_later);
         prop_assert!(everything(&one) == everything(&many), "the states differ");
     }
+}
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn consolidated_batches_leave_the_views_as_a_fresh_load(
         batches in proptest::collection::vec(proptest::collection::vec(op(), 64..160), 1..4),
