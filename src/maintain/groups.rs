@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ops::rank::Members;
 use crate::ops::Acc;
+use crate::plan::AggCall;
 use crate::state::keys::{self, CF_GROUPS};
 use crate::state::store::{Store, StoreError};
 use crate::value::Value;
@@ -28,6 +29,20 @@ pub(super) struct GroupState {
     /// The date this group is filed under in the time index (stages whose HAVING or select list,
     /// or whose next stage's input conditions, read CURRENT_DATE).
     pub revisit: Option<i32>,
+}
+
+impl GroupState {
+    /// A group no row has reached yet: its key values, and fresh state for each aggregate.
+    pub fn empty(key: Vec<Value>, aggs: &[AggCall]) -> Self {
+        GroupState {
+            key,
+            rows: 0,
+            accs: aggs.iter().map(Acc::new).collect(),
+            members: Members::default(),
+            output: vec![],
+            revisit: None,
+        }
+    }
 }
 
 /// [`GroupState`] as written before groups had a revisit date: state written by an earlier

@@ -21,7 +21,9 @@
 //! change thus runs like a batch: due source rows first, then each stage's changed and due
 //! groups, innermost first, with no writes needed.
 //!
-//! Within a batch, changed groups are collected and finalized once per stage, innermost first;
+//! Within a batch, a stage's input rows are folded per group, sorted and consolidated (a
+//! retraction and an addition that give an aggregate the same argument leave it alone: see
+//! `view/inputs.rs`), and changed groups are finalized once per stage, innermost first;
 //! a changed output row of one stage is a retract/insert pair for the next, and the last stage's
 //! changed rows are what the sink writes.
 //!

@@ -13,8 +13,6 @@ use std::ops::Range;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::change::TargetChange;
-use crate::ops::rank::Members;
-use crate::ops::Acc;
 use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, ViewPlan};
@@ -265,15 +263,10 @@ impl ViewFold {
         self.touched[s].extend(gks.iter().map(|gk| gk[prefix..].to_vec()));
         for (run, gk) in runs.into_iter().zip(gks) {
             let (g, _) = self.groups.touched.entry(gk).or_insert_with(|| {
-                let g = GroupState {
-                    key: run[0].key.clone(),
-                    rows: 0,
-                    accs: stage.aggs.iter().map(Acc::new).collect(),
-                    members: Members::default(),
-                    output: vec![],
-                    revisit: None,
-                };
-                (g, deletable)
+                (
+                    GroupState::empty(run[0].key.clone(), &stage.aggs),
+                    deletable,
+                )
             });
             inputs::fold_run(g, run, stage.topk.is_some());
         }
@@ -337,7 +330,7 @@ impl ViewFold {
             let moved = was != date && !next.is_empty();
             let deletable = !self.plan.stages[s].keys.is_empty();
             self.stats.groups += groups.len() as u64;
-            // The groups due at a date change, not touched by an input.
+            // Inputs loaded their groups; what is not in memory yet is due at a date change.
             let gks: Vec<Vec<u8>> = groups
                 .iter()
                 .map(|kb| keys::group_key(self.id, s as u8, kb))
@@ -346,14 +339,7 @@ impl ViewFold {
             for (kb, gk) in groups.into_iter().zip(gks) {
                 let mut g = match self.groups.touched.remove(&gk).map(|(g, _)| g) {
                     Some(g) => g,
-                    None if !deletable => GroupState {
-                        key: vec![],
-                        rows: 0,
-                        accs: self.plan.stages[s].aggs.iter().map(Acc::new).collect(),
-                        members: Members::default(),
-                        output: vec![],
-                        revisit: None,
-                    },
+                    None if !deletable => GroupState::empty(vec![], &self.plan.stages[s].aggs),
                     None => continue,
                 };
                 let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;

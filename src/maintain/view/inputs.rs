@@ -85,8 +85,6 @@ pub(super) fn fold_run(g: &mut GroupState, run: &[Input], topk: bool) {
 mod tests {
     use super::*;
     use crate::numeric::Numeric;
-    use crate::ops::rank::Members;
-    use crate::ops::Acc;
     use crate::plan::expr::Expr;
     use crate::plan::{AggCall, AggFunc};
     use crate::value::SqlType;
@@ -120,14 +118,7 @@ mod tests {
 
     /// The sum after `first` is added, then replaced by `then` in one update (a pair).
     fn replaced(call: &AggCall, first: Value, then: Value) -> (String, bool) {
-        let mut g = GroupState {
-            key: vec![],
-            rows: 0,
-            accs: vec![Acc::new(call)],
-            members: Members::default(),
-            output: vec![],
-            revisit: None,
-        };
+        let mut g = GroupState::empty(vec![], slice::from_ref(call));
         fold_run(&mut g, &[input(1, first.clone())], false);
         let pair = [input(-1, first), input(1, then)];
         fold_run(&mut g, &pair, false);
