@@ -45,35 +45,11 @@ impl GroupState {
     }
 }
 
-/// [`GroupState`] as written before groups had a revisit date: state written by an earlier
-/// version still reads (its views had no time-dependent groups).
-#[derive(Serialize, Deserialize)]
-pub(super) struct GroupStateV1 {
-    pub key: Vec<Value>,
-    pub rows: i64,
-    pub accs: Vec<Acc>,
-    pub members: Members,
-    pub output: Vec<Vec<Value>>,
-}
-
 pub(super) fn decode_group(bytes: &[u8]) -> Result<GroupState, StoreError> {
-    keys::decode::<GroupState>(bytes)
-        .or_else(|e| {
-            keys::decode::<GroupStateV1>(bytes)
-                .map(|g| GroupState {
-                    key: g.key,
-                    rows: g.rows,
-                    accs: g.accs,
-                    members: g.members,
-                    output: g.output,
-                    revisit: None,
-                })
-                .map_err(|_| e)
-        })
-        .map_err(|e| StoreError::Corrupt {
-            cf: CF_GROUPS,
-            detail: e.to_string(),
-        })
+    keys::decode_record(bytes).map_err(|e| StoreError::Corrupt {
+        cf: CF_GROUPS,
+        detail: e.to_string(),
+    })
 }
 
 /// Encoded bytes per generation of [`HotGroups`] for first stages, shared by the views that
@@ -218,29 +194,81 @@ impl BatchGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::identical;
+    use crate::numeric::Numeric;
+    use crate::plan::fixtures::{classified, seed_views};
 
+    /// An mv_agent_performance group after `runs` runs, finalized once.
+    fn agent_day(runs: u32) -> GroupState {
+        let plans = classified(&seed_views()).plans;
+        let plan = plans
+            .iter()
+            .find(|p| p.name.name == "mv_agent_performance")
+            .expect("the seed view");
+        let stage = &plan.stages[0];
+        let key = vec![
+            Value::Uuid([1; 16]),
+            Value::Uuid([2; 16]),
+            Value::Date(20_400),
+        ];
+        let mut g = GroupState::empty(key.clone(), &stage.aggs);
+        for run in 0..runs {
+            g.rows += 1;
+            let runtime = Value::Float(f64::from(run) * 1.37 + 0.25);
+            let credits = Numeric::parse(&format!("{}.{:04}", run, run * 37 % 10_000))
+                .expect("a numeric literal");
+            // COUNT(*), COUNT(*) FILTER, AVG, two percentiles, SUM: the plan's arguments.
+            let args = [
+                Value::Bool(true),
+                if run % 3 > 0 {
+                    Value::Bool(true)
+                } else {
+                    Value::Null
+                },
+                runtime.clone(),
+                runtime.clone(),
+                runtime,
+                Value::Numeric(credits),
+            ];
+            for (acc, arg) in g.accs.iter_mut().zip(&args) {
+                acc.apply(arg, 1);
+            }
+        }
+        let aggs: Vec<Value> = stage
+            .aggs
+            .iter()
+            .zip(&g.accs)
+            .map(|(c, a)| a.finish(c).expect("finalized"))
+            .collect();
+        g.output = vec![key.into_iter().chain(aggs).collect()];
+        g.revisit = Some(20_431);
+        g
+    }
+
+    /// Records read back exactly what was written, in about half the bytes of the fixed-width
+    /// encoding they replaced; garbage is corrupt state, not a group.
     #[test]
-    fn groups_written_before_revisit_dates_still_decode() {
-        let v1 = GroupStateV1 {
-            key: vec![Value::Int(7)],
-            rows: 3,
-            accs: vec![],
-            members: Members::default(),
-            output: vec![vec![Value::Int(7), Value::Int(3)]],
-        };
-        let old = decode_group(&keys::encode(&v1)).expect("a version 1 group decodes");
-        assert!(identical(&old.key, &v1.key) && identical(&old.output[0], &v1.output[0]));
-        assert_eq!((old.rows, old.revisit), (3, None));
-        let now = GroupState {
-            revisit: Some(20_000),
-            ..decode_group(&keys::encode(&v1)).expect("decodes")
-        };
-        let again = decode_group(&keys::encode(&now)).expect("a current group decodes");
-        assert_eq!(again.revisit, Some(20_000));
+    fn group_records_are_compact_and_read_back_exactly() {
+        for runs in [1, 6, 40] {
+            let g = agent_day(runs);
+            let record = keys::encode_record(&g);
+            let back = decode_group(&record).expect("a record decodes");
+            assert_eq!(keys::encode_record(&back), record, "{runs} runs");
+            assert!(crate::value::identical(&back.output[0], &g.output[0]));
+            let fixed = keys::encode(&g).len();
+            assert!(
+                record.len() * 10 <= fixed * 7,
+                "{runs} runs: {} bytes against {fixed} fixed-width",
+                record.len()
+            );
+        }
         assert!(
             decode_group(&[1, 2, 3]).is_err(),
             "garbage is corrupt state"
+        );
+        let fixed = keys::encode(&agent_day(6));
+        assert!(
+            decode_group(&fixed).is_err(),
+            "the old encoding is not misread"
         );
     }
 }

@@ -55,7 +55,7 @@ mod threads;
 mod view;
 
 use groups::{decode_group, HOT_GROUP_BYTES, HOT_OUTER_GROUP_BYTES};
-use rows::{RowDelta, RowRecord};
+use rows::RowDelta;
 use view::ViewFold;
 
 #[derive(Debug, Error)]
@@ -389,7 +389,7 @@ impl Maintainer {
                     .collect()
             };
             for rk in due {
-                let Some(mut rec) = self.store.get::<RowRecord>(CF_ROWS, &rk)? else {
+                let Some(mut rec) = self.store.read(CF_ROWS, &rk, rows::decode_row)? else {
                     continue;
                 };
                 let view = &mut self.views[v];
@@ -410,7 +410,8 @@ impl Maintainer {
                         .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
                     rec.revisit.push((v as u16, next));
                 }
-                self.store.put(CF_ROWS, rk, &rec);
+                self.store
+                    .put_encoded(CF_ROWS, rk, keys::encode_record(&rec));
             }
             self.views[v].due_groups(&self.store, old, today)?;
             self.views[v].set_date(today);

@@ -33,6 +33,14 @@ struct RowRecordRef<'a> {
     revisit: &'a [(u16, i32)],
 }
 
+/// Reads a stored row image ([`keys::encode_record`]).
+pub(super) fn decode_row(bytes: &[u8]) -> Result<RowRecord, StoreError> {
+    keys::decode_record(bytes).map_err(|e| StoreError::Corrupt {
+        cf: CF_ROWS,
+        detail: e.to_string(),
+    })
+}
+
 /// A row image entering (`sign` 1) or leaving (-1) the first stage of its table's views: what
 /// the row-level pass of a batch hands to the views' folds.
 pub(super) struct RowDelta<'a> {
@@ -80,7 +88,7 @@ impl Maintainer {
                 let row = self.project(table, row);
                 let rk = keys::row_key(table as u16, &self.key_of(table, &row));
                 self.stats.row_reads += 1;
-                if let Some(old) = self.store.get::<RowRecord>(CF_ROWS, &rk)? {
+                if let Some(old) = self.store.read(CF_ROWS, &rk, decode_row)? {
                     tracing::warn!(table = %self.tables[table].name, "insert of a key already stored; replacing it");
                     self.remove_row(table, &rk, old, deltas);
                 }
@@ -99,7 +107,7 @@ impl Maintainer {
                     None => keys::row_key(table as u16, &self.key_of(table, &row)),
                 };
                 self.stats.row_reads += 1;
-                let old = match self.store.get::<RowRecord>(CF_ROWS, &old_rk)? {
+                let old = match self.store.read(CF_ROWS, &old_rk, decode_row)? {
                     Some(old) => old,
                     None => {
                         let key = old_key.clone().unwrap_or_else(|| self.key_of(table, &row));
@@ -124,7 +132,7 @@ impl Maintainer {
                 self.stats.row_reads += 1;
                 let old = self
                     .store
-                    .get::<RowRecord>(CF_ROWS, &rk)?
+                    .read(CF_ROWS, &rk, decode_row)?
                     .ok_or_else(|| self.missing(table, key))?;
                 self.remove_row(table, &rk, old, deltas);
                 Ok(())
@@ -135,10 +143,7 @@ impl Maintainer {
                     self.store
                         .scan_prefix(CF_ROWS, &keys::table_prefix(table as u16), None)?
                 {
-                    let old: RowRecord = keys::decode(&bytes).map_err(|e| StoreError::Corrupt {
-                        cf: CF_ROWS,
-                        detail: e.to_string(),
-                    })?;
+                    let old = decode_row(&bytes)?;
                     self.remove_row(table, &rk, old, deltas);
                 }
                 Ok(())
@@ -171,7 +176,8 @@ impl Maintainer {
             image: &image,
             revisit: &revisit,
         };
-        self.store.put(CF_ROWS, rk, &rec);
+        self.store
+            .put_encoded(CF_ROWS, rk, keys::encode_record(&rec));
         deltas.push(RowDelta {
             table,
             image,

@@ -400,7 +400,7 @@ impl ViewFold {
             if deletable && g.rows <= 0 {
                 self.writes.push((CF_GROUPS, gk, None));
             } else {
-                let bytes = keys::encode(&g);
+                let bytes = keys::encode_record(&g);
                 let size = bytes.len();
                 self.writes.push((CF_GROUPS, gk.clone(), Some(bytes)));
                 self.groups.hot.put(gk, g, size);

@@ -136,10 +136,15 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
     })
 }
 
-/// What the state store was built from: the zone, the source tables' columns and every
-/// incremental view's SQL. A state recorded with another fingerprint is rebuilt.
+/// What the state store was built from: the format of its records, the zone, the source
+/// tables' columns and every incremental view's SQL. A state recorded with another fingerprint
+/// is rebuilt.
 fn fingerprint(tz: &PgTimeZone, tables: &[TableInfo], plans: &[ViewPlan]) -> String {
-    let mut fingerprint = format!("tz={}\n", tz.name());
+    let mut fingerprint = format!(
+        "records={}\ntz={}\n",
+        crate::state::keys::RECORD_FORMAT,
+        tz.name()
+    );
     for t in tables {
         let cols: Vec<String> = t
             .columns
