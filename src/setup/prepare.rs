@@ -213,4 +213,13 @@ mod tests {
         let files = [view("a.top", "public.t")];
         assert!(check_removed_inputs(&known, &files).is_ok());
     }
+
+    /// A state written in another record format must not be trusted (`trust::initialized_lsn`
+    /// compares fingerprints): the fingerprint names the format, whatever the views.
+    #[test]
+    fn the_fingerprint_names_the_record_format() {
+        let print = fingerprint(&PgTimeZone::UTC, &[], &[]);
+        let format = format!("records={}\n", crate::state::keys::RECORD_FORMAT);
+        assert!(print.starts_with(&format), "{print}");
+    }
 }
