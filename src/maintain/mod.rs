@@ -426,7 +426,7 @@ impl Maintainer {
         for view in &mut self.views {
             for s in 0..view.plan.stages.len() {
                 if view.plan.stages[s].keys.is_empty() {
-                    view.touch(s, keys::group_key_bytes(&[]));
+                    view.touch(s, &keys::group_key_bytes(&[]));
                 }
             }
         }

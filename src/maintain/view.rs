@@ -66,7 +66,7 @@ pub(super) struct ViewFold {
     /// Day-only sides of temporal comparisons by (component, day): see `day_side`.
     day_memo: RefCell<HashMap<(usize, i32), Value>>,
     groups: BatchGroups,
-    /// Per stage: the keys of the groups touched by the current batch.
+    /// Per stage: the groups touched by the current batch (their keys in the store).
     touched: Vec<BTreeSet<Vec<u8>>>,
     /// Per stage: the input rows not folded yet.
     inputs: Vec<Vec<Input>>,
@@ -144,8 +144,8 @@ impl ViewFold {
     }
 
     /// Marks a group of stage `s` touched (it is finalized by the next [`Self::propagate`]).
-    pub fn touch(&mut self, s: usize, key_bytes: Vec<u8>) {
-        self.touched[s].insert(key_bytes);
+    pub fn touch(&mut self, s: usize, key_bytes: &[u8]) {
+        self.touched[s].insert(keys::group_key(self.id, s as u8, key_bytes));
     }
 
     /// The writes collected since the last call, in the order they were made.
@@ -259,8 +259,7 @@ impl ViewFold {
         let stage = &self.plan.stages[s];
         let deletable = !stage.keys.is_empty();
         self.groups.load(store, &gks, deletable, &mut self.stats)?;
-        let prefix = keys::group_prefix(self.id, s as u8).len();
-        self.touched[s].extend(gks.iter().map(|gk| gk[prefix..].to_vec()));
+        self.touched[s].extend(gks.iter().cloned());
         for (run, gk) in runs.into_iter().zip(gks) {
             let (g, _) = self.groups.touched.entry(gk).or_insert_with(|| {
                 (
@@ -285,7 +284,7 @@ impl ViewFold {
             for (k, _) in entries {
                 if let Some((_, [stage, kb @ ..])) = keys::split_time_key(&k) {
                     if let Some(t) = self.touched.get_mut(*stage as usize) {
-                        t.insert(kb.to_vec());
+                        t.insert(keys::group_key(self.id, *stage, kb));
                     }
                 }
                 self.writes.push((CF_TIME, k, None));
@@ -301,7 +300,7 @@ impl ViewFold {
             }
             let prefix = keys::group_prefix(self.id, s as u8);
             for (gk, _) in store.scan_prefix(CF_GROUPS, &prefix, None)? {
-                self.touched[s].insert(gk[prefix.len()..].to_vec());
+                self.touched[s].insert(gk);
             }
         }
         Ok(())
@@ -320,8 +319,8 @@ impl ViewFold {
         let date = self.date;
         for s in 0..stages {
             self.fold_inputs(store, s)?;
-            let groups = std::mem::take(&mut self.touched[s]);
-            if groups.is_empty() {
+            let gks: Vec<Vec<u8>> = std::mem::take(&mut self.touched[s]).into_iter().collect();
+            if gks.is_empty() {
                 continue;
             }
             let (own, next) = self.group_components[s].clone();
@@ -329,14 +328,12 @@ impl ViewFold {
             // After a date change, an unchanged row may still contribute differently.
             let moved = was != date && !next.is_empty();
             let deletable = !self.plan.stages[s].keys.is_empty();
-            self.stats.groups += groups.len() as u64;
+            self.stats.groups += gks.len() as u64;
             // Inputs loaded their groups; what is not in memory yet is due at a date change.
-            let gks: Vec<Vec<u8>> = groups
-                .iter()
-                .map(|kb| keys::group_key(self.id, s as u8, kb))
-                .collect();
             self.groups.load(store, &gks, deletable, &mut self.stats)?;
-            for (kb, gk) in groups.into_iter().zip(gks) {
+            let prefix = keys::group_prefix(self.id, s as u8).len();
+            for gk in gks {
+                let kb = &gk[prefix..];
                 let mut g = match self.groups.touched.remove(&gk).map(|(g, _)| g) {
                     Some(g) => g,
                     None if !deletable => GroupState::empty(vec![], &self.plan.stages[s].aggs),
@@ -359,7 +356,7 @@ impl ViewFold {
                         Some(at)
                     };
                     if revisit != g.revisit {
-                        let time_key = |d| keys::group_time_key(self.id, d, s as u8, &kb);
+                        let time_key = |d| keys::group_time_key(self.id, d, s as u8, kb);
                         if let Some(d) = g.revisit {
                             self.writes.push((CF_TIME, time_key(d), None));
                         }
