@@ -31,6 +31,12 @@ fn maintainer(dir: &std::path::Path, threads: usize) -> Maintainer {
     m
 }
 
+/// State directories for two maintainers compared with each other.
+fn two_dirs() -> (tempfile::TempDir, tempfile::TempDir) {
+    let dir = || tempfile::tempdir().expect("a temporary directory");
+    (dir(), dir())
+}
+
 fn uuid(kind: u8, n: u8) -> Value {
     let mut b = [0u8; 16];
     b[0] = kind;
@@ -157,7 +163,7 @@ proptest! {
         batches in proptest::collection::vec(proptest::collection::vec(op(), 64..160), 1..4),
         days_later in 1i32..45,
     ) {
-        let (one_dir, many_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (one_dir, many_dir) = two_dirs();
         let mut one = maintainer(one_dir.path(), 1);
         let mut many = maintainer(many_dir.path(), 3);
         prop_assert_eq!(
@@ -191,7 +197,7 @@ proptest! {
         batches in proptest::collection::vec(proptest::collection::vec(op(), 64..160), 1..4),
         days_later in 0i32..45,
     ) {
-        let (dir, fresh_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (dir, fresh_dir) = two_dirs();
         let mut m = maintainer(dir.path(), 2);
         m.ensure_global_groups().expect("global groups");
         let mut live = vec![Default::default(), Default::default()];
@@ -248,10 +254,7 @@ fn a_clock_set_back_keeps_the_groups_revisits() {
     let ops: Vec<Op> = (1..4)
         .map(|id| (0, 0, id, 1, 1, 0, -16 + id, Some(8), 100))
         .collect();
-    let (dir, fresh_dir) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
+    let (dir, fresh_dir) = two_dirs();
     let mut m = with(dir.path(), TODAY);
     let batch = changes(&m, &ops, &mut [Default::default(), Default::default()]);
     m.apply(&batch).expect("inserts");

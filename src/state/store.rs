@@ -194,6 +194,14 @@ impl Store {
         self.read(cf, key, |bytes| Ok(bytes.to_vec()))
     }
 
+    /// A key's value in the pending writes, else in the held ones (`Some(None)`: deleted there);
+    /// `None` when neither has it and RocksDB must answer.
+    fn layered(&self, cf: &str, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        [&self.overlay, &self.held]
+            .into_iter()
+            .find_map(|layer| layer.get(cf).and_then(|m| m.get(key)))
+    }
+
     /// Reads a value where it lies (pending writes, held ones, then RocksDB's pinned block)
     /// and hands it to `decode`: a lookup per change, so no copy of the bytes first.
     pub fn read<T>(
@@ -202,10 +210,8 @@ impl Store {
         key: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        for layer in [&self.overlay, &self.held] {
-            if let Some(p) = layer.get(cf).and_then(|m| m.get(key)) {
-                return p.as_deref().map(decode).transpose();
-            }
+        if let Some(p) = self.layered(cf, key) {
+            return p.as_deref().map(decode).transpose();
         }
         match self.db.get_pinned_cf(self.cf(cf)?, key)? {
             Some(bytes) => decode(&bytes).map(Some),
@@ -224,15 +230,14 @@ impl Store {
     ) -> Result<Vec<Option<T>>, StoreError> {
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
         let mut from_db: Vec<usize> = Vec::new();
-        'keys: for (i, key) in keys.iter().enumerate() {
-            for layer in [&self.overlay, &self.held] {
-                if let Some(p) = layer.get(cf).and_then(|m| m.get(key.as_ref())) {
-                    out.push(p.as_deref().map(&decode).transpose()?);
-                    continue 'keys;
+        for (i, key) in keys.iter().enumerate() {
+            match self.layered(cf, key.as_ref()) {
+                Some(p) => out.push(p.as_deref().map(&decode).transpose()?),
+                None => {
+                    out.push(None);
+                    from_db.push(i);
                 }
             }
-            out.push(None);
-            from_db.push(i);
         }
         if from_db.is_empty() {
             return Ok(out);
