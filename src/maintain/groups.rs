@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ops::rank::Members;
 use crate::ops::Acc;
-use crate::plan::AggCall;
 use crate::state::keys::{self, CF_GROUPS};
 use crate::state::store::{Store, StoreError};
 use crate::value::Value;
@@ -21,6 +20,7 @@ use super::FoldStats;
 pub(super) struct GroupState {
     pub key: Vec<Value>,
     pub rows: i64,
+    /// One per accumulator of the stage ([`crate::ops::Accumulators`]).
     pub accs: Vec<Acc>,
     /// The input rows of a top-k partition (empty for aggregate stages).
     pub members: Members,
@@ -32,12 +32,13 @@ pub(super) struct GroupState {
 }
 
 impl GroupState {
-    /// A group no row has reached yet: its key values, and fresh state for each aggregate.
-    pub fn empty(key: Vec<Value>, aggs: &[AggCall]) -> Self {
+    /// A group no row has reached yet: its key values, and its stage's fresh accumulators
+    /// ([`crate::ops::Accumulators::fresh`]).
+    pub fn empty(key: Vec<Value>, accs: Vec<Acc>) -> Self {
         GroupState {
             key,
             rows: 0,
-            accs: aggs.iter().map(Acc::new).collect(),
+            accs,
             members: Members::default(),
             output: vec![],
             revisit: None,
@@ -210,13 +211,14 @@ mod tests {
             Value::Uuid([2; 16]),
             Value::Date(20_400),
         ];
-        let mut g = GroupState::empty(key.clone(), &stage.aggs);
+        let accumulators = crate::ops::Accumulators::of_stage(&stage.aggs);
+        let mut g = GroupState::empty(key.clone(), accumulators.fresh(&stage.aggs));
         for run in 0..runs {
             g.rows += 1;
             let runtime = Value::Float(f64::from(run) * 1.37 + 0.25);
             let credits = Numeric::parse(&format!("{}.{:04}", run, run * 37 % 10_000))
                 .expect("a numeric literal");
-            // COUNT(*), COUNT(*) FILTER, AVG, two percentiles, SUM: the plan's arguments.
+            // COUNT(*), COUNT(*) FILTER, AVG, the percentiles' shared multiset, SUM.
             let args = [
                 Value::Bool(true),
                 if run % 3 > 0 {
@@ -225,20 +227,17 @@ mod tests {
                     Value::Null
                 },
                 runtime.clone(),
-                runtime.clone(),
                 runtime,
                 Value::Numeric(credits),
             ];
+            assert_eq!(g.accs.len(), args.len(), "the seed view's accumulators");
             for (acc, arg) in g.accs.iter_mut().zip(&args) {
                 acc.apply(arg, 1);
             }
         }
-        let aggs: Vec<Value> = stage
-            .aggs
-            .iter()
-            .zip(&g.accs)
-            .map(|(c, a)| a.finish(c).expect("finalized"))
-            .collect();
+        let aggs = accumulators
+            .finish(&stage.aggs, &g.accs)
+            .expect("finalized");
         g.output = vec![key.into_iter().chain(aggs).collect()];
         g.revisit = Some(20_431);
         g

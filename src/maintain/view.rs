@@ -13,6 +13,7 @@ use std::ops::Range;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::change::TargetChange;
+use crate::ops::Accumulators;
 use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, ViewPlan};
@@ -63,6 +64,8 @@ pub(super) struct ViewFold {
     /// The stages with CURRENT_DATE folded for `date` ([`Expr::bind_today`]): what rows are
     /// evaluated with, unless a revisit evaluates them for another day.
     bound: Vec<Stage>,
+    /// Per stage: which accumulator each aggregate reads.
+    accumulators: Vec<Accumulators>,
     /// Day-only sides of temporal comparisons by (component, day): see `day_side`.
     day_memo: RefCell<HashMap<(usize, i32), Value>>,
     groups: BatchGroups,
@@ -110,6 +113,9 @@ impl ViewFold {
         ViewFold {
             id: id as u16,
             bound: bind_stages(&plan, today, &tz),
+            accumulators: (plan.stages.iter())
+                .map(|s| Accumulators::of_stage(&s.aggs))
+                .collect(),
             touched: vec![BTreeSet::new(); plan.stages.len()],
             inputs: (0..plan.stages.len()).map(|_| Vec::new()).collect(),
             plan,
@@ -210,8 +216,9 @@ impl ViewFold {
                 .iter()
                 .map(|k| k.eval(input, ctx).map(Value::normalized))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut args = Vec::with_capacity(stage.aggs.len());
-            for agg in &stage.aggs {
+            let firsts = &self.accumulators[s].firsts;
+            let mut args = Vec::with_capacity(firsts.len());
+            for agg in firsts.iter().map(|&f| &stage.aggs[f]) {
                 let passes = match &agg.filter {
                     Some(f) => f.holds(input, ctx)?,
                     None => true,
@@ -262,10 +269,8 @@ impl ViewFold {
         self.touched[s].extend(gks.iter().cloned());
         for (run, gk) in runs.into_iter().zip(gks) {
             let (g, _) = self.groups.touched.entry(gk).or_insert_with(|| {
-                (
-                    GroupState::empty(run[0].key.clone(), &stage.aggs),
-                    deletable,
-                )
+                let accs = self.accumulators[s].fresh(&stage.aggs);
+                (GroupState::empty(run[0].key.clone(), accs), deletable)
             });
             inputs::fold_run(g, run, stage.topk.is_some());
         }
@@ -336,7 +341,10 @@ impl ViewFold {
                 let kb = &gk[prefix..];
                 let mut g = match self.groups.touched.remove(&gk).map(|(g, _)| g) {
                     Some(g) => g,
-                    None if !deletable => GroupState::empty(vec![], &self.plan.stages[s].aggs),
+                    None if !deletable => GroupState::empty(
+                        vec![],
+                        self.accumulators[s].fresh(&self.plan.stages[s].aggs),
+                    ),
                     None => continue,
                 };
                 let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
@@ -415,12 +423,7 @@ impl ViewFold {
         if let Some(t) = &stage.topk {
             return Ok((g.members.top(t), vec![]));
         }
-        let aggs = stage
-            .aggs
-            .iter()
-            .zip(&g.accs)
-            .map(|(c, a)| a.finish(c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let aggs = self.accumulators[s].finish(&stage.aggs, &g.accs)?;
         let input = Inputs {
             row: &[],
             keys: &g.key,

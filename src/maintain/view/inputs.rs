@@ -21,7 +21,7 @@ pub(in crate::maintain) struct Input {
     pub gk: Vec<u8>,
     /// The group's key values (for a group that does not exist yet).
     pub key: Vec<Value>,
-    /// The argument of each aggregate (NULL: none).
+    /// The argument of each accumulator (NULL: none).
     pub args: Vec<Value>,
     pub sign: i64,
     /// The row itself, for a top-k partition's members (empty otherwise).
@@ -118,7 +118,7 @@ mod tests {
 
     /// The sum after `first` is added, then replaced by `then` in one update (a pair).
     fn replaced(call: &AggCall, first: Value, then: Value) -> (String, bool) {
-        let mut g = GroupState::empty(vec![], slice::from_ref(call));
+        let mut g = GroupState::empty(vec![], vec![crate::ops::Acc::new(call)]);
         fold_run(&mut g, &[input(1, first.clone())], false);
         let pair = [input(-1, first), input(1, then)];
         fold_run(&mut g, &pair, false);
