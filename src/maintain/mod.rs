@@ -233,9 +233,10 @@ impl Maintainer {
         self.views[v].date
     }
 
+    /// The views' dates as the state was last committed with (its groups finalized at them).
     pub fn set_dates(&mut self, dates: &[i32]) {
         for (view, d) in self.views.iter_mut().zip(dates) {
-            view.set_date(*d);
+            view.restore_date(*d);
         }
     }
 
@@ -446,9 +447,10 @@ impl Maintainer {
         let prefix = keys::group_prefix(v as u16, last);
         let from = from.unwrap_or_else(|| prefix.clone());
         let (groups, next) = self.store.scan_page(CF_GROUPS, &prefix, &from, limit)?;
+        let view = &self.views[v];
         let mut out = Vec::with_capacity(groups.len());
         for (_, bytes) in groups {
-            out.extend(decode_group(&bytes)?.output);
+            out.extend(view.stored_rows(last as usize, &decode_group(&bytes)?)?);
         }
         Ok((out, next))
     }

@@ -23,7 +23,22 @@ const DAY_MICROS: i64 = 86_400_000_000;
 type Op = (u8, u8, i64, u8, u8, u8, i64, Option<u16>, u16);
 
 fn maintainer(dir: &std::path::Path, threads: usize) -> Maintainer {
-    let plans = classified(&seed_views()).plans;
+    maintainer_of(dir, threads, classified(&seed_views()).plans)
+}
+
+/// The seed views and one whose HAVING and select list read CURRENT_DATE, so a group's output
+/// rows depend on the date they were finalized at.
+fn maintainer_with_dated_output(dir: &std::path::Path) -> Maintainer {
+    maintainer_of(dir, 2, classified_with("recent.sql", RECENT).plans)
+}
+
+const RECENT: &str = "CREATE MATERIALIZED VIEW analytics.v_recent_agents AS
+SELECT agent_id, COUNT(*) AS runs, MAX(DATE(started_at)) >= CURRENT_DATE - 3 AS recent
+  FROM public.agent_runs
+ GROUP BY agent_id
+HAVING MAX(started_at) >= CURRENT_DATE - 10;";
+
+fn maintainer_of(dir: &std::path::Path, threads: usize, plans: Vec<ViewPlan>) -> Maintainer {
     let tables: Vec<TableInfo> = seed_catalog().into_values().collect();
     let store = Store::open(dir).expect("a store in a temporary directory");
     let mut m = Maintainer::new(store, PgTimeZone::UTC, tables, plans, TODAY);
@@ -196,18 +211,25 @@ proptest! {
     fn consolidated_batches_leave_the_views_as_a_fresh_load(
         batches in proptest::collection::vec(proptest::collection::vec(op(), 64..160), 1..4),
         days_later in 0i32..45,
+        cold in proptest::bool::ANY,
     ) {
         let (dir, fresh_dir) = two_dirs();
-        let mut m = maintainer(dir.path(), 2);
-        m.ensure_global_groups().expect("global groups");
+        let mut m = maintainer_with_dated_output(dir.path());
+        // The target rows as the changes the maintainer emitted left them.
+        let mut targets = Targets::default();
+        targets.apply(m.ensure_global_groups().expect("global groups"));
         let mut live = vec![Default::default(), Default::default()];
         for (n, ops) in batches.iter().enumerate() {
             let batch = changes(&m, ops, &mut live);
-            m.apply(&batch).expect("folding a batch");
+            targets.apply(m.apply(&batch).expect("folding a batch"));
             m.commit(Lsn(n as u64 + 1), &[], Durability::Unlogged).expect("commit");
+            if cold {
+                // Every group is read back from the store, its output rows computed again.
+                m.forget_hot_groups();
+            }
         }
-        m.advance_dates(TODAY + days_later).expect("moving the date");
-        let mut fresh = maintainer(fresh_dir.path(), 1);
+        targets.apply(m.advance_dates(TODAY + days_later).expect("moving the date"));
+        let mut fresh = maintainer_with_dated_output(fresh_dir.path());
         fresh.set_dates(&vec![TODAY + days_later; fresh.view_count()]);
         fresh.ensure_global_groups().expect("global groups");
         let load: Vec<Change> = live
@@ -217,6 +239,32 @@ proptest! {
             .collect();
         fresh.apply(&load).expect("loading the live rows");
         prop_assert_eq!(all_rows(&m), all_rows(&fresh));
+        prop_assert_eq!(targets.rows(m.view_count()), all_rows(&fresh), "the targets written");
+    }
+}
+
+/// Target tables as the emitted changes leave them: per view, each group's rows by key.
+#[derive(Default)]
+struct Targets(std::collections::BTreeMap<(usize, Vec<u8>), Vec<Vec<Value>>>);
+
+impl Targets {
+    fn apply(&mut self, changes: Vec<Vec<TargetChange>>) {
+        for (v, view) in changes.into_iter().enumerate() {
+            for c in view {
+                self.0.insert((v, keys::group_key_bytes(&c.key)), c.rows);
+            }
+        }
+    }
+
+    /// In the form and order of [`all_rows`].
+    fn rows(&self, views: usize) -> String {
+        let rows: Vec<Vec<Vec<Value>>> = (0..views)
+            .map(|v| {
+                let of_view = self.0.range((v, vec![])..(v + 1, vec![]));
+                of_view.flat_map(|(_, rows)| rows.iter().cloned()).collect()
+            })
+            .collect();
+        format!("{rows:?}")
     }
 }
 

@@ -50,6 +50,9 @@ pub(super) struct ViewFold {
     pub plan: ViewPlan,
     pub table: usize,
     pub date: i32,
+    /// The date the groups were last finalized at, so their output rows were computed at:
+    /// `date`, except between a date change and the batch that finalizes for it.
+    finalized: i32,
     pub failed: Option<String>,
     tz: PgTimeZone,
     /// Monotonic comparisons derived from the temporal atoms of every stage (= and <> split in
@@ -121,6 +124,7 @@ impl ViewFold {
             plan,
             table,
             date: today,
+            finalized: today,
             failed: None,
             tz,
             components,
@@ -140,6 +144,12 @@ impl ViewFold {
     /// Whether any of the view's conditions reads CURRENT_DATE.
     pub fn is_temporal(&self) -> bool {
         !self.components.is_empty()
+    }
+
+    /// Sets the date the view's state was last finalized at (its date in the store's meta).
+    pub fn restore_date(&mut self, date: i32) {
+        self.set_date(date);
+        self.finalized = date;
     }
 
     pub fn set_date(&mut self, today: i32) {
@@ -263,10 +273,10 @@ impl ViewFold {
             return Ok(());
         }
         let gks: Vec<Vec<u8>> = runs.iter().map(|run| run[0].gk.clone()).collect();
-        let stage = &self.plan.stages[s];
-        let deletable = !stage.keys.is_empty();
-        self.groups.load(store, &gks, deletable, &mut self.stats)?;
+        let deletable = !self.plan.stages[s].keys.is_empty();
+        self.load(store, s, &gks, deletable)?;
         self.touched[s].extend(gks.iter().cloned());
+        let stage = &self.plan.stages[s];
         for (run, gk) in runs.into_iter().zip(gks) {
             let (g, _) = self.groups.touched.entry(gk).or_insert_with(|| {
                 let accs = self.accumulators[s].fresh(&stage.aggs);
@@ -335,7 +345,7 @@ impl ViewFold {
             let deletable = !self.plan.stages[s].keys.is_empty();
             self.stats.groups += gks.len() as u64;
             // Inputs loaded their groups; what is not in memory yet is due at a date change.
-            self.groups.load(store, &gks, deletable, &mut self.stats)?;
+            self.load(store, s, &gks, deletable)?;
             let prefix = keys::group_prefix(self.id, s as u8).len();
             for gk in gks {
                 let kb = &gk[prefix..];
@@ -395,7 +405,35 @@ impl ViewFold {
             }
         }
         self.flush_groups();
+        self.finalized = date;
         Ok(out)
+    }
+
+    /// Brings the groups `gks` of stage `s` into the batch ([`BatchGroups::load`]); a group
+    /// read from the store gets its output rows back, finalized at the date it was last
+    /// finalized at: its state has not changed since.
+    fn load(
+        &mut self,
+        store: &Store,
+        s: usize,
+        gks: &[Vec<u8>],
+        deletable: bool,
+    ) -> Result<(), MaintainError> {
+        let read = self.groups.load(store, gks, deletable, &mut self.stats)?;
+        let ctx = EvalCtx {
+            today: self.finalized,
+            tz: &self.tz,
+        };
+        let (stage, accumulators) = (&self.plan.stages[s], &self.accumulators[s]);
+        for i in read {
+            if let Some((g, _)) = self.groups.touched.get_mut(&gks[i]) {
+                g.output = match finalize(stage, accumulators, g, ctx) {
+                    Ok((rows, _)) => rows,
+                    Err(e) => return Err(self.err(e)),
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Moves every group touched by the batch into the writes, dropping empty groups (except
@@ -415,34 +453,63 @@ impl ViewFold {
 
     /// The rows a group contributes to stage `s`'s output now, and its finalized aggregates
     /// (none for a top-k partition or a group gone).
-    fn output(&self, s: usize, g: &GroupState) -> Result<(Vec<Vec<Value>>, Vec<Value>), EvalError> {
-        let stage = &self.plan.stages[s];
-        if g.rows <= 0 && !stage.keys.is_empty() {
-            return Ok((vec![], vec![]));
+    fn output(&self, s: usize, g: &GroupState) -> Result<Finalized, EvalError> {
+        self.output_at(s, g, self.date)
+    }
+
+    /// The rows a group read from the store was last written with (finalized at the date the
+    /// state was).
+    pub(super) fn stored_rows(
+        &self,
+        s: usize,
+        g: &GroupState,
+    ) -> Result<Vec<Vec<Value>>, MaintainError> {
+        match self.output_at(s, g, self.finalized) {
+            Ok((rows, _)) => Ok(rows),
+            Err(e) => Err(self.err(e)),
         }
-        if let Some(t) = &stage.topk {
-            return Ok((g.members.top(t), vec![]));
-        }
-        let aggs = self.accumulators[s].finish(&stage.aggs, &g.accs)?;
-        let input = Inputs {
-            row: &[],
-            keys: &g.key,
-            aggs: &aggs,
-        };
+    }
+
+    fn output_at(&self, s: usize, g: &GroupState, date: i32) -> Result<Finalized, EvalError> {
         let ctx = EvalCtx {
-            today: self.date,
+            today: date,
             tz: &self.tz,
         };
-        if let Some(h) = &stage.having {
-            if !h.holds(input, ctx)? {
-                return Ok((vec![], aggs));
-            }
-        }
-        let row = stage
-            .outputs
-            .iter()
-            .map(|e| e.eval(input, ctx))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((vec![row], aggs))
+        finalize(&self.plan.stages[s], &self.accumulators[s], g, ctx)
     }
+}
+
+/// A group's output rows and its aggregates' results.
+type Finalized = (Vec<Vec<Value>>, Vec<Value>);
+
+/// A group of `stage` finalized as of `ctx`'s date: its output rows and aggregates.
+fn finalize(
+    stage: &Stage,
+    accumulators: &Accumulators,
+    g: &GroupState,
+    ctx: EvalCtx,
+) -> Result<Finalized, EvalError> {
+    if g.rows <= 0 && !stage.keys.is_empty() {
+        return Ok((vec![], vec![]));
+    }
+    if let Some(t) = &stage.topk {
+        return Ok((g.members.top(t), vec![]));
+    }
+    let aggs = accumulators.finish(&stage.aggs, &g.accs)?;
+    let input = Inputs {
+        row: &[],
+        keys: &g.key,
+        aggs: &aggs,
+    };
+    if let Some(h) = &stage.having {
+        if !h.holds(input, ctx)? {
+            return Ok((vec![], aggs));
+        }
+    }
+    let row = stage
+        .outputs
+        .iter()
+        .map(|e| e.eval(input, ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((vec![row], aggs))
 }

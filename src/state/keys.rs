@@ -60,8 +60,9 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// (`setup::prepare`): a state written in another format is rebuilt from a fresh snapshot,
 /// never misread. 2: records in variable-length integers (before: fixed-width). 3: a float
 /// sum's exact integer without its zero low bits (`exact_float`). 4: aggregates of the same
-/// state and input share one accumulator (`ops::Accumulators`).
-pub const RECORD_FORMAT: u32 = 4;
+/// state and input share one accumulator (`ops::Accumulators`). 5: a group's output rows are
+/// not stored (computed again from its state when read).
+pub const RECORD_FORMAT: u32 = 5;
 
 /// The encoding of records (group states and row images, the bulk of what every checkpoint
 /// flushes and every compaction rewrites): bincode with variable-length integers, so enum tags,
