@@ -249,7 +249,7 @@ impl ViewFold {
             None => Vec::new(),
         };
         self.inputs[s].push(Input {
-            gk: keys::group_key(self.id, s as u8, &keys::group_key_bytes(&key)),
+            gk: keys::group_key_of(self.id, s as u8, &key),
             key,
             args,
             sign,
