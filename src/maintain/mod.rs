@@ -350,7 +350,7 @@ impl Maintainer {
         let results = threads::each_view(&mut self.views, threads, fold);
         let out = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         for view in &mut self.views {
-            for (cf, key, value) in view.take_writes() {
+            for (cf, key, value) in view.drain_writes() {
                 match value {
                     Some(bytes) => self.store.put_encoded(cf, key, bytes),
                     None => self.store.delete(cf, key),

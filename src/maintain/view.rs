@@ -76,7 +76,7 @@ pub(super) struct ViewFold {
     touched: Vec<BTreeSet<Vec<u8>>>,
     /// Per stage: the input rows not folded yet.
     inputs: Vec<Vec<Input>>,
-    /// The current batch's writes, for the owner to apply ([`Self::take_writes`]).
+    /// The current batch's writes, for the owner to apply ([`Self::drain_writes`]).
     writes: Vec<Write>,
     /// The current (or last) batch's counts, and how long its fold took (to order the views).
     pub stats: FoldStats,
@@ -164,9 +164,10 @@ impl ViewFold {
         self.touched[s].insert(keys::group_key(self.id, s as u8, key_bytes));
     }
 
-    /// The writes collected since the last call, in the order they were made.
-    pub fn take_writes(&mut self) -> Vec<Write> {
-        std::mem::take(&mut self.writes)
+    /// The writes collected since the last call, in the order they were made. The buffer keeps
+    /// its capacity (megabytes in catch-up), so it is not faulted in afresh every batch.
+    pub fn drain_writes(&mut self) -> std::vec::Drain<'_, Write> {
+        self.writes.drain(..)
     }
 
     /// Forgets everything folded since the last commit (after an error).
@@ -265,6 +266,20 @@ impl ViewFold {
     /// the order they came and consolidated ([`inputs`]); marks the groups touched.
     fn fold_inputs(&mut self, store: &Store, s: usize) -> Result<(), MaintainError> {
         let mut inputs = std::mem::take(&mut self.inputs[s]);
+        let folded = self.fold_sorted(store, s, &mut inputs);
+        // The queue keeps its capacity (a chunk of inputs is about 400 KB): freed, it went back
+        // to the system at once and came back as fresh pages the kernel zeroes.
+        inputs.clear();
+        self.inputs[s] = inputs;
+        folded
+    }
+
+    fn fold_sorted(
+        &mut self,
+        store: &Store,
+        s: usize,
+        inputs: &mut [Input],
+    ) -> Result<(), MaintainError> {
         // Stable: a group's inputs keep their order.
         inputs.sort_by(|a, b| a.gk.cmp(&b.gk));
         let mut runs: Vec<&[Input]> = inputs.chunk_by(|a, b| a.gk == b.gk).collect();
