@@ -171,6 +171,10 @@ impl Running {
         cpu_seconds(self.child.id())
     }
 
+    pub fn minor_faults(&self) -> u64 {
+        minor_faults(self.child.id())
+    }
+
     /// SIGTERM, a clean exit within 60 s; returns the worker's peak RSS.
     pub fn stop(mut self) -> Result<u64> {
         let peak = peak_rss(self.child.id());
@@ -203,19 +207,25 @@ pub fn peak_rss(pid: u32) -> u64 {
 /// of `/proc/PID/stat`, in the kernel's USER_HZ ticks (100 per second on Linux). On a shared
 /// machine the engine's CPU per change moves far less between runs than its wall time.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    (stat_field(pid, 14) + stat_field(pid, 15)) as f64 / 100.0
+}
+
+/// Minor page faults of a live process so far (`minflt`, field 10 of `/proc/PID/stat`): fresh
+/// pages the kernel had to zero. Unlike CPU time, the count hardly depends on what else the
+/// machine runs, so it shows an allocation change that CPU time's noise hides.
+pub fn minor_faults(pid: u32) -> u64 {
+    stat_field(pid, 10)
+}
+
+/// Field `field` (1-based, as proc(5) numbers them) of `/proc/PID/stat`, 0 if unreadable.
+fn stat_field(pid: u32, field: usize) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which may hold spaces and parentheses): the state is
-    // field 3 of the line, utime and stime fields 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |field: usize| {
-        fields
-            .get(field - 3)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(14) + ticks(15)) as f64 / 100.0
+    // field 3 of the line.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(field - 3))
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 fn dir_bytes(path: &Path) -> u64 {

@@ -85,6 +85,8 @@ pub struct CatchUp {
     pub engine_seconds: f64,
     /// CPU seconds `deltamv run` used from its start until the backlog was drained.
     pub engine_cpu_seconds: f64,
+    /// Minor page faults of `deltamv run` over the same span.
+    pub engine_faults: u64,
     /// (seconds since start, fraction of the backlog confirmed) for each consumer.
     pub recv_curve: Vec<(f64, f64)>,
     pub engine_curve: Vec<(f64, f64)>,
@@ -94,6 +96,11 @@ impl CatchUp {
     /// The engine's CPU time per change drained, in microseconds.
     pub fn cpu_micros_per_change(&self) -> f64 {
         self.engine_cpu_seconds * 1e6 / self.changes.max(1) as f64
+    }
+
+    /// The engine's minor page faults per change drained.
+    pub fn faults_per_change(&self) -> f64 {
+        self.engine_faults as f64 / self.changes.max(1) as f64
     }
 }
 
@@ -452,13 +459,15 @@ impl Bench<'_> {
         }
         r.catch_up.engine_seconds = start.elapsed().as_secs_f64();
         r.catch_up.engine_cpu_seconds = running.cpu_seconds();
+        r.catch_up.engine_faults = running.minor_faults();
         r.catch_up.engine_curve = thin(curve, SAMPLE_EVERY.as_secs_f64());
         self.progress.step(format_args!(
-            "  deltamv: {:.2} s ({:.0} changes/s), {:.1} CPU seconds ({:.1} us per change)",
+            "  deltamv: {:.2} s ({:.0} changes/s), {:.1} CPU seconds ({:.1} us per change), {:.2} page faults per change",
             r.catch_up.engine_seconds,
             r.catch_up.changes as f64 / r.catch_up.engine_seconds,
             r.catch_up.engine_cpu_seconds,
-            r.catch_up.cpu_micros_per_change()
+            r.catch_up.cpu_micros_per_change(),
+            r.catch_up.faults_per_change()
         ));
         Ok(running)
     }

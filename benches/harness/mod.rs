@@ -228,13 +228,14 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         })?;
         let c = &r.catch_up;
         println!(
-            "catch-up of {} changes: pg_recvlogical {:.2} s ({:.0}/s), deltamv {:.2} s ({:.0}/s, {:.1} us CPU per change), ratio {:.3}x; init {:.1} s; peak RSS of run {} MB",
+            "catch-up of {} changes: pg_recvlogical {:.2} s ({:.0}/s), deltamv {:.2} s ({:.0}/s, {:.1} us CPU and {:.2} page faults per change), ratio {:.3}x; init {:.1} s; peak RSS of run {} MB",
             c.changes,
             c.recv_seconds,
             c.changes as f64 / c.recv_seconds,
             c.engine_seconds,
             c.changes as f64 / c.engine_seconds,
             c.cpu_micros_per_change(),
+            c.faults_per_change(),
             c.recv_seconds / c.engine_seconds,
             r.init_seconds,
             r.peak_run_rss >> 20,
