@@ -465,7 +465,11 @@ impl Maintainer {
     ) -> Result<(), StoreError> {
         let mut meta = vec![meta::lsn(lsn), meta::dates(&self.dates())];
         meta.extend(extra.iter().cloned());
-        self.store.commit(&meta, durability)
+        self.store.commit(&meta, durability)?;
+        for view in &mut self.views {
+            view.committed();
+        }
+        Ok(())
     }
 
     /// Drops the decoded groups kept across batches (after a bulk load, whose groups are not

@@ -321,3 +321,58 @@ fn a_clock_set_back_keeps_the_groups_revisits() {
         "the views after the clock's moves"
     );
 }
+
+/// A date change whose batch failed is forgotten whole: the views go back to the committed
+/// date, so the next attempt moves them again, as far as a fresh load at the new date.
+#[test]
+fn a_failed_date_change_is_tried_again_whole() {
+    // Rows of both tables spread over the last 40 days (ages in thirds of a day).
+    let ops: Vec<Op> = (0..2u8)
+        .flat_map(|table| {
+            (1..60).map(move |id| {
+                (
+                    table,
+                    0,
+                    id,
+                    id as u8 % 5,
+                    id as u8 % 4,
+                    id as u8,
+                    id * 2,
+                    Some(id as u16),
+                    100,
+                )
+            })
+        })
+        .collect();
+    let (dir, fresh_dir) = two_dirs();
+    let mut m = maintainer_with_dated_output(dir.path());
+    m.ensure_global_groups().expect("global groups");
+    let mut live = vec![Default::default(), Default::default()];
+    let batch = changes(&m, &ops, &mut live);
+    m.apply(&batch).expect("inserts");
+    m.commit(Lsn(1), &[], Durability::Unlogged).expect("commit");
+    m.advance_dates(TODAY + 8).expect("moving the date");
+    // As after an error: the engine discards what was folded since the commit.
+    m.discard();
+    assert!(
+        (0..m.view_count()).all(|v| m.date(v) == TODAY),
+        "the views are back at the committed date"
+    );
+    m.advance_dates(TODAY + 8).expect("moving the date again");
+    m.commit(Lsn(2), &[], Durability::Unlogged).expect("commit");
+    let mut fresh = maintainer_with_dated_output(fresh_dir.path());
+    fresh.set_dates(&vec![TODAY + 8; fresh.view_count()]);
+    fresh.ensure_global_groups().expect("global groups");
+    let load: Vec<Change> = live
+        .iter()
+        .enumerate()
+        .flat_map(|(table, rows)| {
+            rows.values().map(move |row| Change::Load {
+                table,
+                row: row.clone(),
+            })
+        })
+        .collect();
+    fresh.apply(&load).expect("loading the live rows");
+    assert_eq!(all_rows(&m), all_rows(&fresh), "the views 8 days later");
+}

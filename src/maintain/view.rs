@@ -53,6 +53,8 @@ pub(super) struct ViewFold {
     /// The date the groups were last finalized at, so their output rows were computed at:
     /// `date`, except between a date change and the batch that finalizes for it.
     finalized: i32,
+    /// The view's date in the last committed state, where [`Self::discard`] goes back to.
+    committed: i32,
     pub failed: Option<String>,
     tz: PgTimeZone,
     /// Monotonic comparisons derived from the temporal atoms of every stage (= and <> split in
@@ -125,6 +127,7 @@ impl ViewFold {
             table,
             date: today,
             finalized: today,
+            committed: today,
             failed: None,
             tz,
             components,
@@ -150,6 +153,12 @@ impl ViewFold {
     pub fn restore_date(&mut self, date: i32) {
         self.set_date(date);
         self.finalized = date;
+        self.committed = date;
+    }
+
+    /// The state folded so far was committed, at the view's date.
+    pub fn committed(&mut self) {
+        self.committed = self.date;
     }
 
     pub fn set_date(&mut self, today: i32) {
@@ -170,8 +179,10 @@ impl ViewFold {
         self.writes.drain(..)
     }
 
-    /// Forgets everything folded since the last commit (after an error).
+    /// Forgets everything folded since the last commit (after an error), and goes back to the
+    /// date the committed state is at: a date change that failed is tried again whole.
     pub fn discard(&mut self) {
+        self.restore_date(self.committed);
         self.groups.clear();
         self.writes.clear();
         for t in &mut self.touched {
