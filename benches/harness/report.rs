@@ -135,9 +135,10 @@ fn targets(w: &mut String, r: &Results) {
         n: 1,
         what: &format!("catch-up: {} changes drained", c.changes),
         ours: format!(
-            "{ours:.0} changes/s ({:.1} s; {:.1} us of CPU per change)",
+            "{ours:.0} changes/s ({:.1} s; {:.1} us of CPU and {:.2} page faults per change)",
             c.engine_seconds,
-            c.cpu_micros_per_change()
+            c.cpu_micros_per_change(),
+            c.faults_per_change()
         ),
         theirs: format!(
             "pg_recvlogical to /dev/null: {theirs:.0} changes/s ({:.1} s)",
