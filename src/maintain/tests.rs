@@ -229,15 +229,7 @@ proptest! {
             }
         }
         targets.apply(m.advance_dates(TODAY + days_later).expect("moving the date"));
-        let mut fresh = maintainer_with_dated_output(fresh_dir.path());
-        fresh.set_dates(&vec![TODAY + days_later; fresh.view_count()]);
-        fresh.ensure_global_groups().expect("global groups");
-        let load: Vec<Change> = live
-            .iter()
-            .enumerate()
-            .flat_map(|(table, rows)| rows.values().map(move |row| Change::Load { table, row: row.clone() }))
-            .collect();
-        fresh.apply(&load).expect("loading the live rows");
+        let fresh = fresh_load(fresh_dir.path(), &live, TODAY + days_later);
         prop_assert_eq!(all_rows(&m), all_rows(&fresh));
         prop_assert_eq!(targets.rows(m.view_count()), all_rows(&fresh), "the targets written");
     }
@@ -279,6 +271,25 @@ SELECT workspace_id,
           FROM public.agent_runs GROUP BY workspace_id, agent_id) per_agent
  WHERE last_day >= CURRENT_DATE - 2
  GROUP BY workspace_id;";
+
+/// The views of [`maintainer_with_dated_output`] loaded afresh at `date` from the live rows.
+fn fresh_load(dir: &std::path::Path, live: &Live, date: i32) -> Maintainer {
+    let mut fresh = maintainer_with_dated_output(dir);
+    fresh.set_dates(&vec![date; fresh.view_count()]);
+    fresh.ensure_global_groups().expect("global groups");
+    let load: Vec<Change> = live
+        .iter()
+        .enumerate()
+        .flat_map(|(table, rows)| {
+            rows.values().map(move |row| Change::Load {
+                table,
+                row: row.clone(),
+            })
+        })
+        .collect();
+    fresh.apply(&load).expect("loading the live rows");
+    fresh
+}
 
 /// Every view's rows, as a fresh load at the maintainer's date would have them.
 fn all_rows(m: &Maintainer) -> String {
@@ -360,19 +371,6 @@ fn a_failed_date_change_is_tried_again_whole() {
     );
     m.advance_dates(TODAY + 8).expect("moving the date again");
     m.commit(Lsn(2), &[], Durability::Unlogged).expect("commit");
-    let mut fresh = maintainer_with_dated_output(fresh_dir.path());
-    fresh.set_dates(&vec![TODAY + 8; fresh.view_count()]);
-    fresh.ensure_global_groups().expect("global groups");
-    let load: Vec<Change> = live
-        .iter()
-        .enumerate()
-        .flat_map(|(table, rows)| {
-            rows.values().map(move |row| Change::Load {
-                table,
-                row: row.clone(),
-            })
-        })
-        .collect();
-    fresh.apply(&load).expect("loading the live rows");
+    let fresh = fresh_load(fresh_dir.path(), &live, TODAY + 8);
     assert_eq!(all_rows(&m), all_rows(&fresh), "the views 8 days later");
 }
