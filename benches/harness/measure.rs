@@ -185,6 +185,23 @@ impl Bench<'_> {
         Ok(r)
     }
 
+    /// `--reconcile-only`: the dataset, `init`, the engine caught up, then freshness at the first
+    /// rate without (row 2) and with a reconcile (row 2r).
+    pub async fn reconcile_only(&mut self) -> Result<(Freshness, LiveReconcile)> {
+        self.load().await?;
+        let mut r = Results::default();
+        self.initial_load(&mut r).await?;
+        let mut running = self.start_caught_up().await?;
+        let first = self.opts.rates.first().copied().unwrap_or(2_000);
+        // Row 2 first, as in the full run: the same writes without a reconcile, for comparison.
+        let (without, _) = self
+            .freshness(first, &mut running, None, self.opts.rate_seconds)
+            .await?;
+        let live = self.live_reconcile(first, &mut running).await?;
+        self.stop("2r reconcile under writes", running)?;
+        Ok((without, live))
+    }
+
     async fn load(&mut self) -> Result<f64> {
         let start = Instant::now();
         self.client

@@ -56,6 +56,9 @@ pub struct Options {
     /// Only load, init and drain the catch-up backlog, then print those figures (no report):
     /// the quick before/after check of a change to the apply path.
     pub catch_up_only: bool,
+    /// Only load, init, start the engine caught up and run the reconcile-under-writes row (2r)
+    /// at the first rate, then print its figures and the latency per second (no report).
+    pub reconcile_only: bool,
 }
 
 impl Options {
@@ -75,6 +78,7 @@ impl Options {
             query_repeats: 5,
             out_dir: PathBuf::from("bench/results"),
             catch_up_only: false,
+            reconcile_only: false,
         }
     }
 
@@ -107,6 +111,7 @@ impl Options {
             query_repeats: 2,
             out_dir,
             catch_up_only: false,
+            reconcile_only: false,
         }
     }
 
@@ -144,9 +149,10 @@ impl Options {
                 }
                 "--out" => opts.out_dir = PathBuf::from(value("--out")?),
                 "--catch-up-only" => opts.catch_up_only = true,
+                "--reconcile-only" => opts.reconcile_only = true,
                 other => bail!(
                     "unknown argument {other:?}; expected --full, --smoke, --rows N, \
-                     --backlog N, --seconds S, --out DIR or --catch-up-only"
+                     --backlog N, --seconds S, --out DIR, --catch-up-only or --reconcile-only"
                 ),
             }
         }
@@ -243,6 +249,49 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         std::fs::create_dir_all(&opts.out_dir)
             .with_context(|| format!("creating {}", opts.out_dir.display()))?;
         let log = opts.out_dir.join("catch-up.engine.log");
+        std::fs::copy(&engine.log, &log)
+            .with_context(|| format!("copying the engine log to {}", log.display()))?;
+        return Ok(log);
+    }
+    if opts.reconcile_only {
+        let (without, r) = bench.reconcile_only().await.inspect_err(|_| {
+            eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
+        })?;
+        let mut ms: Vec<f64> = without.latencies.iter().map(|l| l.1).collect();
+        println!(
+            "without a reconcile: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            measure::percentile(&mut ms, 0.5),
+            measure::percentile(&mut ms, 0.99),
+            ms.iter().copied().fold(0.0, f64::max),
+        );
+        let mut ms: Vec<f64> = r.freshness.latencies.iter().map(|l| l.1).collect();
+        println!(
+            "reconcile under {} changes/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine paused {} ms; reconcile {:.1} s (served in {:.0} ms, from {:.1} s in)",
+            r.freshness.rate,
+            measure::percentile(&mut ms, 0.5),
+            measure::percentile(&mut ms, 0.99),
+            ms.iter().copied().fold(0.0, f64::max),
+            r.pause_ms.map_or("(not logged)".into(), |p| format!("{p:.1}")),
+            r.seconds,
+            r.served_ms,
+            r.started_at,
+        );
+        // The worst commit-to-visible latency of each second of the window: which phase of the
+        // reconcile the readers pay for.
+        let mut worst: Vec<f64> = Vec::new();
+        for (at, l) in &r.freshness.latencies {
+            let s = *at as usize;
+            if worst.len() <= s {
+                worst.resize(s + 1, 0.0);
+            }
+            worst[s] = worst[s].max(*l);
+        }
+        for (s, w) in worst.iter().enumerate() {
+            println!("  second {s:3}: worst {w:8.1} ms");
+        }
+        std::fs::create_dir_all(&opts.out_dir)
+            .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+        let log = opts.out_dir.join("reconcile.engine.log");
         std::fs::copy(&engine.log, &log)
             .with_context(|| format!("copying the engine log to {}", log.display()))?;
         return Ok(log);

@@ -45,11 +45,15 @@ pub async fn record_row_deltas<C: tokio_postgres::GenericClient>(
     }
     let (names, delta): (Vec<&str>, Vec<i64>) =
         deltas.iter().map(|(n, d)| (n.as_str(), *d)).unzip();
-    tx.execute(
+    // Typed parameters: parsed, bound and run in one round trip, not prepared first.
+    tx.execute_typed(
         "UPDATE deltamv.views v SET rows = v.rows + d.delta, last_change_at = now()
            FROM unnest($1::text[], $2::int8[]) AS d(view_name, delta)
           WHERE v.view_name = d.view_name",
-        &[&names, &delta],
+        &[
+            (&names, tokio_postgres::types::Type::TEXT_ARRAY),
+            (&delta, tokio_postgres::types::Type::INT8_ARRAY),
+        ],
     )
     .await?;
     Ok(())

@@ -32,14 +32,20 @@ pub(super) struct Parts {
 }
 
 impl Parts {
-    /// Takes `later` target rows over the parts' own (later parts win per group).
+    /// Takes `later` target rows over the parts' own (later parts win per group; the ranks
+    /// changed add up).
     fn absorb(&mut self, later: Vec<Vec<TargetChange>>) {
         if self.deltas.len() < later.len() {
             self.deltas.resize_with(later.len(), HashMap::new);
         }
         for (rows, later) in self.deltas.iter_mut().zip(later) {
             for change in later {
-                rows.insert(keys::encode(&change.key), change);
+                let key = keys::encode(&change.key);
+                let merged = match rows.remove(&key) {
+                    Some(earlier) => earlier.then(change),
+                    None => change,
+                };
+                rows.insert(key, merged);
             }
         }
     }

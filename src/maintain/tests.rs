@@ -216,7 +216,7 @@ proptest! {
         let (dir, fresh_dir) = two_dirs();
         let mut m = maintainer_with_dated_output(dir.path());
         // The target rows as the changes the maintainer emitted left them.
-        let mut targets = Targets::default();
+        let mut targets = Targets::of(&m);
         targets.apply(m.ensure_global_groups().expect("global groups"));
         let mut live = vec![Default::default(), Default::default()];
         for (n, ops) in batches.iter().enumerate() {
@@ -235,15 +235,39 @@ proptest! {
     }
 }
 
-/// Target tables as the emitted changes leave them: per view, each group's rows by key.
-#[derive(Default)]
-struct Targets(std::collections::BTreeMap<(usize, Vec<u8>), Vec<Vec<Value>>>);
+/// Target tables as the emitted changes leave them, written as the sink writes them: per view,
+/// each group's rows by key; a change naming ranks replaces only the rows of those ranks.
+struct Targets {
+    rows: std::collections::BTreeMap<(usize, Vec<u8>), Vec<Vec<Value>>>,
+    /// Per view, its rank column.
+    ranks: Vec<Option<usize>>,
+}
 
 impl Targets {
+    fn of(m: &Maintainer) -> Targets {
+        Targets {
+            rows: Default::default(),
+            ranks: (0..m.view_count())
+                .map(|v| m.plan(v).rank_column())
+                .collect(),
+        }
+    }
+
     fn apply(&mut self, changes: Vec<Vec<TargetChange>>) {
         for (v, view) in changes.into_iter().enumerate() {
             for c in view {
-                self.0.insert((v, keys::group_key_bytes(&c.key)), c.rows);
+                let group = self
+                    .rows
+                    .entry((v, keys::group_key_bytes(&c.key)))
+                    .or_default();
+                match (c.ranks, self.ranks[v]) {
+                    (Some(ranks), Some(r)) => {
+                        group.retain(|row| !ranks.contains(&row[r]));
+                        group.extend(c.rows.into_iter().filter(|row| ranks.contains(&row[r])));
+                        group.sort_by(|a, b| a[r].cmp(&b[r]));
+                    }
+                    _ => *group = c.rows,
+                }
             }
         }
     }
@@ -252,7 +276,7 @@ impl Targets {
     fn rows(&self, views: usize) -> String {
         let rows: Vec<Vec<Vec<Value>>> = (0..views)
             .map(|v| {
-                let of_view = self.0.range((v, vec![])..(v + 1, vec![]));
+                let of_view = self.rows.range((v, vec![])..(v + 1, vec![]));
                 of_view.flat_map(|(_, rows)| rows.iter().cloned()).collect()
             })
             .collect();

@@ -418,7 +418,8 @@ impl ViewFold {
                 self.groups.touched.insert(gk, (g, deletable));
                 if s + 1 == stages {
                     if changed {
-                        out.push(TargetChange { key, rows: new });
+                        let rank = self.plan.rank_column();
+                        out.push(TargetChange::of_group(key, &old, new, rank));
                     }
                 } else if changed || moved {
                     for row in &old {

@@ -120,6 +120,12 @@ impl ViewPlan {
             .any(|s| !s.temporal.is_empty() || !s.group_temporal.is_empty())
     }
 
+    /// The target column holding a top-k view's rank (its ROW_NUMBER), if the view selects it.
+    pub fn rank_column(&self) -> Option<usize> {
+        let topk = self.last().topk.as_ref()?;
+        topk.outputs.iter().position(Option::is_none)
+    }
+
     pub fn output_types(&self) -> Vec<SqlType> {
         self.last().outputs.iter().map(|e| e.ty()).collect()
     }

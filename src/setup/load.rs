@@ -111,6 +111,10 @@ async fn fill_targets(
             rows_loaded += rows.len();
         }
         total += rows_loaded;
+        // Statistics from the start: planned without them, each batch's delete of the changed
+        // groups took the freshly filled target for a large table of few distinct keys and
+        // scanned it whole instead of using the key index, until autovacuum analyzed it.
+        target::analyze(&tx, t).await.map_err(load_err())?;
         views::record_rows(&tx, &t.plan_name, rows_loaded as i64)
             .await
             .map_err(sql_err("recording row counts"))?;

@@ -35,7 +35,12 @@ pub(super) async fn update_objects(
     grant_readers(&p.client, &p.plans, &p.fallbacks).await?;
     count_unknown_rows(&p.client).await?;
     apply_row_security(p).await?;
-    target_columns(p).await
+    let columns = target_columns(p).await?;
+    // Targets of an earlier version's init may lack the key index.
+    for (plan, cols) in p.plans.iter().zip(&columns) {
+        target::ensure_key_index(&p.client, plan, cols).await?;
+    }
+    Ok(columns)
 }
 
 /// The views a previous `init` recorded (none before the first).
@@ -73,6 +78,7 @@ pub(super) async fn create_objects(
     for &i in &p.creation_order {
         let plan = &p.plans[i];
         columns[i] = target::ensure_target(&tx, plan).await?;
+        target::ensure_key_index(&tx, plan, &columns[i]).await?;
         let (name, file) = (plan.name.to_string(), plan.file.display().to_string());
         views::record(&tx, &name, &file, &plan.query_sql, Mode::Incremental).await?;
     }

@@ -49,6 +49,9 @@ pub struct TargetTable {
     pub columns: Vec<String>,
     pub types: Vec<String>,
     pub key_columns: Vec<usize>,
+    /// A top-k view's rank column ([`ViewPlan::rank_column`]): its changes can name the ranks
+    /// they rewrite.
+    pub rank_column: Option<usize>,
 }
 
 impl TargetTable {
@@ -59,6 +62,7 @@ impl TargetTable {
             types: columns.iter().map(|c| c.type_name.clone()).collect(),
             columns: columns.into_iter().map(|c| c.name).collect(),
             key_columns: plan.key_columns.clone(),
+            rank_column: plan.rank_column(),
         }
     }
 
@@ -188,6 +192,54 @@ pub async fn ensure_target(
     Ok(names)
 }
 
+/// Gives `plan`'s target an index on its group key if none of its indexes starts with a key
+/// column. Each batch deletes the changed groups by key: without such an index
+/// that is a scan of the whole target per batch (a seed view declares none for
+/// mv_workspace_metrics), and the scans' cost grows with every row version a long snapshot, such
+/// as a reconcile's recomputation, keeps from being pruned. Returns whether it created one.
+pub async fn ensure_key_index<C: tokio_postgres::GenericClient>(
+    client: &C,
+    plan: &ViewPlan,
+    columns: &[TargetColumn],
+) -> Result<bool, SqlError> {
+    let keys: Vec<&str> = plan
+        .key_columns
+        .iter()
+        .filter_map(|k| columns.get(*k).map(|c| c.name.as_str()))
+        .collect();
+    if keys.is_empty() {
+        return Ok(false);
+    }
+    let view = plan.name.to_string();
+    let covered: bool = client
+        .query_one(
+            "SELECT EXISTS (
+               SELECT 1 FROM pg_index i
+                WHERE i.indrelid = $1::text::regclass AND i.indisvalid AND i.indpred IS NULL
+                  AND (i.indkey::int2[])[0] IN (SELECT a.attnum FROM pg_attribute a
+                        WHERE a.attrelid = $1::text::regclass AND a.attname = ANY($2)))",
+            &[&plan.name.quoted(), &keys],
+        )
+        .await
+        .map_err(sql_err(format!("looking up the indexes of {view}")))?
+        .get(0);
+    if covered {
+        return Ok(false);
+    }
+    let cols: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+    let sql = format!(
+        "CREATE INDEX ON {} ({})",
+        plan.name.quoted(),
+        cols.join(", ")
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(sql_err(format!("indexing the group key of {view}: {sql}")))?;
+    tracing::info!(view = %view, key = %cols.join(", "), "indexed the target's group key (its view file declares no index on it)");
+    Ok(true)
+}
+
 /// Appends one COPY text line.
 fn copy_line(out: &mut String, values: &[Value]) {
     for (i, v) in values.iter().enumerate() {
@@ -220,13 +272,15 @@ pub struct TargetWriter {
     pub target: TargetTable,
     delete: Statement,
     delete_null_keys: Statement,
+    /// For a top-k target: a DELETE of rows by key and rank.
+    delete_ranks: Option<Statement>,
     insert: Statement,
 }
 
 impl TargetWriter {
     /// Prepares: a DELETE of the changed groups by key (index-friendly `IN`), its twin for keys
-    /// containing NULL (GROUP BY puts NULLs in one group; `=` never matches them), and an INSERT
-    /// of the new rows.
+    /// containing NULL (GROUP BY puts NULLs in one group; `=` never matches them), for a top-k
+    /// target a DELETE by key and rank, and an INSERT of the new rows.
     pub async fn prepare(
         client: &Client,
         target: TargetTable,
@@ -288,10 +342,28 @@ impl TargetWriter {
         let insert = client
             .prepare_typed(&insert_sql, &text_arrays(all.len()))
             .await?;
+        let delete_ranks = match target.rank_column {
+            Some(rank) => {
+                let cols: Vec<usize> = keys.iter().copied().chain([rank]).collect();
+                let names: Vec<String> = cols
+                    .iter()
+                    .map(|i| quote_ident(&target.columns[*i]))
+                    .collect();
+                let sql = format!(
+                    "DELETE FROM {} WHERE ({}) IN ({})",
+                    target.table,
+                    names.join(", "),
+                    target.unnest_select(&cols)
+                );
+                Some(client.prepare_typed(&sql, &text_arrays(cols.len())).await?)
+            }
+            None => None,
+        };
         Ok(TargetWriter {
             target,
             delete,
             delete_null_keys,
+            delete_ranks,
             insert,
         })
     }
@@ -307,31 +379,71 @@ impl TargetWriter {
         let t = &self.target;
         let mut keys: Vec<Vec<Option<String>>> =
             vec![Vec::with_capacity(changes.len()); t.key_columns.len()];
+        // Keys and ranks of the rows rewritten one by one (top-k changes that name ranks).
+        let mut ranked: Vec<Vec<Option<String>>> = vec![Vec::new(); t.key_columns.len() + 1];
         let mut rows: Vec<Vec<Option<String>>> = vec![Vec::new(); t.columns.len()];
-        let mut null_key = false;
-        for ch in changes {
-            for (k, col) in ch.key.iter().zip(&mut keys) {
-                null_key |= k.is_null();
-                col.push(k.to_text());
+        let (mut null_key, mut whole) = (false, 0usize);
+        let mut push_row = |row: &[Value]| {
+            for (v, col) in row.iter().zip(&mut rows) {
+                col.push(v.to_text());
             }
-            for row in &ch.rows {
-                for (v, col) in row.iter().zip(&mut rows) {
-                    col.push(v.to_text());
+        };
+        for ch in changes {
+            match (&ch.ranks, t.rank_column, &self.delete_ranks) {
+                (Some(ranks), Some(rank), Some(_)) => {
+                    for r in ranks {
+                        for (k, col) in ch.key.iter().chain([r]).zip(&mut ranked) {
+                            col.push(k.to_text());
+                        }
+                    }
+                    for row in ch.rows.iter().filter(|row| ranks.contains(&row[rank])) {
+                        push_row(row);
+                    }
+                }
+                _ => {
+                    whole += 1;
+                    for (k, col) in ch.key.iter().zip(&mut keys) {
+                        null_key |= k.is_null();
+                        col.push(k.to_text());
+                    }
+                    for row in &ch.rows {
+                        push_row(row);
+                    }
                 }
             }
         }
 
-        let mut deleted = tx.execute(&self.delete, &text_params(&keys)).await?;
-        if null_key {
-            deleted += tx
-                .execute(&self.delete_null_keys, &text_params(&keys))
-                .await?;
-        }
-        let mut inserted = 0;
-        if rows.first().is_some_and(|c| !c.is_empty()) {
-            inserted = tx.execute(&self.insert, &text_params(&rows)).await?;
-        }
-        Ok(inserted as i64 - deleted as i64)
+        // Sent together, without waiting for each reply (PostgreSQL runs them in this order):
+        // one round trip instead of two or three, which is what a small batch waits for.
+        let (key_params, row_params) = (text_params(&keys), text_params(&rows));
+        let ranked_params = text_params(&ranked);
+        let delete = async {
+            match whole > 0 {
+                true => tx.execute(&self.delete, &key_params).await,
+                false => Ok(0),
+            }
+        };
+        let delete_ranks = async {
+            match (&self.delete_ranks, ranked[0].is_empty()) {
+                (Some(statement), false) => tx.execute(statement, &ranked_params).await,
+                _ => Ok(0),
+            }
+        };
+        let delete_null = async {
+            match null_key {
+                true => tx.execute(&self.delete_null_keys, &key_params).await,
+                false => Ok(0),
+            }
+        };
+        let insert = async {
+            match rows.first().is_some_and(|c| !c.is_empty()) {
+                true => tx.execute(&self.insert, &row_params).await,
+                false => Ok(0),
+            }
+        };
+        let (deleted, deleted_ranks, deleted_null, inserted) =
+            futures_util::try_join!(delete, delete_ranks, delete_null, insert)?;
+        Ok(inserted as i64 - (deleted + deleted_ranks + deleted_null) as i64)
     }
 }
 
@@ -343,6 +455,12 @@ fn text_params(cols: &[Vec<Option<String>>]) -> Vec<&(dyn ToSql + Sync)> {
 /// the transaction commits).
 pub async fn clear(tx: &Transaction<'_>, t: &TargetTable) -> Result<(), tokio_postgres::Error> {
     tx.batch_execute(&format!("DELETE FROM {}", t.table)).await
+}
+
+/// Gathers the planner's statistics of a target (inside the caller's transaction, so they
+/// describe the rows it wrote).
+pub async fn analyze(tx: &Transaction<'_>, t: &TargetTable) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!("ANALYZE {}", t.table)).await
 }
 
 /// Appends rows to a target with COPY.

@@ -47,6 +47,13 @@ impl Targets {
         client: &Client,
         tables: Vec<TargetTable>,
     ) -> Result<(Targets, Vec<(usize, String)>), SqlError> {
+        // Each execution planned for its own arrays: a generic plan cannot know how many groups
+        // a batch deletes, and one chosen while a target was small kept scanning it whole for
+        // every batch once it had grown (the key index unused).
+        client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await
+            .map_err(sql_err("preparing the target connection"))?;
         let mut writers = Vec::with_capacity(tables.len());
         let mut failed = Vec::new();
         for (v, t) in tables.into_iter().enumerate() {
@@ -168,14 +175,20 @@ async fn commit(
     changed: &[(String, i64)],
     at: &Position<'_>,
 ) -> Result<(), SqlError> {
-    views::record_row_deltas(&tx, changed)
-        .await
-        .map_err(sql_err("counting the targets' rows in deltamv.views"))?;
-    progress::record_progress(&tx, at.slot, at.lsn, at.date, at.commit_time)
-        .await
-        .map_err(sql_err(
-            "recording the applied position in deltamv.progress",
-        ))?;
+    // Both sent before either reply is awaited (one round trip).
+    let rows = async {
+        views::record_row_deltas(&tx, changed)
+            .await
+            .map_err(sql_err("counting the targets' rows in deltamv.views"))
+    };
+    let position = async {
+        progress::record_progress(&tx, at.slot, at.lsn, at.date, at.commit_time)
+            .await
+            .map_err(sql_err(
+                "recording the applied position in deltamv.progress",
+            ))
+    };
+    futures_util::try_join!(rows, position)?;
     tx.commit()
         .await
         .map_err(sql_err("committing the target transaction"))
