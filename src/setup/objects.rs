@@ -37,10 +37,41 @@ pub(super) async fn update_objects(
     apply_row_security(p).await?;
     let columns = target_columns(p).await?;
     // Targets of an earlier version's init may lack the key index.
-    for (plan, cols) in p.plans.iter().zip(&columns) {
-        target::ensure_key_index(&p.client, plan, cols).await?;
-    }
+    let mut tx = p
+        .client
+        .transaction()
+        .await
+        .map_err(sql_err("indexing the targets' keys"))?;
+    index_keys(&mut tx, &p.plans, &columns).await?;
+    tx.commit()
+        .await
+        .map_err(sql_err("indexing the targets' keys"))?;
     Ok(columns)
+}
+
+/// Gives each target an index on its group key where it has none for it
+/// ([`target::ensure_key_index`]). A role that may not create one (it does not own the target)
+/// only makes its batches slower, so that is a warning, and the rest of `tx` goes on.
+async fn index_keys(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    plans: &[ViewPlan],
+    columns: &[Vec<TargetColumn>],
+) -> Result<(), SetupError> {
+    for (plan, cols) in plans.iter().zip(columns) {
+        let attempt = tx
+            .savepoint("dmv_key_index")
+            .await
+            .map_err(sql_err("indexing the targets' keys"))?;
+        let done = match target::ensure_key_index(&attempt, plan, cols).await {
+            Ok(_) => attempt.commit().await,
+            Err(e) => {
+                tracing::warn!(view = %plan.name, error = %e, "the target has no index on its group key, and none could be created: each batch scans it whole; create one on its key columns");
+                attempt.rollback().await
+            }
+        };
+        done.map_err(sql_err("indexing the targets' keys"))?;
+    }
+    Ok(())
 }
 
 /// The views a previous `init` recorded (none before the first).
@@ -68,7 +99,7 @@ pub(super) async fn create_objects(
     p: &mut Prepared,
     cfg: &Config,
 ) -> Result<Vec<Vec<TargetColumn>>, SetupError> {
-    let tx = p
+    let mut tx = p
         .client
         .transaction()
         .await
@@ -78,10 +109,10 @@ pub(super) async fn create_objects(
     for &i in &p.creation_order {
         let plan = &p.plans[i];
         columns[i] = target::ensure_target(&tx, plan).await?;
-        target::ensure_key_index(&tx, plan, &columns[i]).await?;
         let (name, file) = (plan.name.to_string(), plan.file.display().to_string());
         views::record(&tx, &name, &file, &plan.query_sql, Mode::Incremental).await?;
     }
+    index_keys(&mut tx, &p.plans, &columns).await?;
     control::ensure_publication(&tx, &cfg.publication, &p.published).await?;
     // Before the slot's snapshot: the leaves recorded are the ones the snapshot reads.
     partitions::ensure(&tx, &p.published, true).await?;
