@@ -3,10 +3,12 @@
 //! A target is created with `CREATE TABLE ... AS <view query> WITH NO DATA`, so PostgreSQL itself
 //! decides its column names and types; the planner's inferred types are checked against them.
 //! Each batch writes only the changed groups, with absolute values: per view one DELETE of the
-//! changed group keys and one INSERT of the new rows, each a prepared statement whose parameters
-//! are one text array per column (`unnest`), so a batch costs two round trips per view whatever
-//! its size, and no temporary tables churn the catalog. The transaction around them is
-//! [`super::write`]'s.
+//! changed group keys and one INSERT of the new rows (of a top-k partition, only the rows of the
+//! ranks that changed, deleted by key and rank), each a prepared statement whose parameters are
+//! one text array per column (`unnest`), sent together: a batch costs one round trip per view
+//! whatever its size, and no temporary tables churn the catalog. Each execution is planned for
+//! its own arrays, over targets analyzed at init and indexed by their key, so a batch finds its
+//! groups through the index. The transaction around them is [`super::write`]'s.
 
 use bytes::Bytes;
 use futures_util::SinkExt;
