@@ -133,15 +133,23 @@ async fn stale_and_fresh_again_in_sql_cli_and_http() -> Result<()> {
         body.contains("analytics.mv_top_agents"),
         "the stale views are named: {body}"
     );
-    let stale_lag = lag_of(
-        &parse_metrics(&http_get(port, "/metrics").await?.1)?,
-        "analytics.mv_agent_performance",
-    )
-    .context("lag")?;
+    let blocked_lag = async || {
+        lag_of(
+            &parse_metrics(&http_get(port, "/metrics").await?.1)?,
+            "analytics.mv_agent_performance",
+        )
+        .context("lag")
+    };
+    // Past the 2 s target, and still rising while blocked (how far past depends on when the
+    // last batch before the block was applied, or the last heartbeat recorded).
+    let stale_lag = blocked_lag().await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = blocked_lag().await?;
     assert!(
-        stale_lag > fresh_lag + 2.0,
-        "lag rises: {fresh_lag} -> {stale_lag}"
+        stale_lag > 2.0 && stale_lag > fresh_lag && later > stale_lag + 1.0,
+        "lag rises: {fresh_lag} -> {stale_lag} -> {later} (1.5 s later)"
     );
+    let stale_lag = later;
 
     blocker.batch_execute("COMMIT").await?;
     wait_for(

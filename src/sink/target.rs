@@ -92,6 +92,20 @@ impl TargetTable {
         )
     }
 
+    /// `DELETE` of the rows whose `cols` equal one of the parameter arrays' tuples.
+    fn delete_matching(&self, cols: &[usize]) -> String {
+        let names: Vec<String> = cols
+            .iter()
+            .map(|i| quote_ident(&self.columns[*i]))
+            .collect();
+        format!(
+            "DELETE FROM {} WHERE ({}) IN ({})",
+            self.table,
+            names.join(", "),
+            self.unnest_select(cols)
+        )
+    }
+
     fn column_list(&self) -> String {
         self.columns
             .iter()
@@ -195,10 +209,10 @@ pub async fn ensure_target(
 }
 
 /// Gives `plan`'s target an index on its group key if none of its indexes starts with a key
-/// column. Each batch deletes the changed groups by key: without such an index
-/// that is a scan of the whole target per batch (a seed view declares none for
-/// mv_workspace_metrics), and the scans' cost grows with every row version a long snapshot, such
-/// as a reconcile's recomputation, keeps from being pruned. Returns whether it created one.
+/// column (a view file need not declare one). Each batch deletes the changed groups by key:
+/// without such an index that is a scan of the whole target per batch, and the scans' cost grows
+/// with every row version a long snapshot, such as a reconcile's recomputation, keeps from being
+/// pruned. Returns whether it created one.
 pub async fn ensure_key_index<C: tokio_postgres::GenericClient>(
     client: &C,
     plan: &ViewPlan,
@@ -299,12 +313,7 @@ impl TargetWriter {
         let delete_sql = if keys.is_empty() {
             format!("DELETE FROM {}", target.table)
         } else {
-            format!(
-                "DELETE FROM {} WHERE ({}) IN ({})",
-                target.table,
-                key_names.join(", "),
-                target.unnest_select(keys)
-            )
+            target.delete_matching(keys)
         };
         let delete_null_sql = if keys.is_empty() {
             "SELECT 1 WHERE false".to_string()
@@ -349,16 +358,7 @@ impl TargetWriter {
         let delete_ranks = match target.rank_column {
             Some(rank) => {
                 let cols: Vec<usize> = keys.iter().copied().chain([rank]).collect();
-                let names: Vec<String> = cols
-                    .iter()
-                    .map(|i| quote_ident(&target.columns[*i]))
-                    .collect();
-                let sql = format!(
-                    "DELETE FROM {} WHERE ({}) IN ({})",
-                    target.table,
-                    names.join(", "),
-                    target.unnest_select(&cols)
-                );
+                let sql = target.delete_matching(&cols);
                 Some(client.prepare_typed(&sql, &text_arrays(cols.len())).await?)
             }
             None => None,

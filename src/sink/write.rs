@@ -48,8 +48,8 @@ impl Targets {
         tables: Vec<TargetTable>,
     ) -> Result<(Targets, Vec<(usize, String)>), SqlError> {
         // Each execution planned for its own arrays: a generic plan cannot know how many groups
-        // a batch deletes, and one chosen while a target was small kept scanning it whole for
-        // every batch once it had grown (the key index unused).
+        // a batch deletes, and one was seen scanning a whole target for every batch instead of
+        // using its key index.
         client
             .batch_execute("SET plan_cache_mode = force_custom_plan")
             .await
