@@ -128,6 +128,19 @@ pub struct Freshness {
     pub lag_bytes: Vec<(f64, f64)>,
 }
 
+impl Freshness {
+    /// "p50 .. ms, p99 .. ms, max .. ms" of the commit-to-visible latencies.
+    pub fn summary(&self) -> String {
+        let mut ms: Vec<f64> = self.latencies.iter().map(|l| l.1).collect();
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(&mut ms, 0.5),
+            percentile(&mut ms, 0.99),
+            percentile(&mut ms, 1.0)
+        )
+    }
+}
+
 impl Bench<'_> {
     pub async fn all(&mut self) -> Result<Results> {
         let mut r = Results {

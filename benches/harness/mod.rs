@@ -228,10 +228,11 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         peak_run_rss: 0,
         rss_steps: Vec::new(),
     };
+    let show_log = |_: &anyhow::Error| {
+        eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
+    };
     if opts.catch_up_only {
-        let r = bench.catch_up_only().await.inspect_err(|_| {
-            eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
-        })?;
+        let r = bench.catch_up_only().await.inspect_err(show_log)?;
         let c = &r.catch_up;
         println!(
             "catch-up of {} changes: pg_recvlogical {:.2} s ({:.0}/s), deltamv {:.2} s ({:.0}/s, {:.1} us CPU and {:.2} page faults per change), ratio {:.3}x; init {:.1} s; peak RSS of run {} MB",
@@ -246,59 +247,14 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
             r.init_seconds,
             r.peak_run_rss >> 20,
         );
-        std::fs::create_dir_all(&opts.out_dir)
-            .with_context(|| format!("creating {}", opts.out_dir.display()))?;
-        let log = opts.out_dir.join("catch-up.engine.log");
-        std::fs::copy(&engine.log, &log)
-            .with_context(|| format!("copying the engine log to {}", log.display()))?;
-        return Ok(log);
+        return keep_engine_log(opts, &engine, "catch-up.engine.log");
     }
     if opts.reconcile_only {
-        let (without, r) = bench.reconcile_only().await.inspect_err(|_| {
-            eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
-        })?;
-        let mut ms: Vec<f64> = without.latencies.iter().map(|l| l.1).collect();
-        println!(
-            "without a reconcile: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            measure::percentile(&mut ms, 0.5),
-            measure::percentile(&mut ms, 0.99),
-            ms.iter().copied().fold(0.0, f64::max),
-        );
-        let mut ms: Vec<f64> = r.freshness.latencies.iter().map(|l| l.1).collect();
-        println!(
-            "reconcile under {} changes/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine paused {} ms; reconcile {:.1} s (served in {:.0} ms, from {:.1} s in)",
-            r.freshness.rate,
-            measure::percentile(&mut ms, 0.5),
-            measure::percentile(&mut ms, 0.99),
-            ms.iter().copied().fold(0.0, f64::max),
-            r.pause_ms.map_or("(not logged)".into(), |p| format!("{p:.1}")),
-            r.seconds,
-            r.served_ms,
-            r.started_at,
-        );
-        // The worst commit-to-visible latency of each second of the window: which phase of the
-        // reconcile the readers pay for.
-        let mut worst: Vec<f64> = Vec::new();
-        for (at, l) in &r.freshness.latencies {
-            let s = *at as usize;
-            if worst.len() <= s {
-                worst.resize(s + 1, 0.0);
-            }
-            worst[s] = worst[s].max(*l);
-        }
-        for (s, w) in worst.iter().enumerate() {
-            println!("  second {s:3}: worst {w:8.1} ms");
-        }
-        std::fs::create_dir_all(&opts.out_dir)
-            .with_context(|| format!("creating {}", opts.out_dir.display()))?;
-        let log = opts.out_dir.join("reconcile.engine.log");
-        std::fs::copy(&engine.log, &log)
-            .with_context(|| format!("copying the engine log to {}", log.display()))?;
-        return Ok(log);
+        let (without, r) = bench.reconcile_only().await.inspect_err(show_log)?;
+        print_reconcile_only(&without, &r);
+        return keep_engine_log(opts, &engine, "reconcile.engine.log");
     }
-    let results = bench.all().await.inspect_err(|_| {
-        eprintln!("engine log (last lines):\n{}", engine.log_tail(30));
-    })?;
+    let results = bench.all().await.inspect_err(show_log)?;
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let path = report::write(opts, &results, &cluster, &mut bench.client).await?;
@@ -308,4 +264,41 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         .with_context(|| format!("copying the engine log to {}", log.display()))?;
     progress.step(format_args!("report written: {}", path.display()));
     Ok(path)
+}
+
+/// `--reconcile-only`'s figures: rows 2 and 2r, then the worst commit-to-visible latency of each
+/// second of 2r's window (which phase of the reconcile the readers pay for).
+fn print_reconcile_only(without: &measure::Freshness, r: &measure::LiveReconcile) {
+    println!("without a reconcile: {}", without.summary());
+    println!(
+        "reconcile under {} changes/s: {}; engine paused {} ms; reconcile {:.1} s (served in {:.0} ms, from {:.1} s in)",
+        r.freshness.rate,
+        r.freshness.summary(),
+        r.pause_ms.map_or("(not logged)".into(), |p| format!("{p:.1}")),
+        r.seconds,
+        r.served_ms,
+        r.started_at,
+    );
+    let mut worst: Vec<f64> = Vec::new();
+    for (at, l) in &r.freshness.latencies {
+        let s = *at as usize;
+        if worst.len() <= s {
+            worst.resize(s + 1, 0.0);
+        }
+        worst[s] = worst[s].max(*l);
+    }
+    for (s, w) in worst.iter().enumerate() {
+        println!("  second {s:3}: worst {w:8.1} ms");
+    }
+}
+
+/// Copies the engine's log into the output directory as `name` (the only-modes write no report
+/// beside which it would go); returns its path.
+fn keep_engine_log(opts: &Options, engine: &engine::Engine, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let log = opts.out_dir.join(name);
+    std::fs::copy(&engine.log, &log)
+        .with_context(|| format!("copying the engine log to {}", log.display()))?;
+    Ok(log)
 }

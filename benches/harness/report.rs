@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
-use super::measure::{percentile, Results};
+use super::measure::{percentile, Freshness, Results};
 use super::plot::{Chart, Series};
 use super::Options;
 use crate::support::PgCluster;
@@ -170,26 +170,20 @@ fn targets(w: &mut String, r: &Results) {
         );
     }
     if let Some(l) = &r.live_reconcile {
-        let ms = |f: &super::measure::Freshness| -> Vec<f64> {
-            f.latencies.iter().map(|l| l.1).collect()
-        };
-        let mut base = r.freshness.first().map(ms).unwrap_or_default();
-        let mut with = ms(&l.freshness);
+        let mut with: Vec<f64> = l.freshness.latencies.iter().map(|l| l.1).collect();
         let _ = writeln!(
             w,
-            "| 2r | freshness at {} changes/s while `deltamv reconcile` runs through the engine (from {:.1} s in) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine paused {}; reconcile {:.1} s (served in {:.0} ms), 0 differing rows | without the reconcile (row 2): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | | p99 <= 250 ms, pause <= 50 ms | {} |",
+            "| 2r | freshness at {} changes/s while `deltamv reconcile` runs through the engine (from {:.1} s in) | {}; engine paused {}; reconcile {:.1} s (served in {:.0} ms), 0 differing rows | without the reconcile (row 2): {} | | p99 <= 250 ms, pause <= 50 ms | {} |",
             l.freshness.rate,
             l.started_at,
-            percentile(&mut with, 0.5),
-            percentile(&mut with, 0.99),
-            percentile(&mut with, 1.0),
+            l.freshness.summary(),
             l.pause_ms
                 .map_or("(not logged)".to_string(), |p| format!("{p:.1} ms")),
             l.seconds,
             l.served_ms,
-            percentile(&mut base, 0.5),
-            percentile(&mut base, 0.99),
-            percentile(&mut base, 1.0),
+            r.freshness
+                .first()
+                .map_or_else(|| Freshness::default().summary(), Freshness::summary),
             if percentile(&mut with, 0.99) <= 250.0 && l.pause_ms.is_some_and(|p| p <= 50.0) {
                 "yes"
             } else {

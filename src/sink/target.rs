@@ -290,8 +290,8 @@ pub struct TargetWriter {
     pub target: TargetTable,
     delete: Statement,
     delete_null_keys: Statement,
-    /// For a top-k target: a DELETE of rows by key and rank.
-    delete_ranks: Option<Statement>,
+    /// For a top-k target: its rank column, and a DELETE of rows by key and rank.
+    delete_ranks: Option<(usize, Statement)>,
     insert: Statement,
 }
 
@@ -359,7 +359,8 @@ impl TargetWriter {
             Some(rank) => {
                 let cols: Vec<usize> = keys.iter().copied().chain([rank]).collect();
                 let sql = target.delete_matching(&cols);
-                Some(client.prepare_typed(&sql, &text_arrays(cols.len())).await?)
+                let statement = client.prepare_typed(&sql, &text_arrays(cols.len())).await?;
+                Some((rank, statement))
             }
             None => None,
         };
@@ -393,14 +394,14 @@ impl TargetWriter {
             }
         };
         for ch in changes {
-            match (&ch.ranks, t.rank_column, &self.delete_ranks) {
-                (Some(ranks), Some(rank), Some(_)) => {
+            match (&ch.ranks, &self.delete_ranks) {
+                (Some(ranks), Some((rank, _))) => {
                     for r in ranks {
                         for (k, col) in ch.key.iter().chain([r]).zip(&mut ranked) {
                             col.push(k.to_text());
                         }
                     }
-                    for row in ch.rows.iter().filter(|row| ranks.contains(&row[rank])) {
+                    for row in ch.rows.iter().filter(|row| ranks.contains(&row[*rank])) {
                         push_row(row);
                     }
                 }
@@ -421,33 +422,27 @@ impl TargetWriter {
         // one round trip instead of two or three, which is what a small batch waits for.
         let (key_params, row_params) = (text_params(&keys), text_params(&rows));
         let ranked_params = text_params(&ranked);
-        let delete = async {
-            match whole > 0 {
-                true => tx.execute(&self.delete, &key_params).await,
-                false => Ok(0),
-            }
-        };
-        let delete_ranks = async {
-            match (&self.delete_ranks, ranked[0].is_empty()) {
-                (Some(statement), false) => tx.execute(statement, &ranked_params).await,
-                _ => Ok(0),
-            }
-        };
-        let delete_null = async {
-            match null_key {
-                true => tx.execute(&self.delete_null_keys, &key_params).await,
-                false => Ok(0),
-            }
-        };
-        let insert = async {
-            match rows.first().is_some_and(|c| !c.is_empty()) {
-                true => tx.execute(&self.insert, &row_params).await,
-                false => Ok(0),
-            }
-        };
+        let ranked_delete = (self.delete_ranks.as_ref()).filter(|_| !ranked[0].is_empty());
+        let delete = execute_if(tx, (whole > 0).then_some(&self.delete), &key_params);
+        let delete_ranks = execute_if(tx, ranked_delete.map(|(_, d)| d), &ranked_params);
+        let delete_null = execute_if(tx, null_key.then_some(&self.delete_null_keys), &key_params);
+        let has_rows = rows.first().is_some_and(|c| !c.is_empty());
+        let insert = execute_if(tx, has_rows.then_some(&self.insert), &row_params);
         let (deleted, deleted_ranks, deleted_null, inserted) =
             futures_util::try_join!(delete, delete_ranks, delete_null, insert)?;
         Ok(inserted as i64 - (deleted + deleted_ranks + deleted_null) as i64)
+    }
+}
+
+/// Executes `statement` if there is one to run, else counts no rows.
+async fn execute_if(
+    tx: &Transaction<'_>,
+    statement: Option<&Statement>,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    match statement {
+        Some(s) => tx.execute(s, params).await,
+        None => Ok(0),
     }
 }
 
