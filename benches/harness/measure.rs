@@ -215,6 +215,18 @@ impl Bench<'_> {
         Ok((without, live))
     }
 
+    /// `--midnight-only`: the dataset, `init`, the midnight row (2m) at the first rate, then a
+    /// reconcile that checks the targets at the new date.
+    pub async fn midnight_only(&mut self) -> Result<super::rates::Midnight> {
+        self.load().await?;
+        let mut r = Results::default();
+        self.initial_load(&mut r).await?;
+        let first = self.opts.rates.first().copied().unwrap_or(2_000);
+        let midnight = self.midnight(first, self.opts.rate_seconds).await?;
+        self.reconcile("reconcile after the midnight")?;
+        Ok(midnight)
+    }
+
     async fn load(&mut self) -> Result<f64> {
         let start = Instant::now();
         self.client

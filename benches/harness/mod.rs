@@ -59,6 +59,9 @@ pub struct Options {
     /// Only load, init, start the engine caught up and run the reconcile-under-writes row (2r)
     /// at the first rate, then print its figures and the latency per second (no report).
     pub reconcile_only: bool,
+    /// Only load, init, then the midnight row (2m) at the first rate and a reconcile at the
+    /// new date; prints its figures and the latency per second (no report).
+    pub midnight_only: bool,
 }
 
 impl Options {
@@ -79,6 +82,7 @@ impl Options {
             out_dir: PathBuf::from("bench/results"),
             catch_up_only: false,
             reconcile_only: false,
+            midnight_only: false,
         }
     }
 
@@ -112,6 +116,7 @@ impl Options {
             out_dir,
             catch_up_only: false,
             reconcile_only: false,
+            midnight_only: false,
         }
     }
 
@@ -150,6 +155,7 @@ impl Options {
                 "--out" => opts.out_dir = PathBuf::from(value("--out")?),
                 "--catch-up-only" => opts.catch_up_only = true,
                 "--reconcile-only" => opts.reconcile_only = true,
+                "--midnight-only" => opts.midnight_only = true,
                 other => bail!(
                     "unknown argument {other:?}; expected --full, --smoke, --rows N, \
                      --backlog N, --seconds S, --out DIR, --catch-up-only or --reconcile-only"
@@ -254,6 +260,18 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         print_reconcile_only(&without, &r);
         return keep_engine_log(opts, &engine, "reconcile.engine.log");
     }
+    if opts.midnight_only {
+        let m = bench.midnight_only().await.inspect_err(show_log)?;
+        println!(
+            "midnight under {} changes/s ({:.1} s into the window): rolled in {:.2} s; writes {}",
+            m.freshness.rate,
+            m.at,
+            m.roll_seconds,
+            m.freshness.summary()
+        );
+        print_worst_per_second(&m.freshness);
+        return keep_engine_log(opts, &engine, "midnight.engine.log");
+    }
     let results = bench.all().await.inspect_err(show_log)?;
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
@@ -279,8 +297,13 @@ fn print_reconcile_only(without: &measure::Freshness, r: &measure::LiveReconcile
         r.served_ms,
         r.started_at,
     );
+    print_worst_per_second(&r.freshness);
+}
+
+/// The worst commit-to-visible latency of each second of a write window.
+fn print_worst_per_second(f: &measure::Freshness) {
     let mut worst: Vec<f64> = Vec::new();
-    for (at, l) in &r.freshness.latencies {
+    for (at, l) in &f.latencies {
         let s = *at as usize;
         if worst.len() <= s {
             worst.resize(s + 1, 0.0);

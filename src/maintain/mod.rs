@@ -43,13 +43,14 @@ use crate::pg::TableInfo;
 use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{EvalError, Expr};
 use crate::plan::{Stage, StageInput, ViewPlan};
-use crate::state::keys::{self, CF_GROUPS, CF_ROWS, CF_TIME};
+use crate::state::keys::{self, CF_GROUPS};
 use crate::state::meta;
 use crate::state::store::{Durability, Store, StoreError};
 use crate::state::{StateThread, StateThreadGone};
 use crate::value::Value;
 
 mod groups;
+mod midnight;
 mod rows;
 mod threads;
 mod view;
@@ -318,17 +319,17 @@ impl Maintainer {
         self.stats.row_pass_micros = started.elapsed().as_micros() as u64;
         let dates = self.dates();
         let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
-        self.fold_views(&deltas, &dates, parallel)
+        self.fold_views(&deltas, Some(&dates), parallel)
     }
 
-    /// Every view folds `deltas` (those of its table) into its first stage at its date, then
-    /// finalizes its touched groups, whose rows were last contributed at `before[view]`. The
-    /// views' writes then go to the store in view order, so what is written does not depend on
-    /// how many threads folded.
+    /// Every view folds `deltas` (those of its table, or those meant for it alone) into its
+    /// first stage, then, given `before` (the dates its rows were last contributed at),
+    /// finalizes its touched groups. The views' writes then go to the store in view order, so
+    /// what is written does not depend on how many threads folded.
     fn fold_views(
         &mut self,
         deltas: &[RowDelta<'_>],
-        before: &[i32],
+        before: Option<&[i32]>,
         parallel: bool,
     ) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         let store = &self.store;
@@ -336,12 +337,19 @@ impl Maintainer {
             let started = std::time::Instant::now();
             let out = (|| {
                 if view.failed.is_none() {
-                    let (table, date) = (view.table, view.date);
-                    for d in deltas.iter().filter(|d| d.table == table) {
+                    for d in deltas {
+                        let date = match d.only {
+                            None if d.table == view.table => view.date,
+                            Some((only, date)) if only == v => date,
+                            _ => continue,
+                        };
                         view.contribute(store, 0, &d.image, d.sign, date)?;
                     }
                 }
-                view.propagate(store, before[v])
+                match before {
+                    Some(before) => view.propagate(store, before[v]),
+                    None => Ok(vec![]),
+                }
             })();
             view.cost = started.elapsed();
             out
@@ -360,66 +368,6 @@ impl Maintainer {
         Ok(out)
     }
 
-    /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
-    /// the dates passed (every one when the clock went back), innermost first.
-    pub fn advance_dates(&mut self, today: i32) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
-        self.begin(0);
-        let before = self.dates();
-        for v in 0..self.views.len() {
-            let view = &self.views[v];
-            if !view.is_temporal() || view.failed.is_some() || view.date == today {
-                self.views[v].set_date(today);
-                continue;
-            }
-            let (old, table) = (view.date, view.table);
-            let due: Vec<Vec<u8>> = if view.row_components.is_empty() {
-                vec![]
-            } else if today > old {
-                let upto = keys::time_key(v as u16, today.saturating_add(1), &[]);
-                self.store
-                    .scan_prefix(CF_TIME, &keys::time_prefix(v as u16), Some(&upto))?
-                    .into_iter()
-                    .filter_map(|(k, _)| keys::split_time_key(&k).map(|(_, rk)| rk.to_vec()))
-                    .collect()
-            } else {
-                let prefix = keys::table_prefix(table as u16);
-                self.store
-                    .scan_prefix(CF_ROWS, &prefix, None)?
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .collect()
-            };
-            for rk in due {
-                let Some(mut rec) = self.store.read(CF_ROWS, &rk, rows::decode_row)? else {
-                    continue;
-                };
-                let view = &mut self.views[v];
-                view.contribute(&self.store, 0, &rec.image, -1, old)?;
-                view.contribute(&self.store, 0, &rec.image, 1, today)?;
-                rec.revisit.retain(|(w, d)| {
-                    if *w as usize == v {
-                        self.store
-                            .delete(CF_TIME, keys::time_key(v as u16, *d, &rk));
-                        false
-                    } else {
-                        true
-                    }
-                });
-                let next = view.row_revisit(&rec.image, today)?;
-                if let Some(next) = next {
-                    self.store
-                        .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
-                    rec.revisit.push((v as u16, next));
-                }
-                self.store
-                    .put_encoded(CF_ROWS, rk, keys::encode_record(&rec));
-            }
-            self.views[v].due_groups(&self.store, old, today)?;
-            self.views[v].set_date(today);
-        }
-        self.fold_views(&[], &before, true)
-    }
-
     /// Makes sure every stage without GROUP BY has its single group (one output row even for
     /// empty input, as PostgreSQL returns); returns the resulting target changes.
     pub fn ensure_global_groups(&mut self) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
@@ -432,7 +380,7 @@ impl Maintainer {
             }
         }
         let dates = self.dates();
-        self.fold_views(&[], &dates, false)
+        self.fold_views(&[], Some(&dates), false)
     }
 
     /// One page of view `v`'s target rows: the output of up to about `limit` groups from `from`

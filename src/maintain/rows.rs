@@ -47,6 +47,10 @@ pub(super) struct RowDelta<'a> {
     pub table: usize,
     pub image: Cow<'a, [Value]>,
     pub sign: i64,
+    /// A midnight's revisit ([`super::midnight`]): the one view the image is for, and the date
+    /// it is contributed at (the old one when it leaves, the new one when it enters). `None`:
+    /// every view of the table, at its date.
+    pub only: Option<(usize, i32)>,
 }
 
 impl Maintainer {
@@ -182,6 +186,7 @@ impl Maintainer {
             table,
             image,
             sign: 1,
+            only: None,
         });
         Ok(())
     }
@@ -203,6 +208,7 @@ impl Maintainer {
             table,
             image: Cow::Owned(rec.image),
             sign: -1,
+            only: None,
         });
     }
 }

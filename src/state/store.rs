@@ -18,6 +18,7 @@
 //! state as of some commit, and an unlogged write was never durable before its checkpoint anyway.
 
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -116,6 +117,11 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// One pending write: a value, or a deletion.
 type Pending = FxHashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The bytes a pending write counts for in [`HELD_BYTES`]: its key and value.
+fn entry_bytes((key, value): (&Vec<u8>, &Option<Vec<u8>>)) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len)
+}
 
 /// Who holds the state directory: written by the process that opened it.
 const OWNER_FILE: &str = "deltamv.owner";
@@ -283,6 +289,12 @@ impl Store {
         self.overlay.entry(cf).or_default().insert(key, Some(value));
     }
 
+    /// Room for `additional` more writes to `cf` in this batch, made at once (a caller about
+    /// to write many keys saves the map's doublings).
+    pub fn reserve(&mut self, cf: &'static str, additional: usize) {
+        self.overlay.entry(cf).or_default().reserve(additional);
+    }
+
     pub fn delete(&mut self, cf: &'static str, key: Vec<u8>) {
         self.overlay.entry(cf).or_default().insert(key, None);
     }
@@ -376,19 +388,31 @@ impl Store {
             if held.is_empty() {
                 // The usual case between checkpoints of a drained backlog: the batch's map
                 // becomes the held one as it is, without hashing every key again.
-                self.held_bytes += pending
-                    .iter()
-                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-                    .sum::<usize>();
+                self.held_bytes += pending.iter().map(entry_bytes).sum::<usize>();
                 *held = pending;
                 continue;
             }
-            for (k, v) in pending {
-                let (key_len, value_len) = (k.len(), v.as_ref().map_or(0, Vec::len));
-                self.held_bytes += value_len;
-                match held.insert(k, v) {
-                    Some(before) => self.held_bytes -= before.map_or(0, |b| b.len()),
-                    None => self.held_bytes += key_len,
+            // The smaller map goes into the larger one (a midnight's batch can hold far more
+            // than the held layer), with room made once; the batch's writes win.
+            self.held_bytes += pending.iter().map(entry_bytes).sum::<usize>();
+            if pending.len() > held.len() {
+                let older = std::mem::replace(held, pending);
+                held.reserve(older.len());
+                for (k, v) in older {
+                    match held.entry(k) {
+                        Entry::Occupied(e) => self.held_bytes -= entry_bytes((e.key(), &v)),
+                        Entry::Vacant(e) => {
+                            e.insert(v);
+                        }
+                    }
+                }
+            } else {
+                held.reserve(pending.len());
+                for (k, v) in pending {
+                    let key_len = k.len();
+                    if let Some(before) = held.insert(k, v) {
+                        self.held_bytes -= key_len + before.map_or(0, |b| b.len());
+                    }
                 }
             }
         }
