@@ -413,22 +413,24 @@ impl ViewFold {
                 }
                 let changed = g.output.len() != new.len()
                     || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
-                let old = std::mem::replace(&mut g.output, new.clone());
-                let key = g.key.clone();
-                self.groups.touched.insert(gk, (g, deletable));
+                // Unchanged rows stay as they are (bit for bit the same); changed ones are
+                // handed on, and kept as the rows last written.
                 if s + 1 == stages {
                     if changed {
                         let rank = self.plan.rank_column();
-                        out.push(TargetChange::of_group(key, &old, new, rank));
+                        let old = std::mem::replace(&mut g.output, new.clone());
+                        out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
                     }
                 } else if changed || moved {
-                    for row in &old {
+                    for row in &g.output {
                         self.contribute(store, s + 1, row, -1, was)?;
                     }
                     for row in &new {
                         self.contribute(store, s + 1, row, 1, date)?;
                     }
+                    g.output = new;
                 }
+                self.groups.touched.insert(gk, (g, deletable));
             }
         }
         self.flush_groups();
