@@ -91,7 +91,7 @@ impl Loop<'_> {
             let mut full = false;
             let mut deadline: Option<tokio::time::Instant> = None;
             let mut last_event: Option<tokio::time::Instant> = None;
-            let tick = tokio::time::sleep(Duration::from_secs(1));
+            let tick = tokio::time::sleep(super::HEARTBEAT);
             tokio::pin!(tick);
             // A live reconcile's marks: its hold message, or the end of its batch at C.
             let (mut hold, mut cut) = (false, false);
