@@ -14,8 +14,8 @@
 //! Transparent huge pages are off for the process. mimalloc asks for them on its arenas
 //! (`madvise(MADV_HUGEPAGE)`), so with freed memory purged at once, a page touched again came
 //! back as a fresh 2 MB page the kernel had to zero: that zeroing was 18% of `run`'s samples
-//! while it drained a backlog. Without them, `run` used about 10% less CPU per change and
-//! 130 MB less peak RSS at 500k + 500k rows (2026-12-06, steps file in bench/results).
+//! while it drained a backlog. Without them, `run` used about 7.5% less CPU per change and
+//! 95 MB less peak RSS at 500k + 500k rows (2026-12-06, steps file in bench/results).
 //! `MIMALLOC_ALLOW_THP` set in the environment leaves the choice to mimalloc.
 
 #[cfg(feature = "mimalloc")]

@@ -159,7 +159,7 @@ impl Bench<'_> {
             r.freshness.push(f);
         }
         self.note_rss("2 freshness", running.peak_rss());
-        let first = self.opts.rates.first().copied().unwrap_or(2_000);
+        let first = self.opts.first_rate();
         r.rate_search = Some(
             self.rate_search(
                 &mut running,
@@ -205,7 +205,7 @@ impl Bench<'_> {
         let mut r = Results::default();
         self.initial_load(&mut r).await?;
         let mut running = self.start_caught_up().await?;
-        let first = self.opts.rates.first().copied().unwrap_or(2_000);
+        let first = self.opts.first_rate();
         // Row 2 first, as in the full run: the same writes without a reconcile, for comparison.
         let (without, _) = self
             .freshness(first, &mut running, None, self.opts.rate_seconds)
@@ -221,7 +221,7 @@ impl Bench<'_> {
         self.load().await?;
         let mut r = Results::default();
         self.initial_load(&mut r).await?;
-        let first = self.opts.rates.first().copied().unwrap_or(2_000);
+        let first = self.opts.first_rate();
         let midnight = self.midnight(first, self.opts.rate_seconds).await?;
         self.reconcile("reconcile after the midnight")?;
         Ok(midnight)

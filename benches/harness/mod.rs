@@ -65,6 +65,11 @@ pub struct Options {
 }
 
 impl Options {
+    /// The first freshness rate (rows 2, 2r and 2m write at it).
+    pub fn first_rate(&self) -> u32 {
+        self.rates.first().copied().unwrap_or(2_000)
+    }
+
     pub fn quick() -> Options {
         Options {
             label: "quick".into(),
@@ -158,7 +163,8 @@ impl Options {
                 "--midnight-only" => opts.midnight_only = true,
                 other => bail!(
                     "unknown argument {other:?}; expected --full, --smoke, --rows N, \
-                     --backlog N, --seconds S, --out DIR, --catch-up-only or --reconcile-only"
+                     --backlog N, --seconds S, --out DIR, --catch-up-only, --reconcile-only or \
+                     --midnight-only"
                 ),
             }
         }

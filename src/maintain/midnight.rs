@@ -115,8 +115,8 @@ impl Maintainer {
             let Some(mut rec) = rec else {
                 continue;
             };
-            let views: Vec<usize> = chunk[start..at].iter().map(|(_, v)| *v).collect();
-            for &v in &views {
+            let views = &chunk[start..at];
+            for &(_, v) in views {
                 rec.revisit.retain(|(w, d)| {
                     if *w as usize == v {
                         self.store.delete(CF_TIME, keys::time_key(*w, *d, rk));
@@ -137,7 +137,7 @@ impl Maintainer {
         }
         let mut deltas = Vec::with_capacity(revisited.len() * 2);
         for (views, image) in &revisited {
-            for &v in views {
+            for &(_, v) in *views {
                 let table = self.views[v].table;
                 for (sign, date) in [(-1, before[v]), (1, today)] {
                     deltas.push(RowDelta {

@@ -357,6 +357,7 @@ impl ViewFold {
     ) -> Result<Vec<TargetChange>, MaintainError> {
         let mut out = Vec::new();
         let stages = self.plan.stages.len();
+        let rank = self.plan.rank_column();
         let date = self.date;
         for s in 0..stages {
             self.fold_inputs(store, s)?;
@@ -417,7 +418,6 @@ impl ViewFold {
                 // handed on, and kept as the rows last written.
                 if s + 1 == stages {
                     if changed {
-                        let rank = self.plan.rank_column();
                         let old = std::mem::replace(&mut g.output, new.clone());
                         out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
                     }
