@@ -389,15 +389,9 @@ fn maintainer(dir: &Path, preload: &[Vec<Value>]) -> (Maintainer, usize) {
     let mut m = Maintainer::new(store, tz, tables, plans, today());
     m.ensure_global_groups().expect("global groups");
     for chunk in preload.chunks(20_000) {
-        let changes: Vec<Change> = chunk
-            .iter()
-            .map(|row| Change::Load {
-                table,
-                row: row.clone(),
-            })
-            .collect();
-        m.apply(&changes).expect("loading rows");
+        m.load(table, chunk).expect("loading rows");
     }
+    m.finish_load().expect("ingesting the loaded rows");
     m.commit(Lsn(1), &[], Durability::Unlogged)
         .expect("committing the preload");
     (m, table)

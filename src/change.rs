@@ -1,18 +1,11 @@
-//! What flows between the pipeline's stages: a source row's [`Change`] from the stream (or the
-//! initial snapshot) to the maintainer, and a view's [`TargetChange`] from the maintainer to the
-//! sink. Neither end owns them, so neither imports the other.
+//! What flows between the pipeline's stages: a source row's [`Change`] from the stream to the
+//! maintainer, and a view's [`TargetChange`] from the maintainer to the sink. Neither end owns them, so neither imports the other.
 
 use crate::value::{identical, Value};
 
 /// One change of a source row, columns in the table's attribute order.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// A row of the initial snapshot: every key appears once and the state starts empty, so
-    /// no lookup of a previous image is needed.
-    Load {
-        table: usize,
-        row: Vec<Value>,
-    },
     Insert {
         table: usize,
         row: Vec<Value>,

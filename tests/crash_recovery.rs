@@ -1,5 +1,6 @@
 //! kill -9 at the interesting moments of the durability argument (see src/engine/durability.rs):
-//! during the snapshot, with a batch folded only in memory, between the target commit and the
+//! during the initial load (while its rows are folded, after its row images were ingested, after
+//! its targets were filled), with a batch folded only in memory, between the target commit and the
 //! state commit, after batches whose state was committed but is only held in memory (so RocksDB
 //! comes back older than the targets), between a checkpoint's write of the held state into
 //! RocksDB and its flush, after a checkpoint but before the slot acknowledgement, and after a
@@ -123,6 +124,18 @@ async fn restart_converges(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_the_snapshot() -> Result<()> {
     crash_case("snapshot_chunk:1", 101).await
+}
+
+/// After the rows' images were ingested as table files, before any target was filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_snapshot_was_ingested() -> Result<()> {
+    crash_case("snapshot_ingested:1", 107).await
+}
+
+/// After the targets were filled and committed, before the state was marked complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_targets_were_filled() -> Result<()> {
+    crash_case("snapshot_targets_filled:1", 108).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

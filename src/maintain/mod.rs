@@ -50,6 +50,7 @@ use crate::state::{StateThread, StateThreadGone};
 use crate::value::Value;
 
 mod groups;
+mod load;
 mod midnight;
 mod rows;
 mod threads;
@@ -112,6 +113,8 @@ pub struct Maintainer {
     threads: usize,
     /// The current (or last) batch's row-level counts; the views keep theirs.
     stats: FoldStats,
+    /// A bulk load under way ([`load`]).
+    load: Option<load::LoadSink>,
 }
 
 impl Maintainer {
@@ -166,6 +169,7 @@ impl Maintainer {
             views: folds,
             threads: crate::config::machine_cores(),
             stats: FoldStats::default(),
+            load: None,
         }
     }
 

@@ -54,7 +54,7 @@ pub(super) struct RowDelta<'a> {
 }
 
 impl Maintainer {
-    fn key_of(&self, table: usize, row: &[Value]) -> Vec<Value> {
+    pub(super) fn key_of(&self, table: usize, row: &[Value]) -> Vec<Value> {
         self.tables[table]
             .key
             .iter()
@@ -81,12 +81,6 @@ impl Maintainer {
         deltas: &mut Vec<RowDelta<'a>>,
     ) -> Result<(), MaintainError> {
         match change {
-            Change::Load { table, row } => {
-                let table = *table;
-                let row = self.project(table, row);
-                let rk = keys::row_key(table as u16, &self.key_of(table, &row));
-                self.insert_row(table, rk, row, deltas)
-            }
             Change::Insert { table, row } => {
                 let table = *table;
                 let row = self.project(table, row);
@@ -164,24 +158,12 @@ impl Maintainer {
         image: Cow<'a, [Value]>,
         deltas: &mut Vec<RowDelta<'a>>,
     ) -> Result<(), MaintainError> {
-        let mut revisit = Vec::new();
-        for &v in &self.table_views[table] {
-            let view = &self.views[v];
-            if view.failed.is_some() {
-                continue;
-            }
-            if let Some(next) = view.row_revisit(&image, view.date)? {
-                self.store
-                    .put(CF_TIME, keys::time_key(v as u16, next, &rk), &());
-                revisit.push((v as u16, next));
-            }
+        let mut time = Vec::new();
+        let record = self.row_entries(table, &rk, &image, &mut time)?;
+        for key in time {
+            self.store.put(CF_TIME, key, &());
         }
-        let rec = RowRecordRef {
-            image: &image,
-            revisit: &revisit,
-        };
-        self.store
-            .put_encoded(CF_ROWS, rk, keys::encode_record(&rec));
+        self.store.put_encoded(CF_ROWS, rk, record);
         deltas.push(RowDelta {
             table,
             image,
@@ -189,6 +171,33 @@ impl Maintainer {
             only: None,
         });
         Ok(())
+    }
+
+    /// What storing a row writes: its record (returned) and its time-index keys (pushed to
+    /// `time`, whose values are empty), one per temporal view that is not failed.
+    pub(super) fn row_entries(
+        &self,
+        table: usize,
+        rk: &[u8],
+        image: &[Value],
+        time: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<u8>, MaintainError> {
+        let mut revisit = Vec::new();
+        for &v in &self.table_views[table] {
+            let view = &self.views[v];
+            if view.failed.is_some() {
+                continue;
+            }
+            if let Some(next) = view.row_revisit(image, view.date)? {
+                time.push(keys::time_key(v as u16, next, rk));
+                revisit.push((v as u16, next));
+            }
+        }
+        let rec = RowRecordRef {
+            image,
+            revisit: &revisit,
+        };
+        Ok(keys::encode_record(&rec))
     }
 
     /// Drops a row's stored image and time-index entries, and hands the image to the views to

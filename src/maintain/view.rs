@@ -6,7 +6,6 @@
 //! several threads at once; the owner applies every view's writes to the store afterwards, in
 //! view order, so the state written is the same however many threads folded.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
@@ -71,8 +70,12 @@ pub(super) struct ViewFold {
     bound: Vec<Stage>,
     /// Per stage: which accumulator each aggregate reads.
     accumulators: Vec<Accumulators>,
-    /// Day-only sides of temporal comparisons by (component, day): see `day_side`.
-    day_memo: RefCell<HashMap<(usize, i32), Value>>,
+    /// This fold's own number among all folds of the process: the key of its day-only sides
+    /// in each thread's memo (see `revisit::day_side`).
+    memo_id: u64,
+    /// The day sides of the components at `date` (built when first needed, dropped when the
+    /// date changes): see `revisit::ViewFold::sides`.
+    day_sides: std::sync::OnceLock<revisit::DaySides>,
     groups: BatchGroups,
     /// Per stage: the groups touched by the current batch (their keys in the store).
     touched: Vec<BTreeSet<Vec<u8>>>,
@@ -133,7 +136,8 @@ impl ViewFold {
             components,
             row_components,
             group_components,
-            day_memo: RefCell::new(HashMap::default()),
+            memo_id: revisit::next_memo_id(),
+            day_sides: std::sync::OnceLock::new(),
             groups: BatchGroups {
                 touched: HashMap::default(),
                 hot: HotGroups::new(hot_bytes.0, hot_bytes.1),
@@ -165,6 +169,7 @@ impl ViewFold {
         if self.date != today {
             self.date = today;
             self.bound = bind_stages(&self.plan, today, &self.tz);
+            self.day_sides = std::sync::OnceLock::new();
         }
     }
 

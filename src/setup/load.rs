@@ -17,7 +17,6 @@ use super::objects::{apply_row_security, count_unknown_rows, record_broken};
 use super::{Prepared, SetupError};
 use crate::bookkeeping::history::{self, RefreshKind};
 use crate::bookkeeping::{progress, views};
-use crate::change::Change;
 use crate::config::Config;
 use crate::maintain::{Maintainer, RowPages};
 use crate::pg::{describe, sql_err, Lsn};
@@ -58,6 +57,7 @@ pub(super) async fn initial_load(
         })
         .await??;
     let total = fill_targets(p, cfg, &state, &targets, lsn, today, started).await?;
+    crate::failpoint::hit("snapshot_targets_filled");
     let fingerprint = p.fingerprint.clone();
     state
         .call(move |m| {
@@ -150,9 +150,11 @@ async fn load_snapshot(
 ) -> Result<(), SetupError> {
     // Durably "not done" before the unlogged chunks (whatever an earlier state said).
     state
-        .call(|m| {
+        .call(|m| -> Result<(), SetupError> {
             m.store()
-                .commit(&[meta::snapshot_done(false)], Durability::Synced)
+                .commit(&[meta::snapshot_done(false)], Durability::Synced)?;
+            m.begin_load()?;
+            Ok(())
         })
         .await??;
     let reader = p.db.connect().await?;
@@ -161,7 +163,7 @@ async fn load_snapshot(
         let (referenced, order) = state
             .call(move |m| (m.referenced(t).to_vec(), m.load_order(t)))
             .await?;
-        let mut copy = TableCopy::start(&reader, table, &referenced, &order, p.tz).await?;
+        let mut copy = TableCopy::start(&reader, table, &referenced, &order).await?;
         let mut loaded = 0usize;
         let started = std::time::Instant::now();
         // The planner's row estimate: enough for an ETA on the terminal.
@@ -180,12 +182,8 @@ async fn load_snapshot(
         let mut next = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await?;
         while let Some(chunk) = next {
             loaded += chunk.len();
-            let changes: Vec<Change> = chunk
-                .into_iter()
-                .map(|row| Change::Load { table: t, row })
-                .collect();
             let apply = state.call(move |m| -> Result<(), SetupError> {
-                m.apply(&changes)?;
+                m.load(t, &chunk)?;
                 m.store()
                     .commit(&[meta::snapshot_done(false)], Durability::Unlogged)?;
                 crate::failpoint::hit("snapshot_chunk");
@@ -199,6 +197,15 @@ async fn load_snapshot(
             tracing::info!(table = %table.name, rows = loaded, rows_per_s = rate.round(), eta_s, "snapshot progress");
         }
     }
+    // The rows' images and time-index entries, gathered aside, into the store.
+    state
+        .call(|m| -> Result<(), SetupError> {
+            let rows = m.finish_load()?;
+            tracing::info!(rows, "row images ingested");
+            crate::failpoint::hit("snapshot_ingested");
+            Ok(())
+        })
+        .await??;
     reader
         .batch_execute("COMMIT")
         .await

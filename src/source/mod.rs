@@ -2,6 +2,7 @@
 //! snapshot, and the logical replication stream with its pgoutput decoder.
 
 pub mod control;
+pub mod copy_binary;
 pub mod partitions;
 pub mod pgoutput;
 mod relation;

@@ -332,7 +332,6 @@ impl Mapper {
     fn push(&mut self, change: Change) {
         let table = match &change {
             Change::Insert { table, .. }
-            | Change::Load { table, .. }
             | Change::Update { table, .. }
             | Change::Delete { table, .. }
             | Change::Truncate { table } => *table,

@@ -14,11 +14,11 @@ use pgwire_replication::{Lsn, ReplicationClient};
 use thiserror::Error;
 use tokio_postgres::{Client, CopyOutStream};
 
+use super::copy_binary::{self, Step};
 use super::stream::replication_config;
 use crate::pg::{describe, DbTarget};
 use crate::pg::{quote_ident, quote_literal, TableInfo};
-use crate::pgtime::PgTimeZone;
-use crate::value::{split_copy_line, Value};
+use crate::value::Value;
 
 #[derive(Debug, Error)]
 pub enum SnapshotError {
@@ -99,7 +99,8 @@ impl SlotSnapshot {
 }
 
 /// Opens a transaction on `client` that sees the exported snapshot, with the session settings
-/// that make COPY's text output parse exactly. The tables are read sorted by group columns
+/// the stream's text values are read with (the snapshot itself is read in binary, which they do
+/// not change). The tables are read sorted by group columns
 /// (`Maintainer::load_order`): `work_mem` gives that sort room in memory rather than spilling
 /// (this transaction only).
 pub async fn begin_in_snapshot(client: &Client, snapshot_name: &str) -> Result<(), SnapshotError> {
@@ -120,14 +121,17 @@ pub async fn begin_in_snapshot(client: &Client, snapshot_name: &str) -> Result<(
         })
 }
 
-/// Streams one source table's rows (referenced columns only) out of the snapshot.
+/// Streams one source table's rows (referenced columns only) out of the snapshot, in COPY's
+/// binary format ([`super::copy_binary`]).
 pub struct TableCopy<'a> {
     table: &'a TableInfo,
     columns: Vec<usize>,
-    tz: PgTimeZone,
     stream: std::pin::Pin<Box<CopyOutStream>>,
     buf: BytesMut,
-    done: bool,
+    /// Whether the header was read; and the stream's end, and the data's (its trailer).
+    header: bool,
+    stream_done: bool,
+    data_done: bool,
 }
 
 impl<'a> TableCopy<'a> {
@@ -136,7 +140,6 @@ impl<'a> TableCopy<'a> {
         table: &'a TableInfo,
         referenced: &[bool],
         order: &[usize],
-        tz: PgTimeZone,
     ) -> Result<TableCopy<'a>, SnapshotError> {
         let columns: Vec<usize> = (0..table.columns.len())
             .filter(|i| referenced.get(*i).copied().unwrap_or(false))
@@ -157,7 +160,7 @@ impl<'a> TableCopy<'a> {
             format!(" ORDER BY {}", cols.join(", "))
         };
         let sql = format!(
-            "COPY (SELECT {list} FROM {}{order_by}) TO STDOUT",
+            "COPY (SELECT {list} FROM {}{order_by}) TO STDOUT (FORMAT binary)",
             table.name.quoted()
         );
         let stream = client
@@ -170,11 +173,19 @@ impl<'a> TableCopy<'a> {
         Ok(TableCopy {
             table,
             columns,
-            tz,
             stream: Box::pin(stream),
             buf: BytesMut::new(),
-            done: false,
+            header: false,
+            stream_done: false,
+            data_done: false,
         })
+    }
+
+    fn copy_err(&self, detail: String) -> SnapshotError {
+        SnapshotError::Copy {
+            table: self.table.name.to_string(),
+            detail,
+        }
     }
 
     /// Up to `max` rows as full-width images (unread columns NULL); `None` at the end.
@@ -182,56 +193,67 @@ impl<'a> TableCopy<'a> {
         &mut self,
         max: usize,
     ) -> Result<Option<Vec<Vec<Value>>>, SnapshotError> {
-        let mut rows = Vec::new();
-        while rows.len() < max {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line = self.buf.split_to(pos + 1);
-                rows.push(self.parse_line(&line[..pos])?);
+        let mut rows = Vec::with_capacity(max.min(1 << 16));
+        while rows.len() < max && !self.data_done {
+            if self.parse_one(&mut rows)? {
                 continue;
             }
-            if self.done {
-                break;
+            if self.stream_done {
+                return Err(self.copy_err("the data ended inside a row".into()));
             }
             match self.stream.next().await {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(chunk.chunk()),
-                Some(Err(e)) => {
-                    return Err(SnapshotError::Copy {
-                        table: self.table.name.to_string(),
-                        detail: describe(&e),
-                    })
-                }
-                None => self.done = true,
+                Some(Err(e)) => return Err(self.copy_err(describe(&e))),
+                None => self.stream_done = true,
             }
         }
         Ok(if rows.is_empty() { None } else { Some(rows) })
     }
 
-    fn parse_line(&self, line: &[u8]) -> Result<Vec<Value>, SnapshotError> {
-        let fail = |column: &str, detail: String| SnapshotError::Value {
-            table: self.table.name.to_string(),
-            column: column.to_string(),
-            detail,
+    /// Takes the header or one row (into `rows`) from the buffer; false if it needs more bytes.
+    fn parse_one(&mut self, rows: &mut Vec<Vec<Value>>) -> Result<bool, SnapshotError> {
+        if !self.header {
+            return match copy_binary::header(&self.buf).map_err(|e| self.copy_err(e))? {
+                Step::Done((), len) => {
+                    self.buf.advance(len);
+                    self.header = true;
+                    Ok(true)
+                }
+                Step::More => Ok(false),
+            };
+        }
+        let (fields, len) = match copy_binary::row(&self.buf).map_err(|e| self.copy_err(e))? {
+            Step::More => return Ok(false),
+            Step::Done(None, len) => {
+                self.buf.advance(len);
+                self.data_done = true;
+                return Ok(true);
+            }
+            Step::Done(Some(fields), len) => (fields, len),
         };
-        let text = std::str::from_utf8(line).map_err(|e| fail("?", e.to_string()))?;
-        let fields = split_copy_line(text);
         if fields.len() != self.columns.len() {
-            return Err(fail(
-                "?",
-                format!(
-                    "expected {} fields, got {}",
-                    self.columns.len(),
-                    fields.len()
-                ),
-            ));
+            let detail = format!(
+                "expected {} fields, got {}",
+                self.columns.len(),
+                fields.len()
+            );
+            return Err(self.copy_err(detail));
         }
         let mut row = vec![Value::Null; self.table.columns.len()];
         for (field, i) in fields.into_iter().zip(&self.columns) {
             let col = &self.table.columns[*i];
-            if let (Some(text), Some(ty)) = (field, col.ty) {
-                row[*i] = Value::parse_text(&text, ty, &self.tz)
-                    .map_err(|e| fail(&col.name, e.to_string()))?;
+            if let (Some((from, to)), Some(ty)) = (field, col.ty) {
+                row[*i] = copy_binary::value(&self.buf[from..to], ty).map_err(|detail| {
+                    SnapshotError::Value {
+                        table: self.table.name.to_string(),
+                        column: col.name.clone(),
+                        detail,
+                    }
+                })?;
             }
         }
-        Ok(row)
+        self.buf.advance(len);
+        rows.push(row);
+        Ok(true)
     }
 }

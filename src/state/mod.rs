@@ -5,6 +5,7 @@
 //! off the tokio workers lets the stream reader keep draining the replication connection (and
 //! answering keepalives) while a batch is folded.
 
+pub mod bulk;
 pub mod keys;
 pub mod meta;
 pub mod store;

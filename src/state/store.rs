@@ -20,13 +20,14 @@
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
+use super::bulk::{self, BulkWriter, TableFiles};
 use super::keys::{self, ALL_CFS, CF_META};
 use super::tuning;
 
@@ -43,6 +44,9 @@ pub enum StoreError {
     Damaged { dir: String, detail: String },
     #[error("state store error: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// Building or ingesting the initial load's table files ([`super::bulk`]).
+    #[error("bulk load of the state: {0}")]
+    Bulk(String),
     #[error(
         "corrupt state record in {cf}: {detail}; run `deltamv init --resync` to rebuild state"
     )]
@@ -54,7 +58,7 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         let text = match self {
             StoreError::Rocks(e) => e.to_string(),
-            StoreError::Open { detail, .. } => detail.clone(),
+            StoreError::Open { detail, .. } | StoreError::Bulk(detail) => detail.clone(),
             StoreError::Locked { .. } | StoreError::Damaged { .. } | StoreError::Corrupt { .. } => {
                 return false
             }
@@ -132,6 +136,8 @@ pub const HELD_BYTES: usize = 32 << 20;
 
 pub struct Store {
     db: Arc<DB>,
+    /// The state directory (the bulk load's scratch files go under it).
+    dir: PathBuf,
     /// This batch's writes (discarded on error).
     overlay: HashMap<&'static str, Pending>,
     /// Committed writes not yet in RocksDB, and their size in bytes.
@@ -184,6 +190,7 @@ impl Store {
         }
         Ok(Store {
             db: Arc::new(db),
+            dir: dir.to_path_buf(),
             overlay: HashMap::new(),
             held: HashMap::new(),
             held_bytes: 0,
@@ -489,6 +496,34 @@ impl Store {
         }
         self.db.write_opt(batch, &wo)?;
         Ok(())
+    }
+
+    /// A writer of bulk entries for `cf`, to be ingested by [`Self::ingest`].
+    pub fn bulk_writer(&self, cf: &'static str) -> Result<BulkWriter, StoreError> {
+        let dir = self.dir.join(format!("bulk-{cf}"));
+        BulkWriter::new(cf, dir, bulk::RUN_BYTES)
+    }
+
+    /// Ingests a bulk writer's table files into their column family, newer than everything
+    /// committed before (the held layer is written first), and removes its scratch directory.
+    /// Not durable until the next [`Self::flush`]; returns the number of entries put.
+    pub fn ingest(&mut self, table_files: TableFiles) -> Result<u64, StoreError> {
+        self.persist()?;
+        let TableFiles {
+            cf,
+            dir,
+            files,
+            entries,
+        } = table_files;
+        if !files.is_empty() {
+            let mut opts = rocksdb::IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            self.db
+                .ingest_external_file_cf_opts(self.cf(cf)?, &opts, files)?;
+        }
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| StoreError::Bulk(format!("removing {}: {e}", dir.display())))?;
+        Ok(entries)
     }
 
     /// Forgets all pending changes.

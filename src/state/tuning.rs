@@ -24,12 +24,31 @@ pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     opts.set_atomic_flush(true);
     // All column families' memtables together (RocksDB's default allows 2 x 64 MB each).
     opts.set_db_write_buffer_size(MEMTABLE_BYTES);
-    // Point lookups dominate (a row image or a group per change): a shared block cache so
-    // hot blocks are not re-read and re-decompressed for every lookup, and bloom filters so
-    // a lookup skips the table files that cannot hold its key.
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let table = table_options(Some(&cache));
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(&table)));
+    (opts, cfs.collect())
+}
+
+/// The options table files are written with outside the database (`super::bulk`): those of
+/// every column family, so that an ingested file is read as one RocksDB wrote itself.
+pub fn bulk_file_options() -> Options {
+    let mut cf = cf_options(&table_options(None));
+    // Ingested files settle where compression is on (below level 1).
+    cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    cf
+}
+
+/// Point lookups dominate (a row image or a group per change): a shared block cache so hot
+/// blocks are not re-read and re-decompressed for every lookup, and bloom filters so a lookup
+/// skips the table files that cannot hold its key.
+fn table_options(cache: Option<&rocksdb::Cache>) -> rocksdb::BlockBasedOptions {
     let mut table = rocksdb::BlockBasedOptions::default();
-    table.set_block_cache(&cache);
+    if let Some(cache) = cache {
+        table.set_block_cache(cache);
+    }
     table.set_bloom_filter(10.0, false);
     // Point lookups inside a block by hash instead of binary search (RocksDB measured
     // about a fifth less CPU per lookup).
@@ -38,28 +57,29 @@ pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     // the 64 MB cache (`cache_index_and_filter_blocks`), a large file's index block was
     // evicted and read and decompressed again on almost every lookup (10x slower catch-up,
     // measured 2026-12-05).
-    let cfs = ALL_CFS.iter().map(|name| {
-        let mut cf = Options::default();
-        // Compaction was a third of the engine's CPU while draining a backlog (profile of
-        // 2026-12-05): every checkpoint leaves an L0 file whose keys (row ids, group keys)
-        // spread over all of L1, so each L0 -> L1 compaction rewrites L1. Fewer, larger
-        // compactions and no compression on the two levels that are rewritten most (LZ4 only
-        // below them, where data settles) halve that work. 16 L0 files per compaction instead
-        // of 8 drained a backlog 16% faster in one run beside its control (4,882 against 4,202
-        // changes/s); universal compaction was no faster (4,231). The write stalls move up
-        // with it (RocksDB's defaults are 20 and 36 files).
-        use rocksdb::DBCompressionType::{Lz4, None as Plain};
-        cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
-        cf.set_level_zero_file_num_compaction_trigger(16);
-        cf.set_level_zero_slowdown_writes_trigger(40);
-        cf.set_level_zero_stop_writes_trigger(56);
-        cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
-        // A bloom filter over each memtable's keys: the lookup of a key that is not there
-        // (every insert's duplicate check, every new group) skips the skiplist search.
-        cf.set_memtable_prefix_bloom_ratio(0.05);
-        cf.set_memtable_whole_key_filtering(true);
-        cf.set_block_based_table_factory(&table);
-        ColumnFamilyDescriptor::new(*name, cf)
-    });
-    (opts, cfs.collect())
+    table
+}
+
+fn cf_options(table: &rocksdb::BlockBasedOptions) -> Options {
+    let mut cf = Options::default();
+    // Compaction was a third of the engine's CPU while draining a backlog (profile of
+    // 2026-12-05): every checkpoint leaves an L0 file whose keys (row ids, group keys)
+    // spread over all of L1, so each L0 -> L1 compaction rewrites L1. Fewer, larger
+    // compactions and no compression on the two levels that are rewritten most (LZ4 only
+    // below them, where data settles) halve that work. 16 L0 files per compaction instead
+    // of 8 drained a backlog 16% faster in one run beside its control (4,882 against 4,202
+    // changes/s); universal compaction was no faster (4,231). The write stalls move up
+    // with it (RocksDB's defaults are 20 and 36 files).
+    use rocksdb::DBCompressionType::{Lz4, None as Plain};
+    cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
+    cf.set_level_zero_file_num_compaction_trigger(16);
+    cf.set_level_zero_slowdown_writes_trigger(40);
+    cf.set_level_zero_stop_writes_trigger(56);
+    cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
+    // A bloom filter over each memtable's keys: the lookup of a key that is not there
+    // (every insert's duplicate check, every new group) skips the skiplist search.
+    cf.set_memtable_prefix_bloom_ratio(0.05);
+    cf.set_memtable_whole_key_filtering(true);
+    cf.set_block_based_table_factory(table);
+    cf
 }

@@ -2,7 +2,11 @@
 //! must be revisited (see the time index in [`super::super`]'s module doc), and the stages with
 //! CURRENT_DATE bound for the view's date.
 
+use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::pgtime::PgTimeZone;
 use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
@@ -10,6 +14,41 @@ use crate::plan::{Stage, ViewPlan};
 use crate::value::{identical, Value};
 
 use super::super::MaintainError;
+
+thread_local! {
+    /// Day-only sides of temporal comparisons by (fold, component, day). Per thread, not per
+    /// fold: the initial load computes the revisits of one view's rows on several threads at
+    /// once (`maintain::load`), and a memo shared between them would be locked a dozen times
+    /// per row. A fold's number is never reused, so an entry is never read for another plan.
+    static DAY_MEMO: RefCell<HashMap<(u64, usize, i32), Value>> = RefCell::new(HashMap::default());
+}
+
+/// Per component of a view, its day side on each day from the view's date on (`None`: the
+/// component is not split): see [`ViewFold::sides`].
+pub(super) type DaySides = Vec<Option<Vec<Result<Value, EvalError>>>>;
+
+/// A comparison of an input-only side with a day-only side (the usual `col >= CURRENT_DATE -
+/// k`): its operator, the input side, the day side, and whether the day side is on the left.
+/// The input side is evaluated once per input, the day side once per probed day for all inputs;
+/// anything else is evaluated whole at each probe.
+fn split_sides(c: &Expr) -> Option<(CmpOp, &Expr, &Expr, bool)> {
+    match c {
+        Expr::Cmp { op, left, right } if !right.reads_input() && !left.uses_current_date() => {
+            Some((*op, left, right, false))
+        }
+        Expr::Cmp { op, left, right } if !left.reads_input() && !right.uses_current_date() => {
+            Some((*op, right, left, true))
+        }
+        _ => None,
+    }
+}
+
+static MEMO_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh number for a fold's entries in [`DAY_MEMO`].
+pub(super) fn next_memo_id() -> u64 {
+    MEMO_IDS.fetch_add(1, Ordering::Relaxed)
+}
 use super::{ViewFold, HORIZON_DAYS};
 
 impl ViewFold {
@@ -24,34 +63,33 @@ impl ViewFold {
         let tz = &self.tz;
         let ctx = |today| EvalCtx { today, tz };
         let horizon = date.saturating_add(HORIZON_DAYS);
+        // At the view's own date, the day sides of every probed day are in a table.
+        let table = (date == self.date).then(|| self.day_sides.get_or_init(|| self.sides()));
         let mut best = horizon;
         for i in comps {
             let c = &self.components[i];
-            // A comparison of an input-only side with a day-only side (the usual `col >=
-            // CURRENT_DATE - k`): the input side is evaluated once, the day side once per probed
-            // day for all inputs (memoized); anything else is evaluated whole at each probe.
-            let split = match c {
-                Expr::Cmp { op, left, right }
-                    if !right.reads_input() && !left.uses_current_date() =>
-                {
-                    Some((*op, left.eval(input, ctx(date)), right, false))
-                }
-                Expr::Cmp { op, left, right }
-                    if !left.reads_input() && !right.uses_current_date() =>
-                {
-                    Some((*op, right.eval(input, ctx(date)), left, true))
-                }
-                _ => None,
-            };
+            let split = split_sides(c).map(|(op, input_side, day_side, mirrored)| {
+                (op, input_side.eval(input, ctx(date)), day_side, mirrored)
+            });
+            let sides = table.and_then(|t| t[i].as_deref());
             let at = |d: i32| -> Result<Value, EvalError> {
                 match &split {
                     Some((op, input_side, day_side, mirrored)) => {
                         let input_side = input_side.as_ref().map_err(Clone::clone)?;
-                        let day = self.day_side(i, day_side, d)?;
+                        let computed;
+                        let day = match sides {
+                            Some(sides) => {
+                                sides[(d - date) as usize].as_ref().map_err(Clone::clone)?
+                            }
+                            None => {
+                                computed = self.day_side(i, day_side, d)?;
+                                &computed
+                            }
+                        };
                         Ok(if *mirrored {
-                            compare(*op, &day, input_side)
+                            compare(*op, day, input_side)
                         } else {
-                            compare(*op, input_side, &day)
+                            compare(*op, input_side, day)
                         })
                     }
                     None => c.eval(input, ctx(d)),
@@ -76,19 +114,40 @@ impl ViewFold {
         Ok(best)
     }
 
-    /// The day-only side of component `i` on day `d`, computed once per day.
+    /// Per component split into an input side and a day side: the day side on each day from
+    /// the view's date to its horizon. Built once per date (4,097 evaluations a component),
+    /// it makes a row's revisit a dozen comparisons with values at hand; through the memo, a
+    /// dozen hash lookups and copies of the value were most of the initial load's row pass.
+    fn sides(&self) -> DaySides {
+        let tz = &self.tz;
+        self.components
+            .iter()
+            .map(|c| {
+                let (_, _, day_side, _) = split_sides(c)?;
+                let days = self.date..=self.date.saturating_add(HORIZON_DAYS);
+                Some(
+                    days.map(|today| day_side.eval(Inputs::row(&[]), EvalCtx { today, tz }))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The day-only side of component `i` on day `d`, computed once per day and thread.
     fn day_side(&self, i: usize, e: &Expr, d: i32) -> Result<Value, EvalError> {
-        let mut memo = self.day_memo.borrow_mut();
-        if let Some(value) = memo.get(&(i, d)) {
-            return Ok(value.clone());
-        }
-        let ctx = EvalCtx {
-            today: d,
-            tz: &self.tz,
-        };
-        let value = e.eval(Inputs::row(&[]), ctx)?;
-        memo.insert((i, d), value.clone());
-        Ok(value)
+        DAY_MEMO.with(|memo| {
+            let key = (self.memo_id, i, d);
+            if let Some(value) = memo.borrow().get(&key) {
+                return Ok(value.clone());
+            }
+            let ctx = EvalCtx {
+                today: d,
+                tz: &self.tz,
+            };
+            let value = e.eval(Inputs::row(&[]), ctx)?;
+            memo.borrow_mut().insert(key, value.clone());
+            Ok(value)
+        })
     }
 
     /// The next revisit after `date` of a source row, if the view's first stage reads

@@ -1,0 +1,165 @@
+//! The initial load's row pass: every source row of a snapshot stored, filed in the time index
+//! and folded into the views, without the per-change path's lookups and memtable writes.
+//!
+//! A snapshot's rows are all new and none is read back before the load ends, so the row-level
+//! work per row is independent of every other row: its stored image and time-index entries are
+//! computed on as many threads as the views fold on, and go to bulk writers
+//! ([`crate::state::bulk`]) that are ingested as table files when the load ends. The views then
+//! fold the chunk exactly as a batch of inserts ([`Maintainer::apply`]): the groups, and so the
+//! targets, are those of the incremental path, and the stored images and entries are the bytes
+//! that path stores (`tests.rs` checks a bulk load against inserts).
+//!
+//! Until [`Maintainer::finish_load`] ingests them, the images and time entries are not in the
+//! store: nothing may read rows or change the date in between. The caller (`setup::load`) marks
+//! the snapshot done only after the ingestion and a flush, so a crash at any point rebuilds.
+
+use crate::state::bulk::BulkWriter;
+use crate::state::keys::{self, CF_ROWS, CF_TIME};
+use crate::state::store::{Store, StoreError};
+use crate::value::Value;
+
+use super::rows::RowDelta;
+use super::{MaintainError, Maintainer, PARALLEL_MIN_ROWS};
+
+/// The bulk writers of a load under way.
+pub(super) struct LoadSink {
+    rows: BulkWriter,
+    time: BulkWriter,
+}
+
+/// One thread's share of a chunk's row pass: encoded row records and time-index keys.
+#[derive(Default)]
+struct Encoded {
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    time: Vec<Vec<u8>>,
+}
+
+impl LoadSink {
+    fn new(store: &Store) -> Result<LoadSink, MaintainError> {
+        Ok(LoadSink {
+            rows: store.bulk_writer(CF_ROWS)?,
+            time: store.bulk_writer(CF_TIME)?,
+        })
+    }
+}
+
+impl Maintainer {
+    /// Starts a bulk load into the (emptied) store, clearing what a crashed one left aside; a
+    /// [`Self::load`] without it starts one itself.
+    pub fn begin_load(&mut self) -> Result<(), MaintainError> {
+        self.load = Some(LoadSink::new(&self.store)?);
+        Ok(())
+    }
+
+    /// Loads a chunk of `table`'s snapshot rows (full-width images, unread columns NULL).
+    pub fn load(&mut self, table: usize, rows: &[Vec<Value>]) -> Result<(), MaintainError> {
+        let mut sink = match self.load.take() {
+            Some(sink) => sink,
+            None => LoadSink::new(&self.store)?,
+        };
+        self.begin(rows.len());
+        let started = std::time::Instant::now();
+        let threads = if rows.len() >= PARALLEL_MIN_ROWS {
+            self.threads
+        } else {
+            1
+        };
+        let parts: Vec<&[Vec<Value>]> = rows.chunks(rows.len().div_ceil(threads).max(1)).collect();
+        let this = &*self;
+        let encoded: Vec<Result<Encoded, MaintainError>> = std::thread::scope(|scope| {
+            let others: Vec<_> = parts
+                .iter()
+                .skip(1)
+                .map(|part| {
+                    let thread = std::thread::Builder::new().name("deltamv-load".into());
+                    (
+                        *part,
+                        thread.spawn_scoped(scope, move || this.encode_rows(table, part)),
+                    )
+                })
+                .collect();
+            let mut out = vec![this.encode_rows(table, parts.first().copied().unwrap_or(&[]))];
+            for (part, handle) in others {
+                // Without another thread (the system refused one), this one does its part.
+                match handle.ok().map(|h| h.join()) {
+                    Some(Ok(done)) => out.push(done),
+                    Some(Err(panic)) => std::panic::resume_unwind(panic),
+                    None => out.push(this.encode_rows(table, part)),
+                }
+            }
+            out
+        });
+        for part in encoded {
+            let part = part?;
+            for (k, v) in &part.rows {
+                sink.rows.put(k, v)?;
+            }
+            for k in &part.time {
+                sink.time.put(k, &[])?;
+            }
+        }
+        self.load = Some(sink);
+        self.stats.row_pass_micros = started.elapsed().as_micros() as u64;
+        let deltas: Vec<RowDelta<'_>> = rows
+            .iter()
+            .map(|row| RowDelta {
+                table,
+                image: self.project(table, row),
+                sign: 1,
+                only: None,
+            })
+            .collect();
+        let dates = self.dates();
+        let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
+        self.fold_views(&deltas, Some(&dates), parallel)?;
+        Ok(())
+    }
+
+    /// The stored record and time-index keys of each row, as an insert stores them.
+    fn encode_rows(&self, table: usize, rows: &[Vec<Value>]) -> Result<Encoded, MaintainError> {
+        let mut out = Encoded {
+            rows: Vec::with_capacity(rows.len()),
+            time: Vec::new(),
+        };
+        for row in rows {
+            let image = self.project(table, row);
+            let rk = keys::row_key(table as u16, &self.key_of(table, &image));
+            let record = self.row_entries(table, &rk, &image, &mut out.time)?;
+            out.rows.push((rk, record));
+        }
+        Ok(out)
+    }
+
+    /// Ends a bulk load: its row images and time-index entries ingested into the store (not
+    /// durable until the store's next flush). Returns the number of rows.
+    pub fn finish_load(&mut self) -> Result<u64, MaintainError> {
+        let Some(LoadSink { rows, time }) = self.load.take() else {
+            return Ok(0);
+        };
+        // The two merges side by side (one after the other if no thread can be started).
+        let time = std::sync::Mutex::new(Some(time));
+        let finish_time = || {
+            time.lock()
+                .ok()
+                .and_then(|mut t| t.take())
+                .map(BulkWriter::finish)
+        };
+        let (rows, time) = std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new().name("deltamv-load".into());
+            let other = thread.spawn_scoped(scope, finish_time);
+            let rows = rows.finish();
+            let time = match other.map(|t| t.join()) {
+                Ok(Ok(time)) => time,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => finish_time(),
+            };
+            (rows, time)
+        });
+        let rows = rows?;
+        let time =
+            time.ok_or_else(|| StoreError::Bulk("the time index's writer was lost".into()))??;
+        let rows = self.store.ingest(rows)?;
+        self.store.ingest(time)?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,354 @@
+//! Bulk writes for the initial load: table files built outside RocksDB and ingested whole.
+//!
+//! The initial load writes one row image per source row and one time-index entry per row in a
+//! window, and reads none of them back until it is done. Put one by one, each went through a
+//! memtable's skiplist and a flush, about a third of `init`'s CPU (profile of 2026-12-06). Here
+//! the entries are gathered in one buffer, sorted when it fills and spilled as a sorted run to a
+//! scratch file; at the end the runs are merged into non-overlapping table files
+//! (`SstFileWriter`) that RocksDB ingests as they are, into the lowest level free for them, with
+//! no compaction to follow.
+//!
+//! Memory stays at the buffer's budget however large the table. A later put of a key wins over
+//! an earlier one, as with [`super::store::Store::put`]. Crash safety is the caller's: files are
+//! ingested before the load is marked done, a crash before that rebuilds, and [`BulkWriter`]
+//! clears its scratch directory when it starts.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rocksdb::{Options, SstFileWriter};
+
+use super::store::StoreError;
+use super::tuning;
+
+/// The default bytes of keys and values held before a run is sorted and spilled.
+pub const RUN_BYTES: usize = 32 << 20;
+/// Table files are cut at about this size (RocksDB's default target for level 1).
+const FILE_BYTES: u64 = 64 << 20;
+
+/// A bulk writer's table files, ready to ingest: sorted, not overlapping one another.
+pub struct TableFiles {
+    pub cf: &'static str,
+    /// The scratch directory they are in.
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    /// Entries put (a key put twice counts twice).
+    pub entries: u64,
+}
+
+/// Entries not sorted yet: keys and values back to back in `buf`, and per entry its offset,
+/// key length and value length.
+#[derive(Default)]
+struct Entries {
+    buf: Vec<u8>,
+    index: Vec<(usize, u32, u32)>,
+}
+
+/// One column family's bulk entries: a buffer filling, and a thread that sorts and spills full
+/// ones as runs while the next fills (the caller's thread only copies bytes).
+pub struct BulkWriter {
+    cf: &'static str,
+    dir: PathBuf,
+    pending: Entries,
+    budget: usize,
+    spiller: Option<Spiller>,
+    entries: u64,
+    spills: usize,
+}
+
+/// The thread spilling full buffers, one at a time (a second full buffer waits for it).
+struct Spiller {
+    tx: mpsc::SyncSender<Entries>,
+    done: JoinHandle<Result<Vec<PathBuf>, StoreError>>,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Bulk(format!("{what} {}: {e}", path.display()))
+}
+
+impl BulkWriter {
+    /// A writer for `cf` whose scratch files go to `dir` (emptied first: it may hold a crashed
+    /// load's runs), spilling every `budget` bytes.
+    pub fn new(cf: &'static str, dir: PathBuf, budget: usize) -> Result<BulkWriter, StoreError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err("clearing", &dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        Ok(BulkWriter {
+            cf,
+            dir,
+            pending: Entries::default(),
+            budget,
+            spiller: None,
+            entries: 0,
+            spills: 0,
+        })
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let e = &mut self.pending;
+        e.index
+            .push((e.buf.len(), key.len() as u32, value.len() as u32));
+        e.buf.extend_from_slice(key);
+        e.buf.extend_from_slice(value);
+        self.entries += 1;
+        if e.buf.len() >= self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the full buffer to the spilling thread (started on the first spill).
+    fn spill(&mut self) -> Result<(), StoreError> {
+        let full = std::mem::take(&mut self.pending);
+        if self.spiller.is_none() {
+            let (tx, rx) = mpsc::sync_channel::<Entries>(0);
+            let dir = self.dir.clone();
+            let done = std::thread::Builder::new()
+                .name("deltamv-spill".into())
+                .spawn(move || {
+                    let mut runs = Vec::new();
+                    for entries in rx {
+                        let path = dir.join(format!("run-{:05}", runs.len()));
+                        write_run(&path, entries)?;
+                        runs.push(path);
+                    }
+                    Ok(runs)
+                })
+                .map_err(|e| StoreError::Bulk(format!("starting a thread: {e}")))?;
+            self.spiller = Some(Spiller { tx, done });
+        }
+        self.spills += 1;
+        let gone = || StoreError::Bulk(format!("spilling {}: the thread stopped", self.cf));
+        match &self.spiller {
+            Some(s) => s.tx.send(full).map_err(|_| gone()),
+            None => Err(gone()),
+        }
+    }
+
+    /// Writes every entry into non-overlapping table files, in key order, for
+    /// [`super::store::Store::ingest`].
+    pub fn finish(self) -> Result<TableFiles, StoreError> {
+        let (cf, dir, entries) = (self.cf, self.dir.clone(), self.entries);
+        let files = self.write_tables(&tuning::bulk_file_options())?;
+        Ok(TableFiles {
+            cf,
+            dir,
+            files,
+            entries,
+        })
+    }
+
+    fn write_tables(mut self, opts: &Options) -> Result<Vec<PathBuf>, StoreError> {
+        let mut tables = Tables::new(&self.dir, opts);
+        let Some(spiller) = self.spiller.take() else {
+            for (k, v) in self.pending.sorted() {
+                tables.put(k, v)?;
+            }
+            return tables.finish();
+        };
+        if !self.pending.index.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            spiller.tx.send(last).map_err(|_| {
+                StoreError::Bulk(format!("spilling {}: the thread stopped", self.cf))
+            })?;
+        }
+        drop(spiller.tx);
+        let runs = spiller.done.join().map_err(|_| {
+            StoreError::Bulk(format!("spilling {}: the thread panicked", self.cf))
+        })??;
+        let mut readers = runs
+            .iter()
+            .map(|p| RunReader::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A min-heap on (key, newest run first): of equal keys, the newest run's pops first
+        // and is written; the others are skipped.
+        let mut heap = BinaryHeap::new();
+        for (r, reader) in readers.iter_mut().enumerate() {
+            if let Some((k, v)) = reader.next()? {
+                heap.push(Reverse((k, Reverse(r), v)));
+            }
+        }
+        let mut last: Option<Vec<u8>> = None;
+        while let Some(Reverse((k, Reverse(r), v))) = heap.pop() {
+            if last.as_deref() != Some(&k[..]) {
+                tables.put(&k, &v)?;
+                last = Some(k);
+            }
+            if let Some((k, v)) = readers[r].next()? {
+                heap.push(Reverse((k, Reverse(r), v)));
+            }
+        }
+        for run in &runs {
+            std::fs::remove_file(run).map_err(|e| io_err("removing", run, e))?;
+        }
+        tables.finish()
+    }
+}
+
+impl Entries {
+    /// The entries in key order, the last put of a key only.
+    ///
+    /// Sorted by the eight bytes after the prefix all keys share (keys of one table or view
+    /// begin alike), the full keys compared only where those are equal: a sort by whole keys
+    /// spent most of its time in `memcmp` on that shared prefix.
+    fn sorted(&mut self) -> Vec<(&[u8], &[u8])> {
+        let buf = &self.buf;
+        let key = |&(at, klen, _): &(usize, u32, u32)| &buf[at..at + klen as usize];
+        let shared = match self.index.first() {
+            None => 0,
+            Some(first) => {
+                let first = key(first);
+                self.index.iter().fold(first.len(), |n, e| {
+                    let k = key(e);
+                    n.min(
+                        first
+                            .iter()
+                            .zip(k)
+                            .take(n)
+                            .take_while(|(a, b)| a == b)
+                            .count(),
+                    )
+                })
+            }
+        };
+        let head = |k: &[u8]| {
+            let mut bytes = [0u8; 8];
+            let rest = &k[shared.min(k.len())..];
+            let n = rest.len().min(8);
+            bytes[..n].copy_from_slice(&rest[..n]);
+            u64::from_be_bytes(bytes)
+        };
+        let mut order: Vec<(u64, usize, u32, u32)> = self
+            .index
+            .iter()
+            .map(|e| (head(key(e)), e.0, e.1, e.2))
+            .collect();
+        // Among equal keys the later put (the larger offset) sorts later, and is the one kept.
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                let (ka, kb) = (&buf[a.1..a.1 + a.2 as usize], &buf[b.1..b.1 + b.2 as usize]);
+                ka.cmp(kb).then(a.1.cmp(&b.1))
+            })
+        });
+        let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(order.len());
+        for (_, at, klen, vlen) in order {
+            let (k, v) = buf[at..at + (klen + vlen) as usize].split_at(klen as usize);
+            match out.last_mut() {
+                Some(last) if last.0 == k => *last = (k, v),
+                _ => out.push((k, v)),
+            }
+        }
+        out
+    }
+}
+
+/// Writes `entries` sorted to a run file that [`RunReader`] reads back.
+fn write_run(path: &Path, mut entries: Entries) -> Result<(), StoreError> {
+    let file = File::create(path).map_err(|e| io_err("creating", path, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    for (k, v) in entries.sorted() {
+        out.write_all(&(k.len() as u32).to_le_bytes())
+            .and_then(|_| out.write_all(&(v.len() as u32).to_le_bytes()))
+            .and_then(|_| out.write_all(k))
+            .and_then(|_| out.write_all(v))
+            .map_err(|e| io_err("writing", path, e))?;
+    }
+    out.flush().map_err(|e| io_err("writing", path, e))
+}
+
+/// Table files cut at [`FILE_BYTES`], written in key order.
+struct Tables<'a> {
+    dir: &'a Path,
+    opts: &'a Options,
+    writer: Option<SstFileWriter<'a>>,
+    files: Vec<PathBuf>,
+}
+
+impl<'a> Tables<'a> {
+    fn new(dir: &'a Path, opts: &'a Options) -> Self {
+        Tables {
+            dir,
+            opts,
+            writer: None,
+            files: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.file_size() >= FILE_BYTES)
+        {
+            self.close()?;
+        }
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let path = self.dir.join(format!("table-{:05}.sst", self.files.len()));
+                let w = SstFileWriter::create(self.opts);
+                w.open(&path)?;
+                self.files.push(path);
+                self.writer.insert(w)
+            }
+        };
+        writer.put(key, value)?;
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        if let Some(mut w) = self.writer.take() {
+            w.finish()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<PathBuf>, StoreError> {
+        self.close()?;
+        Ok(std::mem::take(&mut self.files))
+    }
+}
+
+/// Reads back a run written by [`BulkWriter::spill`].
+struct RunReader {
+    path: PathBuf,
+    input: BufReader<File>,
+}
+
+impl RunReader {
+    fn open(path: &Path) -> Result<RunReader, StoreError> {
+        let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
+        Ok(RunReader {
+            path: path.to_path_buf(),
+            input: BufReader::with_capacity(1 << 20, file),
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut lens = [0u8; 8];
+        match self.input.read_exact(&mut lens) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io_err("reading", &self.path, e)),
+        }
+        let klen = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
+        let vlen = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
+        let mut k = vec![0; klen];
+        let mut v = vec![0; vlen];
+        self.input
+            .read_exact(&mut k)
+            .and_then(|_| self.input.read_exact(&mut v))
+            .map_err(|e| io_err("reading", &self.path, e))?;
+        Ok(Some((k, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests;
