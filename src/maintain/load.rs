@@ -13,18 +13,41 @@
 //! store: nothing may read rows or change the date in between. The caller (`setup::load`) marks
 //! the snapshot done only after the ingestion and a flush, so a crash at any point rebuilds.
 
-use crate::state::bulk::BulkWriter;
+use crate::state::bulk::{BulkWriter, TableFiles};
 use crate::state::keys::{self, CF_ROWS, CF_TIME};
-use crate::state::store::{Store, StoreError};
+use crate::state::store::StoreError;
 use crate::value::Value;
 
 use super::rows::RowDelta;
 use super::{MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 
-/// The bulk writers of a load under way.
-pub(super) struct LoadSink {
+/// A bulk load under way: the writers of the table being loaded, and the tables whose table
+/// files are being written on threads of their own while the next table loads.
+#[derive(Default)]
+pub(super) struct BulkLoad {
+    open: Option<(usize, LoadSink)>,
+    finishing: Vec<Finishing>,
+}
+
+/// One table's writers: its row images and its rows' time-index entries.
+struct LoadSink {
     rows: BulkWriter,
     time: BulkWriter,
+}
+
+type Files = Result<[TableFiles; 2], StoreError>;
+
+/// A table's table files: being written, or written on the caller's thread (no other thread
+/// could be started).
+enum Finishing {
+    Thread(std::thread::JoinHandle<Files>),
+    Done(Files),
+}
+
+impl LoadSink {
+    fn finish(self) -> Files {
+        Ok([self.rows.finish()?, self.time.finish()?])
+    }
 }
 
 /// One thread's share of a chunk's row pass: encoded row records and time-index keys.
@@ -34,28 +57,33 @@ struct Encoded {
     time: Vec<Vec<u8>>,
 }
 
-impl LoadSink {
-    fn new(store: &Store) -> Result<LoadSink, MaintainError> {
-        Ok(LoadSink {
-            rows: store.bulk_writer(CF_ROWS)?,
-            time: store.bulk_writer(CF_TIME)?,
-        })
-    }
-}
-
 impl Maintainer {
     /// Starts a bulk load into the (emptied) store, clearing what a crashed one left aside; a
     /// [`Self::load`] without it starts one itself.
     pub fn begin_load(&mut self) -> Result<(), MaintainError> {
-        self.load = Some(LoadSink::new(&self.store)?);
+        self.store.clear_bulk()?;
+        self.load = Some(BulkLoad::default());
         Ok(())
     }
 
     /// Loads a chunk of `table`'s snapshot rows (full-width images, unread columns NULL).
     pub fn load(&mut self, table: usize, rows: &[Vec<Value>]) -> Result<(), MaintainError> {
-        let mut sink = match self.load.take() {
-            Some(sink) => sink,
-            None => LoadSink::new(&self.store)?,
+        if self.load.is_none() {
+            self.begin_load()?;
+        }
+        if self
+            .load
+            .as_ref()
+            .is_some_and(|l| l.open.as_ref().is_some_and(|o| o.0 != table))
+        {
+            self.finish_table();
+        }
+        let mut sink = match self.load.as_mut().and_then(|l| l.open.take()) {
+            Some((_, sink)) => sink,
+            None => LoadSink {
+                rows: self.store.bulk_writer(CF_ROWS, table)?,
+                time: self.store.bulk_writer(CF_TIME, table)?,
+            },
         };
         self.begin(rows.len());
         let started = std::time::Instant::now();
@@ -98,7 +126,9 @@ impl Maintainer {
                 sink.time.put(k, &[])?;
             }
         }
-        self.load = Some(sink);
+        if let Some(load) = self.load.as_mut() {
+            load.open = Some((table, sink));
+        }
         self.stats.row_pass_micros = started.elapsed().as_micros() as u64;
         let deltas: Vec<RowDelta<'_>> = rows
             .iter()
@@ -130,36 +160,52 @@ impl Maintainer {
         Ok(out)
     }
 
-    /// Ends a bulk load: its row images and time-index entries ingested into the store (not
-    /// durable until the store's next flush). Returns the number of rows.
+    /// The table being loaded is complete: its table files are written on a thread of their own
+    /// while the next table loads.
+    pub fn finish_table(&mut self) {
+        let Some(load) = self.load.as_mut() else {
+            return;
+        };
+        let Some((_, sink)) = load.open.take() else {
+            return;
+        };
+        // Taken by the thread, or by this one if no thread could be started.
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Some(sink)));
+        let take = |sink: &std::sync::Mutex<Option<LoadSink>>| -> Files {
+            match sink.lock().ok().and_then(|mut s| s.take()) {
+                Some(sink) => sink.finish(),
+                None => Err(StoreError::Bulk("a table's writers were lost".into())),
+            }
+        };
+        let theirs = std::sync::Arc::clone(&sink);
+        let thread = std::thread::Builder::new().name("deltamv-merge".into());
+        load.finishing
+            .push(match thread.spawn(move || take(&theirs)) {
+                Ok(handle) => Finishing::Thread(handle),
+                Err(_) => Finishing::Done(take(&sink)),
+            });
+    }
+
+    /// Ends a bulk load: every table's row images and time-index entries ingested into the
+    /// store (not durable until the store's next flush). Returns the number of rows.
     pub fn finish_load(&mut self) -> Result<u64, MaintainError> {
-        let Some(LoadSink { rows, time }) = self.load.take() else {
+        self.finish_table();
+        let Some(load) = self.load.take() else {
             return Ok(0);
         };
-        // The two merges side by side (one after the other if no thread can be started).
-        let time = std::sync::Mutex::new(Some(time));
-        let finish_time = || {
-            time.lock()
-                .ok()
-                .and_then(|mut t| t.take())
-                .map(BulkWriter::finish)
-        };
-        let (rows, time) = std::thread::scope(|scope| {
-            let thread = std::thread::Builder::new().name("deltamv-load".into());
-            let other = thread.spawn_scoped(scope, finish_time);
-            let rows = rows.finish();
-            let time = match other.map(|t| t.join()) {
-                Ok(Ok(time)) => time,
-                Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                Err(_) => finish_time(),
+        let mut rows = 0;
+        for finishing in load.finishing {
+            let files = match finishing {
+                Finishing::Thread(handle) => match handle.join() {
+                    Ok(files) => files,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Finishing::Done(files) => files,
             };
-            (rows, time)
-        });
-        let rows = rows?;
-        let time =
-            time.ok_or_else(|| StoreError::Bulk("the time index's writer was lost".into()))??;
-        let rows = self.store.ingest(rows)?;
-        self.store.ingest(time)?;
+            let [row_images, time_index] = files?;
+            rows += self.store.ingest(row_images)?;
+            self.store.ingest(time_index)?;
+        }
         Ok(rows)
     }
 }

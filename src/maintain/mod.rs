@@ -114,7 +114,7 @@ pub struct Maintainer {
     /// The current (or last) batch's row-level counts; the views keep theirs.
     stats: FoldStats,
     /// A bulk load under way ([`load`]).
-    load: Option<load::LoadSink>,
+    load: Option<load::BulkLoad>,
 }
 
 impl Maintainer {
@@ -202,6 +202,10 @@ impl Maintainer {
 
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
     }
 
     pub fn view_count(&self) -> usize {

@@ -157,45 +157,42 @@ async fn load_snapshot(
             Ok(())
         })
         .await??;
-    let reader = p.db.connect().await?;
-    begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
-    for (t, table) in p.tables.iter().enumerate() {
-        let (referenced, order) = state
-            .call(move |m| (m.referenced(t).to_vec(), m.load_order(t)))
-            .await?;
-        let mut copy = TableCopy::start(&reader, table, &referenced, &order).await?;
-        let mut loaded = 0usize;
-        let started = std::time::Instant::now();
-        // The planner's row estimate: enough for an ETA on the terminal.
-        let estimate: f64 = p
-            .client
-            .query_one(
-                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = $1::text::regclass",
-                &[&table.name.quoted()],
-            )
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0.0);
-        // Two stages in flight: the state thread folds one chunk while this task reads and
-        // parses the next from COPY (on two cores, the load takes the longer of the two, not
-        // their sum).
-        let mut next = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await?;
-        while let Some(chunk) = next {
-            loaded += chunk.len();
-            let apply = state.call(move |m| -> Result<(), SetupError> {
-                m.load(t, &chunk)?;
-                m.store()
-                    .commit(&[meta::snapshot_done(false)], Durability::Unlogged)?;
-                crate::failpoint::hit("snapshot_chunk");
-                Ok(())
-            });
-            let (applied, read) = tokio::join!(apply, copy.next_chunk(SNAPSHOT_CHUNK_ROWS));
-            applied??;
-            next = read?;
-            let rate = loaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            let eta_s = ((estimate - loaded as f64).max(0.0) / rate).round();
-            tracing::info!(table = %table.name, rows = loaded, rows_per_s = rate.round(), eta_s, "snapshot progress");
-        }
+    // Two readers in the snapshot: while one table is folded, PostgreSQL reads (and sorts) the
+    // next on the other connection, instead of the engine waiting for its first row.
+    let mut readers = Vec::new();
+    for _ in 0..p.tables.len().min(2) {
+        let reader = p.db.connect().await?;
+        begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
+        readers.push(reader);
+    }
+    let columns = state
+        .call(|m| {
+            (0..m.table_count())
+                .map(|t| (m.referenced(t).to_vec(), m.load_order(t)))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let start = |t: usize| {
+        let (referenced, order) = &columns[t];
+        TableCopy::start(&readers[t % 2], &p.tables[t], referenced, order)
+    };
+    let mut copy = match p.tables.is_empty() {
+        true => None,
+        false => Some(start(0).await?),
+    };
+    for t in 0..p.tables.len() {
+        let Some(current) = copy.take() else { break };
+        let next = async {
+            match t + 1 < p.tables.len() {
+                true => start(t + 1).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (loaded, next) = tokio::join!(load_table(p, state, t, current), next);
+        loaded?;
+        // Its table files are written while the next table loads.
+        state.call(|m| m.finish_table()).await?;
+        copy = next?;
     }
     // The rows' images and time-index entries, gathered aside, into the store.
     state
@@ -206,13 +203,58 @@ async fn load_snapshot(
             Ok(())
         })
         .await??;
-    reader
-        .batch_execute("COMMIT")
+    for reader in &readers {
+        reader
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| SnapshotError::Copy {
+                table: "(snapshot)".into(),
+                detail: describe(&e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Folds one table's rows from `copy` into the state, chunk by chunk, with progress (rows, rate,
+/// ETA) on the terminal.
+async fn load_table(
+    p: &Prepared,
+    state: &StateThread<Maintainer>,
+    t: usize,
+    mut copy: TableCopy<'_>,
+) -> Result<(), SetupError> {
+    let table = &p.tables[t];
+    let mut loaded = 0usize;
+    let started = std::time::Instant::now();
+    // The planner's row estimate: enough for an ETA on the terminal.
+    let estimate: f64 = p
+        .client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table.name.quoted()],
+        )
         .await
-        .map_err(|e| SnapshotError::Copy {
-            table: "(snapshot)".into(),
-            detail: describe(&e),
-        })?;
+        .map(|r| r.get(0))
+        .unwrap_or(0.0);
+    // Two stages in flight: the state thread folds one chunk while this task reads and parses
+    // the next from COPY (on two cores, the load takes the longer of the two, not their sum).
+    let mut next = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await?;
+    while let Some(chunk) = next {
+        loaded += chunk.len();
+        let apply = state.call(move |m| -> Result<(), SetupError> {
+            m.load(t, &chunk)?;
+            m.store()
+                .commit(&[meta::snapshot_done(false)], Durability::Unlogged)?;
+            crate::failpoint::hit("snapshot_chunk");
+            Ok(())
+        });
+        let (applied, read) = tokio::join!(apply, copy.next_chunk(SNAPSHOT_CHUNK_ROWS));
+        applied??;
+        next = read?;
+        let rate = loaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let eta_s = ((estimate - loaded as f64).max(0.0) / rate).round();
+        tracing::info!(table = %table.name, rows = loaded, rows_per_s = rate.round(), eta_s, "snapshot progress");
+    }
     Ok(())
 }
 

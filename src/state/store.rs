@@ -27,7 +27,6 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
-use super::bulk::{self, BulkWriter, TableFiles};
 use super::keys::{self, ALL_CFS, CF_META};
 use super::tuning;
 
@@ -498,34 +497,6 @@ impl Store {
         Ok(())
     }
 
-    /// A writer of bulk entries for `cf`, to be ingested by [`Self::ingest`].
-    pub fn bulk_writer(&self, cf: &'static str) -> Result<BulkWriter, StoreError> {
-        let dir = self.dir.join(format!("bulk-{cf}"));
-        BulkWriter::new(cf, dir, bulk::RUN_BYTES)
-    }
-
-    /// Ingests a bulk writer's table files into their column family, newer than everything
-    /// committed before (the held layer is written first), and removes its scratch directory.
-    /// Not durable until the next [`Self::flush`]; returns the number of entries put.
-    pub fn ingest(&mut self, table_files: TableFiles) -> Result<u64, StoreError> {
-        self.persist()?;
-        let TableFiles {
-            cf,
-            dir,
-            files,
-            entries,
-        } = table_files;
-        if !files.is_empty() {
-            let mut opts = rocksdb::IngestExternalFileOptions::default();
-            opts.set_move_files(true);
-            self.db
-                .ingest_external_file_cf_opts(self.cf(cf)?, &opts, files)?;
-        }
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| StoreError::Bulk(format!("removing {}: {e}", dir.display())))?;
-        Ok(entries)
-    }
-
     /// Forgets all pending changes.
     pub fn discard(&mut self) {
         self.overlay.clear();
@@ -583,5 +554,6 @@ impl Store {
     }
 }
 
+mod ingest;
 #[cfg(test)]
 mod tests;
