@@ -45,8 +45,26 @@ enum Finishing {
 }
 
 impl LoadSink {
+    /// Both writers' table files, side by side (one after the other if no second thread
+    /// can be started).
     fn finish(self) -> Files {
-        Ok([self.rows.finish()?, self.time.finish()?])
+        let LoadSink { rows, time } = self;
+        let time = std::sync::Mutex::new(Some(time));
+        let finish_time = || match time.lock().ok().and_then(|mut t| t.take()) {
+            Some(time) => time.finish(),
+            None => Err(StoreError::Bulk("the time index's writer was lost".into())),
+        };
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new().name("deltamv-merge".into());
+            let other = thread.spawn_scoped(scope, finish_time);
+            let rows = rows.finish()?;
+            let time = match other.map(|t| t.join()) {
+                Ok(Ok(time)) => time?,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => finish_time()?,
+            };
+            Ok([rows, time])
+        })
     }
 }
 

@@ -59,6 +59,9 @@ pub(super) struct ViewFold {
     /// Monotonic comparisons derived from the temporal atoms of every stage (= and <> split in
     /// two); their positions index the day-side memo.
     components: Vec<Expr>,
+    /// Per component, whether it compares an input side with a day side, and on which side the
+    /// day side is (`Some(true)`: on the left): `revisit::split_sides`, once.
+    splits: Vec<Option<bool>>,
     /// Those evaluated on a source row (the first stage's input conditions).
     pub row_components: Range<usize>,
     /// Per stage: those evaluated on a group's key and aggregates (its HAVING and select list)
@@ -133,6 +136,10 @@ impl ViewFold {
             committed: today,
             failed: None,
             tz,
+            splits: components
+                .iter()
+                .map(|c| revisit::split_sides(c).map(|split| split.3))
+                .collect(),
             components,
             row_components,
             group_components,
@@ -297,7 +304,7 @@ impl ViewFold {
         inputs: &mut [Input],
     ) -> Result<(), MaintainError> {
         // Stable: a group's inputs keep their order.
-        inputs.sort_by(|a, b| a.gk.cmp(&b.gk));
+        keys::sort_by_bytes(inputs, |i| &i.gk);
         let mut runs: Vec<&[Input]> = inputs.chunk_by(|a, b| a.gk == b.gk).collect();
         runs.retain(|run| !inputs::cancels(run));
         if runs.is_empty() {

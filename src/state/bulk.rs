@@ -13,8 +13,6 @@
 //! ingested before the load is marked done, a crash before that rebuilds, and [`BulkWriter`]
 //! clears its scratch directory when it starts.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +21,7 @@ use std::thread::JoinHandle;
 
 use rocksdb::{Options, SstFileWriter};
 
+use super::keys;
 use super::store::StoreError;
 use super::tuning;
 
@@ -61,9 +60,12 @@ pub struct BulkWriter {
     spills: usize,
 }
 
-/// The thread spilling full buffers, one at a time (a second full buffer waits for it).
+/// The thread spilling full buffers, one at a time (a second full buffer waits for it), and
+/// handing them back emptied: refilled, their pages are not faulted in afresh.
 struct Spiller {
     tx: mpsc::SyncSender<Entries>,
+    /// (In a mutex only so that a load's writers can sit in a structure threads share.)
+    back: std::sync::Mutex<mpsc::Receiver<Entries>>,
     done: JoinHandle<Result<Vec<PathBuf>, StoreError>>,
 }
 
@@ -105,24 +107,32 @@ impl BulkWriter {
 
     /// Hands the full buffer to the spilling thread (started on the first spill).
     fn spill(&mut self) -> Result<(), StoreError> {
-        let full = std::mem::take(&mut self.pending);
         if self.spiller.is_none() {
             let (tx, rx) = mpsc::sync_channel::<Entries>(0);
+            let (give_back, back) = mpsc::sync_channel::<Entries>(1);
             let dir = self.dir.clone();
             let done = std::thread::Builder::new()
                 .name("deltamv-spill".into())
                 .spawn(move || {
                     let mut runs = Vec::new();
-                    for entries in rx {
+                    for mut entries in rx {
                         let path = dir.join(format!("run-{:05}", runs.len()));
-                        write_run(&path, entries)?;
+                        write_run(&path, &mut entries)?;
                         runs.push(path);
+                        entries.buf.clear();
+                        entries.index.clear();
+                        // Kept for reuse if the writer has no spare buffer yet.
+                        let _ = give_back.try_send(entries);
                     }
                     Ok(runs)
                 })
                 .map_err(|e| StoreError::Bulk(format!("starting a thread: {e}")))?;
-            self.spiller = Some(Spiller { tx, done });
+            let back = std::sync::Mutex::new(back);
+            self.spiller = Some(Spiller { tx, back, done });
         }
+        let spare = (self.spiller.as_ref())
+            .and_then(|s| s.back.lock().ok().and_then(|back| back.try_recv().ok()));
+        let full = std::mem::replace(&mut self.pending, spare.unwrap_or_default());
         self.spills += 1;
         let gone = || StoreError::Bulk(format!("spilling {}: the thread stopped", self.cf));
         match &self.spiller {
@@ -162,27 +172,40 @@ impl BulkWriter {
         let runs = spiller.done.join().map_err(|_| {
             StoreError::Bulk(format!("spilling {}: the thread panicked", self.cf))
         })??;
-        let mut readers = runs
-            .iter()
-            .map(|p| RunReader::open(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        // A min-heap on (key, newest run first): of equal keys, the newest run's pops first
-        // and is written; the others are skipped.
-        let mut heap = BinaryHeap::new();
-        for (r, reader) in readers.iter_mut().enumerate() {
-            if let Some((k, v)) = reader.next()? {
-                heap.push(Reverse((k, Reverse(r), v)));
+        let mut readers = Vec::with_capacity(runs.len());
+        for path in &runs {
+            let mut reader = RunReader::open(path)?;
+            if reader.advance()? {
+                readers.push(reader);
             }
         }
-        let mut last: Option<Vec<u8>> = None;
-        while let Some(Reverse((k, Reverse(r), v))) = heap.pop() {
-            if last.as_deref() != Some(&k[..]) {
-                tables.put(&k, &v)?;
-                last = Some(k);
+        // A min-heap of runs by their current key, the newest run first among equal keys: of
+        // a key put more than once, the newest run's entry is written and the others skipped.
+        // Keys and values stay in each run's own buffers, reused entry after entry.
+        let before = |readers: &[RunReader], a: usize, b: usize| {
+            readers[a].key.cmp(&readers[b].key).then(b.cmp(&a)).is_lt()
+        };
+        let mut heap: Vec<usize> = Vec::with_capacity(readers.len());
+        for r in 0..readers.len() {
+            heap.push(r);
+            let at = heap.len() - 1;
+            sift_up(&mut heap, at, |a, b| before(&readers, a, b));
+        }
+        let mut last: Vec<u8> = Vec::new();
+        let mut written = false;
+        while let Some(&r) = heap.first() {
+            if !written || readers[r].key != last {
+                tables.put(&readers[r].key, &readers[r].value)?;
+                last.clear();
+                last.extend_from_slice(&readers[r].key);
+                written = true;
             }
-            if let Some((k, v)) = readers[r].next()? {
-                heap.push(Reverse((k, Reverse(r), v)));
+            if !readers[r].advance()? {
+                let end = heap.len() - 1;
+                heap.swap(0, end);
+                heap.pop();
             }
+            sift_down(&mut heap, 0, |a, b| before(&readers, a, b));
         }
         for run in &runs {
             std::fs::remove_file(run).map_err(|e| io_err("removing", run, e))?;
@@ -200,30 +223,8 @@ impl Entries {
     fn sorted(&mut self) -> Vec<(&[u8], &[u8])> {
         let buf = &self.buf;
         let key = |&(at, klen, _): &(usize, u32, u32)| &buf[at..at + klen as usize];
-        let shared = match self.index.first() {
-            None => 0,
-            Some(first) => {
-                let first = key(first);
-                self.index.iter().fold(first.len(), |n, e| {
-                    let k = key(e);
-                    n.min(
-                        first
-                            .iter()
-                            .zip(k)
-                            .take(n)
-                            .take_while(|(a, b)| a == b)
-                            .count(),
-                    )
-                })
-            }
-        };
-        let head = |k: &[u8]| {
-            let mut bytes = [0u8; 8];
-            let rest = &k[shared.min(k.len())..];
-            let n = rest.len().min(8);
-            bytes[..n].copy_from_slice(&rest[..n]);
-            u64::from_be_bytes(bytes)
-        };
+        let shared = keys::shared_prefix(self.index.iter().map(key));
+        let head = |k: &[u8]| keys::head_after(k, shared);
         let mut order: Vec<(u64, usize, u32, u32)> = self
             .index
             .iter()
@@ -249,7 +250,7 @@ impl Entries {
 }
 
 /// Writes `entries` sorted to a run file that [`RunReader`] reads back.
-fn write_run(path: &Path, mut entries: Entries) -> Result<(), StoreError> {
+fn write_run(path: &Path, entries: &mut Entries) -> Result<(), StoreError> {
     let file = File::create(path).map_err(|e| io_err("creating", path, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     for (k, v) in entries.sorted() {
@@ -315,10 +316,44 @@ impl<'a> Tables<'a> {
     }
 }
 
-/// Reads back a run written by [`BulkWriter::spill`].
+/// Restores the heap order of `heap` after its element at `i` moved up (`before`: the
+/// strict order, smallest first).
+fn sift_up(heap: &mut [usize], mut i: usize, before: impl Fn(usize, usize) -> bool) {
+    while i > 0 {
+        let parent = (i - 1) / 2;
+        if !before(heap[i], heap[parent]) {
+            break;
+        }
+        heap.swap(i, parent);
+        i = parent;
+    }
+}
+
+/// Restores the heap order after the element at `i` moved down.
+fn sift_down(heap: &mut [usize], mut i: usize, before: impl Fn(usize, usize) -> bool) {
+    loop {
+        let (l, r) = (2 * i + 1, 2 * i + 2);
+        let mut least = i;
+        if l < heap.len() && before(heap[l], heap[least]) {
+            least = l;
+        }
+        if r < heap.len() && before(heap[r], heap[least]) {
+            least = r;
+        }
+        if least == i {
+            break;
+        }
+        heap.swap(i, least);
+        i = least;
+    }
+}
+
+/// Reads back a run written by [`write_run`], one entry at a time into its own buffers.
 struct RunReader {
     path: PathBuf,
     input: BufReader<File>,
+    key: Vec<u8>,
+    value: Vec<u8>,
 }
 
 impl RunReader {
@@ -327,26 +362,28 @@ impl RunReader {
         Ok(RunReader {
             path: path.to_path_buf(),
             input: BufReader::with_capacity(1 << 20, file),
+            key: Vec::new(),
+            value: Vec::new(),
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    /// Reads the next entry into `key` and `value`; false at the end of the run.
+    fn advance(&mut self) -> Result<bool, StoreError> {
         let mut lens = [0u8; 8];
         match self.input.read_exact(&mut lens) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(io_err("reading", &self.path, e)),
         }
         let klen = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
         let vlen = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
-        let mut k = vec![0; klen];
-        let mut v = vec![0; vlen];
+        self.key.resize(klen, 0);
+        self.value.resize(vlen, 0);
         self.input
-            .read_exact(&mut k)
-            .and_then(|_| self.input.read_exact(&mut v))
+            .read_exact(&mut self.key)
+            .and_then(|_| self.input.read_exact(&mut self.value))
             .map_err(|e| io_err("reading", &self.path, e))?;
-        Ok(Some((k, v)))
+        Ok(true)
     }
 }
 

@@ -31,7 +31,7 @@ pub(super) type DaySides = Vec<Option<Vec<Result<Value, EvalError>>>>;
 /// k`): its operator, the input side, the day side, and whether the day side is on the left.
 /// The input side is evaluated once per input, the day side once per probed day for all inputs;
 /// anything else is evaluated whole at each probe.
-fn split_sides(c: &Expr) -> Option<(CmpOp, &Expr, &Expr, bool)> {
+pub(super) fn split_sides(c: &Expr) -> Option<(CmpOp, &Expr, &Expr, bool)> {
     match c {
         Expr::Cmp { op, left, right } if !right.reads_input() && !left.uses_current_date() => {
             Some((*op, left, right, false))
@@ -68,9 +68,17 @@ impl ViewFold {
         let mut best = horizon;
         for i in comps {
             let c = &self.components[i];
-            let split = split_sides(c).map(|(op, input_side, day_side, mirrored)| {
-                (op, input_side.eval(input, ctx(date)), day_side, mirrored)
-            });
+            let split = match (self.splits[i], c) {
+                (Some(mirrored), Expr::Cmp { op, left, right }) => {
+                    let (input_side, day_side) = if mirrored {
+                        (right, left)
+                    } else {
+                        (left, right)
+                    };
+                    Some((*op, input_side.eval(input, ctx(date)), day_side, mirrored))
+                }
+                _ => None,
+            };
             let sides = table.and_then(|t| t[i].as_deref());
             let at = |d: i32| -> Result<Value, EvalError> {
                 match &split {
