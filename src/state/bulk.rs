@@ -26,7 +26,11 @@ use super::store::StoreError;
 use super::tuning;
 
 /// The default bytes of keys and values held before a run is sorted and spilled.
-pub const RUN_BYTES: usize = 32 << 20;
+pub const RUN_BYTES: usize = 16 << 20;
+/// Each run's read buffer in the merge: a table of 5M rows spills some thirty runs per column
+/// family, and two merges may run at once beside the next table's load, so this is kept small
+/// (1 MB buffers were about 60 MB of `init`'s peak).
+const READ_BUFFER: usize = 128 << 10;
 /// Table files are cut at about this size (RocksDB's default target for level 1).
 const FILE_BYTES: u64 = 64 << 20;
 
@@ -361,7 +365,7 @@ impl RunReader {
         let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
         Ok(RunReader {
             path: path.to_path_buf(),
-            input: BufReader::with_capacity(1 << 20, file),
+            input: BufReader::with_capacity(READ_BUFFER, file),
             key: Vec::new(),
             value: Vec::new(),
         })
