@@ -502,20 +502,26 @@ impl Store {
         self.overlay.clear();
     }
 
-    /// Deletes everything (used before a fresh snapshot).
+    /// Deletes everything (used before a fresh snapshot), in one atomic write: a range
+    /// deletion per column family from its first key to its last, and the last itself. Deleting
+    /// key by key took time and memory in proportion to the state (tens of millions of keys
+    /// at 5M + 5M rows) before `init --resync` could start.
     pub fn wipe(&mut self) -> Result<(), StoreError> {
         self.overlay.clear();
         self.held.clear();
         self.held_bytes = 0;
+        let mut batch = WriteBatch::default();
         for cf in ALL_CFS {
             let handle = self.cf(cf)?;
-            let mut batch = WriteBatch::default();
-            for item in self.db.iterator_cf(handle, IteratorMode::Start) {
-                let (k, _) = item?;
-                batch.delete_cf(handle, k);
+            let first = self.db.iterator_cf(handle, IteratorMode::Start).next();
+            let last = self.db.iterator_cf(handle, IteratorMode::End).next();
+            if let (Some(first), Some(last)) = (first, last) {
+                let ((first, _), (last, _)) = (first?, last?);
+                batch.delete_range_cf(handle, &first, &last);
+                batch.delete_cf(handle, &last);
             }
-            self.db.write(batch)?;
         }
+        self.db.write(batch)?;
         Ok(())
     }
 
