@@ -19,6 +19,7 @@ use crate::state::store::StoreError;
 use crate::value::Value;
 
 use super::rows::RowDelta;
+use super::threads;
 use super::{MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 
 /// A bulk load under way: the writers of the table being loaded, and the tables whose table
@@ -45,26 +46,18 @@ enum Finishing {
 }
 
 impl LoadSink {
-    /// Both writers' table files, side by side (one after the other if no second thread
-    /// can be started).
+    /// Both writers' table files, side by side.
     fn finish(self) -> Files {
-        let LoadSink { rows, time } = self;
-        let time = std::sync::Mutex::new(Some(time));
-        let finish_time = || match time.lock().ok().and_then(|mut t| t.take()) {
-            Some(time) => time.finish(),
-            None => Err(StoreError::Bulk("the time index's writer was lost".into())),
-        };
-        std::thread::scope(|scope| {
-            let thread = std::thread::Builder::new().name("deltamv-merge".into());
-            let other = thread.spawn_scoped(scope, finish_time);
-            let rows = rows.finish()?;
-            let time = match other.map(|t| t.join()) {
-                Ok(Ok(time)) => time?,
-                Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                Err(_) => finish_time()?,
-            };
-            Ok([rows, time])
-        })
+        let mut files = threads::each_on_a_thread(
+            "deltamv-merge",
+            vec![self.rows, self.time],
+            BulkWriter::finish,
+        )
+        .into_iter();
+        match (files.next(), files.next()) {
+            (Some(rows), Some(time)) => Ok([rows?, time?]),
+            _ => Err(StoreError::Bulk("a table's writers were lost".into())),
+        }
     }
 }
 
@@ -112,29 +105,8 @@ impl Maintainer {
         };
         let parts: Vec<&[Vec<Value>]> = rows.chunks(rows.len().div_ceil(threads).max(1)).collect();
         let this = &*self;
-        let encoded: Vec<Result<Encoded, MaintainError>> = std::thread::scope(|scope| {
-            let others: Vec<_> = parts
-                .iter()
-                .skip(1)
-                .map(|part| {
-                    let thread = std::thread::Builder::new().name("deltamv-load".into());
-                    (
-                        *part,
-                        thread.spawn_scoped(scope, move || this.encode_rows(table, part)),
-                    )
-                })
-                .collect();
-            let mut out = vec![this.encode_rows(table, parts.first().copied().unwrap_or(&[]))];
-            for (part, handle) in others {
-                // Without another thread (the system refused one), this one does its part.
-                match handle.ok().map(|h| h.join()) {
-                    Some(Ok(done)) => out.push(done),
-                    Some(Err(panic)) => std::panic::resume_unwind(panic),
-                    None => out.push(this.encode_rows(table, part)),
-                }
-            }
-            out
-        });
+        let encoded =
+            threads::each_on_a_thread("deltamv-load", parts, |part| this.encode_rows(table, part));
         for part in encoded {
             let part = part?;
             for (k, v) in &part.rows {

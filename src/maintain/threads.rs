@@ -1,4 +1,5 @@
-//! The views of a batch folded on several threads.
+//! The views of a batch folded on several threads; and [`each_on_a_thread`] for other work the
+//! apply path splits (the initial load's row pass and merges).
 //!
 //! Views share nothing they write (see [`super::view`]), so each is folded whole by one thread;
 //! the threads take views one at a time, the costliest of the last batch first, so a view that
@@ -8,6 +9,7 @@
 
 use std::cmp::Reverse;
 use std::sync::{Mutex, PoisonError};
+use std::thread::Builder;
 
 use super::view::ViewFold;
 
@@ -51,4 +53,41 @@ where
     let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
     done.sort_by_key(|(v, _)| *v);
     done.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Runs `f` on every item, the first on the calling thread and each other on a scoped thread
+/// named `name` (on the calling thread if the system refuses one); returns the results in item
+/// order.
+pub(super) fn each_on_a_thread<T, R, F>(name: &str, items: Vec<T>, f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(T) -> R + Sync,
+{
+    // Each item is taken from its slot exactly once, by whichever thread runs it.
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
+    let run = |slot: &Mutex<Option<T>>| {
+        let item = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        item.map(&f)
+    };
+    let done: Vec<Option<R>> = std::thread::scope(|scope| {
+        let others: Vec<_> = slots
+            .iter()
+            .skip(1)
+            .map(|slot| {
+                let thread = Builder::new().name(name.into());
+                (slot, thread.spawn_scoped(scope, || run(slot)))
+            })
+            .collect();
+        let mut out = vec![slots.first().and_then(run)];
+        for (slot, handle) in others {
+            out.push(match handle.map(|h| h.join()) {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => run(slot),
+            });
+        }
+        out
+    });
+    done.into_iter().flatten().collect()
 }
