@@ -98,11 +98,8 @@ impl Maintainer {
         };
         self.begin(rows.len());
         let started = std::time::Instant::now();
-        let threads = if rows.len() >= PARALLEL_MIN_ROWS {
-            self.threads
-        } else {
-            1
-        };
+        let parallel = rows.len() >= PARALLEL_MIN_ROWS;
+        let threads = if parallel { self.threads } else { 1 };
         let parts: Vec<&[Vec<Value>]> = rows.chunks(rows.len().div_ceil(threads).max(1)).collect();
         let this = &*self;
         let encoded =
@@ -130,7 +127,6 @@ impl Maintainer {
             })
             .collect();
         let dates = self.dates();
-        let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
         self.fold_views(&deltas, Some(&dates), parallel)?;
         Ok(())
     }

@@ -176,16 +176,18 @@ async fn load_snapshot(
         let (referenced, order) = &columns[t];
         TableCopy::start(&readers[t % 2], &p.tables[t], referenced, order)
     };
-    let mut copy = match p.tables.is_empty() {
-        true => None,
-        false => Some(start(0).await?),
+    let mut copy = if p.tables.is_empty() {
+        None
+    } else {
+        Some(start(0).await?)
     };
     for t in 0..p.tables.len() {
         let Some(current) = copy.take() else { break };
         let next = async {
-            match t + 1 < p.tables.len() {
-                true => start(t + 1).await.map(Some),
-                false => Ok(None),
+            if t + 1 < p.tables.len() {
+                start(t + 1).await.map(Some)
+            } else {
+                Ok(None)
             }
         };
         let (loaded, next) = tokio::join!(load_table(p, state, t, current), next);

@@ -98,17 +98,14 @@ impl SlotSnapshot {
     }
 }
 
-/// Opens a transaction on `client` that sees the exported snapshot, with the session settings
-/// the stream's text values are read with (the snapshot itself is read in binary, which they do
-/// not change). The tables are read sorted by group columns
+/// Opens a transaction on `client` that sees the exported snapshot. The tables are read in
+/// binary, which no session setting changes, sorted by group columns
 /// (`Maintainer::load_order`): `work_mem` gives that sort room in memory rather than spilling
 /// (this transaction only).
 pub async fn begin_in_snapshot(client: &Client, snapshot_name: &str) -> Result<(), SnapshotError> {
     let sql = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
          SET TRANSACTION SNAPSHOT {};
-         SET LOCAL datestyle = ISO; SET LOCAL timezone = 'UTC';
-         SET LOCAL intervalstyle = postgres; SET LOCAL extra_float_digits = 3;
          SET LOCAL work_mem = '256MB';",
         quote_literal(snapshot_name)
     );

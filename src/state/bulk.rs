@@ -139,11 +139,14 @@ impl BulkWriter {
             .and_then(|s| s.back.lock().ok().and_then(|back| back.try_recv().ok()));
         let full = std::mem::replace(&mut self.pending, spare.unwrap_or_default());
         self.spills += 1;
-        let gone = || StoreError::Bulk(format!("spilling {}: the thread stopped", self.cf));
         match &self.spiller {
-            Some(s) => s.tx.send(full).map_err(|_| gone()),
-            None => Err(gone()),
+            Some(s) => s.tx.send(full).map_err(|_| self.spiller_gone()),
+            None => Err(self.spiller_gone()),
         }
+    }
+
+    fn spiller_gone(&self) -> StoreError {
+        StoreError::Bulk(format!("spilling {}: the thread stopped", self.cf))
     }
 
     /// Writes every entry into non-overlapping table files, in key order, for
@@ -169,9 +172,7 @@ impl BulkWriter {
         };
         if !self.pending.index.is_empty() {
             let last = std::mem::take(&mut self.pending);
-            spiller.tx.send(last).map_err(|_| {
-                StoreError::Bulk(format!("spilling {}: the thread stopped", self.cf))
-            })?;
+            spiller.tx.send(last).map_err(|_| self.spiller_gone())?;
         }
         drop(spiller.tx);
         let runs = spiller.done.join().map_err(|_| {

@@ -14,6 +14,7 @@ use crate::plan::{Stage, ViewPlan};
 use crate::value::{identical, Value};
 
 use super::super::MaintainError;
+use super::{ViewFold, HORIZON_DAYS};
 
 thread_local! {
     /// Day-only sides of temporal comparisons by (fold, component, day). Per thread, not per
@@ -49,7 +50,6 @@ static MEMO_IDS: AtomicU64 = AtomicU64::new(0);
 pub(super) fn next_memo_id() -> u64 {
     MEMO_IDS.fetch_add(1, Ordering::Relaxed)
 }
-use super::{ViewFold, HORIZON_DAYS};
 
 impl ViewFold {
     /// The next date after `date` at which one of the view's date comparisons `comps` may flip
@@ -68,17 +68,9 @@ impl ViewFold {
         let mut best = horizon;
         for i in comps {
             let c = &self.components[i];
-            let split = match (self.splits[i], c) {
-                (Some(mirrored), Expr::Cmp { op, left, right }) => {
-                    let (input_side, day_side) = if mirrored {
-                        (right, left)
-                    } else {
-                        (left, right)
-                    };
-                    Some((*op, input_side.eval(input, ctx(date)), day_side, mirrored))
-                }
-                _ => None,
-            };
+            let split = self.split(i).map(|(op, input_side, day_side, mirrored)| {
+                (op, input_side.eval(input, ctx(date)), day_side, mirrored)
+            });
             let sides = table.and_then(|t| t[i].as_deref());
             let at = |d: i32| -> Result<Value, EvalError> {
                 match &split {
@@ -122,16 +114,24 @@ impl ViewFold {
         Ok(best)
     }
 
+    /// Component `i` as [`split_sides`] splits it, from the side found once per view.
+    fn split(&self, i: usize) -> Option<(CmpOp, &Expr, &Expr, bool)> {
+        match (self.splits[i], &self.components[i]) {
+            (Some(false), Expr::Cmp { op, left, right }) => Some((*op, left, right, false)),
+            (Some(true), Expr::Cmp { op, left, right }) => Some((*op, right, left, true)),
+            _ => None,
+        }
+    }
+
     /// Per component split into an input side and a day side: the day side on each day from
     /// the view's date to its horizon. Built once per date (4,097 evaluations a component),
     /// it makes a row's revisit a dozen comparisons with values at hand; through the memo, a
     /// dozen hash lookups and copies of the value were most of the initial load's row pass.
     fn sides(&self) -> DaySides {
         let tz = &self.tz;
-        self.components
-            .iter()
-            .map(|c| {
-                let (_, _, day_side, _) = split_sides(c)?;
+        (0..self.components.len())
+            .map(|i| {
+                let (_, _, day_side, _) = self.split(i)?;
                 let days = self.date..=self.date.saturating_add(HORIZON_DAYS);
                 Some(
                     days.map(|today| day_side.eval(Inputs::row(&[]), EvalCtx { today, tz }))
