@@ -14,8 +14,7 @@
 //! ingested before the load is marked done, a crash before that rebuilds, and [`BulkWriter`]
 //! clears its scratch directory when it starts.
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -23,6 +22,7 @@ use std::thread::JoinHandle;
 use rocksdb::{Options, SstFileWriter};
 
 use super::keys;
+use super::scratch::{ScratchReader, ScratchWriter};
 use super::store::StoreError;
 use super::tuning;
 
@@ -257,8 +257,7 @@ impl Entries {
 
 /// Writes `entries` sorted to a run file that [`RunReader`] reads back.
 fn write_run(path: &Path, entries: &mut Entries) -> Result<(), StoreError> {
-    let file = File::create(path).map_err(|e| io_err("creating", path, e))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = ScratchWriter::create(path, 1 << 20).map_err(|e| io_err("creating", path, e))?;
     for (k, v) in entries.sorted() {
         out.write_all(&(k.len() as u32).to_le_bytes())
             .and_then(|_| out.write_all(&(v.len() as u32).to_le_bytes()))
@@ -266,7 +265,7 @@ fn write_run(path: &Path, entries: &mut Entries) -> Result<(), StoreError> {
             .and_then(|_| out.write_all(v))
             .map_err(|e| io_err("writing", path, e))?;
     }
-    out.flush().map_err(|e| io_err("writing", path, e))
+    out.finish().map_err(|e| io_err("writing", path, e))
 }
 
 /// Table files cut at [`FILE_BYTES`], written in key order.
@@ -357,17 +356,18 @@ fn sift_down(heap: &mut [usize], mut i: usize, before: impl Fn(usize, usize) -> 
 /// Reads back a run written by [`write_run`], one entry at a time into its own buffers.
 struct RunReader {
     path: PathBuf,
-    input: BufReader<File>,
+    input: ScratchReader,
     key: Vec<u8>,
     value: Vec<u8>,
 }
 
 impl RunReader {
     fn open(path: &Path) -> Result<RunReader, StoreError> {
-        let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
+        let input =
+            ScratchReader::open(path, READ_BUFFER).map_err(|e| io_err("opening", path, e))?;
         Ok(RunReader {
             path: path.to_path_buf(),
-            input: BufReader::with_capacity(READ_BUFFER, file),
+            input,
             key: Vec::new(),
             value: Vec::new(),
         })

@@ -8,6 +8,7 @@
 pub mod bulk;
 pub mod keys;
 pub mod meta;
+mod scratch;
 pub mod store;
 mod tuning;
 
