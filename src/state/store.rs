@@ -506,11 +506,19 @@ impl Store {
     /// deletion per column family from its first key to its last, and the last itself. Deleting
     /// key by key took time and memory in proportion to the state (tens of millions of keys
     /// at 5M + 5M rows) before `init --resync` could start.
+    ///
+    /// Then the deleted data is dropped for real: the table files inside the range are
+    /// deleted whole, and a compaction of what is left (memtables, level-0 files) leaves the
+    /// column family empty. Left in place under the range deletions, every lookup of the load
+    /// that follows (a group the old state held too) found the old value in a table file before
+    /// the deletion hid it, and the ingested files could not go to the bottom level: `init
+    /// --resync` at 1M + 1M took 26.9 s against 16.1 s for `init`.
     pub fn wipe(&mut self) -> Result<(), StoreError> {
         self.overlay.clear();
         self.held.clear();
         self.held_bytes = 0;
         let mut batch = WriteBatch::default();
+        let mut ranges = Vec::new();
         for cf in ALL_CFS {
             let handle = self.cf(cf)?;
             let first = self.db.iterator_cf(handle, IteratorMode::Start).next();
@@ -519,9 +527,16 @@ impl Store {
                 let ((first, _), (last, _)) = (first?, last?);
                 batch.delete_range_cf(handle, &first, &last);
                 batch.delete_cf(handle, &last);
+                ranges.push((cf, first, last));
             }
         }
         self.db.write(batch)?;
+        for (cf, first, last) in ranges {
+            let handle = self.cf(cf)?;
+            self.db.delete_file_in_range_cf(handle, &first, &last)?;
+            self.db
+                .compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
+        }
         Ok(())
     }
 

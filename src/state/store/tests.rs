@@ -200,7 +200,14 @@ fn a_wipe_empties_every_column_family() -> Result<(), StoreError> {
         store.commit(&[], Durability::Unlogged)?;
         store.put(CF_GROUPS, key(6000), &1u32);
         store.commit(&[], Durability::Held)?;
+        let before = store.size_bytes();
         store.wipe()?;
+        // Nothing of the old state is left to search: no table file, no memtable entry.
+        assert!(
+            store.size_bytes() < before / 100,
+            "{} bytes left of {before} after the wipe",
+            store.size_bytes()
+        );
         for cf in ALL_CFS {
             assert!(
                 store.scan_prefix(cf, &[], None)?.is_empty(),
