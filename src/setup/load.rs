@@ -104,11 +104,15 @@ async fn fill_targets(
     for (v, t) in targets.iter().enumerate() {
         let load_err = || sql_err(format!("loading {}", t.plan_name));
         target::clear(&tx, t).await.map_err(load_err())?;
-        // A page of groups at a time: memory stays flat however large the view.
+        // A page of groups at a time: memory stays flat however large the view. The next
+        // page is read out of the state while PostgreSQL takes in this one.
         let (mut rows_loaded, mut pages) = (0usize, RowPages::of(v));
-        while let Some(rows) = pages.next(state).await? {
-            target::copy_rows(&tx, t, &rows).await.map_err(load_err())?;
+        let mut page = pages.next(state).await?;
+        while let Some(rows) = page {
+            let (copied, next) = tokio::join!(target::copy_rows(&tx, t, &rows), pages.next(state));
+            copied.map_err(load_err())?;
             rows_loaded += rows.len();
+            page = next?;
         }
         total += rows_loaded;
         // Statistics from the start: planned without them, each batch's delete of the changed
