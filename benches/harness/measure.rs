@@ -68,6 +68,8 @@ pub struct Results {
     pub rate_search: Option<super::rates::RateSearch>,
     /// A midnight under writes, at the first rate.
     pub midnight: Option<super::rates::Midnight>,
+    /// `init --resync` after `init`, with a reader watching the targets.
+    pub resync: Option<super::resync::Resync>,
 }
 
 #[derive(Debug)]
@@ -148,7 +150,8 @@ impl Bench<'_> {
             ..Results::default()
         };
         self.initial_load(&mut r).await?;
-        r.reconcile_seconds = self.reconcile("reconcile after init")?;
+        r.resync = Some(self.resync().await?);
+        r.reconcile_seconds = self.reconcile("reconcile after init and init --resync")?;
         r.queries = self.queries().await?;
         let mut running = self.catch_up(&mut r).await?;
         self.note_rss("1 catch-up", running.peak_rss());
@@ -195,6 +198,19 @@ impl Bench<'_> {
         self.stop("1 catch-up", running)?;
         r.final_reconcile_seconds = self.reconcile("reconcile after the catch-up")?;
         r.peak_run_rss = self.peak_run_rss;
+        Ok(r)
+    }
+
+    /// `--init-only`: the dataset, `init`, `init --resync` with a reader watching the targets,
+    /// then a reconcile that checks the rebuilt state.
+    pub async fn init_only(&mut self) -> Result<Results> {
+        let mut r = Results {
+            load_seconds: self.load().await?,
+            ..Results::default()
+        };
+        self.initial_load(&mut r).await?;
+        r.resync = Some(self.resync().await?);
+        r.reconcile_seconds = self.reconcile("reconcile after init --resync")?;
         Ok(r)
     }
 

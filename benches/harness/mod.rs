@@ -21,6 +21,7 @@ pub mod measure;
 pub mod plot;
 pub mod rates;
 pub mod report;
+pub mod resync;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,6 +63,9 @@ pub struct Options {
     /// Only load, init, then the midnight row (2m) at the first rate and a reconcile at the
     /// new date; prints its figures and the latency per second (no report).
     pub midnight_only: bool,
+    /// Only load, `init`, `init --resync` (with a reader watching the targets) and a reconcile;
+    /// prints their times, peak RSS and rows per second (no report).
+    pub init_only: bool,
 }
 
 impl Options {
@@ -88,6 +92,7 @@ impl Options {
             catch_up_only: false,
             reconcile_only: false,
             midnight_only: false,
+            init_only: false,
         }
     }
 
@@ -122,6 +127,7 @@ impl Options {
             catch_up_only: false,
             reconcile_only: false,
             midnight_only: false,
+            init_only: false,
         }
     }
 
@@ -161,10 +167,11 @@ impl Options {
                 "--catch-up-only" => opts.catch_up_only = true,
                 "--reconcile-only" => opts.reconcile_only = true,
                 "--midnight-only" => opts.midnight_only = true,
+                "--init-only" => opts.init_only = true,
                 other => bail!(
                     "unknown argument {other:?}; expected --full, --smoke, --rows N, \
-                     --backlog N, --seconds S, --out DIR, --catch-up-only, --reconcile-only or \
-                     --midnight-only"
+                     --backlog N, --seconds S, --out DIR, --catch-up-only, --reconcile-only, \
+                     --midnight-only or --init-only"
                 ),
             }
         }
@@ -261,6 +268,11 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         );
         return keep_engine_log(opts, &engine, "catch-up.engine.log");
     }
+    if opts.init_only {
+        let r = bench.init_only().await.inspect_err(show_log)?;
+        print_init_only(opts, &r);
+        return keep_engine_log(opts, &engine, "init.engine.log");
+    }
     if opts.reconcile_only {
         let (without, r) = bench.reconcile_only().await.inspect_err(show_log)?;
         print_reconcile_only(&without, &r);
@@ -288,6 +300,36 @@ pub async fn run(opts: &Options) -> Result<PathBuf> {
         .with_context(|| format!("copying the engine log to {}", log.display()))?;
     progress.step(format_args!("report written: {}", path.display()));
     Ok(path)
+}
+
+/// `--init-only`'s figures: `init` beside CREATE MATERIALIZED VIEW, rows per second, and the
+/// resync beside `init`.
+fn print_init_only(opts: &Options, r: &measure::Results) {
+    let rows = (opts.runs_rows + opts.activity_rows) as f64;
+    println!(
+        "init of {} + {} rows: {:.2} s ({:.0} rows/s), CREATE MATERIALIZED VIEW {:.2} s, ratio {:.2}x; peak RSS {} MB; state {} MB",
+        opts.runs_rows,
+        opts.activity_rows,
+        r.init_seconds,
+        rows / r.init_seconds,
+        r.create_mv_seconds,
+        r.init_seconds / r.create_mv_seconds,
+        r.init_peak_rss >> 20,
+        r.state_bytes >> 20,
+    );
+    if let Some(s) = &r.resync {
+        println!(
+            "init --resync: {:.2} s ({:.0} rows/s, {:.2}x init), peak RSS {} MB; a reader saw other target row counts in {} of {} reads ({} rows in all targets); reconcile after it {:.1} s",
+            s.seconds,
+            rows / s.seconds,
+            s.seconds / r.init_seconds,
+            s.peak_rss >> 20,
+            s.partial_polls,
+            s.polls,
+            s.rows,
+            r.reconcile_seconds,
+        );
+    }
 }
 
 /// `--reconcile-only`'s figures: rows 2 and 2r, then the worst commit-to-visible latency of each

@@ -1,0 +1,105 @@
+//! Row 5r: `deltamv init --resync` beside `init`, with a reader watching the targets.
+//!
+//! A resync is the repair for a lost slot or an untrusted state: it rebuilds the state from a
+//! fresh snapshot while dashboards keep reading. Two things matter to a user: that it takes no
+//! longer than the first `init`, and that a reader never sees a target empty or half filled
+//! meanwhile. So while it runs, a second connection counts every target's rows again and again;
+//! nothing writes the sources, so every count must equal the count before the resync.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio_postgres::Client;
+
+use super::measure::Bench;
+
+/// The reader's pause between two counts of the targets' rows. Counting every target takes
+/// tens of milliseconds at 1M + 1M rows; counting back to back (every 20 ms) kept about half a
+/// core of this 2-core machine busy and slowed the resync it watched by half.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Default)]
+pub struct Resync {
+    pub seconds: f64,
+    pub peak_rss: u64,
+    /// Times the reader counted every target while the resync ran.
+    pub polls: usize,
+    /// Polls in which some target's row count differed from before the resync.
+    pub partial_polls: usize,
+    /// Rows of all targets together, before the resync.
+    pub rows: i64,
+}
+
+impl Bench<'_> {
+    /// Runs `deltamv init --resync` with a reader counting the targets' rows meanwhile.
+    pub(super) async fn resync(&mut self) -> Result<Resync> {
+        self.progress
+            .step("initial load again: deltamv init --resync, a reader counting target rows");
+        let sql = count_query(&self.views_dir)?;
+        let before = counts(&self.client, &sql).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(poll_counts(self.url.clone(), sql, stop.clone()));
+        let engine = self.engine.clone();
+        let finished = tokio::task::spawn_blocking(move || engine.finish(&["init", "--resync"]))
+            .await
+            .context("init --resync: the timing thread")??;
+        stop.store(true, Ordering::Relaxed);
+        let seen = reader.await.context("the target reader")??;
+        if finished.code != 0 {
+            bail!(
+                "deltamv init --resync failed ({}); log:\n{}",
+                finished.code,
+                self.engine.log_tail(30)
+            );
+        }
+        let r = Resync {
+            seconds: finished.seconds,
+            peak_rss: finished.peak_rss_bytes,
+            polls: seen.len(),
+            partial_polls: seen.iter().filter(|c| **c != before).count(),
+            rows: before.iter().sum(),
+        };
+        self.progress.step(format_args!(
+            "  deltamv init --resync: {:.2} s, peak RSS {} MB; {} of {} reads saw other row counts",
+            r.seconds,
+            r.peak_rss >> 20,
+            r.partial_polls,
+            r.polls
+        ));
+        Ok(r)
+    }
+}
+
+/// One query counting the rows of every target (the views' files name them).
+fn count_query(views_dir: &std::path::Path) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(views_dir)
+        .with_context(|| format!("reading {}", views_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".sql").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    let counts: Vec<String> = names
+        .iter()
+        .map(|n| format!("(SELECT count(*) FROM analytics.{n})"))
+        .collect();
+    Ok(format!("SELECT ARRAY[{}]::bigint[]", counts.join(", ")))
+}
+
+async fn counts(client: &Client, sql: &str) -> Result<Vec<i64>> {
+    Ok(client.query_one(sql, &[]).await?.get(0))
+}
+
+async fn poll_counts(url: String, sql: String, stop: Arc<AtomicBool>) -> Result<Vec<Vec<i64>>> {
+    let client = crate::support::connect(&url).await?;
+    let mut seen = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        seen.push(counts(&client, &sql).await?);
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    Ok(seen)
+}
