@@ -24,7 +24,7 @@ use crate::sink::target::{self, TargetTable};
 use crate::source::control;
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
 use crate::state::meta;
-use crate::state::store::{Durability, Store};
+use crate::state::store::{Durability, Store, StoreError};
 use crate::state::StateThread;
 
 /// Rows per state batch while loading the snapshot.
@@ -59,7 +59,7 @@ pub(super) async fn initial_load(
     let total = fill_targets(p, cfg, &state, &targets, lsn, today, started).await?;
     crate::failpoint::hit("snapshot_targets_filled");
     let fingerprint = p.fingerprint.clone();
-    state
+    let (state_bytes, reader_bytes) = state
         .call(move |m| {
             // The snapshot's chunks were written without RocksDB's log: make them durable
             // before the load is marked done.
@@ -68,7 +68,9 @@ pub(super) async fn initial_load(
                 lsn,
                 &[meta::fingerprint(&fingerprint), meta::snapshot_done(true)],
                 Durability::Synced,
-            )
+            )?;
+            let store = m.store();
+            Ok::<_, StoreError>((store.size_bytes(), store.table_reader_bytes()))
         })
         .await??;
     apply_row_security(p).await?;
@@ -79,7 +81,13 @@ pub(super) async fn initial_load(
         }
     }
     count_unknown_rows(&p.client).await?;
-    tracing::info!(lsn = %lsn, rows = total, "initial load complete");
+    tracing::info!(
+        lsn = %lsn,
+        rows = total,
+        state_mb = state_bytes >> 20,
+        table_readers_mb = reader_bytes >> 20,
+        "initial load complete"
+    );
     Ok((state, targets, lsn))
 }
 

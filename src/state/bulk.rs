@@ -153,7 +153,7 @@ impl BulkWriter {
     /// [`super::store::Store::ingest`].
     pub fn finish(self) -> Result<TableFiles, StoreError> {
         let (cf, dir, entries) = (self.cf, self.dir.clone(), self.entries);
-        let files = self.write_tables(&tuning::bulk_file_options())?;
+        let files = self.write_tables(&tuning::bulk_file_options(cf))?;
         Ok(TableFiles {
             cf,
             dir,

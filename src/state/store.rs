@@ -566,6 +566,12 @@ impl Store {
         )
     }
 
+    /// Memory RocksDB keeps beside its open table files, outside the block cache (their index
+    /// and filter blocks): it grows with the state.
+    pub fn table_reader_bytes(&self) -> u64 {
+        self.cf_property_sum("rocksdb.estimate-table-readers-mem")
+    }
+
     /// The state's size in bytes: the table files of every column family plus what their
     /// memtables and the held layer hold (not yet flushed).
     pub fn size_bytes(&self) -> u64 {

@@ -4,7 +4,7 @@
 
 use rocksdb::{ColumnFamilyDescriptor, Options};
 
-use super::keys::ALL_CFS;
+use super::keys::{ALL_CFS, CF_TIME};
 
 /// RocksDB's block cache, shared by the column families (part of the engine's memory budget).
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
@@ -25,31 +25,43 @@ pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     // All column families' memtables together (RocksDB's default allows 2 x 64 MB each).
     opts.set_db_write_buffer_size(MEMTABLE_BYTES);
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-    let table = table_options(Some(&cache));
-    let cfs = ALL_CFS
-        .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(&table)));
+    let cfs = ALL_CFS.iter().map(|name| {
+        let table = table_options(Some(&cache), point_reads(name));
+        ColumnFamilyDescriptor::new(*name, cf_options(&table, point_reads(name)))
+    });
     (opts, cfs.collect())
 }
 
-/// The options table files are written with outside the database (`super::bulk`): those of
-/// every column family, so that an ingested file is read as one RocksDB wrote itself.
-pub fn bulk_file_options() -> Options {
-    let mut cf = cf_options(&table_options(None));
+/// Whether keys of column family `cf` are ever looked up one by one. The time index is only
+/// scanned by date, so its bloom filters (table files' and memtables') would cost memory and
+/// CPU for nothing: at 10M + 10M rows `init`'s peak RSS grew to 519 MB, much of it filter
+/// blocks held beside the open table files, and every new memtable allocated and zeroed its
+/// filter (3.2 MB per column family and checkpoint while draining a backlog).
+fn point_reads(cf: &str) -> bool {
+    cf != CF_TIME
+}
+
+/// The options table files of column family `cf` are written with outside the database
+/// (`super::bulk`): the column family's own, so that an ingested file is read as one RocksDB
+/// wrote itself.
+pub fn bulk_file_options(cf: &str) -> Options {
+    let mut opts = cf_options(&table_options(None, point_reads(cf)), point_reads(cf));
     // Ingested files settle where compression is on (below level 1).
-    cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    cf
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts
 }
 
 /// Point lookups dominate (a row image or a group per change): a shared block cache so hot
 /// blocks are not re-read and re-decompressed for every lookup, and bloom filters so a lookup
 /// skips the table files that cannot hold its key.
-fn table_options(cache: Option<&rocksdb::Cache>) -> rocksdb::BlockBasedOptions {
+fn table_options(cache: Option<&rocksdb::Cache>, point_reads: bool) -> rocksdb::BlockBasedOptions {
     let mut table = rocksdb::BlockBasedOptions::default();
     if let Some(cache) = cache {
         table.set_block_cache(cache);
     }
-    table.set_bloom_filter(10.0, false);
+    if point_reads {
+        table.set_bloom_filter(10.0, false);
+    }
     // Point lookups inside a block by hash instead of binary search (RocksDB measured
     // about a fifth less CPU per lookup).
     table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
@@ -60,7 +72,7 @@ fn table_options(cache: Option<&rocksdb::Cache>) -> rocksdb::BlockBasedOptions {
     table
 }
 
-fn cf_options(table: &rocksdb::BlockBasedOptions) -> Options {
+fn cf_options(table: &rocksdb::BlockBasedOptions, point_reads: bool) -> Options {
     let mut cf = Options::default();
     // Compaction was a third of the engine's CPU while draining a backlog (profile of
     // 2026-12-05): every checkpoint leaves an L0 file whose keys (row ids, group keys)
@@ -78,8 +90,10 @@ fn cf_options(table: &rocksdb::BlockBasedOptions) -> Options {
     cf.set_write_buffer_size(MEMTABLE_BYTES / 2);
     // A bloom filter over each memtable's keys: the lookup of a key that is not there
     // (every insert's duplicate check, every new group) skips the skiplist search.
-    cf.set_memtable_prefix_bloom_ratio(0.05);
-    cf.set_memtable_whole_key_filtering(true);
+    if point_reads {
+        cf.set_memtable_prefix_bloom_ratio(0.05);
+        cf.set_memtable_whole_key_filtering(true);
+    }
     cf.set_block_based_table_factory(table);
     cf
 }
