@@ -51,6 +51,10 @@ pub struct TableFiles {
 struct Entries {
     buf: Vec<u8>,
     index: Vec<(usize, u32, u32)>,
+    /// The sort's working order (see [`Entries::for_each_sorted`]), kept with the buffer so
+    /// that a reused buffer sorts without allocating: a new one per run was tens of megabytes
+    /// of fresh pages for a run of time-index entries.
+    order: Vec<(u64, usize, u32, u32)>,
 }
 
 /// One column family's bulk entries: a buffer filling, and a thread that sorts and spills full
@@ -165,9 +169,7 @@ impl BulkWriter {
     fn write_tables(mut self, opts: &Options) -> Result<Vec<PathBuf>, StoreError> {
         let mut tables = Tables::new(&self.dir, opts);
         let Some(spiller) = self.spiller.take() else {
-            for (k, v) in self.pending.sorted() {
-                tables.put(k, v)?;
-            }
+            self.pending.for_each_sorted(|k, v| tables.put(k, v))?;
             return tables.finish();
         };
         if !self.pending.index.is_empty() {
@@ -221,50 +223,49 @@ impl BulkWriter {
 }
 
 impl Entries {
-    /// The entries in key order, the last put of a key only.
+    /// Hands `f` the entries in key order, the last put of a key only.
     ///
     /// Sorted by the eight bytes after the prefix all keys share (keys of one table or view
     /// begin alike), the full keys compared only where those are equal: a sort by whole keys
     /// spent most of its time in `memcmp` on that shared prefix.
-    fn sorted(&mut self) -> Vec<(&[u8], &[u8])> {
+    fn for_each_sorted(
+        &mut self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let buf = &self.buf;
         let key = |&(at, klen, _): &(usize, u32, u32)| &buf[at..at + klen as usize];
         let shared = keys::shared_prefix(self.index.iter().map(key));
         let head = |k: &[u8]| keys::head_after(k, shared);
-        let mut order: Vec<(u64, usize, u32, u32)> = self
-            .index
-            .iter()
-            .map(|e| (head(key(e)), e.0, e.1, e.2))
-            .collect();
+        let order = &mut self.order;
+        order.clear();
+        order.extend(self.index.iter().map(|e| (head(key(e)), e.0, e.1, e.2)));
         // Among equal keys the later put (the larger offset) sorts later, and is the one kept.
+        let entry_key = |e: &(u64, usize, u32, u32)| &buf[e.1..e.1 + e.2 as usize];
         order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                let (ka, kb) = (&buf[a.1..a.1 + a.2 as usize], &buf[b.1..b.1 + b.2 as usize]);
-                ka.cmp(kb).then(a.1.cmp(&b.1))
-            })
+            a.0.cmp(&b.0)
+                .then_with(|| entry_key(a).cmp(entry_key(b)).then(a.1.cmp(&b.1)))
         });
-        let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(order.len());
-        for (_, at, klen, vlen) in order {
-            let (k, v) = buf[at..at + (klen + vlen) as usize].split_at(klen as usize);
-            match out.last_mut() {
-                Some(last) if last.0 == k => *last = (k, v),
-                _ => out.push((k, v)),
+        for (i, e) in order.iter().enumerate() {
+            let k = entry_key(e);
+            if order.get(i + 1).is_some_and(|next| entry_key(next) == k) {
+                continue;
             }
+            f(k, &buf[e.1 + e.2 as usize..e.1 + (e.2 + e.3) as usize])?;
         }
-        out
+        Ok(())
     }
 }
 
 /// Writes `entries` sorted to a run file that [`RunReader`] reads back.
 fn write_run(path: &Path, entries: &mut Entries) -> Result<(), StoreError> {
     let mut out = ScratchWriter::create(path, 1 << 20).map_err(|e| io_err("creating", path, e))?;
-    for (k, v) in entries.sorted() {
+    entries.for_each_sorted(|k, v| {
         out.write_all(&(k.len() as u32).to_le_bytes())
             .and_then(|_| out.write_all(&(v.len() as u32).to_le_bytes()))
             .and_then(|_| out.write_all(k))
             .and_then(|_| out.write_all(v))
-            .map_err(|e| io_err("writing", path, e))?;
-    }
+            .map_err(|e| io_err("writing", path, e))
+    })?;
     out.finish().map_err(|e| io_err("writing", path, e))
 }
 
