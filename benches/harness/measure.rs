@@ -145,11 +145,7 @@ impl Freshness {
 
 impl Bench<'_> {
     pub async fn all(&mut self) -> Result<Results> {
-        let mut r = Results {
-            load_seconds: self.load().await?,
-            ..Results::default()
-        };
-        self.initial_load(&mut r).await?;
+        let mut r = self.load_and_init().await?;
         r.resync = Some(self.resync().await?);
         r.reconcile_seconds = self.reconcile("reconcile after init and init --resync")?;
         r.queries = self.queries().await?;
@@ -189,11 +185,7 @@ impl Bench<'_> {
     /// `--catch-up-only`: the dataset, `init` and the catch-up row, then a reconcile that
     /// checks the drained state is exact.
     pub async fn catch_up_only(&mut self) -> Result<Results> {
-        let mut r = Results {
-            load_seconds: self.load().await?,
-            ..Results::default()
-        };
-        self.initial_load(&mut r).await?;
+        let mut r = self.load_and_init().await?;
         let running = self.catch_up(&mut r).await?;
         self.stop("1 catch-up", running)?;
         r.final_reconcile_seconds = self.reconcile("reconcile after the catch-up")?;
@@ -204,11 +196,7 @@ impl Bench<'_> {
     /// `--init-only`: the dataset, `init`, `init --resync` with a reader watching the targets,
     /// then a reconcile that checks the rebuilt state.
     pub async fn init_only(&mut self) -> Result<Results> {
-        let mut r = Results {
-            load_seconds: self.load().await?,
-            ..Results::default()
-        };
-        self.initial_load(&mut r).await?;
+        let mut r = self.load_and_init().await?;
         r.resync = Some(self.resync().await?);
         r.reconcile_seconds = self.reconcile("reconcile after init --resync")?;
         Ok(r)
@@ -217,9 +205,7 @@ impl Bench<'_> {
     /// `--reconcile-only`: the dataset, `init`, the engine caught up, then freshness at the first
     /// rate without (row 2) and with a reconcile (row 2r).
     pub async fn reconcile_only(&mut self) -> Result<(Freshness, LiveReconcile)> {
-        self.load().await?;
-        let mut r = Results::default();
-        self.initial_load(&mut r).await?;
+        self.load_and_init().await?;
         let mut running = self.start_caught_up().await?;
         let first = self.opts.first_rate();
         // Row 2 first, as in the full run: the same writes without a reconcile, for comparison.
@@ -234,13 +220,21 @@ impl Bench<'_> {
     /// `--midnight-only`: the dataset, `init`, the midnight row (2m) at the first rate, then a
     /// reconcile that checks the targets at the new date.
     pub async fn midnight_only(&mut self) -> Result<super::rates::Midnight> {
-        self.load().await?;
-        let mut r = Results::default();
-        self.initial_load(&mut r).await?;
+        self.load_and_init().await?;
         let first = self.opts.first_rate();
         let midnight = self.midnight(first, self.opts.rate_seconds).await?;
         self.reconcile("reconcile after the midnight")?;
         Ok(midnight)
+    }
+
+    /// The dataset, then CREATE MATERIALIZED VIEW and `init` (the start of every mode).
+    async fn load_and_init(&mut self) -> Result<Results> {
+        let mut r = Results {
+            load_seconds: self.load().await?,
+            ..Results::default()
+        };
+        self.initial_load(&mut r).await?;
+        Ok(r)
     }
 
     async fn load(&mut self) -> Result<f64> {
