@@ -8,8 +8,8 @@
 //! each fresh page costs a fault in the host too; `dd` to the same disk measured 250 MB/s
 //! buffered against 2.8 GB/s with `O_DIRECT`. Cached pages would never be read a second time
 //! anyway, so these files are opened with `O_DIRECT` where the file system allows it and fall
-//! back to ordinary I/O where it does not (tmpfs, other systems): the bytes are the same
-//! either way.
+//! back to ordinary I/O where it does not (tmpfs before Linux 6.6, other systems): the bytes
+//! are the same either way.
 //!
 //! `O_DIRECT` wants buffers, offsets and lengths aligned to the device's block, so the writer
 //! fills an aligned buffer and writes whole blocks, pads the last one, and cuts the file back to
@@ -56,7 +56,7 @@ fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
         direct.custom_flags(libc::O_DIRECT);
         match direct.open(path) {
             Ok(file) => return Ok(file),
-            // The file system refuses O_DIRECT (tmpfs): ordinary I/O below.
+            // The file system refuses O_DIRECT (tmpfs before Linux 6.6): ordinary I/O below.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(e),
         }
