@@ -5,9 +5,9 @@
 //! memtable's skiplist and a flush, about a third of `init`'s CPU (profile of 2026-12-06). Here
 //! the entries are gathered in one buffer, sorted when it fills and spilled as a sorted run to a
 //! scratch file; at the end the runs are merged into non-overlapping table files
-//! (`SstFileWriter`) that RocksDB ingests as they are, into the lowest level free for them: on a
-//! fresh state the bottom one, with no compaction to follow (after `init --resync`'s range
-//! deletions they land above those, and compaction drops the deleted keys later).
+//! (`SstFileWriter`) that RocksDB ingests as they are, into the lowest level free for them: the
+//! bottom one, with no compaction to follow, since a load starts from an empty state (`init
+//! --resync`'s wipe deletes the old table files, see [`super::store::Store::wipe`]).
 //!
 //! Memory stays at the buffer's budget however large the table. A later put of a key wins over
 //! an earlier one, as with [`super::store::Store::put`]. Crash safety is the caller's: files are
