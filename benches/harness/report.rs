@@ -394,8 +394,10 @@ fn details(w: &mut String, opts: &Options, r: &Results) {
         w,
         "5r. Resync: `deltamv init --resync` right after `init` (state rebuilt from a fresh \
          snapshot, targets replaced in one transaction), while a second connection counted the \
-         rows of one target every 250 ms, the targets in turn; nothing writes the sources meanwhile, so every count \
-         must equal the one before. The reconcile of row 8 runs after it."
+         rows of one target every {} ms, the targets in turn; nothing writes the sources \
+         meanwhile, so every count must equal the one before. The reconcile of row 8 runs after \
+         it.",
+        super::resync::POLL_EVERY.as_millis()
     );
     let _ = writeln!(
         w,
