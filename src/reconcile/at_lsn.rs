@@ -223,14 +223,12 @@ impl Recomputation {
         target: &TargetTable,
         rows: &[Vec<Value>],
     ) -> Result<(), ReconcileError> {
-        let mut copy = target.clone();
-        copy.table = format!("pg_temp.dmv_state_{i}");
         let tx = self
             .session
             .transaction()
             .await
             .map_err(sql_err("copying the state"))?;
-        target::copy_rows(&tx, &copy, rows)
+        target::copy_rows_into(&tx, target, &format!("pg_temp.dmv_state_{i}"), rows)
             .await
             .map_err(sql_err("copying the state"))?;
         tx.commit().await.map_err(sql_err("copying the state"))?;

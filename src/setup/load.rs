@@ -20,7 +20,8 @@ use crate::bookkeeping::{progress, views};
 use crate::config::Config;
 use crate::maintain::{Maintainer, RowPages};
 use crate::pg::{describe, sql_err, Lsn};
-use crate::sink::target::{self, TargetTable};
+use crate::sink::fill::Fill;
+use crate::sink::target::TargetTable;
 use crate::source::control;
 use crate::source::snapshot::{begin_in_snapshot, SlotSnapshot, SnapshotError, TableCopy};
 use crate::state::meta;
@@ -93,7 +94,7 @@ pub(super) async fn initial_load(
 
 /// Writes every target from the loaded state, records row counts, history, progress (at `lsn`,
 /// evaluated at `today`) and the views' state, all in one transaction (readers see the old rows
-/// until it commits); returns the rows written.
+/// until it commits); returns the rows the targets hold.
 async fn fill_targets(
     p: &mut Prepared,
     cfg: &Config,
@@ -111,23 +112,20 @@ async fn fill_targets(
     let mut total = 0;
     for (v, t) in targets.iter().enumerate() {
         let load_err = || sql_err(format!("loading {}", t.plan_name));
-        target::clear(&tx, t).await.map_err(load_err())?;
         // A page of groups at a time: memory stays flat however large the view. The next
         // page is read out of the state while PostgreSQL takes in this one.
-        let (mut rows_loaded, mut pages) = (0usize, RowPages::of(v));
+        let mut fill = Fill::begin(&tx, t).await.map_err(load_err())?;
+        let mut pages = RowPages::of(v);
         let mut page = pages.next(state).await?;
         while let Some(rows) = page {
-            let (copied, next) = tokio::join!(target::copy_rows(&tx, t, &rows), pages.next(state));
+            let (copied, next) = tokio::join!(fill.rows(&tx, &rows), pages.next(state));
             copied.map_err(load_err())?;
-            rows_loaded += rows.len();
             page = next?;
         }
-        total += rows_loaded;
-        // Statistics from the start: planned without them, each batch's delete of the changed
-        // groups took the freshly filled target for a large table of few distinct keys and
-        // scanned it whole instead of using the key index, until autovacuum analyzed it.
-        target::analyze(&tx, t).await.map_err(load_err())?;
-        views::record_rows(&tx, &t.plan_name, rows_loaded as i64)
+        let filled = fill.finish(&tx).await.map_err(load_err())?;
+        total += filled.rows;
+        tracing::info!(view = %t.plan_name, rows = filled.rows, changed = filled.changed, "target filled");
+        views::record_rows(&tx, &t.plan_name, filled.rows as i64)
             .await
             .map_err(sql_err("recording row counts"))?;
         history::record(
@@ -135,7 +133,7 @@ async fn fill_targets(
             &t.plan_name,
             RefreshKind::InitialLoad,
             started,
-            history::Counts::changed(rows_loaded as i64),
+            history::Counts::changed(filled.changed as i64),
             None,
         )
         .await

@@ -106,7 +106,7 @@ impl TargetTable {
         )
     }
 
-    fn column_list(&self) -> String {
+    pub(super) fn column_list(&self) -> String {
         self.columns
             .iter()
             .map(|c| quote_ident(c))
@@ -450,27 +450,25 @@ fn text_params(cols: &[Vec<Option<String>>]) -> Vec<&(dyn ToSql + Sync)> {
     cols.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
 
-/// Empties a target before [`copy_rows`] refills it (readers keep seeing the old rows until
-/// the transaction commits).
-pub async fn clear(tx: &Transaction<'_>, t: &TargetTable) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(&format!("DELETE FROM {}", t.table)).await
-}
-
-/// Gathers the planner's statistics of a target (inside the caller's transaction, so they
-/// describe the rows it wrote).
-pub async fn analyze(tx: &Transaction<'_>, t: &TargetTable) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(&format!("ANALYZE {}", t.table)).await
-}
-
 /// Appends rows to a target with COPY.
 pub async fn copy_rows(
     tx: &Transaction<'_>,
     t: &TargetTable,
     rows: &[Vec<Value>],
 ) -> Result<(), tokio_postgres::Error> {
+    copy_rows_into(tx, t, &t.table, rows).await
+}
+
+/// Appends rows shaped as target `t`'s to `table` (the target, or a table of its columns).
+pub async fn copy_rows_into(
+    tx: &Transaction<'_>,
+    t: &TargetTable,
+    table: &str,
+    rows: &[Vec<Value>],
+) -> Result<(), tokio_postgres::Error> {
     let mut text = String::new();
     for r in rows {
         copy_line(&mut text, r);
     }
-    copy_in(tx, &t.table, &t.column_list(), text).await
+    copy_in(tx, table, &t.column_list(), text).await
 }
