@@ -131,7 +131,7 @@ impl Maintainer {
         Ok(())
     }
 
-    /// The stored record and time-index keys of each row, as an insert stores them.
+    /// The stored record and time-index key of each row, as an insert stores them.
     fn encode_rows(&self, table: usize, rows: &[Vec<Value>]) -> Result<Encoded, MaintainError> {
         let mut out = Encoded {
             rows: Vec::with_capacity(rows.len()),
@@ -140,7 +140,8 @@ impl Maintainer {
         for row in rows {
             let image = self.project(table, row);
             let rk = keys::row_key(table as u16, &self.key_of(table, &image));
-            let record = self.row_entries(table, &rk, &image, &mut out.time)?;
+            let (record, time) = self.row_entries(table, &rk, &image)?;
+            out.time.extend(time);
             out.rows.push((rk, record));
         }
         Ok(out)

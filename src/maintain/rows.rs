@@ -33,6 +33,11 @@ struct RowRecordRef<'a> {
     revisit: &'a [(u16, i32)],
 }
 
+/// The date a row with these per-view revisits is filed under in the time index: the earliest.
+pub(super) fn first_revisit(revisit: &[(u16, i32)]) -> Option<i32> {
+    revisit.iter().map(|(_, d)| *d).min()
+}
+
 /// Reads a stored row image ([`keys::encode_record`]).
 pub(super) fn decode_row(bytes: &[u8]) -> Result<RowRecord, StoreError> {
     keys::decode_record(bytes).map_err(|e| StoreError::Corrupt {
@@ -149,8 +154,8 @@ impl Maintainer {
         }
     }
 
-    /// Stores a row's image, files it in the time index of each temporal view (not failed), and
-    /// hands the image to the views.
+    /// Stores a row's image, files it in the time index for its temporal views (not failed),
+    /// and hands the image to the views.
     fn insert_row<'a>(
         &mut self,
         table: usize,
@@ -158,9 +163,8 @@ impl Maintainer {
         image: Cow<'a, [Value]>,
         deltas: &mut Vec<RowDelta<'a>>,
     ) -> Result<(), MaintainError> {
-        let mut time = Vec::new();
-        let record = self.row_entries(table, &rk, &image, &mut time)?;
-        for key in time {
+        let (record, time) = self.row_entries(table, &rk, &image)?;
+        if let Some(key) = time {
             self.store.put(CF_TIME, key, &());
         }
         self.store.put_encoded(CF_ROWS, rk, record);
@@ -173,15 +177,15 @@ impl Maintainer {
         Ok(())
     }
 
-    /// What storing a row writes: its record (returned) and its time-index keys (pushed to
-    /// `time`, whose values are empty), one per temporal view that is not failed.
+    /// What storing a row writes: its record, which lists the date each temporal view (not
+    /// failed) must revisit it, and its one time-index key (whose value is empty), at the
+    /// earliest of those dates.
     pub(super) fn row_entries(
         &self,
         table: usize,
         rk: &[u8],
         image: &[Value],
-        time: &mut Vec<Vec<u8>>,
-    ) -> Result<Vec<u8>, MaintainError> {
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), MaintainError> {
         let mut revisit = Vec::new();
         for &v in &self.table_views[table] {
             let view = &self.views[v];
@@ -189,15 +193,15 @@ impl Maintainer {
                 continue;
             }
             if let Some(next) = view.row_revisit(image, view.date)? {
-                time.push(keys::time_key(v as u16, next, rk));
                 revisit.push((v as u16, next));
             }
         }
+        let time = first_revisit(&revisit).map(|d| keys::row_time_key(table as u16, d, rk));
         let rec = RowRecordRef {
             image,
             revisit: &revisit,
         };
-        Ok(keys::encode_record(&rec))
+        Ok((keys::encode_record(&rec), time))
     }
 
     /// Drops a row's stored image and time-index entries, and hands the image to the views to
@@ -209,8 +213,9 @@ impl Maintainer {
         rec: RowRecord,
         deltas: &mut Vec<RowDelta<'_>>,
     ) {
-        for (v, d) in &rec.revisit {
-            self.store.delete(CF_TIME, keys::time_key(*v, *d, rk));
+        if let Some(d) = first_revisit(&rec.revisit) {
+            self.store
+                .delete(CF_TIME, keys::row_time_key(table as u16, d, rk));
         }
         self.store.delete(CF_ROWS, rk.to_vec());
         deltas.push(RowDelta {

@@ -72,6 +72,12 @@ pub enum SetupError {
     Maintain(#[from] MaintainError),
     #[error(transparent)]
     StateThread(#[from] StateThreadGone),
+    #[error("{count} {what}: one engine's state holds fewer than {limit}; split the views directory across engines (each with its own state directory and slot)")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("replication slot {slot} is in use by {holder}: another engine streams from it; stop that one first (two engines on one slot would each miss changes)")]
     SlotInUse { slot: String, holder: String },
     #[error("replication slot {slot} {why}, so the changes after the targets' position {} can no longer be streamed: run `deltamv init --resync` to rebuild from a fresh snapshot (the targets stay readable until it swaps them in)", target_lsn)]

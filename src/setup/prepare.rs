@@ -20,6 +20,7 @@ use crate::plan::{deps, source_tables, FallbackPlan, StageInput, ViewError, View
 use crate::settings::Settings;
 use crate::sink::target::{TargetColumn, TargetTable};
 use crate::source::control::{self, ControlError};
+use crate::state::keys::{MAX_TABLES, MAX_VIEWS};
 
 /// Everything known before touching state: connection, zone, sources and plans.
 pub struct Prepared {
@@ -120,6 +121,7 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         }
     }
     published.sort();
+    within_key_space(tables.len(), plans.len())?;
     let fingerprint = fingerprint(&tz, &tables, &plans);
     Ok(Prepared {
         db,
@@ -134,6 +136,19 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, SetupError> {
         fingerprint,
         broken,
     })
+}
+
+/// Refuses more source tables or views than the state's keys can tell apart.
+fn within_key_space(tables: usize, views: usize) -> Result<(), SetupError> {
+    for (what, count, limit) in [
+        ("source tables", tables, MAX_TABLES),
+        ("incremental views", views, MAX_VIEWS),
+    ] {
+        if count >= limit {
+            return Err(SetupError::TooMany { what, count, limit });
+        }
+    }
+    Ok(())
 }
 
 /// What the state store was built from: the format of its records, the zone, the source
@@ -198,6 +213,17 @@ mod tests {
             "CREATE MATERIALIZED VIEW {name} AS SELECT x, count(*) AS n FROM {from} GROUP BY x;"
         );
         parse_view_file(Path::new(&format!("{name}.sql")), &sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn more_tables_or_views_than_the_keys_tell_apart_are_refused() {
+        assert!(within_key_space(MAX_TABLES - 1, MAX_VIEWS - 1).is_ok());
+        let err = within_key_space(MAX_TABLES, 5).expect_err("too many tables");
+        assert_eq!(
+            err.to_string(),
+            "16384 source tables: one engine's state holds fewer than 16384; split the views directory across engines (each with its own state directory and slot)"
+        );
+        assert!(within_key_space(3, MAX_VIEWS).is_err(), "too many views");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Key layout of the state store.
 //!
 //! Keys start with the owner (table or view id) so that one table's row images, one view's groups
-//! and one view's time index are contiguous ranges: a TRUNCATE or a rebuild scans a prefix, and a
-//! later split of views or group ranges across engines moves whole ranges. Time-index keys put the
-//! date right after the view id, big-endian with the sign bit flipped, so a prefix scan visits due
-//! rows in date order and stops at the first one not yet due. Groups of a view's stages are
-//! filed in the same column family under the view id with its high bit set
-//! ([`group_time_key`]), so the two indexes of one view are separate ranges.
+//! and one table's or view's time index are contiguous ranges: a TRUNCATE or a rebuild scans a
+//! prefix, and a later split of views or group ranges across engines moves whole ranges.
+//! Time-index keys put the date right after the owner, big-endian with the sign bit flipped, so a
+//! prefix scan visits due entries in date order and stops at the first one not yet due. Source
+//! rows are filed under their table id with bit 14 set ([`row_time_key`]), once per row whatever
+//! the number of its views; groups of a view's stages under the view id with bit 15 set
+//! ([`group_time_key`]).
 
 use std::cell::RefCell;
 
@@ -61,8 +62,9 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// never misread. 2: records in variable-length integers (before: fixed-width). 3: a float
 /// sum's exact integer without its zero low bits (`exact_float`). 4: aggregates of the same
 /// state and input share one accumulator (`ops::Accumulators`). 5: a group's output rows are
-/// not stored (computed again from its state when read).
-pub const RECORD_FORMAT: u32 = 5;
+/// not stored (computed again from its state when read). 6: one time-index entry per source
+/// row, under its table ([`row_time_key`]; before: one per view).
+pub const RECORD_FORMAT: u32 = 6;
 
 /// The encoding of records (group states and row images, the bulk of what every checkpoint
 /// flushes and every compaction rewrites): bincode with variable-length integers, so enum tags,
@@ -173,22 +175,37 @@ pub fn group_key_stage(key: &[u8]) -> Option<u8> {
     key.get(2).copied()
 }
 
-pub fn time_prefix(view: u16) -> Vec<u8> {
-    view.to_be_bytes().to_vec()
+fn time_prefix(owner: u16) -> Vec<u8> {
+    owner.to_be_bytes().to_vec()
 }
 
 fn date_bytes(date: i32) -> [u8; 4] {
     ((date as u32) ^ 0x8000_0000).to_be_bytes()
 }
 
-pub fn time_key(view: u16, date: i32, row_key: &[u8]) -> Vec<u8> {
-    let mut k = time_prefix(view);
+/// Marks the row time index of a table (table ids stay below it: [`MAX_TABLES`]).
+const ROW_TIME_BIT: u16 = 0x4000;
+
+/// How many source tables and views one state can hold: their ids, with the marks of the two
+/// time indexes, must not collide (`setup::prepare` refuses more).
+pub const MAX_TABLES: usize = ROW_TIME_BIT as usize;
+pub const MAX_VIEWS: usize = GROUP_TIME_BIT as usize;
+
+/// The range of table `table`'s rows in the time index.
+pub fn row_time_prefix(table: u16) -> Vec<u8> {
+    time_prefix(table | ROW_TIME_BIT)
+}
+
+/// The time-index key of row `row_key` of table `table`, filed at `date`: a row has one entry,
+/// at the earliest date one of its views must revisit it (its record lists each view's date).
+pub fn row_time_key(table: u16, date: i32, row_key: &[u8]) -> Vec<u8> {
+    let mut k = row_time_prefix(table);
     k.extend_from_slice(&date_bytes(date));
     k.extend_from_slice(row_key);
     k
 }
 
-/// Marks the group time index of a view (view ids stay below it).
+/// Marks the group time index of a view (view ids stay below it: [`MAX_VIEWS`]).
 const GROUP_TIME_BIT: u16 = 0x8000;
 
 pub fn group_time_prefix(view: u16) -> Vec<u8> {
@@ -205,7 +222,7 @@ pub fn group_time_key(view: u16, date: i32, stage: u8, key_bytes: &[u8]) -> Vec<
     k
 }
 
-/// Splits a time-index key into its date and row key.
+/// Splits a time-index key into its date and the rest (a row key, or a stage and group key).
 pub fn split_time_key(key: &[u8]) -> Option<(i32, &[u8])> {
     let date = key.get(2..6)?;
     let raw = u32::from_be_bytes([date[0], date[1], date[2], date[3]]) ^ 0x8000_0000;
@@ -280,18 +297,32 @@ mod tests {
 
     #[test]
     fn time_keys_sort_by_date_including_negative_dates() {
-        let a = time_key(1, -5, b"x");
-        let b = time_key(1, 3, b"a");
-        let c = time_key(1, 40000, b"a");
+        let a = row_time_key(1, -5, b"x");
+        let b = row_time_key(1, 3, b"a");
+        let c = row_time_key(1, 40000, b"a");
         assert!(a < b && b < c);
         assert_eq!(split_time_key(&a), Some((-5, &b"x"[..])));
     }
 
     #[test]
-    fn group_time_keys_are_a_range_apart_from_row_time_keys() {
+    fn row_and_group_time_keys_are_ranges_apart_from_each_other_and_from_rows() {
         let g = group_time_key(1, 3, 2, b"k");
-        assert!(!g.starts_with(&time_prefix(1)));
-        assert!(g.starts_with(&group_time_prefix(1)));
+        let r = row_time_key(1, 3, b"k");
+        for (key, own, others) in [
+            (
+                &g,
+                group_time_prefix(1),
+                [row_time_prefix(1), table_prefix(1)],
+            ),
+            (
+                &r,
+                row_time_prefix(1),
+                [group_time_prefix(1), table_prefix(1)],
+            ),
+        ] {
+            assert!(key.starts_with(&own));
+            assert!(others.iter().all(|p| !key.starts_with(p)));
+        }
         assert_eq!(split_time_key(&g), Some((3, &b"\x02k"[..])));
     }
 
