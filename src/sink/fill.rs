@@ -10,11 +10,17 @@
 //! already shows: only what changed while the state could not be trusted differs.
 //!
 //! So a target with rows is refilled through a staging table: the new rows are copied into a
-//! temporary table (no WAL, no index), then the target rows with no identical new row are
-//! deleted and the new rows with no identical target row inserted. "Identical" compares the
-//! written columns' text (`ROW(...)::text`), what a reader sees: 1.5 and 1.50, 0 and -0 differ
-//! there, and a row that differs only so is rewritten. Both differences are hash anti-joins, so
-//! the fill stays linear in the target's size.
+//! temporary table of the columns written (no WAL, no index), then the target rows with no
+//! identical new row are deleted and the new rows with no identical target row inserted. Both
+//! are hash anti-joins on the whole row (`s = ROW(t.a, ...)`: each column's equality, NULL equal
+//! to NULL, as PostgreSQL compares a composite value), so the
+//! fill stays linear in the target's size. "Identical" means what a reader sees, the text:
+//! equality alone calls 1.5 and 1.50 equal, and 0 and -0, so numerics must also have the same
+//! scale and zero floats the same text; a row that differs only so is rewritten. Comparing every
+//! row as text instead took 2.5 s per statement on 438k rows of `mv_agent_performance` against
+//! 0.8 s so (2026-12-06). Columns of other types, whose equality may hide other differences
+//! (`interval`, `json`, arrays, ...), make the target refill the old way: every row deleted and
+//! copied in again.
 
 use tokio_postgres::Transaction;
 
@@ -23,6 +29,44 @@ use crate::pg::quote_ident;
 
 /// The name of the staging table of a refill (one at a time; dropped before the next target).
 const STAGING: &str = "pg_temp.deltamv_fill";
+
+/// Memory for the refill's hash tables (`work_mem`, for its transaction only): a target's rows
+/// in one batch. At PostgreSQL's default of 4 MB, 438k rows took 1.09 s per anti-join against
+/// 0.84 s (2026-12-06).
+const HASH_MEMORY: &str = "64MB";
+
+/// What whole-row equality (`s = t`) leaves out of "the same text", as conditions to add to it;
+/// `None` if a column's type may hide differences this does not know of.
+fn same_text(target: &TargetTable) -> Option<String> {
+    let mut extra = String::new();
+    for (name, ty) in target.columns.iter().zip(&target.types) {
+        let c = quote_ident(name);
+        // `numeric(12,4)`, `character varying(20)`: the type without its modifier.
+        match ty.split('(').next().unwrap_or(ty).trim_end() {
+            "smallint"
+            | "integer"
+            | "bigint"
+            | "boolean"
+            | "uuid"
+            | "date"
+            | "text"
+            | "character varying"
+            | "timestamp without time zone"
+            | "timestamp with time zone"
+            | "time without time zone" => {}
+            // Equal numerics print alike at the same scale (NaN and infinities have none).
+            "numeric" => extra.push_str(&format!(
+                " AND scale(s.{c}) IS NOT DISTINCT FROM scale(t.{c})"
+            )),
+            // Equal floats print alike but for 0 and -0.
+            "double precision" | "real" => extra.push_str(&format!(
+                " AND (s.{c} IS NULL OR s.{c} <> 0 OR s.{c}::text = t.{c}::text)"
+            )),
+            _ => return None,
+        }
+    }
+    Some(extra)
+}
 
 /// One target's fill in progress.
 pub struct Fill<'a> {
@@ -46,20 +90,25 @@ impl<'a> Fill<'a> {
         tx: &Transaction<'_>,
         target: &'a TargetTable,
     ) -> Result<Fill<'a>, tokio_postgres::Error> {
-        let staged: bool = tx
+        let filled: bool = tx
             .query_one(
                 &format!("SELECT EXISTS (SELECT FROM {})", target.table),
                 &[],
             )
             .await?
             .get(0);
+        let staged = filled && same_text(target).is_some();
         if staged {
             tx.batch_execute(&format!(
-                "CREATE TEMPORARY TABLE deltamv_fill ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+                "SET LOCAL work_mem = '{HASH_MEMORY}';
+                 CREATE TEMPORARY TABLE deltamv_fill ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
                 target.column_list(),
                 target.table
             ))
             .await?;
+        } else if filled {
+            tx.batch_execute(&format!("DELETE FROM {}", target.table))
+                .await?;
         }
         Ok(Fill {
             target,
@@ -91,17 +140,19 @@ impl<'a> Fill<'a> {
     pub async fn finish(self, tx: &Transaction<'_>) -> Result<Filled, tokio_postgres::Error> {
         let t = &self.target.table;
         let changed = if self.staged {
-            let row = |alias: &str| {
-                let cols: Vec<String> = (self.target.columns.iter())
-                    .map(|c| format!("{alias}.{}", quote_ident(c)))
-                    .collect();
-                format!("ROW({})::text", cols.join(", "))
-            };
-            let (old, new) = (row("t"), row("s"));
+            // The staging table's whole row against the target's written columns.
+            let written: Vec<String> = (self.target.columns.iter())
+                .map(|c| format!("t.{}", quote_ident(c)))
+                .collect();
+            let same = format!(
+                "s = ROW({}){}",
+                written.join(", "),
+                same_text(self.target).unwrap_or_default()
+            );
             let deleted = tx
                 .execute(
                     &format!(
-                        "DELETE FROM {t} t WHERE NOT EXISTS (SELECT FROM {STAGING} s WHERE {new} = {old})"
+                        "DELETE FROM {t} t WHERE NOT EXISTS (SELECT FROM {STAGING} s WHERE {same})"
                     ),
                     &[],
                 )
@@ -110,7 +161,7 @@ impl<'a> Fill<'a> {
                 .execute(
                     &format!(
                         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGING} s \
-                         WHERE NOT EXISTS (SELECT FROM {t} t WHERE {old} = {new})",
+                         WHERE NOT EXISTS (SELECT FROM {t} t WHERE {same})",
                         cols = self.target.column_list()
                     ),
                     &[],
