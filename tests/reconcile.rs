@@ -223,15 +223,31 @@ async fn a_wrong_state_is_reported_and_left_for_resync() -> Result<()> {
 /// `init --resync` over targets that were changed behind the engine's back rewrites exactly the
 /// rows that differ from its fresh state, a number printed differently included (1.2345 and
 /// 1.234500000 are equal, but a reader sees two texts), and leaves every other row as it was:
-/// the refill is a difference, not a delete and copy of everything.
+/// the refill is a difference, not a delete and copy of everything. A target with a column type
+/// the difference does not know (here an enum) is refilled whole, as exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
+    let views = support::engine::seed_views_with("")?;
+    std::fs::write(
+        views.path().join("mv_moods.sql"),
+        "CREATE MATERIALIZED VIEW analytics.mv_moods AS
+         SELECT mood, count(*) AS notes, sum(n) AS total FROM public.notes GROUP BY mood;
+         CREATE UNIQUE INDEX idx_mv_moods ON analytics.mv_moods (mood);",
+    )?;
     let Fixture {
         cluster: _cluster,
         client,
         env,
         ..
-    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    } = Fixture::start(None, views.path(), Some(NOW)).await?;
+    client
+        .batch_execute(
+            "CREATE TYPE public.mood AS ENUM ('calm', 'busy', 'late');
+             CREATE TABLE public.notes (id int PRIMARY KEY, mood public.mood, n int);
+             INSERT INTO public.notes SELECT g, (ARRAY['calm', 'busy', 'late'])[g % 3 + 1]::public.mood, g
+               FROM generate_series(1, 30) g;",
+        )
+        .await?;
     let mut w = Workload::new(13, micros(NOW));
     seed_rows(&client, &mut w, 400).await?;
     let mut engine = env.spawn_run()?;
@@ -245,6 +261,11 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
     const PERF_ROW: &str = "SELECT t::text FROM analytics.mv_agent_performance t
          WHERE total_credits IS NOT NULL ORDER BY agent_id, run_date LIMIT 1";
     let perf_before = text_of(PERF_ROW).await?;
+    let moods: i64 = client
+        .query_one("SELECT count(*) FROM analytics.mv_moods", &[])
+        .await?
+        .get(0);
+    assert_eq!(moods, 3, "the enum view has rows to refill");
     client
         .batch_execute(
             "UPDATE analytics.mv_workspace_metrics SET total_users = total_users + 1
@@ -254,7 +275,8 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
                VALUES ('99999999-9999-4999-a999-999999999999', '99999999-9999-4999-a999-999999999999', '2026-06-14', 42);
              UPDATE analytics.mv_agent_performance SET total_credits = total_credits + 0.00000
                WHERE (agent_id, run_date) = (SELECT agent_id, run_date FROM analytics.mv_agent_performance
-                 WHERE total_credits IS NOT NULL ORDER BY agent_id, run_date LIMIT 1);",
+                 WHERE total_credits IS NOT NULL ORDER BY agent_id, run_date LIMIT 1);
+             UPDATE analytics.mv_moods SET total = total + 1 WHERE mood = 'busy';",
         )
         .await?;
     assert_ne!(
@@ -281,6 +303,7 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
         ("mv_agent_performance", 1, 3),
         ("mv_top_agents", 0, 0),
         ("mv_error_summary", 0, 0),
+        ("mv_moods", moods, 2 * moods),
     ] {
         let row = client
             .query_one(

@@ -73,6 +73,8 @@ pub struct Fill<'a> {
     target: &'a TargetTable,
     /// Whether the rows go to [`STAGING`] (the target held rows when the fill began).
     staged: bool,
+    /// Rows deleted up front (a target refilled whole).
+    deleted: usize,
     rows: usize,
 }
 
@@ -98,6 +100,7 @@ impl<'a> Fill<'a> {
             .await?
             .get(0);
         let staged = filled && same_text(target).is_some();
+        let mut deleted = 0;
         if staged {
             tx.batch_execute(&format!(
                 "SET LOCAL work_mem = '{HASH_MEMORY}';
@@ -107,12 +110,14 @@ impl<'a> Fill<'a> {
             ))
             .await?;
         } else if filled {
-            tx.batch_execute(&format!("DELETE FROM {}", target.table))
-                .await?;
+            deleted = tx
+                .execute(&format!("DELETE FROM {}", target.table), &[])
+                .await? as usize;
         }
         Ok(Fill {
             target,
             staged,
+            deleted,
             rows: 0,
         })
     }
@@ -170,7 +175,7 @@ impl<'a> Fill<'a> {
             tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
             (deleted + inserted) as usize
         } else {
-            self.rows
+            self.deleted + self.rows
         };
         tx.batch_execute(&format!("ANALYZE {t}")).await?;
         Ok(Filled {
