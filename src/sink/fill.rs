@@ -3,24 +3,26 @@
 //!
 //! A resync must swap the old rows for the new ones atomically: readers keep the old rows until
 //! the transaction commits and never see a target empty or half-filled. Deleting every old row
-//! and copying every new one in did that, but wrote each row twice (a dead tuple and a new one,
-//! each with WAL and index entries), left the target at twice its size for autovacuum to clean
-//! while the next steps ran, and cost the resync about 1.6x the fill time of a first `init`
-//! (4.4 s against 2.8 s at 1M + 1M rows, 2026-12-06). Yet a resync mostly finds what the target
-//! already shows: only what changed while the state could not be trusted differs.
+//! and copying every new one in did that, but wrote every row twice (a dead tuple and a new one)
+//! and poured all of them into the WAL, which replicas and archives then carry, and left the
+//! target at twice its size for autovacuum. Yet a resync mostly finds what the target already
+//! shows: only what changed while the state could not be trusted differs.
 //!
 //! So a target with rows is refilled through a staging table: the new rows are copied into a
 //! temporary table of the columns written (no WAL, no index), then the target rows with no
 //! identical new row are deleted and the new rows with no identical target row inserted. Both
 //! are hash anti-joins on the whole row (`s = ROW(t.a, ...)`: each column's equality, NULL equal
-//! to NULL, as PostgreSQL compares a composite value), so the
-//! fill stays linear in the target's size. "Identical" means what a reader sees, the text:
-//! equality alone calls 1.5 and 1.50 equal, and 0 and -0, so numerics must also have the same
-//! scale and zero floats the same text; a row that differs only so is rewritten. Comparing every
-//! row as text instead took 2.5 s per statement on 438k rows of `mv_agent_performance` against
-//! 0.8 s so (2026-12-06). Columns of other types, whose equality may hide other differences
-//! (`interval`, `json`, arrays, ...), make the target refill the old way: every row deleted and
-//! copied in again.
+//! to NULL, as PostgreSQL compares a composite value), so the fill stays linear in the target's
+//! size. Refilling `mv_agent_performance`'s 438k unchanged rows wrote 11 kB of WAL this way,
+//! 99 MB the old way; it is not faster (the staging copy costs what the target's did, the two
+//! anti-joins what its index entries and WAL did: `bench/results/2026-12-06-resync-and-time-index.md`).
+//!
+//! "Identical" means what a reader sees, the text: equality alone calls 1.5 and 1.50 equal, and
+//! 0 and -0, so numerics must also have the same scale and zero floats the same text; a row that
+//! differs only so is rewritten. Comparing every row as text instead took 2.5 s per statement on
+//! those 438k rows against 0.8 s so. Columns of other types, whose equality may hide other
+//! differences (`interval`, enums, arrays, ...), make the target refill the old way: every row
+//! deleted and copied in again.
 
 use tokio_postgres::Transaction;
 
