@@ -28,6 +28,7 @@ use tokio_postgres::Transaction;
 
 use super::target::{copy_rows_into, TargetTable};
 use crate::pg::quote_ident;
+use crate::value::Value;
 
 /// The name of the staging table of a refill (one at a time; dropped before the next target).
 const STAGING: &str = "pg_temp.deltamv_fill";
@@ -37,10 +38,14 @@ const STAGING: &str = "pg_temp.deltamv_fill";
 /// 0.84 s (2026-12-06).
 const HASH_MEMORY: &str = "64MB";
 
-/// What whole-row equality (`s = t`) leaves out of "the same text", as conditions to add to it;
-/// `None` if a column's type may hide differences this does not know of.
-fn same_text(target: &TargetTable) -> Option<String> {
-    let mut extra = String::new();
+/// When staged row `s` and target row `t` read the same: whole-row equality of the columns
+/// written, and what it leaves out of "the same text"; `None` if a column's type may hide
+/// differences this does not know of.
+fn same_rows(target: &TargetTable) -> Option<String> {
+    let written: Vec<String> = (target.columns.iter())
+        .map(|c| format!("t.{}", quote_ident(c)))
+        .collect();
+    let mut same = format!("s = ROW({})", written.join(", "));
     for (name, ty) in target.columns.iter().zip(&target.types) {
         let c = quote_ident(name);
         // `numeric(12,4)`, `character varying(20)`: the type without its modifier.
@@ -57,24 +62,25 @@ fn same_text(target: &TargetTable) -> Option<String> {
             | "timestamp with time zone"
             | "time without time zone" => {}
             // Equal numerics print alike at the same scale (NaN and infinities have none).
-            "numeric" => extra.push_str(&format!(
+            "numeric" => same.push_str(&format!(
                 " AND scale(s.{c}) IS NOT DISTINCT FROM scale(t.{c})"
             )),
             // Equal floats print alike but for 0 and -0.
-            "double precision" | "real" => extra.push_str(&format!(
+            "double precision" | "real" => same.push_str(&format!(
                 " AND (s.{c} IS NULL OR s.{c} <> 0 OR s.{c}::text = t.{c}::text)"
             )),
             _ => return None,
         }
     }
-    Some(extra)
+    Some(same)
 }
 
 /// One target's fill in progress.
 pub struct Fill<'a> {
     target: &'a TargetTable,
-    /// Whether the rows go to [`STAGING`] (the target held rows when the fill began).
-    staged: bool,
+    /// When the rows go to [`STAGING`] (the target held rows when the fill began): how a staged
+    /// row and a target row are told the same ([`same_rows`]).
+    staged: Option<String>,
     /// Rows deleted up front (a target refilled whole).
     deleted: usize,
     rows: usize,
@@ -101,9 +107,9 @@ impl<'a> Fill<'a> {
             )
             .await?
             .get(0);
-        let staged = filled && same_text(target).is_some();
+        let staged = same_rows(target).filter(|_| filled);
         let mut deleted = 0;
-        if staged {
+        if staged.is_some() {
             tx.batch_execute(&format!(
                 "SET LOCAL work_mem = '{HASH_MEMORY}';
                  CREATE TEMPORARY TABLE deltamv_fill ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
@@ -128,12 +134,11 @@ impl<'a> Fill<'a> {
     pub async fn rows(
         &mut self,
         tx: &Transaction<'_>,
-        rows: &[Vec<crate::value::Value>],
+        rows: &[Vec<Value>],
     ) -> Result<(), tokio_postgres::Error> {
-        let into = if self.staged {
-            STAGING
-        } else {
-            &self.target.table
+        let into = match self.staged {
+            Some(_) => STAGING,
+            None => &self.target.table,
         };
         copy_rows_into(tx, self.target, into, rows).await?;
         self.rows += rows.len();
@@ -146,16 +151,7 @@ impl<'a> Fill<'a> {
     /// distinct keys and scanned it whole instead of using the key index).
     pub async fn finish(self, tx: &Transaction<'_>) -> Result<Filled, tokio_postgres::Error> {
         let t = &self.target.table;
-        let changed = if self.staged {
-            // The staging table's whole row against the target's written columns.
-            let written: Vec<String> = (self.target.columns.iter())
-                .map(|c| format!("t.{}", quote_ident(c)))
-                .collect();
-            let same = format!(
-                "s = ROW({}){}",
-                written.join(", "),
-                same_text(self.target).unwrap_or_default()
-            );
+        let changed = if let Some(same) = &self.staged {
             let deleted = tx
                 .execute(
                     &format!(
