@@ -112,7 +112,7 @@ impl<'a> Fill<'a> {
         if staged.is_some() {
             tx.batch_execute(&format!(
                 "SET LOCAL work_mem = '{HASH_MEMORY}';
-                 CREATE TEMPORARY TABLE deltamv_fill ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+                 CREATE TEMPORARY TABLE {STAGING} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
                 target.column_list(),
                 target.table
             ))

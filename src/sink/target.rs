@@ -450,15 +450,6 @@ fn text_params(cols: &[Vec<Option<String>>]) -> Vec<&(dyn ToSql + Sync)> {
     cols.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
 
-/// Appends rows to a target with COPY.
-pub async fn copy_rows(
-    tx: &Transaction<'_>,
-    t: &TargetTable,
-    rows: &[Vec<Value>],
-) -> Result<(), tokio_postgres::Error> {
-    copy_rows_into(tx, t, &t.table, rows).await
-}
-
 /// Appends rows shaped as target `t`'s to `table` (the target, or a table of its columns).
 pub async fn copy_rows_into(
     tx: &Transaction<'_>,
