@@ -18,8 +18,8 @@ use super::measure::Bench;
 
 /// The reader's pause between two counts, each of one target's rows, the targets in turn.
 /// Counting every target at once, back to back (every 20 ms), slowed the resync it watched
-/// from 19.3 to 26.9 s at 1M + 1M rows on this 2-core machine. The replacement is one transaction, so a count in turn
-/// sees a partial target as surely as a count of all at once.
+/// from 19.3 to 26.9 s at 1M + 1M rows on this 2-core machine. The replacement is one
+/// transaction, so a count in turn sees a partial target as surely as a count of all at once.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Default)]

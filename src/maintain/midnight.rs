@@ -126,9 +126,9 @@ impl Maintainer {
             }
             // A failed view is rebuilt by the next `init`, never revisited: its dates passed
             // would bring the row back at every midnight.
-            let views = &self.views;
+            let folds = &self.views;
             rec.revisit
-                .retain(|(w, d)| *d > today || views[*w as usize].failed.is_none());
+                .retain(|(w, d)| *d > today || folds[*w as usize].failed.is_none());
             let refiled = first_revisit(&rec.revisit);
             if refiled != filed {
                 if let Some(d) = filed {
