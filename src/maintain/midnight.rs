@@ -37,7 +37,7 @@ impl Maintainer {
         for table in 0..self.table_views.len() {
             // The moving views that file this table's rows.
             let views: Vec<usize> = (self.table_views[table].iter().copied())
-                .filter(|&v| moving[v] && !self.views[v].row_components.is_empty())
+                .filter(|&v| moving[v] && self.views[v].revisits_rows(before[v], today))
                 .collect();
             if views.is_empty() {
                 continue;

@@ -25,9 +25,11 @@ use super::{FoldStats, MaintainError};
 
 mod inputs;
 mod revisit;
+mod window;
 
 use inputs::Input;
 use revisit::{bind_stages, split_monotone};
+use window::KeyedWindow;
 
 /// How far ahead a row's next revisit is searched; rows with no flip within it are revisited then.
 const HORIZON_DAYS: i32 = 4096;
@@ -62,8 +64,12 @@ pub(super) struct ViewFold {
     /// Per component, whether it compares an input side with a day side, and on which side the
     /// day side is (`Some(true)`: on the left): `revisit::split_sides`, once.
     splits: Vec<Option<bool>>,
-    /// Those evaluated on a source row (the first stage's input conditions).
+    /// Those evaluated on a source row (the first stage's input conditions) and filed per row
+    /// in the time index: none when they are all [`Self::keyed`].
     pub row_components: Range<usize>,
+    /// The first stage's windows that its groups' day keys decide: its groups, not its rows,
+    /// are filed for them ([`window`]).
+    keyed: Vec<KeyedWindow>,
     /// Per stage: those evaluated on a group's key and aggregates (its HAVING and select list)
     /// and those evaluated on each of its output rows (the next stage's input conditions). A
     /// stage with either is timed: its groups are filed in the time index.
@@ -109,7 +115,7 @@ impl ViewFold {
             components.extend(atoms.iter().flat_map(split_monotone));
             start..components.len()
         };
-        let row_components = add(&first.temporal);
+        let mut row_components = add(&first.temporal);
         let stages = &plan.stages;
         let group_components = (0..stages.len())
             .map(|s| {
@@ -121,12 +127,24 @@ impl ViewFold {
                 (own, next)
             })
             .collect();
+        let accumulators: Vec<Accumulators> = (plan.stages.iter())
+            .map(|s| Accumulators::of_stage(&s.aggs))
+            .collect();
+        let keyed = window::keyed_windows(
+            first,
+            &components,
+            row_components.clone(),
+            &accumulators[0],
+            &tz,
+        );
+        if !keyed.is_empty() {
+            row_components = row_components.end..row_components.end;
+        }
         ViewFold {
             id: id as u16,
             bound: bind_stages(&plan, today, &tz),
-            accumulators: (plan.stages.iter())
-                .map(|s| Accumulators::of_stage(&s.aggs))
-                .collect(),
+            accumulators,
+            keyed,
             touched: vec![BTreeSet::new(); plan.stages.len()],
             inputs: (0..plan.stages.len()).map(|_| Vec::new()).collect(),
             plan,
@@ -153,6 +171,20 @@ impl ViewFold {
             stats: FoldStats::default(),
             cost: std::time::Duration::ZERO,
         }
+    }
+
+    /// Whether stage `s`'s groups are filed in the time index: its HAVING or select list, or the
+    /// next stage's input conditions, read CURRENT_DATE, or its windows are keyed by its groups.
+    fn timed(&self, s: usize) -> bool {
+        let (own, next) = &self.group_components[s];
+        !own.is_empty() || !next.is_empty() || (s == 0 && self.has_keyed_windows())
+    }
+
+    /// Whether the rows of the view's table must be revisited when its date moves to `today`
+    /// from `before`: they are filed per row, or the clock went back (keyed windows then need
+    /// every row again).
+    pub fn revisits_rows(&self, before: i32, today: i32) -> bool {
+        !self.row_components.is_empty() || (self.has_keyed_windows() && today < before)
     }
 
     /// Whether any of the view's conditions reads CURRENT_DATE.
@@ -347,8 +379,7 @@ impl ViewFold {
         // Back in time: every group of a timed stage is finalized again, and finalizing moves
         // its time-index entry if its next revisit changed (and keeps it if not).
         for s in 0..self.plan.stages.len() {
-            let (own, next) = &self.group_components[s];
-            if own.is_empty() && next.is_empty() {
+            if !self.timed(s) {
                 continue;
             }
             let prefix = keys::group_prefix(self.id, s as u8);
@@ -378,7 +409,8 @@ impl ViewFold {
                 continue;
             }
             let (own, next) = self.group_components[s].clone();
-            let timed = !own.is_empty() || !next.is_empty();
+            let timed = self.timed(s);
+            let keyed = s == 0 && self.has_keyed_windows();
             // After a date change, an unchanged row may still contribute differently.
             let moved = was != date && !next.is_empty();
             let deletable = !self.plan.stages[s].keys.is_empty();
@@ -396,6 +428,9 @@ impl ViewFold {
                     ),
                     None => continue,
                 };
+                if keyed {
+                    self.expire(&mut g, was)?;
+                }
                 let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
                 if timed {
                     let revisit = if deletable && g.rows <= 0 {
@@ -409,6 +444,9 @@ impl ViewFold {
                         let mut at = self.next_revisit(own.clone(), keys_and_aggs, date)?;
                         for row in &new {
                             at = at.min(self.next_revisit(next.clone(), Inputs::row(row), date)?);
+                        }
+                        if keyed {
+                            at = at.min(self.keyed_revisit(&g.key, date)?);
                         }
                         Some(at)
                     };

@@ -220,6 +220,11 @@ impl Accumulators {
         Accumulators { firsts, of }
     }
 
+    /// The accumulator aggregate `agg` reads.
+    pub fn of(&self, agg: usize) -> usize {
+        self.of[agg]
+    }
+
     /// Fresh state for a group no row has reached.
     pub fn fresh(&self, aggs: &[AggCall]) -> Vec<Acc> {
         self.firsts.iter().map(|&f| Acc::new(&aggs[f])).collect()

@@ -61,7 +61,7 @@ pub use interval::{
 };
 pub use parse::{parse_date, parse_interval, parse_timestamp, parse_timestamptz};
 pub use trunc::{date_trunc_timestamp, date_trunc_timestamptz};
-pub use zone::PgTimeZone;
+pub use zone::{PgTimeZone, CLEAN_MIDNIGHTS_FROM};
 
 pub const DATE_NEG_INF: i32 = i32::MIN;
 pub const DATE_POS_INF: i32 = i32::MAX;

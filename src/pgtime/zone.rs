@@ -156,6 +156,72 @@ impl PgTimeZone {
     }
 }
 
+/// The first day (1970-01-01, in days since then) whose local midnight
+/// [`PgTimeZone::midnights_are_clean`] speaks for.
+pub const CLEAN_MIDNIGHTS_FROM: i32 = 0;
+
+/// How far apart the offsets [`PgTimeZone::midnights_are_clean`] samples are: shorter than
+/// any interval between two transitions (PostgreSQL's own rules assume at least 48 hours).
+const SAMPLE_SECS: i64 = 6 * 3600;
+
+impl PgTimeZone {
+    /// Whether, from [`CLEAN_MIDNIGHTS_FROM`] on, no offset change of the zone moves the wall
+    /// clock into, out of or across a local midnight. Then every such local midnight exists
+    /// exactly once, `local_to_utc` maps it to the first instant of its day, and the wall clock
+    /// never crosses it backwards: `x >= (midnight of day e)` holds exactly when the local date
+    /// of `x` is at least `e`, which lets a window on days be decided from a group's `DATE(x)`
+    /// key (see `maintain::view::window`). False for zones that switched at midnight in that
+    /// time (Sao Paulo until 2019, Havana). Earlier changes (most zones left local mean time at
+    /// a midnight in the 19th century) are outside the claim. Checked over every transition
+    /// chrono-tz knows up to 2099 (the yearly rule repeats after that): about 230k offset
+    /// lookups, so the answer is kept per zone.
+    pub fn midnights_are_clean(&self) -> bool {
+        let ZoneKind::Named { tz, .. } = self.0 else {
+            return true;
+        };
+        static CLEAN: std::sync::Mutex<Vec<(Tz, bool)>> = std::sync::Mutex::new(Vec::new());
+        let mut known = CLEAN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, clean)) = known.iter().find(|(z, _)| *z == tz) {
+            return *clean;
+        }
+        let clean = no_transition_touches_midnight(tz);
+        known.push((tz, clean));
+        clean
+    }
+}
+
+fn no_transition_touches_midnight(tz: Tz) -> bool {
+    // A day's wall clock is off UTC by less than a day on either side.
+    let mut t = i64::from(CLEAN_MIDNIGHTS_FROM) * SECS_PER_DAY - 2 * SECS_PER_DAY;
+    let mut off = tz_offset(tz, t);
+    while t < ZONE_HIGH {
+        let next = t + SAMPLE_SECS;
+        let next_off = tz_offset(tz, next);
+        if next_off != off {
+            // The transition: the first second with the new offset.
+            let (mut lo, mut hi) = (t, next);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if tz_offset(tz, mid) == off {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            // The wall-clock span skipped (gap) or repeated (overlap); a midnight in it is
+            // missing, doubled, or crossed backwards.
+            let (a, b) = (hi + off.min(next_off), hi + off.max(next_off));
+            if (b - 1).div_euclid(SECS_PER_DAY) != (a - 1).div_euclid(SECS_PER_DAY) {
+                return false;
+            }
+        }
+        (t, off) = (next, next_off);
+    }
+    true
+}
+
 impl fmt::Display for PgTimeZone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())

@@ -63,8 +63,9 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// sum's exact integer without its zero low bits (`exact_float`). 4: aggregates of the same
 /// state and input share one accumulator (`ops::Accumulators`). 5: a group's output rows are
 /// not stored (computed again from its state when read). 6: one time-index entry per source
-/// row, under its table ([`row_time_key`]; before: one per view).
-pub const RECORD_FORMAT: u32 = 6;
+/// row, under its table ([`row_time_key`]; before: one per view). 7: groups, not rows, are
+/// filed for windows their day key decides (`maintain::view::window`).
+pub const RECORD_FORMAT: u32 = 7;
 
 /// The encoding of records (group states and row images, the bulk of what every checkpoint
 /// flushes and every compaction rewrites): bincode with variable-length integers, so enum tags,

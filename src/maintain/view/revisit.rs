@@ -115,7 +115,7 @@ impl ViewFold {
     }
 
     /// Component `i` as [`split_sides`] splits it, from the side found once per view.
-    fn split(&self, i: usize) -> Option<(CmpOp, &Expr, &Expr, bool)> {
+    pub(super) fn split(&self, i: usize) -> Option<(CmpOp, &Expr, &Expr, bool)> {
         match (self.splits[i], &self.components[i]) {
             (Some(false), Expr::Cmp { op, left, right }) => Some((*op, left, right, false)),
             (Some(true), Expr::Cmp { op, left, right }) => Some((*op, right, left, true)),
@@ -127,7 +127,7 @@ impl ViewFold {
     /// the view's date to its horizon. Built once per date (4,097 evaluations a component),
     /// it makes a row's revisit a dozen comparisons with values at hand; through the memo, a
     /// dozen hash lookups and copies of the value were most of the initial load's row pass.
-    fn sides(&self) -> DaySides {
+    pub(super) fn sides(&self) -> DaySides {
         let tz = &self.tz;
         (0..self.components.len())
             .map(|i| {
@@ -142,7 +142,7 @@ impl ViewFold {
     }
 
     /// The day-only side of component `i` on day `d`, computed once per day and thread.
-    fn day_side(&self, i: usize, e: &Expr, d: i32) -> Result<Value, EvalError> {
+    pub(super) fn day_side(&self, i: usize, e: &Expr, d: i32) -> Result<Value, EvalError> {
         DAY_MEMO.with(|memo| {
             let key = (self.memo_id, i, d);
             if let Some(value) = memo.borrow().get(&key) {

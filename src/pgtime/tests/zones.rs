@@ -462,3 +462,28 @@ fn local_utc_round_trip_away_from_transitions() {
     assert_eq!(zone("UTC").local_to_utc(TS_NEG_INF), TS_NEG_INF);
     assert_eq!(zone("Europe/Berlin").utc_to_local(TS_POS_INF), TS_POS_INF);
 }
+
+/// Zones whose offsets never change at a midnight let a day window be decided by a `DATE(x)`
+/// key; zones that switched at midnight (Sao Paulo's DST began at 00:00 until 2019, Havana's
+/// at 00:00 in several years) do not, and the maintainer keeps per-row revisits there.
+#[test]
+fn zones_that_switch_at_midnight_are_told_apart() {
+    for clean in [
+        "UTC",
+        "America/New_York",
+        "Europe/Berlin",
+        "Asia/Kolkata",
+        "Australia/Sydney",
+    ] {
+        let tz = PgTimeZone::parse(clean).expect("a zone");
+        assert!(tz.midnights_are_clean(), "{clean}");
+    }
+    assert!(PgTimeZone::fixed(-5 * 3600)
+        .expect("an offset")
+        .midnights_are_clean());
+    for unclean in ["America/Sao_Paulo", "America/Havana"] {
+        let tz = PgTimeZone::parse(unclean).expect("a zone");
+        assert!(!tz.midnights_are_clean(), "{unclean}");
+        assert!(!tz.midnights_are_clean(), "{unclean}, cached");
+    }
+}
