@@ -426,14 +426,14 @@ impl Loop<'_> {
         loop {
             // The batch travels to the state thread and back (for a retry), never copied.
             let started = std::time::Instant::now();
-            let (result, stats, back) = self
+            let (result, stats, views_ms, back) = self
                 .state
                 .call(move |m| {
                     let r = m.apply(&changes);
                     if r.is_err() {
                         m.discard();
                     }
-                    (r, m.stats(), changes)
+                    (r, m.stats(), m.view_costs(), changes)
                 })
                 .await?;
             changes = back;
@@ -449,6 +449,7 @@ impl Loop<'_> {
                         row_reads = stats.row_reads,
                         row_pass_ms = stats.row_pass_micros / 1000,
                         fold_ms = took.as_millis() as u64,
+                        views_ms,
                         "batch folded"
                     );
                     return Ok(deltas);

@@ -10,7 +10,11 @@
 //! planner guarantees monotonic use), so for each row we compute the next date at which any such
 //! comparison could flip (binary search per comparison) and file the row in a time index under
 //! that date. When the clock passes a date, exactly the filed rows are retracted at the old date
-//! and re-added at the new one; all other rows contribute the same at both dates.
+//! and re-added at the new one; all other rows contribute the same at both dates. Where a
+//! window is a function of the group's own day key (`WHERE started_at >= CURRENT_DATE - 30 ...
+//! GROUP BY DATE(started_at)`), all rows of a group flip together: the group, not its rows, is
+//! filed, and emptied of what the window held at that midnight (`view/window.rs` says when that
+//! is proven exact).
 //!
 //! The same holds at every later stage, whose input rows are the output rows of the stage before
 //! it (and at every stage's HAVING and select list, which read a group's key and aggregates): a
@@ -187,6 +191,15 @@ impl Maintainer {
             total.group_reads += view.stats.group_reads;
         }
         total
+    }
+
+    /// How long each view took to fold the last batch, as `name=ms` pairs (for the debug log:
+    /// which view a batch's time goes to).
+    pub fn view_costs(&self) -> String {
+        let costs: Vec<String> = (self.views.iter())
+            .map(|v| format!("{}={}", v.plan.name.name, v.cost.as_millis()))
+            .collect();
+        costs.join(" ")
     }
 
     /// Starts a batch's counts.
