@@ -36,9 +36,24 @@ impl Expr {
                 v => arith(ArithOp::Sub, zero_of(*ty), v, *ty, ctx.tz),
             },
             Expr::Cmp { op, left, right } => {
-                let l = left.eval(input, ctx)?;
-                let r = right.eval(input, ctx)?;
-                Ok(compare(*op, &l, &r))
+                // Columns and literals are compared where they lie: `status = 'completed'`
+                // copied two strings per row before.
+                let (l, r);
+                let l = match left.leaf(input) {
+                    Some(v) => v,
+                    None => {
+                        l = left.eval(input, ctx)?;
+                        &l
+                    }
+                };
+                let r = match right.leaf(input) {
+                    Some(v) => v,
+                    None => {
+                        r = right.eval(input, ctx)?;
+                        &r
+                    }
+                };
+                Ok(compare(*op, l, r))
             }
             Expr::And(items) => {
                 let mut saw_null = false;
@@ -136,6 +151,19 @@ impl Expr {
                 )),
                 other => Err(EvalError::Internal(format!("date_trunc of {other:?}"))),
             },
+        }
+    }
+
+    /// The value of a column, group key, aggregate or literal, borrowed (`None`: anything
+    /// else, which must be evaluated).
+    fn leaf<'a>(&'a self, input: Inputs<'a>) -> Option<&'a Value> {
+        const NULL: &Value = &Value::Null;
+        match self {
+            Expr::Column { index, .. } => Some(input.row.get(*index).unwrap_or(NULL)),
+            Expr::GroupKey { index, .. } => Some(input.keys.get(*index).unwrap_or(NULL)),
+            Expr::Agg { index, .. } => Some(input.aggs.get(*index).unwrap_or(NULL)),
+            Expr::Literal { value, .. } => Some(value),
+            _ => None,
         }
     }
 
