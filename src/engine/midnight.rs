@@ -42,8 +42,19 @@ impl Loop<'_> {
             return Ok(());
         }
         self.settle().await?;
+        let started = std::time::Instant::now();
         let deltas = self.move_state(today).await?;
-        tracing::info!(date = %crate::pgtime::format_date(today), "date changed: revisited time-dependent rows");
+        let (stats, views_ms) = self.state.call(|m| (m.stats(), m.view_costs())).await?;
+        tracing::info!(
+            date = %crate::pgtime::format_date(today),
+            fold_ms = started.elapsed().as_millis() as u64,
+            row_reads = stats.row_reads,
+            row_pass_ms = stats.row_pass_micros / 1000,
+            groups = stats.groups,
+            group_reads = stats.group_reads,
+            views_ms,
+            "date changed: revisited time-dependent rows"
+        );
         self.date = today;
         self.write_targets(deltas).await?;
         self.commit_state(self.progress.state()).await

@@ -42,7 +42,9 @@ impl Maintainer {
             if views.is_empty() {
                 continue;
             }
+            let started = std::time::Instant::now();
             let due = self.due_rows(table, &views, &before, today)?;
+            self.stats.row_pass_micros += started.elapsed().as_micros() as u64;
             for chunk in due.chunks(DUE_ROWS_CHUNK) {
                 self.revisit_rows(table, chunk, &views, &before, today)?;
             }
@@ -98,6 +100,7 @@ impl Maintainer {
         before: &[i32],
         today: i32,
     ) -> Result<(), MaintainError> {
+        let started = std::time::Instant::now();
         let row_keys: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
         self.stats.row_reads += row_keys.len() as u64;
         let records = self.store.read_many(CF_ROWS, &row_keys, decode_row)?;
@@ -157,6 +160,7 @@ impl Maintainer {
                 }
             }
         }
+        self.stats.row_pass_micros += started.elapsed().as_micros() as u64;
         let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
         self.fold_views(&deltas, None, parallel)?;
         Ok(())

@@ -193,11 +193,11 @@ impl Maintainer {
         total
     }
 
-    /// How long each view took to fold the last batch, as `name=ms` pairs (for the debug log:
-    /// which view a batch's time goes to).
+    /// How long each view took to fold the last batch or date change, as `name=ms` pairs (for
+    /// the debug log: which view a batch's time goes to).
     pub fn view_costs(&self) -> String {
         let costs: Vec<String> = (self.views.iter())
-            .map(|v| format!("{}={}", v.plan.name.name, v.cost.as_millis()))
+            .map(|v| format!("{}={}", v.plan.name.name, v.batch_cost.as_millis()))
             .collect();
         costs.join(" ")
     }
@@ -210,6 +210,7 @@ impl Maintainer {
         };
         for view in &mut self.views {
             view.stats = FoldStats::default();
+            view.batch_cost = std::time::Duration::ZERO;
         }
     }
 
@@ -373,6 +374,7 @@ impl Maintainer {
                 }
             })();
             view.cost = started.elapsed();
+            view.batch_cost += view.cost;
             out
         };
         let threads = if parallel { self.threads } else { 1 };

@@ -92,9 +92,11 @@ pub(super) struct ViewFold {
     inputs: Vec<Vec<Input>>,
     /// The current batch's writes, for the owner to apply ([`Self::drain_writes`]).
     writes: Vec<Write>,
-    /// The current (or last) batch's counts, and how long its fold took (to order the views).
+    /// The current (or last) batch's counts, and how long its last fold took (to order the
+    /// views) and all its folds of the batch together (a date change folds in chunks).
     pub stats: FoldStats,
     pub cost: std::time::Duration,
+    pub batch_cost: std::time::Duration,
 }
 
 impl ViewFold {
@@ -170,6 +172,7 @@ impl ViewFold {
             writes: Vec::new(),
             stats: FoldStats::default(),
             cost: std::time::Duration::ZERO,
+            batch_cost: std::time::Duration::ZERO,
         }
     }
 
