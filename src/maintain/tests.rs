@@ -508,3 +508,33 @@ proptest! {
         }
     }
 }
+
+/// A midnight with more due rows than one part reads them on several threads
+/// (`midnight::read_rows`): every target change and every stored byte as one thread reads them.
+#[test]
+fn a_midnight_with_many_due_rows_reads_them_in_parts_as_one_thread_does() {
+    let ops: Vec<Op> = (1..400)
+        .map(|id| {
+            let n = id as u16;
+            let v = (id % 251) as u8;
+            (0, 0, id, v % 7, v % 5, v % 8, id % 120, Some(n % 4000), n % 5000)
+        })
+        .collect();
+    let (one_dir, many_dir) = two_dirs();
+    let mut one = maintainer(one_dir.path(), 1);
+    let mut many = maintainer(many_dir.path(), 2);
+    let batch = changes(&one, &ops, &mut [Default::default(), Default::default()]);
+    for m in [&mut one, &mut many] {
+        m.apply(&batch).expect("inserts");
+        m.commit(Lsn(1), &[], Durability::Unlogged).expect("commit");
+    }
+    let a = one.advance_dates(TODAY + 40).expect("a date change, one thread");
+    let b = many.advance_dates(TODAY + 40).expect("a date change, two threads");
+    assert!(
+        many.stats().row_reads > 2 * PARALLEL_MIN_ROWS as u64,
+        "enough due rows to read in parts: {}",
+        many.stats().row_reads
+    );
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert!(everything(&one) == everything(&many), "the states differ");
+}
