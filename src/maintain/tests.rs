@@ -517,7 +517,17 @@ fn a_midnight_with_many_due_rows_reads_them_in_parts_as_one_thread_does() {
         .map(|id| {
             let n = id as u16;
             let v = (id % 251) as u8;
-            (0, 0, id, v % 7, v % 5, v % 8, id % 120, Some(n % 4000), n % 5000)
+            (
+                0,
+                0,
+                id,
+                v % 7,
+                v % 5,
+                v % 8,
+                id % 120,
+                Some(n % 4000),
+                n % 5000,
+            )
         })
         .collect();
     let (one_dir, many_dir) = two_dirs();
@@ -528,8 +538,12 @@ fn a_midnight_with_many_due_rows_reads_them_in_parts_as_one_thread_does() {
         m.apply(&batch).expect("inserts");
         m.commit(Lsn(1), &[], Durability::Unlogged).expect("commit");
     }
-    let a = one.advance_dates(TODAY + 40).expect("a date change, one thread");
-    let b = many.advance_dates(TODAY + 40).expect("a date change, two threads");
+    let a = one
+        .advance_dates(TODAY + 40)
+        .expect("a date change, one thread");
+    let b = many
+        .advance_dates(TODAY + 40)
+        .expect("a date change, two threads");
     assert!(
         many.stats().row_reads > 2 * PARALLEL_MIN_ROWS as u64,
         "enough due rows to read in parts: {}",
