@@ -2,6 +2,7 @@
 //! must be revisited (see the time index in [`super::super`]'s module doc), and the stages with
 //! CURRENT_DATE bound for the view's date.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,20 +77,11 @@ impl ViewFold {
                 match &split {
                     Some((op, input_side, day_side, mirrored)) => {
                         let input_side = input_side.as_ref().map_err(Clone::clone)?;
-                        let computed;
-                        let day = match sides {
-                            Some(sides) => {
-                                sides[(d - date) as usize].as_ref().map_err(Clone::clone)?
-                            }
-                            None => {
-                                computed = self.day_side(i, day_side, d)?;
-                                &computed
-                            }
-                        };
+                        let day = self.day_side_on(i, day_side, d, sides)?;
                         Ok(if *mirrored {
-                            compare(*op, day, input_side)
+                            compare(*op, &day, input_side)
                         } else {
-                            compare(*op, input_side, day)
+                            compare(*op, input_side, &day)
                         })
                     }
                     None => c.eval(input, ctx(d)),
@@ -139,6 +131,22 @@ impl ViewFold {
                 )
             })
             .collect()
+    }
+
+    /// Component `i`'s day side `e` on day `d`: from `sides` (its column of the day-sides table
+    /// of the view's date, [`Self::sides`]) when `d` lies in it, else [`Self::day_side`].
+    pub(super) fn day_side_on<'t>(
+        &self,
+        i: usize,
+        e: &Expr,
+        d: i32,
+        sides: Option<&'t [Result<Value, EvalError>]>,
+    ) -> Result<Cow<'t, Value>, EvalError> {
+        let cached = sides.and_then(|s| s.get(usize::try_from(d - self.date).ok()?));
+        match cached {
+            Some(side) => side.as_ref().map(Cow::Borrowed).map_err(Clone::clone),
+            None => self.day_side(i, e, d).map(Cow::Owned),
+        }
     }
 
     /// The day-only side of component `i` on day `d`, computed once per day and thread.

@@ -249,21 +249,10 @@ impl ViewFold {
         let Some((_, _, day_side, _)) = self.split(w.component) else {
             return Err(self.err(EvalError::Internal("a keyed window is not split".into())));
         };
-        let table = (t >= self.date && t - self.date <= HORIZON_DAYS)
-            .then(|| self.day_sides.get_or_init(|| self.sides()))
-            .and_then(|sides| sides[w.component].as_deref());
-        let computed;
-        let value = match table {
-            Some(sides) => sides[(t - self.date) as usize]
-                .as_ref()
-                .map_err(|e| self.err(e.clone()))?,
-            None => {
-                computed = self
-                    .day_side(w.component, day_side, t)
-                    .map_err(|e| self.err(e))?;
-                &computed
-            }
-        };
+        let sides = self.day_sides.get_or_init(|| self.sides());
+        let value = self
+            .day_side_on(w.component, day_side, t, sides[w.component].as_deref())
+            .map_err(|e| self.err(e))?;
         let day = match *value {
             Value::Date(d) => Some(d),
             Value::Timestamp(ts) => {
