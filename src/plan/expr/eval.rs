@@ -11,12 +11,10 @@ use crate::value::{SqlType, Value};
 impl Expr {
     pub fn eval(&self, input: Inputs<'_>, ctx: EvalCtx<'_>) -> R {
         match self {
-            Expr::Column { index, .. } => Ok(input.row.get(*index).cloned().unwrap_or(Value::Null)),
-            Expr::GroupKey { index, .. } => {
-                Ok(input.keys.get(*index).cloned().unwrap_or(Value::Null))
-            }
-            Expr::Agg { index, .. } => Ok(input.aggs.get(*index).cloned().unwrap_or(Value::Null)),
-            Expr::Literal { value, .. } => Ok(value.clone()),
+            Expr::Column { .. }
+            | Expr::GroupKey { .. }
+            | Expr::Agg { .. }
+            | Expr::Literal { .. } => Ok(self.leaf(input).cloned().unwrap_or(Value::Null)),
             Expr::CurrentDate => Ok(Value::Date(ctx.today)),
             Expr::Arith {
                 op,
