@@ -97,6 +97,67 @@ async fn reconcile_finds_exactly_the_tampered_rows_and_repairs_them() -> Result<
     Ok(())
 }
 
+/// Every row of a view differs from its recomputation by PostgreSQL's equality, yet all but two
+/// within the float tolerance: the comparison streams those rows key by key and reports exactly
+/// the two, as it would holding them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_within_the_float_tolerance_are_matched_key_by_key() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let mut w = Workload::new(5, micros(NOW));
+    seed_rows(&client, &mut w, 600).await?;
+    let mut engine = env.spawn_run()?;
+    run_txns(&client, &mut w, 40).await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+
+    let perf = "analytics.mv_agent_performance";
+    let nudged = client
+        .execute(
+            &format!("UPDATE {perf} SET median_runtime = median_runtime * (1 + 1e-12) WHERE median_runtime <> 0"),
+            &[],
+        )
+        .await?;
+    assert!(nudged > 20, "enough keys to stream: {nudged}");
+    let far: Vec<String> = client
+        .query(
+            &format!(
+                "UPDATE {perf} SET p95_runtime = p95_runtime + 1
+                  WHERE (agent_id, run_date) IN (
+                        (SELECT agent_id, run_date FROM {perf} ORDER BY 1, 2 LIMIT 1)
+                        UNION ALL (SELECT agent_id, run_date FROM {perf} ORDER BY 1 DESC, 2 DESC LIMIT 1))
+                 RETURNING agent_id::text"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(far.len(), 2);
+
+    let (code, out, err) = env.run_cmd(&["reconcile", "--view", perf])?;
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{perf}:")))
+        .unwrap_or_default();
+    assert!(
+        line.ends_with(" 2 differing"),
+        "exactly the two rows:\n{out}"
+    );
+    for agent in &far {
+        assert!(out.contains(agent.as_str()), "{agent} is printed:\n{out}");
+    }
+    let (code, out, err) = env.run_cmd(&["reconcile", "--view", "analytics.mv_top_agents"])?;
+    assert_eq!(code, 0, "the other views are untouched:\n{out}{err}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_recomputes_and_records_history() -> Result<()> {
     let Fixture {

@@ -9,27 +9,26 @@
 //!   exports there and goes on ([`live`]), or, to repair, with the engine held at C (see
 //!   `crate::engine::requests`).
 //!
-//! Rows are matched by the view's group key; numbers compare by value (1.50 = 1.5)
-//! and double precision within 1e-9 relative, the contract's tolerance for float sums whose
-//! PostgreSQL result depends on summation order. `--repair` replaces exactly the differing rows in
+//! Rows are matched by the view's group key ([`compare_queries`], one key at a time); numbers
+//! compare by value (1.50 = 1.5) and double precision within 1e-9 relative, the contract's
+//! tolerance for float sums whose PostgreSQL result depends on summation order. `--repair` replaces exactly the differing rows in
 //! one transaction with the recomputed ones (plain DELETE/INSERT under MVCC: readers are never
 //! blocked and see either the old or the repaired rows).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
-use crate::numeric::Numeric;
 use crate::pg::quote_ident;
 use crate::pg::{sql_err, SqlError};
 use crate::plan::ViewPlan;
-use crate::value::SqlType;
 
 pub mod at_lsn;
+mod compare;
 pub mod live;
 pub mod offline;
+
+pub use compare::compare_queries;
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
@@ -88,32 +87,6 @@ pub struct RequestDetail {
     pub views: Vec<ViewResult>,
 }
 
-type Row = Vec<Option<String>>;
-
-fn same(ty: SqlType, a: &Option<String>, b: &Option<String>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) if x == y => true,
-        (Some(x), Some(y)) => match ty {
-            SqlType::Float8 | SqlType::Float4 => match (x.parse::<f64>(), y.parse::<f64>()) {
-                (Ok(p), Ok(q)) => {
-                    (p.is_nan() && q.is_nan())
-                        || p == q
-                        || (p - q).abs() <= 1e-9 * p.abs().max(q.abs())
-                }
-                _ => false,
-            },
-            SqlType::Numeric => {
-                matches!((Numeric::parse(x), Numeric::parse(y)), (Ok(p), Ok(q)) if p == q)
-            }
-            // character values are equal ignoring trailing spaces (bpchareq).
-            SqlType::Bpchar => x.trim_end_matches(' ') == y.trim_end_matches(' '),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// Compares view `plan` with its target, in one snapshot. `today` replaces CURRENT_DATE when the
 /// engine runs on an injected clock (as `DATE 'yyyy-mm-dd'`).
 pub async fn compare(
@@ -124,154 +97,6 @@ pub async fn compare(
     let expected = format!("SELECT * FROM ({}) q", query_at(plan, today));
     let actual = format!("SELECT * FROM {}", plan.name.quoted());
     compare_queries(client, plan, &expected, &actual).await
-}
-
-/// Compares the rows of `expected_sql` with those of `actual_sql` as rows of view `plan`, both
-/// read in one REPEATABLE READ snapshot.
-///
-/// PostgreSQL does the bulk of it: each side is evaluated once, and one hash aggregate counts
-/// every distinct row +1 per expected and -1 per actual copy. Only rows whose counts do not
-/// cancel (by PostgreSQL's equality: numerics by value, NULLs alike, floats exactly) leave the
-/// server; they are matched here by the view's key, with floats within the tolerance. A clean
-/// comparison moves no rows at all.
-pub async fn compare_queries(
-    client: &Client,
-    plan: &ViewPlan,
-    expected_sql: &str,
-    actual_sql: &str,
-) -> Result<Report, ReconcileError> {
-    let columns: Vec<String> = client
-        .prepare(actual_sql)
-        .await
-        .map_err(sql_err(format!("reading {}", plan.name)))?
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
-    let cols: Vec<String> = (1..=columns.len()).map(|i| format!("c{i}")).collect();
-    let cols = cols.join(", ");
-    let sql = format!(
-        "WITH e AS MATERIALIZED (SELECT * FROM ({expected_sql}) AS x({cols})),
-              a AS MATERIALIZED (SELECT * FROM ({actual_sql}) AS x({cols})),
-              d AS (SELECT sum(side) AS copies, {cols}
-                      FROM (SELECT 1 AS side, * FROM e UNION ALL SELECT -1, * FROM a) u
-                     GROUP BY {cols} HAVING sum(side) <> 0)
-         SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM a), d.* FROM (SELECT) one LEFT JOIN d ON true"
-    );
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL extra_float_digits = 3; SET LOCAL datestyle = ISO; SET LOCAL work_mem = '256MB'")
-        .await
-        .map_err(sql_err("starting the comparison"))?;
-    let result = client.simple_query(&sql).await;
-    let _ = client.batch_execute("COMMIT").await;
-    let context = format!("comparing {}", plan.name);
-    let (mut expected_rows, mut actual_rows) = (0, 0);
-    let (mut expected, mut actual): (Vec<Row>, Vec<Row>) = (Vec::new(), Vec::new());
-    for msg in result.map_err(sql_err(context.clone()))? {
-        let SimpleQueryMessage::Row(r) = msg else {
-            continue;
-        };
-        let number = |i: usize| -> Result<i64, ReconcileError> {
-            r.get(i)
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| ReconcileError::Unreadable {
-                    context: context.clone(),
-                    column: i,
-                })
-        };
-        (expected_rows, actual_rows) = (number(0)? as usize, number(1)? as usize);
-        if r.get(2).is_none() {
-            continue; // no row differs
-        }
-        let copies = number(2)?;
-        let row: Row = (3..r.len()).map(|i| r.get(i).map(str::to_string)).collect();
-        let side = if copies > 0 {
-            &mut expected
-        } else {
-            &mut actual
-        };
-        side.extend(std::iter::repeat_n(row, copies.unsigned_abs() as usize));
-    }
-    let types = plan.output_types();
-    let key_of = |r: &Row| -> Vec<Option<String>> {
-        plan.key_columns
-            .iter()
-            .map(|i| canonical(types[*i], &r[*i]))
-            .collect()
-    };
-    // Rows grouped by key: one per key for aggregate views, up to k per partition for top-k
-    // views; within a key, rows are matched in a canonical order.
-    let group = |rows: &[Row]| -> BTreeMap<Vec<Option<String>>, Vec<Row>> {
-        let mut m: BTreeMap<Vec<Option<String>>, Vec<Row>> = BTreeMap::new();
-        for r in rows {
-            m.entry(key_of(r)).or_default().push(r.clone());
-        }
-        for rows in m.values_mut() {
-            rows.sort_by_key(|r| {
-                r.iter()
-                    .zip(&types)
-                    .map(|(v, t)| canonical(*t, v))
-                    .collect::<Vec<_>>()
-            });
-        }
-        m
-    };
-    let (exp, act) = (group(&expected), group(&actual));
-    let mut diffs = Vec::new();
-    let keys: std::collections::BTreeSet<&Vec<Option<String>>> =
-        exp.keys().chain(act.keys()).collect();
-    for k in keys {
-        let (e, a) = (
-            exp.get(k).map(Vec::as_slice).unwrap_or(&[]),
-            act.get(k).map(Vec::as_slice).unwrap_or(&[]),
-        );
-        for i in 0..e.len().max(a.len()) {
-            let (x, y) = (e.get(i), a.get(i));
-            let equal = match (x, y) {
-                (Some(x), Some(y)) => x
-                    .iter()
-                    .zip(y)
-                    .zip(&types)
-                    .all(|((p, q), t)| same(*t, p, q)),
-                _ => false,
-            };
-            if !equal {
-                diffs.push(RowDiff {
-                    key: k.clone(),
-                    expected: x.cloned(),
-                    actual: y.cloned(),
-                });
-            }
-        }
-    }
-    Ok(Report {
-        view: plan.name.to_string(),
-        columns,
-        expected_rows,
-        actual_rows,
-        diffs,
-    })
-}
-
-/// Key text that matches equal values (numerics by value).
-fn canonical(ty: SqlType, v: &Option<String>) -> Option<String> {
-    match (ty, v) {
-        (SqlType::Numeric, Some(s)) => Numeric::parse(s)
-            .map(|n| normalized_numeric(&n))
-            .ok()
-            .or(v.clone()),
-        (SqlType::Bpchar, Some(s)) => Some(s.trim_end_matches(' ').to_string()),
-        _ => v.clone(),
-    }
-}
-
-fn normalized_numeric(n: &Numeric) -> String {
-    let s = n.to_string();
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
 }
 
 /// The view's recomputation (from source tables only), with CURRENT_DATE pinned to `today`
@@ -410,25 +235,5 @@ mod tests {
             replace_current_date(sql, "2026-01-02"),
             "SELECT 'current_date', x FROM t WHERE c >= DATE '2026-01-02' - 1 AND my_current_date = DATE '2026-01-02'"
         );
-    }
-
-    #[test]
-    fn floats_compare_within_tolerance_and_numerics_by_value() {
-        assert!(same(
-            SqlType::Float8,
-            &Some("1.0000000000001".into()),
-            &Some("1".into())
-        ));
-        assert!(!same(
-            SqlType::Float8,
-            &Some("1.001".into()),
-            &Some("1".into())
-        ));
-        assert!(same(
-            SqlType::Numeric,
-            &Some("1.50".into()),
-            &Some("1.5".into())
-        ));
-        assert!(!same(SqlType::Text, &Some("a".into()), &None));
     }
 }
