@@ -1,7 +1,8 @@
 //! Engine behaviour beyond plain equality: a view whose data violates its declared unique index
 //! fails alone; unchanged TOASTed values are taken from the stored row image; an idle engine lets
 //! the slot follow the server's WAL so nothing piles up; each batch finds its groups in the
-//! targets through an index, never by scanning a whole target.
+//! targets through an index, never by scanning a whole target; changed groups are updated in
+//! place, except where a unique index over other columns could trip mid-statement.
 
 mod support;
 
@@ -320,6 +321,116 @@ async fn batches_find_their_groups_through_an_index() -> Result<()> {
     wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     let again = client.query(key_index, &[]).await?;
     assert_eq!(again.len(), 1, "a start puts the key index back");
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// The agent that takes over rank 1 of its workspace (a top-k swap).
+const A2: &str = "55555555-5555-4555-a555-555555555555";
+
+/// Rows updated and HOT-updated in each target so far.
+async fn target_updates(client: &tokio_postgres::Client, table: &str) -> Result<(i64, i64)> {
+    // Statistics reach the view a moment after each transaction (at most once a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = client
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+              WHERE schemaname = 'analytics' AND relname = $1",
+            &[&table],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A changed group's row is updated in place, most often without touching the indexes (the
+/// targets leave room in their pages). A top-k view whose file adds a unique index over agents
+/// gets two agents trading ranks: there it deletes and inserts, as an update row by row would
+/// collide with the other agent's old row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_groups_are_updated_in_place_unless_an_index_forbids_it() -> Result<()> {
+    let views = tempfile::tempdir()?;
+    std::fs::copy(
+        "schema/views/mv_agent_performance.sql",
+        views.path().join("mv_agent_performance.sql"),
+    )?;
+    let top = std::fs::read_to_string("schema/views/mv_top_agents.sql")?;
+    std::fs::write(
+        views.path().join("mv_top_agents.sql"),
+        format!("{top}\nCREATE UNIQUE INDEX idx_top_agents_agent ON analytics.mv_top_agents (workspace_id, agent_id);\n"),
+    )?;
+    let (_cluster, client, env) = setup(views.path()).await?;
+    for at in ["2026-11-04 08:00:00+00", "2026-11-04 09:00:00+00"] {
+        client
+            .batch_execute(&run_row(A1, W1, "completed", at))
+            .await?;
+    }
+    client
+        .batch_execute(&run_row(A2, W1, "completed", "2026-11-04 10:00:00+00"))
+        .await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    let fillfactor: Vec<String> = client
+        .query_one(
+            "SELECT reloptions::text[] FROM pg_class WHERE oid = 'analytics.mv_agent_performance'::regclass",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(fillfactor, ["fillfactor=80"]);
+
+    let mut engine = env.spawn_run()?;
+    let (updated0, hot0) = target_updates(&client, "mv_agent_performance").await?;
+    for hour in 11..16 {
+        client
+            .batch_execute(&run_row(
+                A1,
+                W1,
+                "failed",
+                &format!("2026-11-04 {hour}:00:00+00"),
+            ))
+            .await?;
+        wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    }
+    let (updated, hot) = target_updates(&client, "mv_agent_performance").await?;
+    assert!(
+        updated - updated0 >= 5 && hot - hot0 >= 4,
+        "five batches changed one group: {} updates, {} of them HOT",
+        updated - updated0,
+        hot - hot0
+    );
+
+    // A2 overtakes A1 in one transaction: ranks 1 and 2 trade agents.
+    let (top_updated0, _) = target_updates(&client, "mv_top_agents").await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN; {} {} COMMIT;",
+            run_row(A2, W1, "completed", "2026-11-05 08:00:00+00"),
+            run_row(A2, W1, "completed", "2026-11-05 09:00:00+00")
+        ))
+        .await?;
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
+    let state: String = client
+        .query_one(
+            "SELECT state FROM deltamv.views WHERE view_name = 'analytics.mv_top_agents'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_ne!(state, "failed", "engine log:\n{}", env.engine_log());
+    let (top_updated, _) = target_updates(&client, "mv_top_agents").await?;
+    assert_eq!(
+        top_updated, top_updated0,
+        "rows of mv_top_agents were deleted and inserted"
+    );
+    let first: String = client
+        .query_one(
+            "SELECT agent_id::text FROM analytics.mv_top_agents WHERE rank = 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(first, A2);
+    assert_eq!(differences(&env).await?, "", "the targets stay exact");
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }

@@ -2,11 +2,16 @@
 //!
 //! A target is created with `CREATE TABLE ... AS <view query> WITH NO DATA`, so PostgreSQL itself
 //! decides its column names and types; the planner's inferred types are checked against them.
-//! Each batch writes only the changed groups, with absolute values: per view one DELETE of the
-//! changed group keys and one INSERT of the new rows (of a top-k partition, only the rows of the
-//! ranks that changed, deleted by key and rank), each a prepared statement whose parameters are
-//! one text array per column (`unnest`), sent together: a batch costs one round trip per view
-//! whatever its size, and no temporary tables churn the catalog. Each execution is planned for
+//! Each batch writes only the changed groups, with absolute values. A group's new row updates
+//! its old one in place, by key (of a top-k partition, only the rows of the ranks that changed,
+//! by key and rank), and is inserted when there was none; groups that went are deleted by key.
+//! Targets leave a fifth of each page free, so most such updates are HOT: PostgreSQL rewrites
+//! the row beside the old one and touches no index, about half the work of a DELETE and an
+//! INSERT (measured on a 400k-row target, 37k rows per batch: 130-230 ms against 300-400 ms).
+//! Keys with NULLs, whole top-k partitions, and targets with a unique index over other columns
+//! are deleted and inserted instead. Each statement is prepared, with one text array per
+//! column as parameters (`unnest`), and they are sent together: a batch costs one round trip
+//! per view whatever its size, and no temporary tables churn the catalog. Each execution is planned for
 //! its own arrays, over targets analyzed at init and indexed by their key, so a batch finds its
 //! groups through the index. The transaction around them is [`super::write`]'s.
 
@@ -106,6 +111,41 @@ impl TargetTable {
         )
     }
 
+    /// Rows written in place: an `UPDATE` of the rows whose `by` columns match one of the
+    /// parameter arrays' rows, then an `INSERT` of the rows that matched none (new groups).
+    fn upsert_by(&self, by: &[usize]) -> String {
+        let name = |i: &usize| quote_ident(&self.columns[*i]);
+        let set: Vec<String> = (0..self.columns.len())
+            .filter(|i| !by.contains(i))
+            .map(|i| format!("{0} = s.{0}", name(&i)))
+            .collect();
+        // A view of its key columns alone: a no-op assignment, so the statement stays valid.
+        let set = match set.is_empty() {
+            true => format!("{0} = s.{0}", name(&by[0])),
+            false => set.join(", "),
+        };
+        let matches = |a: &str, b: &str| {
+            by.iter()
+                .map(|i| format!("{a}.{0} = {b}.{0}", name(i)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let returned: Vec<String> = by.iter().map(|i| format!("t.{}", name(i))).collect();
+        let all: Vec<usize> = (0..self.columns.len()).collect();
+        format!(
+            "WITH s AS ({select}),
+                  u AS (UPDATE {table} t SET {set} FROM s WHERE {ts} RETURNING {returned})
+             INSERT INTO {table} ({cols}) SELECT {cols} FROM s
+              WHERE NOT EXISTS (SELECT FROM u WHERE {us})",
+            select = self.unnest_select(&all),
+            table = self.table,
+            ts = matches("t", "s"),
+            returned = returned.join(", "),
+            cols = self.column_list(),
+            us = matches("u", "s"),
+        )
+    }
+
     pub(super) fn column_list(&self) -> String {
         self.columns
             .iter()
@@ -134,7 +174,7 @@ pub async fn ensure_target(
     match kind.as_deref() {
         None => {
             let sql = format!(
-                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} AS {} WITH NO DATA",
+                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} WITH (fillfactor = {TARGET_FILLFACTOR}) AS {} WITH NO DATA",
                 quote_ident(&plan.name.schema),
                 plan.name.quoted(),
                 plan.query_sql
@@ -285,6 +325,11 @@ async fn copy_in(
     Ok(())
 }
 
+/// Room left in each page of a target when it is filled, so that a group's new row can go
+/// into its old row's page: PostgreSQL then updates it without touching the indexes (a HOT
+/// update), about half the work of deleting the row and inserting a new one.
+const TARGET_FILLFACTOR: u32 = 80;
+
 /// The statements that write one target, prepared once per connection.
 pub struct TargetWriter {
     pub target: TargetTable,
@@ -293,6 +338,9 @@ pub struct TargetWriter {
     /// For a top-k target: its rank column, and a DELETE of rows by key and rank.
     delete_ranks: Option<(usize, Statement)>,
     insert: Statement,
+    /// Rows updated in place by key (an aggregate target) or by key and rank (a top-k
+    /// target), where [`updates_in_place`] allows it.
+    update: Option<Statement>,
 }
 
 impl TargetWriter {
@@ -364,12 +412,22 @@ impl TargetWriter {
             }
             None => None,
         };
+        let by: Vec<usize> = keys.iter().copied().chain(target.rank_column).collect();
+        let update = match !keys.is_empty() && updates_in_place(client, &target, &by).await? {
+            true => Some(
+                client
+                    .prepare_typed(&target.upsert_by(&by), &text_arrays(all.len()))
+                    .await?,
+            ),
+            false => None,
+        };
         Ok(TargetWriter {
             target,
             delete,
             delete_null_keys,
             delete_ranks,
             insert,
+            update,
         })
     }
 
@@ -387,32 +445,37 @@ impl TargetWriter {
         // Keys and ranks of the rows rewritten one by one (top-k changes that name ranks).
         let mut ranked: Vec<Vec<Option<String>>> = vec![Vec::new(); t.key_columns.len() + 1];
         let mut rows: Vec<Vec<Option<String>>> = vec![Vec::new(); t.columns.len()];
+        // Rows updated in place (or inserted when new).
+        let mut updated: Vec<Vec<Option<String>>> = vec![Vec::new(); t.columns.len()];
         let (mut null_key, mut whole) = (false, 0usize);
-        let mut push_row = |row: &[Value]| {
-            for (v, col) in row.iter().zip(&mut rows) {
-                col.push(v.to_text());
-            }
-        };
+        let in_place = self.update.is_some();
         for ch in changes {
             match (&ch.ranks, &self.delete_ranks) {
                 (Some(ranks), Some((rank, _))) => {
                     for r in ranks {
-                        for (k, col) in ch.key.iter().chain([r]).zip(&mut ranked) {
-                            col.push(k.to_text());
+                        match ch.rows.iter().find(|row| &row[*rank] == r) {
+                            Some(row) if in_place => push_texts(&mut updated, row),
+                            row => {
+                                push_texts(&mut ranked, ch.key.iter().chain([r]));
+                                if let Some(row) = row {
+                                    push_texts(&mut rows, row);
+                                }
+                            }
                         }
                     }
-                    for row in ch.rows.iter().filter(|row| ranks.contains(&row[*rank])) {
-                        push_row(row);
-                    }
+                }
+                // One row for a key without NULLs: written in place.
+                (None, None)
+                    if in_place && ch.rows.len() == 1 && !ch.key.iter().any(Value::is_null) =>
+                {
+                    push_texts(&mut updated, &ch.rows[0]);
                 }
                 _ => {
                     whole += 1;
-                    for (k, col) in ch.key.iter().zip(&mut keys) {
-                        null_key |= k.is_null();
-                        col.push(k.to_text());
-                    }
+                    null_key |= ch.key.iter().any(Value::is_null);
+                    push_texts(&mut keys, &ch.key);
                     for row in &ch.rows {
-                        push_row(row);
+                        push_texts(&mut rows, row);
                     }
                 }
             }
@@ -428,10 +491,52 @@ impl TargetWriter {
         let delete_null = execute_if(tx, null_key.then_some(&self.delete_null_keys), &key_params);
         let has_rows = rows.first().is_some_and(|c| !c.is_empty());
         let insert = execute_if(tx, has_rows.then_some(&self.insert), &row_params);
-        let (deleted, deleted_ranks, deleted_null, inserted) =
-            futures_util::try_join!(delete, delete_ranks, delete_null, insert)?;
-        Ok(inserted as i64 - (deleted + deleted_ranks + deleted_null) as i64)
+        let updated_params = text_params(&updated);
+        let has_updates = updated.first().is_some_and(|c| !c.is_empty());
+        let update = execute_if(
+            tx,
+            self.update.as_ref().filter(|_| has_updates),
+            &updated_params,
+        );
+        let (deleted, deleted_ranks, deleted_null, inserted, new_in_place) =
+            futures_util::try_join!(delete, delete_ranks, delete_null, insert, update)?;
+        Ok((inserted + new_in_place) as i64 - (deleted + deleted_ranks + deleted_null) as i64)
     }
+}
+
+/// Appends each value's text to its column's array.
+fn push_texts<'a>(cols: &mut [Vec<Option<String>>], values: impl IntoIterator<Item = &'a Value>) {
+    for (v, col) in values.into_iter().zip(cols) {
+        col.push(v.to_text());
+    }
+}
+
+/// Whether target `t`'s rows may be updated in place by the columns `by` (its key, or key and
+/// rank). An `UPDATE` checks unique indexes and exclusion constraints row by row, so two rows
+/// swapping values under an index over other columns (two agents trading ranks, say) would
+/// collide mid-statement, where deleting both and inserting both never does. So only when
+/// every such index covers `by`'s columns alone, whose values an update keeps. The answer is
+/// taken when the statements are prepared: an index added later while the engine runs fails
+/// the view loudly (a unique violation), it never writes wrong rows.
+async fn updates_in_place(
+    client: &Client,
+    t: &TargetTable,
+    by: &[usize],
+) -> Result<bool, tokio_postgres::Error> {
+    let names: Vec<&str> = by.iter().map(|i| t.columns[*i].as_str()).collect();
+    let row = client
+        .query_one(
+            "SELECT NOT EXISTS (
+               SELECT 1 FROM pg_index i
+                WHERE i.indrelid = $1::text::regclass AND (i.indisunique OR i.indisexclusion)
+                  AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR EXISTS (
+                       SELECT 1 FROM unnest(i.indkey::int2[]) k
+                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k
+                        WHERE a.attname <> ALL($2))))",
+            &[&t.table, &names],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Executes `statement` if there is one to run, else counts no rows.
