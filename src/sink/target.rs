@@ -11,9 +11,10 @@
 //! Keys with NULLs, whole top-k partitions, and targets with a unique index over other columns
 //! are deleted and inserted instead. Each statement is prepared, with one text array per
 //! column as parameters (`unnest`), and they are sent together: a batch costs one round trip
-//! per view whatever its size, and no temporary tables churn the catalog. Each execution is planned for
-//! its own arrays, over targets analyzed at init and indexed by their key, so a batch finds its
-//! groups through the index. The transaction around them is [`super::write`]'s.
+//! per view whatever its size, and no temporary tables churn the catalog. Each execution is
+//! planned for its own arrays, over targets analyzed at init and indexed by their key, so a
+//! batch finds its groups through the index. The transaction around them is
+//! [`super::write`]'s.
 
 use bytes::Bytes;
 use futures_util::SinkExt;
