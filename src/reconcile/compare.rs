@@ -108,7 +108,7 @@ async fn differences(
         let SimpleQueryMessage::Row(r) = msg else {
             continue;
         };
-        let number = |i: usize| number(&r, i, &context);
+        let number = |i: usize| integer_at(&r, i, &context);
         expected_rows = number(EXPECTED_ROWS)? as usize;
         actual_rows = number(ACTUAL_ROWS)? as usize;
         if r.get(KEY_RUN).is_none() {
@@ -116,7 +116,7 @@ async fn differences(
         }
         let run = number(KEY_RUN)?;
         if key.run != Some(run) {
-            diffs.extend(key.take().matched(plan, &types));
+            diffs.extend(std::mem::take(&mut key).matched(plan, &types));
             key.run = Some(run);
         }
         let copies = number(COPIES)?;
@@ -136,7 +136,7 @@ async fn differences(
     Ok((expected_rows, actual_rows, diffs))
 }
 
-fn number(r: &SimpleQueryRow, i: usize, context: &str) -> Result<i64, ReconcileError> {
+fn integer_at(r: &SimpleQueryRow, i: usize, context: &str) -> Result<i64, ReconcileError> {
     r.get(i)
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| ReconcileError::Unreadable {
@@ -154,10 +154,6 @@ struct KeyRows {
 }
 
 impl KeyRows {
-    fn take(&mut self) -> KeyRows {
-        std::mem::take(self)
-    }
-
     /// The rows that stay unmatched. Within PostgreSQL's key they are grouped again by the
     /// key's text (numerics by value): one row per key for aggregate views, up to k per
     /// partition for top-k views. Within a key, rows are matched in a canonical order.

@@ -2,6 +2,8 @@
 //! lists, CASE and COALESCE, date_trunc. Its own room because it is the per-row hot path; the
 //! operators and conversions it applies are in `operators` and `cast`.
 
+use std::borrow::Cow;
+
 use super::cast::cast;
 use super::operators::{arith, compare, zero_of};
 use super::{time_err, ArithOp, EvalCtx, EvalError, Expr, Inputs, R};
@@ -36,22 +38,9 @@ impl Expr {
             Expr::Cmp { op, left, right } => {
                 // Columns and literals are compared where they lie: `status = 'completed'`
                 // copied two strings per row before.
-                let (l, r);
-                let l = match left.leaf(input) {
-                    Some(v) => v,
-                    None => {
-                        l = left.eval(input, ctx)?;
-                        &l
-                    }
-                };
-                let r = match right.leaf(input) {
-                    Some(v) => v,
-                    None => {
-                        r = right.eval(input, ctx)?;
-                        &r
-                    }
-                };
-                Ok(compare(*op, l, r))
+                let l = left.operand(input, ctx)?;
+                let r = right.operand(input, ctx)?;
+                Ok(compare(*op, &l, &r))
             }
             Expr::And(items) => {
                 let mut saw_null = false;
@@ -162,6 +151,18 @@ impl Expr {
             Expr::Agg { index, .. } => Some(input.aggs.get(*index).unwrap_or(NULL)),
             Expr::Literal { value, .. } => Some(value),
             _ => None,
+        }
+    }
+
+    /// The value as an operand: borrowed where it lies ([`Self::leaf`]), else evaluated.
+    fn operand<'a>(
+        &'a self,
+        input: Inputs<'a>,
+        ctx: EvalCtx<'_>,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        match self.leaf(input) {
+            Some(v) => Ok(Cow::Borrowed(v)),
+            None => self.eval(input, ctx).map(Cow::Owned),
         }
     }
 
