@@ -447,6 +447,7 @@ impl Loop<'_> {
                         group_hits = stats.group_hits,
                         group_reads = stats.group_reads,
                         row_reads = stats.row_reads,
+                        group_kb = stats.group_bytes >> 10,
                         row_pass_ms = stats.row_pass_micros / 1000,
                         fold_ms = took.as_millis() as u64,
                         views_ms,

@@ -49,6 +49,7 @@ impl Loop<'_> {
             date = %crate::pgtime::format_date(today),
             fold_ms = started.elapsed().as_millis() as u64,
             row_reads = stats.row_reads,
+            group_kb = stats.group_bytes >> 10,
             row_pass_ms = stats.row_pass_micros / 1000,
             groups = stats.groups,
             group_reads = stats.group_reads,

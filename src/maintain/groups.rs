@@ -14,6 +14,7 @@ use crate::state::keys::{self, CF_GROUPS};
 use crate::state::store::{Store, StoreError};
 use crate::value::Value;
 
+use super::journal::{self, Journal};
 use super::FoldStats;
 
 #[derive(Serialize, Deserialize)]
@@ -32,6 +33,9 @@ pub(super) struct GroupState {
     /// The date this group is filed under in the time index (stages whose HAVING or select list,
     /// or whose next stage's input conditions, read CURRENT_DATE).
     pub revisit: Option<i32>,
+    /// How the group is stored: whole, or a base and the batches' deltas ([`journal`]).
+    #[serde(skip)]
+    pub journal: Journal,
 }
 
 impl GroupState {
@@ -45,7 +49,44 @@ impl GroupState {
             members: Members::default(),
             output: vec![],
             revisit: None,
+            journal: Journal::default(),
         }
+    }
+
+    /// Adds `sign` to the group's row count.
+    pub fn add_rows(&mut self, sign: i64) {
+        self.rows += sign;
+        if let Some(d) = self.journal.pending() {
+            d.add_rows(sign);
+        }
+    }
+
+    /// Applies one input to accumulator `i` ([`Acc::apply`]).
+    pub fn apply_acc(&mut self, i: usize, v: &Value, sign: i64) {
+        if v.is_null() {
+            return; // ignored by every accumulator
+        }
+        if let Some(acc) = self.accs.get_mut(i) {
+            acc.apply(v, sign);
+            if let Some(d) = self.journal.pending() {
+                d.acc(i, v, sign);
+            }
+        }
+    }
+
+    /// Applies one member row of a top-k partition ([`Members::apply`]).
+    pub fn apply_member(&mut self, row: &[Value], sign: i64) {
+        self.members.apply(row, sign);
+        if let Some(d) = self.journal.pending() {
+            d.member(row, sign);
+        }
+    }
+
+    /// The group is about to change other than through the methods above: it is written whole
+    /// next ([`journal`]).
+    pub fn unjournaled(&mut self) -> &mut Self {
+        self.journal.stop();
+        self
     }
 }
 
@@ -152,6 +193,8 @@ impl HotGroups {
 pub(super) struct BatchGroups {
     pub touched: HashMap<Vec<u8>, (GroupState, bool)>,
     pub hot: HotGroups,
+    /// When groups are journaled ([`journal::POLICY`]; tests set others).
+    pub journal: journal::Policy,
 }
 
 impl BatchGroups {
@@ -185,10 +228,13 @@ impl BatchGroups {
             }
         }
         stats.group_reads += missing.len() as u64;
-        let found = store.read_many(CF_GROUPS, &missing, decode_group)?;
+        let found = store.read_many(CF_GROUPS, &missing, |bytes| {
+            decode_group(bytes).map(|g| (g, bytes.len()))
+        })?;
         let mut read = Vec::with_capacity(found.len());
         for ((gk, g), i) in missing.into_iter().zip(found).zip(positions) {
-            if let Some(g) = g {
+            if let Some((mut g, base)) = g {
+                journal::read(store, gk, &mut g, base, self.journal)?;
                 self.touched.insert(gk.clone(), (g, deletable));
                 read.push(i);
             }

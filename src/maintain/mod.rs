@@ -54,6 +54,7 @@ use crate::state::{StateThread, StateThreadGone};
 use crate::value::Value;
 
 mod groups;
+mod journal;
 mod load;
 mod midnight;
 mod rows;
@@ -99,6 +100,9 @@ pub struct FoldStats {
     pub group_reads: u64,
     /// Row-image lookups (every update, delete and insert).
     pub row_reads: u64,
+    /// Bytes of encoded group records written: a group is written whole each batch that
+    /// changes it, so a group whose record grows with the data shows here first.
+    pub group_bytes: u64,
     /// Microseconds of the row-level pass: the part of a fold that runs on one thread
     /// whatever `--fold-threads` says (the rest is the views' folds).
     pub row_pass_micros: u64,
@@ -189,15 +193,20 @@ impl Maintainer {
             total.groups += view.stats.groups;
             total.group_hits += view.stats.group_hits;
             total.group_reads += view.stats.group_reads;
+            total.group_bytes += view.stats.group_bytes;
         }
         total
     }
 
-    /// How long each view took to fold the last batch or date change, as `name=ms` pairs (for
-    /// the debug log: which view a batch's time goes to).
+    /// How long each view took to fold the last batch or date change, and the group bytes it
+    /// wrote, as `name=<ms>ms/<kB>kB` pairs (for the debug log: which view a batch's time goes
+    /// to).
     pub fn view_costs(&self) -> String {
         let costs: Vec<String> = (self.views.iter())
-            .map(|v| format!("{}={}", v.plan.name.name, v.batch_cost.as_millis()))
+            .map(|v| {
+                let (name, ms) = (&v.plan.name.name, v.batch_cost.as_millis());
+                format!("{name}={ms}ms/{}kB", v.stats.group_bytes >> 10)
+            })
             .collect();
         costs.join(" ")
     }
@@ -420,8 +429,10 @@ impl Maintainer {
         let (groups, next) = self.store.scan_page(CF_GROUPS, &prefix, &from, limit)?;
         let view = &self.views[v];
         let mut out = Vec::with_capacity(groups.len());
-        for (_, bytes) in groups {
-            out.extend(view.stored_rows(last as usize, &decode_group(&bytes)?)?);
+        for (gk, bytes) in groups {
+            let mut g = decode_group(&bytes)?;
+            journal::read(&self.store, &gk, &mut g, bytes.len(), view.journal_policy())?;
+            out.extend(view.stored_rows(last as usize, &g)?);
         }
         Ok((out, next))
     }

@@ -14,6 +14,8 @@ use crate::plan::fixtures::{classified, classified_with, seed_catalog, seed_view
 use crate::state::keys::{ALL_CFS, CF_ROWS, CF_TIME};
 use crate::state::store::KeyValue;
 
+mod journal;
+
 const TODAY: i32 = 20_400;
 const DAY_MICROS: i64 = 86_400_000_000;
 

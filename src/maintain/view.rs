@@ -21,13 +21,16 @@ use crate::state::store::{Store, StoreError};
 use crate::value::{identical, Value};
 
 use super::groups::{BatchGroups, GroupState, HotGroups};
+use super::journal;
 use super::{FoldStats, MaintainError};
 
 mod inputs;
+mod output;
 mod revisit;
 mod window;
 
 use inputs::Input;
+use output::finalize;
 use revisit::{bind_stages, split_monotone};
 use window::KeyedWindow;
 
@@ -168,6 +171,7 @@ impl ViewFold {
             groups: BatchGroups {
                 touched: HashMap::default(),
                 hot: HotGroups::new(hot_bytes.0, hot_bytes.1),
+                journal: journal::POLICY,
             },
             writes: Vec::new(),
             stats: FoldStats::default(),
@@ -243,6 +247,16 @@ impl ViewFold {
     /// Drops the decoded groups kept across batches.
     pub fn forget_hot_groups(&mut self) {
         self.groups.hot.clear();
+    }
+
+    /// When this view's groups are journaled ([`journal`]).
+    pub fn journal_policy(&self) -> journal::Policy {
+        self.groups.journal
+    }
+
+    #[cfg(test)]
+    pub fn set_journal_policy(&mut self, policy: journal::Policy) {
+        self.groups.journal = policy;
     }
 
     pub fn err(&self, error: EvalError) -> MaintainError {
@@ -521,77 +535,20 @@ impl ViewFold {
     /// Moves every group touched by the batch into the writes, dropping empty groups (except
     /// the single group of a stage without GROUP BY), and keeps them decoded as hot groups.
     fn flush_groups(&mut self) {
-        for (gk, (g, deletable)) in self.groups.touched.drain() {
+        let policy = self.groups.journal;
+        for (gk, (mut g, deletable)) in self.groups.touched.drain() {
             if deletable && g.rows <= 0 {
+                let entries = journal::drop_entries(&gk, &g.journal);
+                self.writes.extend(entries.map(|(k, v)| (CF_GROUPS, k, v)));
                 self.writes.push((CF_GROUPS, gk, None));
             } else {
-                let bytes = keys::encode_record(&g);
-                let size = bytes.len();
-                self.writes.push((CF_GROUPS, gk.clone(), Some(bytes)));
-                self.groups.hot.put(gk, g, size);
+                let (writes, written) = journal::store(&gk, &mut g, policy);
+                self.stats.group_bytes += written as u64;
+                self.writes
+                    .extend(writes.into_iter().map(|(k, v)| (CF_GROUPS, k, v)));
+                let weight = g.journal.base().max(written);
+                self.groups.hot.put(gk, g, weight);
             }
         }
     }
-
-    /// The rows a group contributes to stage `s`'s output now, and its finalized aggregates
-    /// (none for a top-k partition or a group gone).
-    fn output(&self, s: usize, g: &GroupState) -> Result<Finalized, EvalError> {
-        self.output_at(s, g, self.date)
-    }
-
-    /// The rows a group read from the store was last written with (finalized at the date the
-    /// state was).
-    pub(super) fn stored_rows(
-        &self,
-        s: usize,
-        g: &GroupState,
-    ) -> Result<Vec<Vec<Value>>, MaintainError> {
-        match self.output_at(s, g, self.finalized) {
-            Ok((rows, _)) => Ok(rows),
-            Err(e) => Err(self.err(e)),
-        }
-    }
-
-    fn output_at(&self, s: usize, g: &GroupState, date: i32) -> Result<Finalized, EvalError> {
-        let ctx = EvalCtx {
-            today: date,
-            tz: &self.tz,
-        };
-        finalize(&self.plan.stages[s], &self.accumulators[s], g, ctx)
-    }
-}
-
-/// A group's output rows and its aggregates' results.
-type Finalized = (Vec<Vec<Value>>, Vec<Value>);
-
-/// A group of `stage` finalized as of `ctx`'s date: its output rows and aggregates.
-fn finalize(
-    stage: &Stage,
-    accumulators: &Accumulators,
-    g: &GroupState,
-    ctx: EvalCtx,
-) -> Result<Finalized, EvalError> {
-    if g.rows <= 0 && !stage.keys.is_empty() {
-        return Ok((vec![], vec![]));
-    }
-    if let Some(t) = &stage.topk {
-        return Ok((g.members.top(t), vec![]));
-    }
-    let aggs = accumulators.finish(&stage.aggs, &g.accs)?;
-    let input = Inputs {
-        row: &[],
-        keys: &g.key,
-        aggs: &aggs,
-    };
-    if let Some(h) = &stage.having {
-        if !h.holds(input, ctx)? {
-            return Ok((vec![], aggs));
-        }
-    }
-    let row = stage
-        .outputs
-        .iter()
-        .map(|e| e.eval(input, ctx))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((vec![row], aggs))
 }

@@ -31,12 +31,14 @@ pub struct Metrics {
     /// Source row changes per batch.
     pub batch_rows: Mutex<Histogram<u64>>,
     /// Per-batch work (see [`crate::maintain::FoldStats`]), summed: distinct groups finalized,
-    /// group lookups answered in memory and from the store, row-image lookups, target rows
+    /// group lookups answered in memory and from the store, row-image lookups, group bytes
+    /// written, target rows
     /// written, and microseconds spent folding and writing the targets.
     pub groups_touched: AtomicU64,
     pub group_hits: AtomicU64,
     pub group_reads: AtomicU64,
     pub row_reads: AtomicU64,
+    pub group_bytes: AtomicU64,
     pub target_rows: AtomicU64,
     pub fold_us: AtomicU64,
     pub write_us: AtomicU64,
@@ -68,6 +70,7 @@ impl Default for Metrics {
             group_hits: AtomicU64::new(0),
             group_reads: AtomicU64::new(0),
             row_reads: AtomicU64::new(0),
+            group_bytes: AtomicU64::new(0),
             target_rows: AtomicU64::new(0),
             fold_us: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
@@ -105,7 +108,7 @@ pub struct Scalar<'a> {
 
 impl Metrics {
     /// Every counter and gauge, in exposition order (samples of one name adjacent).
-    pub fn scalars(&self) -> [Scalar<'_>; 18] {
+    pub fn scalars(&self) -> [Scalar<'_>; 19] {
         let s = |name, help, kind, label, value| Scalar {
             name,
             help,
@@ -218,6 +221,13 @@ impl Metrics {
                 &self.row_reads,
             ),
             s(
+                "deltamv_group_bytes_written_total",
+                "Bytes of encoded group state written (a changed group is written whole).",
+                Kind::Counter,
+                None,
+                &self.group_bytes,
+            ),
+            s(
                 "deltamv_target_rows_written_total",
                 "Target rows written (rows of changed groups).",
                 Kind::Counter,
@@ -257,6 +267,8 @@ impl Metrics {
         self.group_reads
             .fetch_add(stats.group_reads, Ordering::Relaxed);
         self.row_reads.fetch_add(stats.row_reads, Ordering::Relaxed);
+        self.group_bytes
+            .fetch_add(stats.group_bytes, Ordering::Relaxed);
         self.fold_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.row_pass_us

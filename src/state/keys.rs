@@ -64,8 +64,9 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// state and input share one accumulator (`ops::Accumulators`). 5: a group's output rows are
 /// not stored (computed again from its state when read). 6: one time-index entry per source
 /// row, under its table ([`row_time_key`]; before: one per view). 7: groups, not rows, are
-/// filed for windows their day key decides (`maintain::view::window`).
-pub const RECORD_FORMAT: u32 = 7;
+/// filed for windows their day key decides (`maintain::view::window`). 8: large groups are
+/// stored as a base and journal entries (`maintain::journal`).
+pub const RECORD_FORMAT: u32 = 8;
 
 /// The encoding of records (group states and row images, the bulk of what every checkpoint
 /// flushes and every compaction rewrites): bincode with variable-length integers, so enum tags,

@@ -56,24 +56,24 @@ pub(super) fn fold_run(g: &mut GroupState, run: &[Input], topk: bool) {
         match run.get(i + 1) {
             Some(b) if is_pair(a, b) => {
                 if topk && !identical(&a.row, &b.row) {
-                    g.members.apply(&a.row, a.sign);
-                    g.members.apply(&b.row, b.sign);
+                    g.apply_member(&a.row, a.sign);
+                    g.apply_member(&b.row, b.sign);
                 }
-                for ((acc, x), y) in g.accs.iter_mut().zip(&a.args).zip(&b.args) {
+                for (k, (x, y)) in a.args.iter().zip(&b.args).enumerate() {
                     if !same(x, y) {
-                        acc.apply(x, a.sign);
-                        acc.apply(y, b.sign);
+                        g.apply_acc(k, x, a.sign);
+                        g.apply_acc(k, y, b.sign);
                     }
                 }
                 i += 2;
             }
             _ => {
-                g.rows += a.sign;
+                g.add_rows(a.sign);
                 if topk {
-                    g.members.apply(&a.row, a.sign);
+                    g.apply_member(&a.row, a.sign);
                 }
-                for (acc, x) in g.accs.iter_mut().zip(&a.args) {
-                    acc.apply(x, a.sign);
+                for (k, x) in a.args.iter().enumerate() {
+                    g.apply_acc(k, x, a.sign);
                 }
                 i += 1;
             }

@@ -327,6 +327,7 @@ impl ViewFold {
             if d < self.first_day(w, was)? || d >= self.first_day(w, date)? {
                 continue;
             }
+            let g = g.unjournaled();
             for effect in &w.effects {
                 match *effect {
                     Effect::Leaves => {
