@@ -8,7 +8,7 @@
 //! (`group_kb` in the debug log), each byte encoded, put in a memtable, flushed and compacted
 //! for a handful of changed entries.
 //!
-//! A group whose stored record (its *base*) is at least [`JOURNAL_MIN_BYTES`] is instead written
+//! A group whose stored record (its *base*) is at least [`POLICY`]'s bound is instead written
 //! as a journal: each batch that changes it appends one entry, a [`Delta`] holding exactly the
 //! accumulator, member and row-count updates the batch applied to it, in order, under the key
 //! [`entry_key`] `(group, n)`, n = 0, 1, ... A reader decodes the base and replays the entries
@@ -36,11 +36,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::keys;
+use crate::state::keys::{self, CF_GROUPS};
 use crate::state::store::{Store, StoreError};
 use crate::value::Value;
 
 use super::groups::GroupState;
+use super::view::Write;
 
 /// When groups are journaled: from what record size, and up to what share of the base the
 /// entries may grow before the group is written whole again.
@@ -111,14 +112,15 @@ impl Delta {
 /// A group's journal: its entries in the store, and the updates not written yet.
 #[derive(Default, Debug)]
 pub(super) struct Journal {
-    /// Entries stored after the base (numbered 0..entries) and their bytes.
+    /// Entries stored after the base (numbered 0..entries) and their bytes. (Sizes in u32 and
+    /// the delta boxed: a load holds hundreds of thousands of groups decoded at once.)
     entries: u32,
-    bytes: usize,
+    bytes: u32,
     /// The stored base's size (0: none stored, or too small to journal).
-    base: usize,
+    base: u32,
     /// The updates since the group was last written; `None`: not journaled (the base is not,
     /// or the group changed in a way a delta does not express).
-    pending: Option<Delta>,
+    pending: Option<Box<Delta>>,
 }
 
 impl Journal {
@@ -128,13 +130,13 @@ impl Journal {
         Journal {
             entries: 0,
             bytes: 0,
-            base: if journaled { base } else { 0 },
-            pending: journaled.then(Delta::default),
+            base: if journaled { size(base) } else { 0 },
+            pending: journaled.then(Box::default),
         }
     }
 
     pub fn pending(&mut self) -> Option<&mut Delta> {
-        self.pending.as_mut()
+        self.pending.as_deref_mut()
     }
 
     /// The group changed in a way a delta does not express: it is written whole next.
@@ -144,7 +146,7 @@ impl Journal {
 
     /// The stored base's size, the group's weight among the hot groups.
     pub fn base(&self) -> usize {
-        self.base
+        self.base as usize
     }
 }
 
@@ -158,12 +160,17 @@ pub(super) fn entry_key(gk: &[u8], n: u32) -> Vec<u8> {
     k
 }
 
+/// A size in a journal's counters (a record of 4 GB or more counts as 4 GB).
+fn size(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 /// Marks journal entries among the groups (view ids stay below it: [`keys::MAX_VIEWS`]).
 const ENTRY_BIT: u16 = 0x8000;
 
 fn corrupt(detail: String) -> StoreError {
     StoreError::Corrupt {
-        cf: keys::CF_GROUPS,
+        cf: CF_GROUPS,
         detail,
     }
 }
@@ -183,7 +190,7 @@ pub(super) fn read(
     }
     loop {
         let key = entry_key(gk, g.journal.entries);
-        let entry = store.read(keys::CF_GROUPS, &key, |bytes| {
+        let entry = store.read(CF_GROUPS, &key, |bytes| {
             let delta: Delta =
                 keys::decode_record(bytes).map_err(|e| corrupt(format!("journal entry: {e}")))?;
             Ok((delta, bytes.len()))
@@ -193,43 +200,45 @@ pub(super) fn read(
         };
         delta.replay(g)?;
         g.journal.entries += 1;
-        g.journal.bytes += len;
+        g.journal.bytes = g.journal.bytes.saturating_add(size(len));
     }
 }
 
-/// A state write (see `view::Write`): key, value (`None`: delete).
-type Put = (Vec<u8>, Option<Vec<u8>>);
-
-/// The writes that store group `g` (key `gk`) as this batch left it: a journal entry if it is
+/// Writes group `g` (key `gk`) as this batch left it into `writes`: a journal entry if it is
 /// journaled and its entries stay small beside the base, else the record whole with its
-/// entries deleted. Returns them and the bytes of the record or entry written.
-pub(super) fn store(gk: &[u8], g: &mut GroupState, policy: Policy) -> (Vec<Put>, usize) {
+/// entries deleted. Returns the bytes of the record or entry written.
+pub(super) fn store(
+    gk: &[u8],
+    g: &mut GroupState,
+    policy: Policy,
+    writes: &mut Vec<Write>,
+) -> usize {
     if let Some(mut delta) = g.journal.pending.take() {
         delta.revisit = g.revisit;
         let bytes = keys::encode_record(&delta);
         let j = &mut g.journal;
-        let share = (j.bytes + bytes.len()).saturating_mul(100);
-        if j.entries < MAX_ENTRIES && share <= j.base.saturating_mul(policy.max_percent) {
-            let len = bytes.len();
-            let put = (entry_key(gk, j.entries), Some(bytes));
+        let len = bytes.len();
+        let share = (j.bytes as usize + len).saturating_mul(100);
+        let bound = (j.base as usize).saturating_mul(policy.max_percent);
+        if j.entries < MAX_ENTRIES && share <= bound {
+            writes.push((CF_GROUPS, entry_key(gk, j.entries), Some(bytes)));
             j.entries += 1;
-            j.bytes += len;
-            j.pending = Some(Delta::default());
-            return (vec![put], len);
+            j.bytes = j.bytes.saturating_add(size(len));
+            j.pending = Some(Box::default());
+            return len;
         }
     }
     let record = keys::encode_record(&*g);
     let len = record.len();
-    let mut writes: Vec<Put> = drop_entries(gk, &g.journal).collect();
-    writes.push((gk.to_vec(), Some(record)));
+    drop_entries(gk, &g.journal, writes);
+    writes.push((CF_GROUPS, gk.to_vec(), Some(record)));
     g.journal = Journal::after_base(len, policy);
-    (writes, len)
+    len
 }
 
-/// Deletes of a group's stored entries.
-pub(super) fn drop_entries<'a>(gk: &'a [u8], j: &Journal) -> impl Iterator<Item = Put> + use<'a> {
-    let entries = j.entries;
-    (0..entries).map(move |n| (entry_key(gk, n), None))
+/// Deletes a group's stored entries (it is written whole, or dropped).
+pub(super) fn drop_entries(gk: &[u8], j: &Journal, writes: &mut Vec<Write>) {
+    writes.extend((0..j.entries).map(|n| (CF_GROUPS, entry_key(gk, n), None)));
 }
 
 #[cfg(test)]
@@ -277,7 +286,8 @@ mod tests {
             max_percent: usize::MAX,
         };
         let gk = keys::group_key(1, 0, &keys::group_key_bytes(&[]));
-        let (base, _) = store(&gk, &mut g, policy);
+        let mut base = Vec::new();
+        store(&gk, &mut g, policy, &mut base);
         let updates = [
             (0, num("1.50"), 1),
             (0, num("1.5"), 1),
@@ -298,12 +308,13 @@ mod tests {
         }
         g.add_rows(3);
         g.revisit = Some(20_500);
-        let (entry, _) = store(&gk, &mut g, policy);
+        let mut entry = Vec::new();
+        store(&gk, &mut g, policy, &mut entry);
         assert_eq!(entry.len(), 1, "one entry, the base left alone");
         let mut stored: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = base
             .into_iter()
             .chain(entry)
-            .filter_map(|(k, v)| Some((k, v?)))
+            .filter_map(|(_, k, v)| Some((k, v?)))
             .collect();
         let bytes = stored.remove(&gk).expect("the base");
         let mut back: GroupState = keys::decode_record(&bytes).expect("a base");

@@ -538,14 +538,11 @@ impl ViewFold {
         let policy = self.groups.journal;
         for (gk, (mut g, deletable)) in self.groups.touched.drain() {
             if deletable && g.rows <= 0 {
-                let entries = journal::drop_entries(&gk, &g.journal);
-                self.writes.extend(entries.map(|(k, v)| (CF_GROUPS, k, v)));
+                journal::drop_entries(&gk, &g.journal, &mut self.writes);
                 self.writes.push((CF_GROUPS, gk, None));
             } else {
-                let (writes, written) = journal::store(&gk, &mut g, policy);
+                let written = journal::store(&gk, &mut g, policy, &mut self.writes);
                 self.stats.group_bytes += written as u64;
-                self.writes
-                    .extend(writes.into_iter().map(|(k, v)| (CF_GROUPS, k, v)));
                 let weight = g.journal.base().max(written);
                 self.groups.hot.put(gk, g, weight);
             }
