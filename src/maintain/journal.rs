@@ -30,8 +30,8 @@
 //! - `RECORD_FORMAT` 8 marks states that may hold entries: an engine that does not read them
 //!   rebuilds from a snapshot rather than misread a base as the whole group.
 //!
-//! `tests.rs` checks that views with every group journaled emit the same target changes and
-//! store the same states as views with none, through batches, cold reads, crashes (discards)
+//! `tests/journal.rs` checks that views with every group journaled emit the same target changes
+//! and store the same states as views with none, through batches, cold reads, discarded folds
 //! and date changes.
 
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,7 @@ pub(super) const POLICY: Policy = Policy {
 const MAX_ENTRIES: u32 = 32;
 
 /// What one batch did to a journaled group, in the order it did it.
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Default, Debug)]
 pub(super) struct Delta {
     rows: i64,
     /// (accumulator, argument, sign) per update applied.
