@@ -100,8 +100,8 @@ pub struct FoldStats {
     pub group_reads: u64,
     /// Row-image lookups (every update, delete and insert).
     pub row_reads: u64,
-    /// Bytes of encoded group records written: a group is written whole each batch that
-    /// changes it, so a group whose record grows with the data shows here first.
+    /// Bytes of group state written: whole records, and the journal entries of large groups
+    /// (`journal`), so a group rewritten whole though it grows with the data shows here.
     pub group_bytes: u64,
     /// Microseconds of the row-level pass: the part of a fold that runs on one thread
     /// whatever `--fold-threads` says (the rest is the views' folds).

@@ -32,8 +32,7 @@ pub struct Metrics {
     pub batch_rows: Mutex<Histogram<u64>>,
     /// Per-batch work (see [`crate::maintain::FoldStats`]), summed: distinct groups finalized,
     /// group lookups answered in memory and from the store, row-image lookups, group bytes
-    /// written, target rows
-    /// written, and microseconds spent folding and writing the targets.
+    /// written, target rows written, and microseconds spent folding and writing the targets.
     pub groups_touched: AtomicU64,
     pub group_hits: AtomicU64,
     pub group_reads: AtomicU64,
@@ -222,7 +221,7 @@ impl Metrics {
             ),
             s(
                 "deltamv_group_bytes_written_total",
-                "Bytes of encoded group state written (a changed group is written whole).",
+                "Bytes of group state written: whole group records, and journal entries of large groups.",
                 Kind::Counter,
                 None,
                 &self.group_bytes,
