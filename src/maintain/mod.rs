@@ -198,14 +198,18 @@ impl Maintainer {
         total
     }
 
-    /// How long each view took to fold the last batch or date change, and the group bytes it
-    /// wrote, as `name=<ms>ms/<kB>kB` pairs (for the debug log: which view a batch's time goes
-    /// to).
+    /// How long each view took to fold the last batch or date change, the groups it finalized
+    /// and the group bytes it wrote, as `name=<ms>ms/<groups>g/<kB>kB` (for the debug log:
+    /// which view a batch's time and memory go to).
     pub fn view_costs(&self) -> String {
         let costs: Vec<String> = (self.views.iter())
             .map(|v| {
-                let (name, ms) = (&v.plan.name.name, v.batch_cost.as_millis());
-                format!("{name}={ms}ms/{}kB", v.stats.group_bytes >> 10)
+                let (name, ms, kb) = (
+                    &v.plan.name.name,
+                    v.batch_cost.as_millis(),
+                    v.stats.group_bytes >> 10,
+                );
+                format!("{name}={ms}ms/{}g/{kb}kB", v.stats.groups)
             })
             .collect();
         costs.join(" ")

@@ -48,6 +48,14 @@ type Contribution = (Vec<Value>, Vec<Value>);
 /// each an input of every view of its table) cost 40-100 MB more peak RSS at 500k + 500k rows.
 const INPUT_CHUNK: usize = 4096;
 
+/// Groups read, finalized and written at a time when a stage is finalized. A date change
+/// finalizes every group filed for the day passed (172k at 5M + 5M rows, 112k of them
+/// `mv_workspace_metrics`' inner groups): read all at once and written at the end, their
+/// decoded states took `run` from 230 to 728 MB RSS. A part at a time, each part is written
+/// (encoded) before the next is read, and the peak was 575-585 MB (2026-12-07, steps file in
+/// `bench/results/`). The groups the date change's rows touched are still all held.
+const FINALIZE_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
+
 pub(super) struct ViewFold {
     /// The view's position: its id in the store's keys.
     id: u16,
@@ -407,9 +415,10 @@ impl ViewFold {
         Ok(())
     }
 
-    /// Finalizes the touched groups stage by stage, innermost first; returns the last stage's
-    /// changed rows. The groups were last finalized, and their rows contributed to the next
-    /// stage, at `was` (the view's date before a date change, else its date).
+    /// Finalizes the touched groups stage by stage, innermost first, [`FINALIZE_CHUNK`] at a
+    /// time, each written as soon as it is finalized; returns the last stage's changed rows.
+    /// The groups were last finalized, and their rows contributed to the next stage, at `was`
+    /// (the view's date before a date change, else its date).
     pub fn propagate(
         &mut self,
         store: &Store,
@@ -432,72 +441,79 @@ impl ViewFold {
             let moved = was != date && !next.is_empty();
             let deletable = !self.plan.stages[s].keys.is_empty();
             self.stats.groups += gks.len() as u64;
-            // Inputs loaded their groups; what is not in memory yet is due at a date change.
-            self.load(store, s, &gks, deletable)?;
             let prefix = keys::group_prefix(self.id, s as u8).len();
-            for gk in gks {
-                let kb = &gk[prefix..];
-                let mut g = match self.groups.touched.remove(&gk).map(|(g, _)| g) {
-                    Some(g) => g,
-                    None if !deletable => GroupState::empty(
-                        vec![],
-                        self.accumulators[s].fresh(&self.plan.stages[s].aggs),
-                    ),
-                    None => continue,
-                };
-                if keyed {
-                    self.expire(&mut g, was)?;
-                }
-                let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
-                if timed {
-                    let revisit = if deletable && g.rows <= 0 {
-                        None // gone: dropped from the store with this batch
-                    } else {
-                        let keys_and_aggs = Inputs {
-                            row: &[],
-                            keys: &g.key,
-                            aggs: &aggs,
-                        };
-                        let mut at = self.next_revisit(own.clone(), keys_and_aggs, date)?;
-                        for row in &new {
-                            at = at.min(self.next_revisit(next.clone(), Inputs::row(row), date)?);
-                        }
-                        if keyed {
-                            at = at.min(self.keyed_revisit(&g.key, date)?);
-                        }
-                        Some(at)
+            for part in gks.chunks(FINALIZE_CHUNK) {
+                // Inputs loaded their groups; what is not in memory yet is due at a date change.
+                self.load(store, s, part, deletable)?;
+                for gk in part {
+                    let kb = &gk[prefix..];
+                    let mut g = match self.groups.touched.remove(gk).map(|(g, _)| g) {
+                        Some(g) => g,
+                        None if !deletable => GroupState::empty(
+                            vec![],
+                            self.accumulators[s].fresh(&self.plan.stages[s].aggs),
+                        ),
+                        None => continue,
                     };
-                    if revisit != g.revisit {
-                        let time_key = |d| keys::group_time_key(self.id, d, s as u8, kb);
-                        if let Some(d) = g.revisit {
-                            self.writes.push((CF_TIME, time_key(d), None));
+                    if keyed {
+                        self.expire(&mut g, was)?;
+                    }
+                    let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
+                    if timed {
+                        let revisit = if deletable && g.rows <= 0 {
+                            None // gone: dropped from the store with this batch
+                        } else {
+                            let keys_and_aggs = Inputs {
+                                row: &[],
+                                keys: &g.key,
+                                aggs: &aggs,
+                            };
+                            let mut at = self.next_revisit(own.clone(), keys_and_aggs, date)?;
+                            for row in &new {
+                                at = at.min(self.next_revisit(
+                                    next.clone(),
+                                    Inputs::row(row),
+                                    date,
+                                )?);
+                            }
+                            if keyed {
+                                at = at.min(self.keyed_revisit(&g.key, date)?);
+                            }
+                            Some(at)
+                        };
+                        if revisit != g.revisit {
+                            let time_key = |d| keys::group_time_key(self.id, d, s as u8, kb);
+                            if let Some(d) = g.revisit {
+                                self.writes.push((CF_TIME, time_key(d), None));
+                            }
+                            if let Some(d) = revisit {
+                                self.writes
+                                    .push((CF_TIME, time_key(d), Some(keys::encode(&()))));
+                            }
+                            g.revisit = revisit;
                         }
-                        if let Some(d) = revisit {
-                            self.writes
-                                .push((CF_TIME, time_key(d), Some(keys::encode(&()))));
+                    }
+                    let changed = g.output.len() != new.len()
+                        || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
+                    // Unchanged rows stay as they are (bit for bit the same); changed ones are
+                    // handed on, and kept as the rows last written.
+                    if s + 1 == stages {
+                        if changed {
+                            let old = std::mem::replace(&mut g.output, new.clone());
+                            out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
                         }
-                        g.revisit = revisit;
+                    } else if changed || moved {
+                        for row in &g.output {
+                            self.contribute(store, s + 1, row, -1, was)?;
+                        }
+                        for row in &new {
+                            self.contribute(store, s + 1, row, 1, date)?;
+                        }
+                        g.output = new;
                     }
+                    // Written now: nothing later in the batch touches a group of this stage.
+                    self.flush_group(gk.clone(), g, deletable);
                 }
-                let changed = g.output.len() != new.len()
-                    || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
-                // Unchanged rows stay as they are (bit for bit the same); changed ones are
-                // handed on, and kept as the rows last written.
-                if s + 1 == stages {
-                    if changed {
-                        let old = std::mem::replace(&mut g.output, new.clone());
-                        out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
-                    }
-                } else if changed || moved {
-                    for row in &g.output {
-                        self.contribute(store, s + 1, row, -1, was)?;
-                    }
-                    for row in &new {
-                        self.contribute(store, s + 1, row, 1, date)?;
-                    }
-                    g.output = new;
-                }
-                self.groups.touched.insert(gk, (g, deletable));
             }
         }
         self.flush_groups();
@@ -532,20 +548,25 @@ impl ViewFold {
         Ok(())
     }
 
-    /// Moves every group touched by the batch into the writes, dropping empty groups (except
-    /// the single group of a stage without GROUP BY), and keeps them decoded as hot groups.
+    /// Moves every group still in the batch into the writes ([`Self::flush_group`]).
     fn flush_groups(&mut self) {
-        let policy = self.groups.journal;
-        for (gk, (mut g, deletable)) in self.groups.touched.drain() {
-            if deletable && g.rows <= 0 {
-                journal::drop_entries(&gk, &g.journal, &mut self.writes);
-                self.writes.push((CF_GROUPS, gk, None));
-            } else {
-                let written = journal::store(&gk, &mut g, policy, &mut self.writes);
-                self.stats.group_bytes += written as u64;
-                let weight = g.journal.base().max(written);
-                self.groups.hot.put(gk, g, weight);
-            }
+        let touched = std::mem::take(&mut self.groups.touched);
+        for (gk, (g, deletable)) in touched {
+            self.flush_group(gk, g, deletable);
+        }
+    }
+
+    /// Moves a finalized group into the writes, dropping it if empty (except the single group
+    /// of a stage without GROUP BY), and keeps it decoded as a hot group.
+    fn flush_group(&mut self, gk: Vec<u8>, mut g: GroupState, deletable: bool) {
+        if deletable && g.rows <= 0 {
+            journal::drop_entries(&gk, &g.journal, &mut self.writes);
+            self.writes.push((CF_GROUPS, gk, None));
+        } else {
+            let written = journal::store(&gk, &mut g, self.groups.journal, &mut self.writes);
+            self.stats.group_bytes += written as u64;
+            let weight = g.journal.base().max(written);
+            self.groups.hot.put(gk, g, weight);
         }
     }
 }
