@@ -158,14 +158,14 @@ impl Acc {
             (Acc::FloatSum(s), AggFunc::Sum) => Value::Float(s.sum()),
             (Acc::FloatSum(s), _) => s.avg().map(Value::Float).unwrap_or(Value::Null),
             (Acc::Set(m), AggFunc::CountDistinct) => Value::Int(m.distinct()),
-            (Acc::Set(m), AggFunc::Min) => m.min().cloned().unwrap_or(Value::Null),
-            (Acc::Set(m), AggFunc::Max) => m.max().cloned().unwrap_or(Value::Null),
+            (Acc::Set(m), AggFunc::Min) => m.min().unwrap_or(Value::Null),
+            (Acc::Set(m), AggFunc::Max) => m.max().unwrap_or(Value::Null),
             (Acc::Set(m), AggFunc::PercentileCont(p)) => m
                 .percentile_cont(p)
                 .map(Value::Float)
                 .unwrap_or(Value::Null),
             (Acc::Set(m), AggFunc::PercentileDisc(p)) => {
-                m.percentile_disc(p).cloned().unwrap_or(Value::Null)
+                m.percentile_disc(p).unwrap_or(Value::Null)
             }
             (acc, func) => {
                 return Err(EvalError::Internal(format!(
