@@ -18,17 +18,19 @@ use crate::plan::expr::{EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, ViewPlan};
 use crate::state::keys::{self, CF_GROUPS, CF_TIME};
 use crate::state::store::{Store, StoreError};
-use crate::value::{identical, Value};
+use crate::value::Value;
 
 use super::groups::{BatchGroups, GroupState, HotGroups};
 use super::journal;
 use super::{FoldStats, MaintainError};
 
+mod finalize;
 mod inputs;
 mod output;
 mod revisit;
 mod window;
 
+use finalize::Finalizing;
 use inputs::Input;
 use output::finalize;
 use revisit::{bind_stages, split_monotone};
@@ -426,8 +428,6 @@ impl ViewFold {
     ) -> Result<Vec<TargetChange>, MaintainError> {
         let mut out = Vec::new();
         let stages = self.plan.stages.len();
-        let rank = self.plan.rank_column();
-        let date = self.date;
         for s in 0..stages {
             self.fold_inputs(store, s)?;
             let gks: Vec<Vec<u8>> = std::mem::take(&mut self.touched[s]).into_iter().collect();
@@ -435,89 +435,30 @@ impl ViewFold {
                 continue;
             }
             let (own, next) = self.group_components[s].clone();
-            let timed = self.timed(s);
-            let keyed = s == 0 && self.has_keyed_windows();
-            // After a date change, an unchanged row may still contribute differently.
-            let moved = was != date && !next.is_empty();
-            let deletable = !self.plan.stages[s].keys.is_empty();
+            let stage = Finalizing {
+                s,
+                last: s + 1 == stages,
+                timed: self.timed(s),
+                keyed: s == 0 && self.has_keyed_windows(),
+                // After a date change, an unchanged row may still contribute differently.
+                moved: was != self.date && !next.is_empty(),
+                deletable: !self.plan.stages[s].keys.is_empty(),
+                own,
+                next,
+                was,
+                prefix: keys::group_prefix(self.id, s as u8).len(),
+            };
             self.stats.groups += gks.len() as u64;
-            let prefix = keys::group_prefix(self.id, s as u8).len();
             for part in gks.chunks(FINALIZE_CHUNK) {
                 // Inputs loaded their groups; what is not in memory yet is due at a date change.
-                self.load(store, s, part, deletable)?;
+                self.load(store, s, part, stage.deletable)?;
                 for gk in part {
-                    let kb = &gk[prefix..];
-                    let mut g = match self.groups.touched.remove(gk).map(|(g, _)| g) {
-                        Some(g) => g,
-                        None if !deletable => GroupState::empty(
-                            vec![],
-                            self.accumulators[s].fresh(&self.plan.stages[s].aggs),
-                        ),
-                        None => continue,
-                    };
-                    if keyed {
-                        self.expire(&mut g, was)?;
-                    }
-                    let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
-                    if timed {
-                        let revisit = if deletable && g.rows <= 0 {
-                            None // gone: dropped from the store with this batch
-                        } else {
-                            let keys_and_aggs = Inputs {
-                                row: &[],
-                                keys: &g.key,
-                                aggs: &aggs,
-                            };
-                            let mut at = self.next_revisit(own.clone(), keys_and_aggs, date)?;
-                            for row in &new {
-                                at = at.min(self.next_revisit(
-                                    next.clone(),
-                                    Inputs::row(row),
-                                    date,
-                                )?);
-                            }
-                            if keyed {
-                                at = at.min(self.keyed_revisit(&g.key, date)?);
-                            }
-                            Some(at)
-                        };
-                        if revisit != g.revisit {
-                            let time_key = |d| keys::group_time_key(self.id, d, s as u8, kb);
-                            if let Some(d) = g.revisit {
-                                self.writes.push((CF_TIME, time_key(d), None));
-                            }
-                            if let Some(d) = revisit {
-                                self.writes
-                                    .push((CF_TIME, time_key(d), Some(keys::encode(&()))));
-                            }
-                            g.revisit = revisit;
-                        }
-                    }
-                    let changed = g.output.len() != new.len()
-                        || g.output.iter().zip(&new).any(|(a, b)| !identical(a, b));
-                    // Unchanged rows stay as they are (bit for bit the same); changed ones are
-                    // handed on, and kept as the rows last written.
-                    if s + 1 == stages {
-                        if changed {
-                            let old = std::mem::replace(&mut g.output, new.clone());
-                            out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
-                        }
-                    } else if changed || moved {
-                        for row in &g.output {
-                            self.contribute(store, s + 1, row, -1, was)?;
-                        }
-                        for row in &new {
-                            self.contribute(store, s + 1, row, 1, date)?;
-                        }
-                        g.output = new;
-                    }
-                    // Written now: nothing later in the batch touches a group of this stage.
-                    self.flush_group(gk.clone(), g, deletable);
+                    self.finalize_group(store, &stage, gk, &mut out)?;
                 }
             }
         }
         self.flush_groups();
-        self.finalized = date;
+        self.finalized = self.date;
         Ok(out)
     }
 
@@ -546,27 +487,5 @@ impl ViewFold {
             }
         }
         Ok(())
-    }
-
-    /// Moves every group still in the batch into the writes ([`Self::flush_group`]).
-    fn flush_groups(&mut self) {
-        let touched = std::mem::take(&mut self.groups.touched);
-        for (gk, (g, deletable)) in touched {
-            self.flush_group(gk, g, deletable);
-        }
-    }
-
-    /// Moves a finalized group into the writes, dropping it if empty (except the single group
-    /// of a stage without GROUP BY), and keeps it decoded as a hot group.
-    fn flush_group(&mut self, gk: Vec<u8>, mut g: GroupState, deletable: bool) {
-        if deletable && g.rows <= 0 {
-            journal::drop_entries(&gk, &g.journal, &mut self.writes);
-            self.writes.push((CF_GROUPS, gk, None));
-        } else {
-            let written = journal::store(&gk, &mut g, self.groups.journal, &mut self.writes);
-            self.stats.group_bytes += written as u64;
-            let weight = g.journal.base().max(written);
-            self.groups.hot.put(gk, g, weight);
-        }
     }
 }
