@@ -17,8 +17,9 @@ use super::rows::{decode_row, first_revisit, RowDelta, RowRecord};
 use super::{threads, MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 
 /// Due source rows read and folded at a time: bounds the images held when every row of a
-/// table is due (the clock went back).
-const DUE_ROWS_CHUNK: usize = 16_384;
+/// table is due (the clock went back), and between two parts the views' first stages may be
+/// finalized early (`ViewFold::finalize_early`). Tests cross parts with every few rows.
+const DUE_ROWS_CHUNK: usize = if cfg!(test) { 5 } else { 16_384 };
 
 impl Maintainer {
     /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
@@ -28,11 +29,10 @@ impl Maintainer {
         let before = self.dates();
         let mut moving = vec![false; self.views.len()];
         for (v, view) in self.views.iter_mut().enumerate() {
-            if view.is_temporal() && view.failed.is_none() && view.date != today {
-                moving[v] = true;
-            } else {
-                view.set_date(today);
-            }
+            moving[v] = view.is_temporal() && view.failed.is_none() && view.date != today;
+            // Rows are retracted at the dates `before` and added at `today`, and groups
+            // finalized early are finalized at `today`.
+            view.set_date(today);
         }
         for table in 0..self.table_views.len() {
             // The moving views that file this table's rows.
@@ -53,7 +53,6 @@ impl Maintainer {
             if moves {
                 let old = before[v];
                 self.views[v].due_groups(&self.store, old, today)?;
-                self.views[v].set_date(today);
             }
         }
         self.fold_views(&[], Some(&before), true)

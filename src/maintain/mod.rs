@@ -359,7 +359,8 @@ impl Maintainer {
 
     /// Every view folds `deltas` (those of its table, or those meant for it alone) into its
     /// first stage, then, given `before` (the dates its rows were last contributed at),
-    /// finalizes its touched groups. The views' writes then go to the store in view order, so
+    /// finalizes its touched groups; without, it is a part of a date change's row pass, and
+    /// only a first stage holding many groups is finalized ([`ViewFold::finalize_early`]). The views' writes then go to the store in view order, so
     /// what is written does not depend on how many threads folded.
     fn fold_views(
         &mut self,
@@ -383,7 +384,7 @@ impl Maintainer {
                 }
                 match before {
                     Some(before) => view.propagate(store, before[v]),
-                    None => Ok(vec![]),
+                    None => view.finalize_early(store).map(|()| vec![]),
                 }
             })();
             view.cost = started.elapsed();

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::change::TargetChange;
 use crate::ops::Accumulators;
@@ -58,6 +58,10 @@ const INPUT_CHUNK: usize = 4096;
 /// `bench/results/`). The groups the date change's rows touched are still all held.
 const FINALIZE_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
 
+/// Touched first-stage groups of a view that a date change's row pass finalizes early
+/// ([`ViewFold::finalize_early`]).
+const EARLY_GROUPS: usize = if cfg!(test) { 2 } else { 16_384 };
+
 pub(super) struct ViewFold {
     /// The view's position: its id in the store's keys.
     id: u16,
@@ -103,6 +107,9 @@ pub(super) struct ViewFold {
     touched: Vec<BTreeSet<Vec<u8>>>,
     /// Per stage: the input rows not folded yet.
     inputs: Vec<Vec<Input>>,
+    /// The first stage's groups finalized early in the current date change, at `date` (the
+    /// others were last finalized at `finalized`): [`Self::finalize_early`].
+    early: HashSet<Vec<u8>>,
     /// The current batch's writes, for the owner to apply ([`Self::drain_writes`]).
     writes: Vec<Write>,
     /// The current (or last) batch's counts, and how long its last fold took (to order the
@@ -183,6 +190,7 @@ impl ViewFold {
                 hot: HotGroups::new(hot_bytes.0, hot_bytes.1),
                 journal: journal::POLICY,
             },
+            early: HashSet::default(),
             writes: Vec::new(),
             stats: FoldStats::default(),
             cost: std::time::Duration::ZERO,
@@ -216,6 +224,16 @@ impl ViewFold {
         self.committed = date;
     }
 
+    /// The date group `gk`'s output rows were last computed at, and its rows contributed to
+    /// the next stage at.
+    fn finalized_at(&self, gk: &[u8]) -> i32 {
+        if self.early.contains(gk) {
+            self.date
+        } else {
+            self.finalized
+        }
+    }
+
     /// The state folded so far was committed, at the view's date.
     pub fn committed(&mut self) {
         self.committed = self.date;
@@ -245,6 +263,7 @@ impl ViewFold {
     pub fn discard(&mut self) {
         self.restore_date(self.committed);
         self.groups.clear();
+        self.early.clear();
         self.writes.clear();
         for t in &mut self.touched {
             t.clear();
@@ -267,6 +286,12 @@ impl ViewFold {
     #[cfg(test)]
     pub fn set_journal_policy(&mut self, policy: journal::Policy) {
         self.groups.journal = policy;
+    }
+
+    /// Keeps no group decoded across batches or parts of a date change: each is read back.
+    #[cfg(test)]
+    pub fn keep_no_hot_groups(&mut self) {
+        self.groups.hot = HotGroups::new(0, 0);
     }
 
     pub fn err(&self, error: EvalError) -> MaintainError {
@@ -417,49 +442,87 @@ impl ViewFold {
         Ok(())
     }
 
-    /// Finalizes the touched groups stage by stage, innermost first, [`FINALIZE_CHUNK`] at a
-    /// time, each written as soon as it is finalized; returns the last stage's changed rows.
-    /// The groups were last finalized, and their rows contributed to the next stage, at `was`
-    /// (the view's date before a date change, else its date).
+    /// Finalizes the touched groups stage by stage, innermost first ([`Self::finalize_stage`]);
+    /// returns the last stage's changed rows. The groups were last finalized, and their rows
+    /// contributed to the next stage, at `was` (the view's date before a date change, else its
+    /// date), except those finalized early in a date change ([`Self::finalize_early`]).
     pub fn propagate(
         &mut self,
         store: &Store,
         was: i32,
     ) -> Result<Vec<TargetChange>, MaintainError> {
         let mut out = Vec::new();
-        let stages = self.plan.stages.len();
-        for s in 0..stages {
-            self.fold_inputs(store, s)?;
-            let gks: Vec<Vec<u8>> = std::mem::take(&mut self.touched[s]).into_iter().collect();
-            if gks.is_empty() {
-                continue;
-            }
-            let (own, next) = self.group_components[s].clone();
-            let stage = Finalizing {
-                s,
-                last: s + 1 == stages,
-                timed: self.timed(s),
-                keyed: s == 0 && self.has_keyed_windows(),
-                // After a date change, an unchanged row may still contribute differently.
-                moved: was != self.date && !next.is_empty(),
-                deletable: !self.plan.stages[s].keys.is_empty(),
-                own,
-                next,
-                was,
-                prefix: keys::group_prefix(self.id, s as u8).len(),
-            };
-            self.stats.groups += gks.len() as u64;
-            for part in gks.chunks(FINALIZE_CHUNK) {
-                // Inputs loaded their groups; what is not in memory yet is due at a date change.
-                self.load(store, s, part, stage.deletable)?;
-                for gk in part {
-                    self.finalize_group(store, &stage, gk, &mut out)?;
-                }
-            }
+        for s in 0..self.plan.stages.len() {
+            self.finalize_stage(store, s, was, &mut out)?;
         }
         self.flush_groups();
         self.finalized = self.date;
+        self.early.clear();
         Ok(out)
+    }
+
+    /// Finalizes stage `s`'s touched groups (its pending inputs folded first),
+    /// [`FINALIZE_CHUNK`] at a time, each written as soon as it is finalized; returns their
+    /// keys.
+    fn finalize_stage(
+        &mut self,
+        store: &Store,
+        s: usize,
+        was: i32,
+        out: &mut Vec<TargetChange>,
+    ) -> Result<Vec<Vec<u8>>, MaintainError> {
+        self.fold_inputs(store, s)?;
+        let gks: Vec<Vec<u8>> = std::mem::take(&mut self.touched[s]).into_iter().collect();
+        if gks.is_empty() {
+            return Ok(gks);
+        }
+        let stages = self.plan.stages.len();
+        let (own, next) = self.group_components[s].clone();
+        let stage = Finalizing {
+            s,
+            last: s + 1 == stages,
+            timed: self.timed(s),
+            keyed: s == 0 && self.has_keyed_windows(),
+            // After a date change, an unchanged row may still contribute differently.
+            moved: was != self.date && !next.is_empty(),
+            deletable: !self.plan.stages[s].keys.is_empty(),
+            own,
+            next,
+            was,
+            prefix: keys::group_prefix(self.id, s as u8).len(),
+        };
+        self.stats.groups += gks.len() as u64;
+        for part in gks.chunks(FINALIZE_CHUNK) {
+            // Inputs loaded their groups; what is not in memory yet is due at a date change.
+            self.load(store, s, part, stage.deletable)?;
+            for gk in part {
+                self.finalize_group(store, &stage, gk, out)?;
+            }
+        }
+        Ok(gks)
+    }
+
+    /// Between two parts of a date change's row pass: when the first stage holds
+    /// [`EARLY_GROUPS`] touched groups or more and is not the last, finalizes them now, at the
+    /// new date, and hands their rows on to the next stage; a group touched again later in the
+    /// date change is finalized again (from the date it was finalized at now: [`Self::early`]).
+    /// A day leaving a 30-day window touches one inner group per row of that day (112k of
+    /// `mv_workspace_metrics`' at 5M + 5M), and held decoded until the end of the date change
+    /// they were most of `run`'s peak memory. The last stage's groups are not finalized early:
+    /// the target would get two changes of one row in one batch. Nor are keyed windows'
+    /// groups, whose rows are revisited only when the clock goes back.
+    pub fn finalize_early(&mut self, store: &Store) -> Result<(), MaintainError> {
+        if self.plan.stages.len() < 2
+            || self.has_keyed_windows()
+            || self.touched[0].len() + self.inputs[0].len() < EARLY_GROUPS
+        {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        let finalized = self.finalize_stage(store, 0, self.finalized, &mut out)?;
+        debug_assert!(out.is_empty(), "an inner stage hands its rows on");
+        self.early.extend(finalized);
+        Ok(())
     }
 
     /// Brings the groups `gks` of stage `s` into the batch ([`BatchGroups::load`]); a group
@@ -473,12 +536,12 @@ impl ViewFold {
         deletable: bool,
     ) -> Result<(), MaintainError> {
         let read = self.groups.load(store, gks, deletable, &mut self.stats)?;
-        let ctx = EvalCtx {
-            today: self.finalized,
-            tz: &self.tz,
-        };
         let (stage, accumulators) = (&self.plan.stages[s], &self.accumulators[s]);
         for i in read {
+            let ctx = EvalCtx {
+                today: self.finalized_at(&gks[i]),
+                tz: &self.tz,
+            };
             if let Some((g, _)) = self.groups.touched.get_mut(&gks[i]) {
                 g.output = match finalize(stage, accumulators, g, ctx) {
                     Ok((rows, _)) => rows,

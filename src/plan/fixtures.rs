@@ -89,7 +89,14 @@ pub fn classified(files: &[ViewFile]) -> Classified {
 
 /// The seed views and one more, `text` as if read from `file`, planned as [`classified`] does.
 pub fn classified_with(file: &str, text: &str) -> Classified {
+    classified_with_all(&[(file, text)])
+}
+
+/// The seed views and more, each `(file, text)` as if read from `file`.
+pub fn classified_with_all(more: &[(&str, &str)]) -> Classified {
     let mut files = seed_views();
-    files.push(parse_view_file(Path::new(file), text).unwrap_or_else(|e| panic!("{e}")));
+    for (file, text) in more {
+        files.push(parse_view_file(Path::new(file), text).unwrap_or_else(|e| panic!("{e}")));
+    }
     classified(&files)
 }

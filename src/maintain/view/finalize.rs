@@ -25,7 +25,7 @@ pub(super) struct Finalizing {
     /// The stage's own and the next stage's input components ([`ViewFold::next_revisit`]).
     pub own: Range<usize>,
     pub next: Range<usize>,
-    /// The date the groups were last finalized at.
+    /// The date the groups were last finalized at (but see [`ViewFold::finalize_early`]).
     pub was: i32,
     /// The length of the stage's group-key prefix.
     pub prefix: usize,
@@ -43,6 +43,9 @@ impl ViewFold {
         out: &mut Vec<TargetChange>,
     ) -> Result<(), MaintainError> {
         let (s, date) = (stage.s, self.date);
+        // Finalized early in this date change, the group is at the new date already.
+        let early = self.early.contains(gk);
+        let was = if early { date } else { stage.was };
         let mut g = match self.groups.touched.remove(gk).map(|(g, _)| g) {
             Some(g) => g,
             None if !stage.deletable => GroupState::empty(
@@ -52,7 +55,7 @@ impl ViewFold {
             None => return Ok(()),
         };
         if stage.keyed {
-            self.expire(&mut g, stage.was)?;
+            self.expire(&mut g, was)?;
         }
         let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
         if stage.timed {
@@ -96,9 +99,9 @@ impl ViewFold {
                 let rank = self.plan.rank_column();
                 out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
             }
-        } else if changed || stage.moved {
+        } else if changed || (stage.moved && !early) {
             for row in &g.output {
-                self.contribute(store, s + 1, row, -1, stage.was)?;
+                self.contribute(store, s + 1, row, -1, was)?;
             }
             for row in &new {
                 self.contribute(store, s + 1, row, 1, date)?;
