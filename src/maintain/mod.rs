@@ -23,7 +23,10 @@
 //! clock passes it, the group is finalized again at the new date and its rows are retracted from
 //! the next stage as they were contributed (at the old date) and added at the new one. A date
 //! change thus runs like a batch: due source rows first, then each stage's changed and due
-//! groups, innermost first, with no writes needed.
+//! groups, innermost first, with no writes needed. Its due rows are read in parts, and a first
+//! stage that feeds a later one is finalized between parts once it holds many groups (at the new
+//! date; a group touched again is finalized again from there), so a day leaving a window is not
+//! held decoded whole (`view.rs`, `finalize_early`).
 //!
 //! Within a batch, a stage's input rows are folded per group, sorted and consolidated (a
 //! retraction and an addition that give an aggregate the same argument leave it alone: see

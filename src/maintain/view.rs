@@ -30,7 +30,6 @@ mod output;
 mod revisit;
 mod window;
 
-use finalize::Finalizing;
 use inputs::Input;
 use output::finalize;
 use revisit::{bind_stages, split_monotone};
@@ -49,18 +48,6 @@ type Contribution = (Vec<Value>, Vec<Value>);
 /// inputs weigh about 0.5 KB, and a whole catch-up batch of them (tens of thousands of changes,
 /// each an input of every view of its table) cost 40-100 MB more peak RSS at 500k + 500k rows.
 const INPUT_CHUNK: usize = 4096;
-
-/// Groups read, finalized and written at a time when a stage is finalized. A date change
-/// finalizes every group filed for the day passed (172k at 5M + 5M rows, 112k of them
-/// `mv_workspace_metrics`' inner groups): read all at once and written at the end, their
-/// decoded states took `run` from 230 to 728 MB RSS. A part at a time, each part is written
-/// (encoded) before the next is read, and the peak was 575-585 MB (2026-12-07, steps file in
-/// `bench/results/`). The groups the date change's rows touched are still all held.
-const FINALIZE_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
-
-/// Touched first-stage groups of a view that a date change's row pass finalizes early
-/// ([`ViewFold::finalize_early`]).
-const EARLY_GROUPS: usize = if cfg!(test) { 2 } else { 16_384 };
 
 pub(super) struct ViewFold {
     /// The view's position: its id in the store's keys.
@@ -459,70 +446,6 @@ impl ViewFold {
         self.finalized = self.date;
         self.early.clear();
         Ok(out)
-    }
-
-    /// Finalizes stage `s`'s touched groups (its pending inputs folded first),
-    /// [`FINALIZE_CHUNK`] at a time, each written as soon as it is finalized; returns their
-    /// keys.
-    fn finalize_stage(
-        &mut self,
-        store: &Store,
-        s: usize,
-        was: i32,
-        out: &mut Vec<TargetChange>,
-    ) -> Result<Vec<Vec<u8>>, MaintainError> {
-        self.fold_inputs(store, s)?;
-        let gks: Vec<Vec<u8>> = std::mem::take(&mut self.touched[s]).into_iter().collect();
-        if gks.is_empty() {
-            return Ok(gks);
-        }
-        let stages = self.plan.stages.len();
-        let (own, next) = self.group_components[s].clone();
-        let stage = Finalizing {
-            s,
-            last: s + 1 == stages,
-            timed: self.timed(s),
-            keyed: s == 0 && self.has_keyed_windows(),
-            // After a date change, an unchanged row may still contribute differently.
-            moved: was != self.date && !next.is_empty(),
-            deletable: !self.plan.stages[s].keys.is_empty(),
-            own,
-            next,
-            was,
-            prefix: keys::group_prefix(self.id, s as u8).len(),
-        };
-        self.stats.groups += gks.len() as u64;
-        for part in gks.chunks(FINALIZE_CHUNK) {
-            // Inputs loaded their groups; what is not in memory yet is due at a date change.
-            self.load(store, s, part, stage.deletable)?;
-            for gk in part {
-                self.finalize_group(store, &stage, gk, out)?;
-            }
-        }
-        Ok(gks)
-    }
-
-    /// Between two parts of a date change's row pass: when the first stage holds
-    /// [`EARLY_GROUPS`] touched groups or more and is not the last, finalizes them now, at the
-    /// new date, and hands their rows on to the next stage; a group touched again later in the
-    /// date change is finalized again (from the date it was finalized at now: [`Self::early`]).
-    /// A day leaving a 30-day window touches one inner group per row of that day (112k of
-    /// `mv_workspace_metrics`' at 5M + 5M), and held decoded until the end of the date change
-    /// they were most of `run`'s peak memory. The last stage's groups are not finalized early:
-    /// the target would get two changes of one row in one batch. Nor are keyed windows'
-    /// groups, whose rows are revisited only when the clock goes back.
-    pub fn finalize_early(&mut self, store: &Store) -> Result<(), MaintainError> {
-        if self.plan.stages.len() < 2
-            || self.has_keyed_windows()
-            || self.touched[0].len() + self.inputs[0].len() < EARLY_GROUPS
-        {
-            return Ok(());
-        }
-        let mut out = Vec::new();
-        let finalized = self.finalize_stage(store, 0, self.finalized, &mut out)?;
-        debug_assert!(out.is_empty(), "an inner stage hands its rows on");
-        self.early.extend(finalized);
-        Ok(())
     }
 
     /// Brings the groups `gks` of stage `s` into the batch ([`BatchGroups::load`]); a group
