@@ -26,7 +26,7 @@
 //! groups, innermost first, with no writes needed. Its due rows are read in parts, and a first
 //! stage that feeds a later one is finalized between parts once it holds many groups (at the new
 //! date; a group touched again is finalized again from there), so a day leaving a window is not
-//! held decoded whole (`view.rs`, `finalize_early`).
+//! held decoded whole (`view/finalize.rs`, `finalize_early`).
 //!
 //! Within a batch, a stage's input rows are folded per group, sorted and consolidated (a
 //! retraction and an addition that give an aggregate the same argument leave it alone: see
@@ -363,8 +363,9 @@ impl Maintainer {
     /// Every view folds `deltas` (those of its table, or those meant for it alone) into its
     /// first stage, then, given `before` (the dates its rows were last contributed at),
     /// finalizes its touched groups; without, it is a part of a date change's row pass, and
-    /// only a first stage holding many groups is finalized ([`ViewFold::finalize_early`]). The views' writes then go to the store in view order, so
-    /// what is written does not depend on how many threads folded.
+    /// only a first stage holding many groups is finalized ([`ViewFold::finalize_early`]).
+    /// The views' writes then go to the store in view order, so what is written does not
+    /// depend on how many threads folded.
     fn fold_views(
         &mut self,
         deltas: &[RowDelta<'_>],
