@@ -294,8 +294,12 @@ impl Serialize for Multiset {
         impl Serialize for Entries<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.len()))?;
-                for entry in self.0.entries() {
-                    seq.serialize_element(&entry)?;
+                match self.0 {
+                    // Written in place: a text or numeric value is not copied to be encoded.
+                    Counts::Any(c) => c.iter().try_for_each(|e| seq.serialize_element(e))?,
+                    typed => typed
+                        .entries()
+                        .try_for_each(|e| seq.serialize_element(&e))?,
                 }
                 seq.end()
             }
