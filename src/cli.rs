@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{
     machine_cores, Config, DEFAULT_BATCH_MAX_MS, DEFAULT_BATCH_MAX_ROWS, DEFAULT_CHECKPOINT_MS,
-    DEFAULT_PUBLICATION, DEFAULT_RECONCILE_WAIT_MS, DEFAULT_SLOT,
+    DEFAULT_PUBLICATION, DEFAULT_RECONCILE_WAIT_MS, DEFAULT_RESYNC_MEMORY_MB, DEFAULT_SLOT,
 };
 use crate::{engine, pgtime, reconcile, setup, status, submit};
 
@@ -76,6 +76,11 @@ pub struct Cli {
     /// at a time); default: the machine's cores.
     #[arg(long, env = "DELTAMV_FOLD_THREADS", global = true)]
     fold_threads: Option<usize>,
+    /// The largest target (its table on disk, in MB) that `init --resync` compares with its
+    /// new rows in memory, writing only the rows that differ; a larger one is compared in
+    /// PostgreSQL through a temporary table, which costs about what copying it in does.
+    #[arg(long, env = "DELTAMV_RESYNC_MEMORY_MB", global = true, default_value_t = DEFAULT_RESYNC_MEMORY_MB)]
+    resync_memory_mb: u64,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
@@ -187,6 +192,7 @@ fn config(cli: &Cli) -> Config {
         checkpoint_ms: cli.checkpoint_ms,
         reconcile_wait_ms: cli.reconcile_wait_ms,
         fold_threads: cli.fold_threads.unwrap_or_else(machine_cores),
+        resync_memory_mb: cli.resync_memory_mb,
     }
 }
 

@@ -27,6 +27,10 @@ pub struct Config {
     /// How many threads fold the views of a batch (`init` and `run`); each view is folded by
     /// one thread, so more threads than views are idle.
     pub fold_threads: usize,
+    /// How large a target (its table on disk, in MB) `init --resync` compares with the new
+    /// rows in the engine's memory; a larger one is compared in PostgreSQL
+    /// ([`crate::sink::fill`]).
+    pub resync_memory_mb: u64,
 }
 
 pub const DEFAULT_SLOT: &str = "deltamv";
@@ -35,6 +39,7 @@ pub const DEFAULT_BATCH_MAX_ROWS: usize = 20_000;
 pub const DEFAULT_BATCH_MAX_MS: u64 = 100;
 pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
 pub const DEFAULT_RECONCILE_WAIT_MS: u64 = 30_000;
+pub const DEFAULT_RESYNC_MEMORY_MB: u64 = 256;
 
 /// The machine's cores (1 when it cannot tell): the default of [`Config::fold_threads`].
 pub fn machine_cores() -> usize {
@@ -102,6 +107,7 @@ mod tests {
             checkpoint_ms: DEFAULT_CHECKPOINT_MS,
             reconcile_wait_ms: DEFAULT_RECONCILE_WAIT_MS,
             fold_threads: 2,
+            resync_memory_mb: DEFAULT_RESYNC_MEMORY_MB,
         }
     }
 

@@ -284,15 +284,20 @@ async fn a_wrong_state_is_reported_and_left_for_resync() -> Result<()> {
 /// `init --resync` over targets that were changed behind the engine's back rewrites exactly the
 /// rows that differ from its fresh state, a number printed differently included (1.2345 and
 /// 1.234500000 are equal, but a reader sees two texts), and leaves every other row as it was:
-/// the refill is a difference, not a delete and copy of everything. A target with a column type
-/// the difference does not know (here an enum) is refilled whole, as exactly.
+/// the refill is a difference, not a delete and copy of everything. Compared in the engine (a
+/// target that fits in `--resync-memory-mb`), any column type compares, and values whose text
+/// PostgreSQL and Rust could print apart (floats, escaped text, timestamps, an enum)
+/// are told unchanged; compared in PostgreSQL (`--resync-memory-mb 0`), a target with a column
+/// type that comparison does not know (the enum) is refilled whole, as exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
     let views = support::engine::seed_views_with("")?;
     std::fs::write(
         views.path().join("mv_moods.sql"),
         "CREATE MATERIALIZED VIEW analytics.mv_moods AS
-         SELECT mood, count(*) AS notes, sum(n) AS total FROM public.notes GROUP BY mood;
+         SELECT mood, count(*) AS notes, sum(n) AS total, max(f) AS top, min(f) AS bottom,
+                min(t) AS first_text, max(ts) AS last_at
+           FROM public.notes GROUP BY mood;
          CREATE UNIQUE INDEX idx_mv_moods ON analytics.mv_moods (mood);",
     )?;
     let Fixture {
@@ -304,8 +309,12 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
     client
         .batch_execute(
             "CREATE TYPE public.mood AS ENUM ('calm', 'busy', 'late');
-             CREATE TABLE public.notes (id int PRIMARY KEY, mood public.mood, n int);
-             INSERT INTO public.notes SELECT g, (ARRAY['calm', 'busy', 'late'])[g % 3 + 1]::public.mood, g
+             CREATE TABLE public.notes (id int PRIMARY KEY, mood public.mood, n int, f float8,
+               t text, ts timestamptz);
+             INSERT INTO public.notes SELECT g, (ARRAY['calm', 'busy', 'late'])[g % 3 + 1]::public.mood, g,
+                 (ARRAY[1234, 1e20, 1.5e-7])[g % 3 + 1]::float8 * (CASE WHEN g < 4 THEN -1 ELSE 1 END),
+                 (ARRAY[E'tab\there', E'back\\\\slash', E'bs\\b ff\\f vt\\x0b nl\\n'])[g % 3 + 1] || g,
+                 timestamptz '2026-06-14 10:30:00.5+02' + g * interval '1 hour'
                FROM generate_series(1, 30) g;",
         )
         .await?;
@@ -327,61 +336,64 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
         .await?
         .get(0);
     assert_eq!(moods, 3, "the enum view has rows to refill");
-    client
-        .batch_execute(
-            "UPDATE analytics.mv_workspace_metrics SET total_users = total_users + 1
-               WHERE workspace_id = (SELECT workspace_id FROM analytics.mv_workspace_metrics ORDER BY 1 LIMIT 1);
-             DELETE FROM analytics.mv_active_users WHERE ctid = (SELECT min(ctid) FROM analytics.mv_active_users);
-             INSERT INTO analytics.mv_agent_performance (agent_id, workspace_id, run_date, total_runs)
-               VALUES ('99999999-9999-4999-a999-999999999999', '99999999-9999-4999-a999-999999999999', '2026-06-14', 42);
-             UPDATE analytics.mv_agent_performance SET total_credits = total_credits + 0.00000
-               WHERE (agent_id, run_date) = (SELECT agent_id, run_date FROM analytics.mv_agent_performance
-                 WHERE total_credits IS NOT NULL ORDER BY agent_id, run_date LIMIT 1);
-             UPDATE analytics.mv_moods SET total = total + 1 WHERE mood = 'busy';",
-        )
-        .await?;
-    assert_ne!(
-        text_of(PERF_ROW).await?,
-        perf_before,
-        "the tamper changed the text"
-    );
 
-    let (code, _, err) = env.run_cmd(&["init", "--resync"])?;
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        text_of(PERF_ROW).await?,
-        perf_before,
-        "the state's text is back"
-    );
-    let (code, out, err) = env.run_cmd(&["reconcile"])?;
-    assert_eq!(code, 0, "exact after the resync:\n{out}\n{err}");
-
-    // Rows the resync's transaction wrote carry its transaction id, as does the progress row it
-    // updated; the history records the rows deleted plus the rows inserted.
-    for (view, written, changed) in [
-        ("mv_workspace_metrics", 1, 2),
-        ("mv_active_users", 1, 1),
-        ("mv_agent_performance", 1, 3),
-        ("mv_top_agents", 0, 0),
-        ("mv_error_summary", 0, 0),
-        ("mv_moods", moods, 2 * moods),
-    ] {
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT (SELECT count(*) FROM analytics.{view} t, deltamv.progress p WHERE t.xmin = p.xmin),
-                            (SELECT rows_changed FROM deltamv.refresh_history
-                              WHERE view_name = 'analytics.{view}' AND kind = 'initial load' ORDER BY id DESC LIMIT 1)"
-                ),
-                &[],
+    for (memory_mb, moods_written, moods_changed) in [("256", 1, 2), ("0", moods, 2 * moods)] {
+        client
+            .batch_execute(
+                "UPDATE analytics.mv_workspace_metrics SET total_users = total_users + 1
+                   WHERE workspace_id = (SELECT workspace_id FROM analytics.mv_workspace_metrics ORDER BY 1 LIMIT 1);
+                 DELETE FROM analytics.mv_active_users WHERE ctid = (SELECT min(ctid) FROM analytics.mv_active_users);
+                 INSERT INTO analytics.mv_agent_performance (agent_id, workspace_id, run_date, total_runs)
+                   VALUES ('99999999-9999-4999-a999-999999999999', '99999999-9999-4999-a999-999999999999', '2026-06-14', 42);
+                 UPDATE analytics.mv_agent_performance SET total_credits = total_credits + 0.00000
+                   WHERE (agent_id, run_date) = (SELECT agent_id, run_date FROM analytics.mv_agent_performance
+                     WHERE total_credits IS NOT NULL ORDER BY agent_id, run_date LIMIT 1);
+                 UPDATE analytics.mv_moods SET total = total + 1 WHERE mood = 'busy';",
             )
             .await?;
-        let (got_written, got_changed): (i64, Option<i64>) = (row.get(0), row.get(1));
-        assert_eq!(
-            (got_written, got_changed),
-            (written, Some(changed)),
-            "{view}: rows written by the resync, and rows changed in its history"
+        assert_ne!(
+            text_of(PERF_ROW).await?,
+            perf_before,
+            "the tamper changed the text"
         );
+
+        let (code, _, err) = env.run_cmd(&["init", "--resync", "--resync-memory-mb", memory_mb])?;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            text_of(PERF_ROW).await?,
+            perf_before,
+            "the state's text is back"
+        );
+        let (code, out, err) = env.run_cmd(&["reconcile"])?;
+        assert_eq!(code, 0, "exact after the resync:\n{out}\n{err}");
+
+        // Rows the resync's transaction wrote carry its transaction id, as does the progress row
+        // it updated; the history records the rows deleted plus the rows inserted.
+        for (view, written, changed) in [
+            ("mv_workspace_metrics", 1, 2),
+            ("mv_active_users", 1, 1),
+            ("mv_agent_performance", 1, 3),
+            ("mv_top_agents", 0, 0),
+            ("mv_error_summary", 0, 0),
+            ("mv_moods", moods_written, moods_changed),
+        ] {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT count(*) FROM analytics.{view} t, deltamv.progress p WHERE t.xmin = p.xmin),
+                                (SELECT rows_changed FROM deltamv.refresh_history
+                                  WHERE view_name = 'analytics.{view}' AND kind = 'initial load' ORDER BY id DESC LIMIT 1)"
+                    ),
+                    &[],
+                )
+                .await?;
+            let (got_written, got_changed): (i64, Option<i64>) = (row.get(0), row.get(1));
+            assert_eq!(
+                (got_written, got_changed),
+                (written, Some(changed)),
+                "{view}, compared with {memory_mb} MB: rows written by the resync, and rows changed in its history"
+            );
+        }
     }
     Ok(())
 }

@@ -212,3 +212,31 @@ fn reals_cast_to_numeric_with_six_significant_digits() {
     assert_eq!(f4num(1234567.0), "1234570");
     assert_eq!(f4num(-2.5e-7), "-0.00000025");
 }
+
+proptest::proptest! {
+    /// Numerics whose digits fit in 128 bits are printed from a buffer on the stack: the same
+    /// text as the digits of the big integer, padded and split at the scale.
+    #[test]
+    fn the_stack_printed_digits_are_the_big_integers(
+        mantissa in proptest::prelude::any::<i128>(),
+        wide in proptest::prelude::any::<bool>(),
+        dscale in 0u32..48,
+    ) {
+        let mut m = num_bigint::BigInt::from(mantissa);
+        if wide {
+            // Past 128 bits too, where the big integer prints itself.
+            m *= num_bigint::BigInt::from(u64::MAX);
+        }
+        let digits = m.magnitude().to_str_radix(10);
+        let width = dscale as usize + 1;
+        let padded = format!("{digits:0>width$}");
+        let (int_part, frac_part) = padded.split_at(padded.len() - dscale as usize);
+        let sign = if m < num_bigint::BigInt::from(0) { "-" } else { "" };
+        let expected = if dscale == 0 {
+            format!("{sign}{int_part}")
+        } else {
+            format!("{sign}{int_part}.{frac_part}")
+        };
+        proptest::prop_assert_eq!(Numeric::finite(m, dscale).to_string(), expected);
+    }
+}

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use num_bigint::BigInt;
-use num_traits::{Signed, Zero};
+use num_traits::{Signed, ToPrimitive, Zero};
 
 use super::{pow10, Numeric, NumericError, NUMERIC_DSCALE_MAX, NUMERIC_WEIGHT_MAX};
 
@@ -105,6 +105,31 @@ impl fmt::Display for Numeric {
         };
         if mantissa.is_negative() {
             f.write_str("-")?;
+        }
+        // Most numerics fit in 128 bits (39 digits): they are written from a buffer on the
+        // stack, with room for the zeros of a scale up to 40.
+        if let Some(m) = mantissa.magnitude().to_u128().filter(|_| dscale <= 40) {
+            let mut buf = [b'0'; 48];
+            let mut at = buf.len();
+            let mut rest = m;
+            loop {
+                at -= 1;
+                buf[at] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            // At least one digit before the point (zeros are already in place).
+            at = at.min(buf.len().saturating_sub(dscale + 1));
+            let digits = std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?;
+            let (int_part, frac_part) = digits.split_at(digits.len() - dscale);
+            f.write_str(int_part)?;
+            if dscale > 0 {
+                f.write_str(".")?;
+                f.write_str(frac_part)?;
+            }
+            return Ok(());
         }
         let digits = mantissa.magnitude().to_str_radix(10);
         if dscale == 0 {

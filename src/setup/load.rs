@@ -9,7 +9,7 @@
 //! at all, were decided before (`prepare`, [`super::trust`]); the objects it fills were created
 //! by [`super::objects`].
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -114,17 +114,35 @@ async fn fill_targets(
         let load_err = || sql_err(format!("loading {}", t.plan_name));
         // A page of groups at a time: memory stays flat however large the view. The next
         // page is read out of the state while PostgreSQL takes in this one.
-        let mut fill = Fill::begin(&tx, t).await.map_err(load_err())?;
+        let begun = Instant::now();
+        let mut fill = Fill::begin(&tx, t, cfg.resync_memory_mb << 20)
+            .await
+            .map_err(load_err())?;
+        let begin_ms = begun.elapsed().as_millis();
         let mut pages = RowPages::of(v);
-        let mut page = pages.next(state).await?;
-        while let Some(rows) = page {
-            let (copied, next) = tokio::join!(fill.rows(&tx, &rows), pages.next(state));
+        let (mut paging, mut writing) = (Duration::ZERO, Duration::ZERO);
+        let (mut page, took) = timed(pages.next(state)).await;
+        paging += took;
+        while let Some(rows) = page? {
+            let ((copied, wrote), (next, took)) =
+                tokio::join!(timed(fill.rows(&tx, &rows)), timed(pages.next(state)));
             copied.map_err(load_err())?;
-            page = next?;
+            (writing, paging) = (writing + wrote, paging + took);
+            page = next;
         }
+        let finishing = Instant::now();
         let filled = fill.finish(&tx).await.map_err(load_err())?;
         total += filled.rows;
-        tracing::info!(view = %t.plan_name, rows = filled.rows, changed = filled.changed, "target filled");
+        tracing::info!(
+            view = %t.plan_name,
+            rows = filled.rows,
+            changed = filled.changed,
+            begin_ms,
+            pages_ms = paging.as_millis(),
+            write_ms = writing.as_millis(),
+            finish_ms = finishing.elapsed().as_millis(),
+            "target filled"
+        );
         views::record_rows(&tx, &t.plan_name, filled.rows as i64)
             .await
             .map_err(sql_err("recording row counts"))?;
@@ -149,6 +167,13 @@ async fn fill_targets(
         .await
         .map_err(sql_err("committing the initial load"))?;
     Ok(total)
+}
+
+/// `f`'s output and how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f.await;
+    (out, start.elapsed())
 }
 
 /// Folds every source table's rows, read in the slot's exported snapshot, into the state, chunk

@@ -8,25 +8,40 @@
 //! target at twice its size for autovacuum. Yet a resync mostly finds what the target already
 //! shows: only what changed while the state could not be trusted differs.
 //!
-//! So a target with rows is refilled through a staging table: the new rows are copied into a
-//! temporary table of the columns written (no WAL, no index), then the target rows with no
-//! identical new row are deleted and the new rows with no identical target row inserted. Both
-//! are hash anti-joins on the whole row (`s = ROW(t.a, ...)`: each column's equality, NULL equal
-//! to NULL, as PostgreSQL compares a composite value), so the fill stays linear in the target's
-//! size. Refilling `mv_agent_performance`'s 438k unchanged rows wrote 11 kB of WAL this way,
-//! 99 MB the old way; it is not faster (the staging copy costs what the target's did, the two
-//! anti-joins what its index entries and WAL did: `bench/results/2026-12-06-resync-and-time-index.md`).
+//! So a target with rows is refilled by difference: the target rows with no identical new row
+//! are deleted and the new rows with no identical target row inserted. "Identical" means what a
+//! reader sees, the text: equality alone calls 1.5 and 1.50 equal, and 0 and -0.
 //!
-//! "Identical" means what a reader sees, the text: equality alone calls 1.5 and 1.50 equal, and
-//! 0 and -0, so numerics must also have the same scale and zero floats the same text; a row that
-//! differs only so is rewritten. Comparing every row as text instead took 2.5 s per statement on
-//! those 438k rows against 0.8 s so. Columns of other types, whose equality may hide other
-//! differences (`interval`, enums, arrays, ...), make the target refill the old way: every row
-//! deleted and copied in again.
+//! - **In the engine** ([`printed`]), for a target up to [`Config::resync_memory_mb`]: its rows
+//!   are read as PostgreSQL prints them and held; each new row's COPY line is looked up there,
+//!   and only the new rows not found travel (to a staging table, then into the target after the
+//!   rows not kept are deleted by `ctid`). Any column type compares, since text is compared.
+//!   Unchanged, `mv_agent_performance`'s 614k rows at 5M + 5M are read back in about 1.1 s
+//!   and nothing is written, against 2.2-3.6 s for `init`'s copy of them; but the read comes
+//!   before the rows are read out of the state, where `init`'s copy runs beside that, so the
+//!   fill takes about as long as `init`'s (`bench/results/2026-12-07-resync-in-engine.md`).
+//!   The table's size on disk stands for the text held, about as large.
+//! - **In PostgreSQL**, for a larger target (the engine's memory stays bounded whatever the
+//!   target's size): the new rows are copied into a temporary table of the columns written (no
+//!   WAL, no index), then two hash anti-joins on the whole row (`s = ROW(t.a, ...)`: each
+//!   column's equality, NULL equal to NULL) delete and insert what differs, with what equality
+//!   leaves out of "the same text" checked beside it (the scale of numerics, the sign of zero
+//!   floats). It costs about what the first `init`'s copy does
+//!   (`bench/results/2026-12-06-resync-and-time-index.md`). Columns of other types, whose
+//!   equality may hide other differences (`interval`, enums, arrays, ...), make such a target
+//!   refill whole: every row deleted and copied in again.
+//!
+//! Either way the target is locked against writers (`SHARE ROW EXCLUSIVE`: readers go on) for
+//! the transaction, so the rows compared are the rows replaced.
+//!
+//! [`Config::resync_memory_mb`]: crate::config::Config::resync_memory_mb
+
+mod printed;
 
 use tokio_postgres::Transaction;
 
-use super::target::{copy_rows_into, TargetTable};
+use self::printed::PrintedRows;
+use super::target::{copy_in, copy_line, copy_rows_into, TargetTable};
 use crate::pg::quote_ident;
 use crate::value::Value;
 
@@ -75,14 +90,23 @@ fn same_rows(target: &TargetTable) -> Option<String> {
     Some(same)
 }
 
+/// How a fill writes its target.
+enum Way {
+    /// An empty target: the rows are copied straight in.
+    Straight,
+    /// The target's rows held ([`printed`]); new rows not among them go to [`STAGING`]
+    /// (created with the first).
+    Printed { held: PrintedRows, staged: bool },
+    /// Every new row goes to [`STAGING`], compared in PostgreSQL by `same` ([`same_rows`]).
+    Staged { same: String },
+    /// The old rows were deleted; every new row is copied in.
+    Whole { deleted: usize },
+}
+
 /// One target's fill in progress.
 pub struct Fill<'a> {
     target: &'a TargetTable,
-    /// When the rows go to [`STAGING`] (the target held rows when the fill began): how a staged
-    /// row and a target row are told the same ([`same_rows`]).
-    staged: Option<String>,
-    /// Rows deleted up front (a target refilled whole).
-    deleted: usize,
+    way: Way,
     rows: usize,
 }
 
@@ -94,38 +118,45 @@ pub struct Filled {
 }
 
 impl<'a> Fill<'a> {
-    /// Starts filling `target` inside `tx`: straight in if it is empty, through the staging
-    /// table if it holds rows.
+    /// Starts filling `target` inside `tx`: straight in if it is empty; if it holds rows, by
+    /// difference, in the engine when the table takes up to `hold_bytes`.
     pub async fn begin(
         tx: &Transaction<'_>,
         target: &'a TargetTable,
+        hold_bytes: u64,
     ) -> Result<Fill<'a>, tokio_postgres::Error> {
-        let filled: bool = tx
+        let t = &target.table;
+        tx.batch_execute(&format!("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE"))
+            .await?;
+        let size: Option<i64> = tx
             .query_one(
-                &format!("SELECT EXISTS (SELECT FROM {})", target.table),
-                &[],
+                &format!(
+                    "SELECT CASE WHEN EXISTS (SELECT FROM {t}) \
+                     THEN pg_relation_size($1::text::regclass) END"
+                ),
+                &[t],
             )
             .await?
             .get(0);
-        let staged = same_rows(target).filter(|_| filled);
-        let mut deleted = 0;
-        if staged.is_some() {
-            tx.batch_execute(&format!(
-                "SET LOCAL work_mem = '{HASH_MEMORY}';
-                 CREATE TEMPORARY TABLE {STAGING} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
-                target.column_list(),
-                target.table
-            ))
-            .await?;
-        } else if filled {
-            deleted = tx
-                .execute(&format!("DELETE FROM {}", target.table), &[])
-                .await? as usize;
-        }
+        let way = match (size, same_rows(target)) {
+            (None, _) => Way::Straight,
+            (Some(size), _) if size as u64 <= hold_bytes => Way::Printed {
+                held: PrintedRows::read(tx, target).await?,
+                staged: false,
+            },
+            (Some(_), Some(same)) => {
+                tx.batch_execute(&format!("SET LOCAL work_mem = '{HASH_MEMORY}'"))
+                    .await?;
+                create_staging(tx, target).await?;
+                Way::Staged { same }
+            }
+            (Some(_), None) => Way::Whole {
+                deleted: tx.execute(&format!("DELETE FROM {t}"), &[]).await? as usize,
+            },
+        };
         Ok(Fill {
             target,
-            staged,
-            deleted,
+            way,
             rows: 0,
         })
     }
@@ -136,13 +167,32 @@ impl<'a> Fill<'a> {
         tx: &Transaction<'_>,
         rows: &[Vec<Value>],
     ) -> Result<(), tokio_postgres::Error> {
-        let into = match self.staged {
-            Some(_) => STAGING,
-            None => &self.target.table,
-        };
-        copy_rows_into(tx, self.target, into, rows).await?;
         self.rows += rows.len();
-        Ok(())
+        let t = self.target;
+        match &mut self.way {
+            Way::Straight | Way::Whole { .. } => copy_rows_into(tx, t, &t.table, rows).await,
+            Way::Staged { .. } => copy_rows_into(tx, t, STAGING, rows).await,
+            Way::Printed { held, staged } => {
+                let mut missing = String::new();
+                let mut line = String::new();
+                for r in rows {
+                    line.clear();
+                    copy_line(&mut line, r);
+                    // Without its newline, as the held rows are.
+                    if !held.keep(&line.as_bytes()[..line.len() - 1]) {
+                        missing.push_str(&line);
+                    }
+                }
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                if !*staged {
+                    create_staging(tx, t).await?;
+                    *staged = true;
+                }
+                copy_in(tx, STAGING, &t.column_list(), missing).await
+            }
+        }
     }
 
     /// Makes the target hold exactly the rows added, and gathers its planner statistics (inside
@@ -151,34 +201,74 @@ impl<'a> Fill<'a> {
     /// distinct keys and scanned it whole instead of using the key index).
     pub async fn finish(self, tx: &Transaction<'_>) -> Result<Filled, tokio_postgres::Error> {
         let t = &self.target.table;
-        let changed = if let Some(same) = &self.staged {
-            let deleted = tx
-                .execute(
-                    &format!(
-                        "DELETE FROM {t} t WHERE NOT EXISTS (SELECT FROM {STAGING} s WHERE {same})"
-                    ),
-                    &[],
-                )
-                .await?;
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGING} s \
-                         WHERE NOT EXISTS (SELECT FROM {t} t WHERE {same})",
-                        cols = self.target.column_list()
-                    ),
-                    &[],
-                )
-                .await?;
-            tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
-            (deleted + inserted) as usize
-        } else {
-            self.deleted + self.rows
+        let cols = self.target.column_list();
+        let changed = match &self.way {
+            Way::Straight => self.rows as u64,
+            Way::Whole { deleted } => (*deleted + self.rows) as u64,
+            Way::Printed { held, staged } => {
+                let gone = held.not_kept();
+                let deleted = if gone.is_empty() {
+                    0
+                } else {
+                    tx.execute(
+                        &format!("DELETE FROM {t} WHERE ctid = ANY($1::text[]::tid[])"),
+                        &[&gone],
+                    )
+                    .await?
+                };
+                let inserted = if *staged {
+                    let n = tx
+                        .execute(
+                            &format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGING}"),
+                            &[],
+                        )
+                        .await?;
+                    tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
+                    n
+                } else {
+                    0
+                };
+                deleted + inserted
+            }
+            Way::Staged { same } => {
+                let deleted = tx
+                    .execute(
+                        &format!(
+                            "DELETE FROM {t} t WHERE NOT EXISTS (SELECT FROM {STAGING} s WHERE {same})"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                let inserted = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGING} s \
+                             WHERE NOT EXISTS (SELECT FROM {t} t WHERE {same})"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
+                deleted + inserted
+            }
         };
         tx.batch_execute(&format!("ANALYZE {t}")).await?;
         Ok(Filled {
             rows: self.rows,
-            changed,
+            changed: changed as usize,
         })
     }
+}
+
+/// Creates [`STAGING`] with the columns written into `target`.
+async fn create_staging(
+    tx: &Transaction<'_>,
+    target: &TargetTable,
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!(
+        "CREATE TEMPORARY TABLE {STAGING} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+        target.column_list(),
+        target.table
+    ))
+    .await
 }

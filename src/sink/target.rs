@@ -300,7 +300,7 @@ pub async fn ensure_key_index<C: tokio_postgres::GenericClient>(
 }
 
 /// Appends one COPY text line.
-fn copy_line(out: &mut String, values: &[Value]) {
+pub(super) fn copy_line(out: &mut String, values: &[Value]) {
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push('\t');
@@ -311,7 +311,7 @@ fn copy_line(out: &mut String, values: &[Value]) {
 }
 
 /// Streams `text` (COPY text format) into `COPY <table> (<columns>) FROM STDIN`.
-async fn copy_in(
+pub(super) async fn copy_in(
     tx: &Transaction<'_>,
     table: &str,
     columns: &str,

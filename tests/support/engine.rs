@@ -267,6 +267,7 @@ impl EngineEnv {
             checkpoint_ms: deltamv::config::DEFAULT_CHECKPOINT_MS,
             reconcile_wait_ms: deltamv::config::DEFAULT_RECONCILE_WAIT_MS,
             fold_threads: FOLD_THREADS,
+            resync_memory_mb: deltamv::config::DEFAULT_RESYNC_MEMORY_MB,
         }
     }
 
