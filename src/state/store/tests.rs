@@ -195,6 +195,13 @@ fn a_wipe_empties_every_column_family() -> Result<(), StoreError> {
         }
         store.commit(&[], Durability::Synced)?;
         store.flush()?;
+        // In the bottom level, as a loaded state is (its table files are ingested there).
+        for cf in ALL_CFS {
+            let handle = store.cf(cf)?;
+            store
+                .db
+                .compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
+        }
         // Some in table files, some only in memtables and some held.
         store.put(CF_GROUPS, key(5000), &1u32);
         store.commit(&[], Durability::Unlogged)?;
@@ -214,6 +221,21 @@ fn a_wipe_empties_every_column_family() -> Result<(), StoreError> {
                 "{cf} not empty"
             );
         }
+        // Nor the range deletions themselves: a table file holding one would be consulted by
+        // everything the next load writes and reads.
+        let files = store.db.live_files()?;
+        assert!(
+            files.is_empty(),
+            "table files left after the wipe: {:?}",
+            (files.iter())
+                .map(|f| (
+                    &f.column_family_name,
+                    f.level,
+                    f.num_entries,
+                    f.num_deletions
+                ))
+                .collect::<Vec<_>>()
+        );
         store.put(CF_GROUPS, key(7), &70u32);
         store.commit(&[], Durability::Synced)?;
         store.flush()?;
