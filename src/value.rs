@@ -22,7 +22,7 @@ use crate::numeric::Numeric;
 use crate::pgtime::{self, Interval, PgTimeZone};
 
 mod float;
-pub use float::{cmp_float, format_float};
+pub use float::{cmp_float, format_float, format_float4};
 use float::{parse_float, parse_float4};
 
 /// The SQL types the planner and operators support.

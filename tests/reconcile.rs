@@ -286,7 +286,7 @@ async fn a_wrong_state_is_reported_and_left_for_resync() -> Result<()> {
 /// 1.234500000 are equal, but a reader sees two texts), and leaves every other row as it was:
 /// the refill is a difference, not a delete and copy of everything. Compared in the engine (a
 /// target that fits in `--resync-memory-mb`), any column type compares, and values whose text
-/// PostgreSQL and Rust could print apart (floats, escaped text, timestamps, an enum)
+/// PostgreSQL and Rust could print apart (floats, reals, escaped text, timestamps, an enum)
 /// are told unchanged; compared in PostgreSQL (`--resync-memory-mb 0`), a target with a column
 /// type that comparison does not know (the enum) is refilled whole, as exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +296,7 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
         views.path().join("mv_moods.sql"),
         "CREATE MATERIALIZED VIEW analytics.mv_moods AS
          SELECT mood, count(*) AS notes, sum(n) AS total, max(f) AS top, min(f) AS bottom,
-                min(t) AS first_text, max(ts) AS last_at
+                min(t) AS first_text, max(ts) AS last_at, max(r) AS top_real
            FROM public.notes GROUP BY mood;
          CREATE UNIQUE INDEX idx_mv_moods ON analytics.mv_moods (mood);",
     )?;
@@ -310,11 +310,12 @@ async fn a_resync_rewrites_only_the_target_rows_that_differ() -> Result<()> {
         .batch_execute(
             "CREATE TYPE public.mood AS ENUM ('calm', 'busy', 'late');
              CREATE TABLE public.notes (id int PRIMARY KEY, mood public.mood, n int, f float8,
-               t text, ts timestamptz);
+               t text, ts timestamptz, r real);
              INSERT INTO public.notes SELECT g, (ARRAY['calm', 'busy', 'late'])[g % 3 + 1]::public.mood, g,
                  (ARRAY[1234, 1e20, 1.5e-7])[g % 3 + 1]::float8 * (CASE WHEN g < 4 THEN -1 ELSE 1 END),
                  (ARRAY[E'tab\there', E'back\\\\slash', E'bs\\b ff\\f vt\\x0b nl\\n'])[g % 3 + 1] || g,
-                 timestamptz '2026-06-14 10:30:00.5+02' + g * interval '1 hour'
+                 timestamptz '2026-06-14 10:30:00.5+02' + g * interval '1 hour',
+                 0.1 * (g % 3 + 1)
                FROM generate_series(1, 30) g;",
         )
         .await?;

@@ -177,7 +177,7 @@ impl<'a> Fill<'a> {
                 let mut line = String::new();
                 for r in rows {
                     line.clear();
-                    copy_line(&mut line, r);
+                    copy_line(&mut line, t, r);
                     // Without its newline, as the held rows are.
                     if !held.keep(&line.as_bytes()[..line.len() - 1]) {
                         missing.push_str(&line);

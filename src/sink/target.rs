@@ -299,13 +299,19 @@ pub async fn ensure_key_index<C: tokio_postgres::GenericClient>(
     Ok(true)
 }
 
-/// Appends one COPY text line.
-pub(super) fn copy_line(out: &mut String, values: &[Value]) {
+/// Appends one COPY text line of a row of `t`, each value as PostgreSQL prints it in its
+/// column: a `real` column's value as the float4 it is (`0.1`, not the float8 digits of 0.1f).
+pub(super) fn copy_line(out: &mut String, t: &TargetTable, values: &[Value]) {
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push('\t');
         }
-        v.write_copy_text(out);
+        match v {
+            Value::Float(f) if t.types.get(i).is_some_and(|ty| ty == "real") => {
+                out.push_str(&crate::value::format_float4(*f as f32))
+            }
+            _ => v.write_copy_text(out),
+        }
     }
     out.push('\n');
 }
@@ -565,7 +571,7 @@ pub async fn copy_rows_into(
 ) -> Result<(), tokio_postgres::Error> {
     let mut text = String::new();
     for r in rows {
-        copy_line(&mut text, r);
+        copy_line(&mut text, t, r);
     }
     copy_in(tx, table, &t.column_list(), text).await
 }

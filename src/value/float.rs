@@ -43,6 +43,18 @@ pub(super) fn parse_float4(text: &str) -> Option<f64> {
 /// Printing exactly what PostgreSQL prints lets `init --resync` tell an unchanged target row by
 /// its text ([`crate::sink::fill`]).
 pub fn format_float(f: f64) -> String {
+    shortest(f, format!("{:e}", f.abs()), 15)
+}
+
+/// The text PostgreSQL prints for a real (`float4out`): the shortest digits of the float4, in
+/// fixed point for powers of ten from -4 to 5 (`0.1`, `123456`, `1.234567e+06`).
+pub fn format_float4(f: f32) -> String {
+    shortest(f64::from(f), format!("{:e}", f.abs()), 6)
+}
+
+/// Lays out `scientific` (Rust's shortest round-trip digits of `f`'s magnitude, `d.ddde<power>`)
+/// as PostgreSQL does: fixed point for powers from -4 up to `fixed_below`.
+fn shortest(f: f64, scientific: String, fixed_below: i32) -> String {
     if f.is_nan() {
         return "NaN".into();
     }
@@ -52,8 +64,6 @@ pub fn format_float(f: f64) -> String {
     if f == 0.0 {
         return (if f.is_sign_negative() { "-0" } else { "0" }).into();
     }
-    // Rust's shortest round-trip digits, as `d.ddde<power>`.
-    let scientific = format!("{:e}", f.abs());
     let (mantissa, power) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let power: i32 = power.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
@@ -64,7 +74,7 @@ pub fn format_float(f: f64) -> String {
     }
     let zeros = |out: &mut String, n: i32| (0..n).for_each(|_| out.push('0'));
     let whole = power + 1; // digits before the point
-    if (-4..15).contains(&power) {
+    if (-4..fixed_below).contains(&power) {
         if whole <= 0 {
             out.push_str("0.");
             zeros(&mut out, -whole);
@@ -115,6 +125,19 @@ mod tests {
             (1.0 / 3.0, "0.3333333333333333"),
         ] {
             assert_eq!(format_float(f), text, "{f:e}");
+        }
+        // As PostgreSQL 15 prints them (`SELECT x::real`).
+        for (f, text) in [
+            (0.1f32, "0.1"),
+            (1.0, "1"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (1.5e-5, "1.5e-05"),
+            (f32::MAX, "3.4028235e+38"),
+            (-0.0, "-0"),
+        ] {
+            assert_eq!(format_float4(f), text, "{f:e}");
         }
     }
 }

@@ -6,8 +6,8 @@
 //! writes for a row of the same values ([`super::super::target::copy_line`]), and two rows
 //! print alike exactly when a reader sees them alike. Comparing text needs no knowledge of
 //! the column types: 1.5 and 1.50, 0 and -0, enums, intervals, arrays all print as they are.
-//! Where the engine's text of a value differs from PostgreSQL's (a `real` column, whose value
-//! the engine prints as the float8 it is), the row is rewritten: more work, never a wrong row.
+//! Where the engine's text of a value would differ from PostgreSQL's, the row is rewritten:
+//! more work, never a wrong row.
 //!
 //! The lines are kept back to back in one buffer, found by a hash of their bytes and compared
 //! whole: a hash collision costs a comparison, never a row. Each line keeps its row's `ctid`,
