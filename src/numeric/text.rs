@@ -106,37 +106,42 @@ impl fmt::Display for Numeric {
         if mantissa.is_negative() {
             f.write_str("-")?;
         }
-        // Most numerics fit in 128 bits (39 digits): they are written from a buffer on the
-        // stack, with room for the zeros of a scale up to 40.
-        if let Some(m) = mantissa.magnitude().to_u128().filter(|_| dscale <= 40) {
-            let mut buf = [b'0'; 48];
-            let mut at = buf.len();
-            let mut rest = m;
-            loop {
-                at -= 1;
-                buf[at] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                if rest == 0 {
-                    break;
+        // Most numerics fit in 128 bits (39 digits): their digits come from a buffer on the
+        // stack; larger ones from the big integer.
+        let mut buf = [0u8; 39];
+        let big;
+        let digits = match mantissa.magnitude().to_u128() {
+            Some(mut rest) => {
+                let mut at = buf.len();
+                loop {
+                    at -= 1;
+                    buf[at] = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                    if rest == 0 {
+                        break;
+                    }
                 }
+                std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?
             }
-            // At least one digit before the point (zeros are already in place).
-            at = at.min(buf.len().saturating_sub(dscale + 1));
-            let digits = std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?;
-            let (int_part, frac_part) = digits.split_at(digits.len() - dscale);
-            f.write_str(int_part)?;
-            if dscale > 0 {
-                f.write_str(".")?;
-                f.write_str(frac_part)?;
+            None => {
+                big = mantissa.magnitude().to_str_radix(10);
+                big.as_str()
             }
-            return Ok(());
+        };
+        // At least one digit before the point: zeros where the digits do not reach it.
+        if digits.len() <= dscale {
+            f.write_str("0.")?;
+            for _ in digits.len()..dscale {
+                f.write_str("0")?;
+            }
+            return f.write_str(digits);
         }
-        let digits = mantissa.magnitude().to_str_radix(10);
-        if dscale == 0 {
-            return f.write_str(&digits);
+        let (int_part, frac_part) = digits.split_at(digits.len() - dscale);
+        f.write_str(int_part)?;
+        if dscale > 0 {
+            f.write_str(".")?;
+            f.write_str(frac_part)?;
         }
-        let padded = format!("{digits:0>width$}", width = dscale + 1);
-        let (int_part, frac_part) = padded.split_at(padded.len() - dscale);
-        write!(f, "{int_part}.{frac_part}")
+        Ok(())
     }
 }
