@@ -211,19 +211,31 @@ impl Value {
 
     /// The value as PostgreSQL input text (zone-independent), `None` for NULL.
     pub fn to_text(&self) -> Option<String> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Bool(b) => (if *b { "t" } else { "f" }).to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => format_float(*f),
-            Value::Numeric(n) => n.to_string(),
-            Value::Text(s) => s.clone(),
-            Value::Uuid(u) => format_uuid(u),
-            Value::Date(d) => pgtime::format_date(*d),
-            Value::Timestamp(t) => pgtime::format_timestamp(*t),
-            Value::TimestampTz(t) => pgtime::format_timestamptz_utc(*t),
-            Value::Interval(iv) => pgtime::format_interval(*iv),
-        })
+        let mut text = String::new();
+        self.write_text(&mut text).then_some(text)
+    }
+
+    /// Appends the text of [`Self::to_text`] to `out`; false (nothing appended) for NULL. The
+    /// sink writes every target value this way, most of them without a `String` of their own.
+    pub fn write_text(&self, out: &mut String) -> bool {
+        match self {
+            Value::Null => return false,
+            Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => out.push_str(&format_float(*f)),
+            Value::Numeric(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Value::Text(s) => out.push_str(s),
+            Value::Uuid(u) => push_uuid(out, u),
+            Value::Date(d) => out.push_str(&pgtime::format_date(*d)),
+            Value::Timestamp(t) => out.push_str(&pgtime::format_timestamp(*t)),
+            Value::TimestampTz(t) => out.push_str(&pgtime::format_timestamptz_utc(*t)),
+            Value::Interval(iv) => out.push_str(&pgtime::format_interval(*iv)),
+        }
+        true
     }
 
     /// Appends the value in COPY text format (`\N` for NULL, backslash escapes for text).

@@ -22,6 +22,7 @@ use thiserror::Error;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement, Transaction};
 
+use super::params::{push_texts, TextColumn};
 use crate::change::TargetChange;
 use crate::pg::{quote_ident, sql_err, SqlError};
 use crate::plan::ViewPlan;
@@ -447,13 +448,12 @@ impl TargetWriter {
         changes: &[TargetChange],
     ) -> Result<i64, tokio_postgres::Error> {
         let t = &self.target;
-        let mut keys: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(changes.len()); t.key_columns.len()];
+        let mut keys = vec![TextColumn::with_capacity(changes.len()); t.key_columns.len()];
         // Keys and ranks of the rows rewritten one by one (top-k changes that name ranks).
-        let mut ranked: Vec<Vec<Option<String>>> = vec![Vec::new(); t.key_columns.len() + 1];
-        let mut rows: Vec<Vec<Option<String>>> = vec![Vec::new(); t.columns.len()];
+        let mut ranked = vec![TextColumn::default(); t.key_columns.len() + 1];
+        let mut rows = vec![TextColumn::default(); t.columns.len()];
         // Rows updated in place (or inserted when new).
-        let mut updated: Vec<Vec<Option<String>>> = vec![Vec::new(); t.columns.len()];
+        let mut updated = vec![TextColumn::default(); t.columns.len()];
         let (mut null_key, mut whole) = (false, 0usize);
         let in_place = self.update.is_some();
         for ch in changes {
@@ -511,13 +511,6 @@ impl TargetWriter {
     }
 }
 
-/// Appends each value's text to its column's array.
-fn push_texts<'a>(cols: &mut [Vec<Option<String>>], values: impl IntoIterator<Item = &'a Value>) {
-    for (v, col) in values.into_iter().zip(cols) {
-        col.push(v.to_text());
-    }
-}
-
 /// Whether target `t`'s rows may be updated in place by the columns `by` (its key, or key and
 /// rank). An `UPDATE` checks unique indexes and exclusion constraints row by row, so two rows
 /// swapping values under an index over other columns (two agents trading ranks, say) would
@@ -558,7 +551,7 @@ async fn execute_if(
     }
 }
 
-fn text_params(cols: &[Vec<Option<String>>]) -> Vec<&(dyn ToSql + Sync)> {
+fn text_params(cols: &[TextColumn]) -> Vec<&(dyn ToSql + Sync)> {
     cols.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
 
