@@ -6,6 +6,8 @@
 //! (a batch's state committed in memory, its targets not yet written), `before_target_commit`
 //! (in the sink's task: the next batch may be folding), `after_target_commit` (targets ahead of
 //! the state on disk), `before_checkpoint_flush` (held state written to RocksDB, not flushed),
+//! `after_deferred_checkpoint` (a checkpoint taken at a state commit is on disk, the next
+//! batch's writes were pending beside it),
 //! `reconcile_exported` (a live reconcile's task holds the targets' snapshot the engine exported
 //! at its LSN), `reconcile_comparing` (its comparison runs while the engine applies on),
 //! `reconcile_held` (a held reconcile: the engine holds at the snapshot's LSN).

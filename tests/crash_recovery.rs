@@ -3,10 +3,11 @@
 //! its targets were filled), with a batch folded only in memory, between the target commit and the
 //! state commit, after batches whose state was committed but is only held in memory (so RocksDB
 //! comes back older than the targets), between a checkpoint's write of the held state into
-//! RocksDB and its flush, after a checkpoint but before the slot acknowledgement, and after a
-//! midnight whose move of the state was only held in memory. After each
-//! crash a plain restart must converge to PostgreSQL's own evaluation, with nothing lost and
-//! nothing counted twice. `DELTAMV_CRASH_ROUNDS=N` repeats every case N times (a soak).
+//! RocksDB and its flush, after a checkpoint but before the slot acknowledgement, after a
+//! checkpoint taken at a state commit (the batch committed next still pending beside it), and
+//! after a midnight whose move of the state was only held in memory. After each crash a plain
+//! restart must converge to PostgreSQL's own evaluation, with nothing lost and nothing counted
+//! twice. `DELTAMV_CRASH_ROUNDS=N` repeats every case N times (a soak).
 
 mod support;
 
@@ -79,7 +80,14 @@ async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
     let mut w = Workload::new(seed, micros(NOW));
     w.allow_truncate = false;
     seed_rows(&client, &mut w, 800).await?;
-    let fp = [("DELTAMV_FAILPOINT", failpoint)];
+    // A checkpoint due at every turn of the loop: most come due while a target write is in
+    // flight, and are taken at the next state commit.
+    let deferred = failpoint.starts_with("after_deferred");
+    let checkpoint_ms = if deferred { "1" } else { "1000" };
+    let fp = [
+        ("DELTAMV_FAILPOINT", failpoint),
+        ("DELTAMV_CHECKPOINT_MS", checkpoint_ms),
+    ];
     if failpoint.starts_with("snapshot") {
         let mut init = env.spawn(&["init"], &fp)?;
         wait_for_abort(&mut init, &env, Duration::from_secs(60))?;
@@ -89,10 +97,13 @@ async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
     assert_eq!(code, 0, "{err}");
     let mut crashing = env.spawn(&["run"], &fp)?;
     // Keep writing until the engine dies at its failpoint.
+    // Writes without pauses for a checkpoint taken at a state commit: the next batch must be
+    // waiting when a write is still in flight.
+    let pause = Duration::from_millis(if deferred { 0 } else { 20 });
     let start = Instant::now();
     while crashing.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(60) {
         run_txns(&client, &mut w, 3).await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
     }
     wait_for_abort(&mut crashing, &env, Duration::from_secs(5))?;
     run_txns(&client, &mut w, 40).await?;
@@ -156,6 +167,14 @@ async fn crash_with_state_written_but_not_checkpointed() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_a_checkpoints_write_and_its_flush() -> Result<()> {
     crash_case("before_checkpoint_flush:2", 106).await
+}
+
+/// Right after a checkpoint taken at a state commit (while the batch being committed still had
+/// its writes pending beside the held state) is on disk: none of those writes may be in it, or
+/// the restart counts that batch twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_checkpoint_taken_at_a_state_commit() -> Result<()> {
+    crash_case("after_deferred_checkpoint:3", 109).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,6 +170,11 @@ struct Loop<'a> {
     flushing: Option<(Lsn, tokio::task::JoinHandle<Result<Duration, StoreError>>)>,
     /// State commits held in memory since the last checkpoint.
     dirty: bool,
+    /// A checkpoint came due while a target write was in flight: it is taken at the next
+    /// state commit, as soon as that write settles (see [`durability`]).
+    checkpoint_due: bool,
+    /// The checkpoint in flight was taken at a state commit (for the crash tests' failpoint).
+    flushing_deferred: bool,
     /// A full-size batch, or one of transactions committed over a second before, was applied
     /// since the last checkpoint: the engine was behind.
     behind: bool,
@@ -275,6 +280,8 @@ async fn run_once(
         parts: None,
         flushing: None,
         dirty: false,
+        checkpoint_due: false,
+        flushing_deferred: false,
         behind: false,
         lagging: false,
         drained: false,

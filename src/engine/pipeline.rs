@@ -138,6 +138,11 @@ impl Sink {
         Ok(())
     }
 
+    /// A write is in flight and not finished yet (settling would wait for it).
+    pub fn writing(&self) -> bool {
+        matches!(&self.slot, Slot::Busy(handle, _) if !handle.is_finished())
+    }
+
     /// Waits for the write in flight, if any; its outcome (a failed write is an error).
     pub async fn settle(&mut self) -> Result<Option<Written>, SettleError> {
         let (handle, batch) = match std::mem::replace(&mut self.slot, Slot::Lost) {
