@@ -22,7 +22,7 @@ use crate::numeric::Numeric;
 use crate::pgtime::{self, Interval, PgTimeZone};
 
 mod float;
-pub use float::{cmp_float, format_float, format_float4};
+pub use float::{cmp_float, format_float, format_float4, write_float, write_float4};
 use float::{parse_float, parse_float4};
 
 /// The SQL types the planner and operators support.
@@ -224,7 +224,7 @@ impl Value {
             Value::Int(i) => {
                 let _ = write!(out, "{i}");
             }
-            Value::Float(f) => out.push_str(&format_float(*f)),
+            Value::Float(f) => write_float(out, *f),
             Value::Numeric(n) => {
                 let _ = write!(out, "{n}");
             }
@@ -251,6 +251,7 @@ impl Value {
                 let _ = write!(out, "{n}");
             }
             Value::Uuid(u) => push_uuid(out, u),
+            Value::Float(f) => write_float(out, *f), // digits, signs, points, letters
             Value::Text(s) => escape_copy(s, out),
             other => escape_copy(&other.to_text().unwrap_or_default(), out),
         }

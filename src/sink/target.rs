@@ -309,7 +309,7 @@ pub(super) fn copy_line(out: &mut String, t: &TargetTable, values: &[Value]) {
         }
         match v {
             Value::Float(f) if t.types.get(i).is_some_and(|ty| ty == "real") => {
-                out.push_str(&crate::value::format_float4(*f as f32))
+                crate::value::write_float4(out, *f as f32)
             }
             _ => v.write_copy_text(out),
         }

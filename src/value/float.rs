@@ -43,33 +43,100 @@ pub(super) fn parse_float4(text: &str) -> Option<f64> {
 /// Printing exactly what PostgreSQL prints lets `init --resync` tell an unchanged target row by
 /// its text ([`crate::sink::fill`]).
 pub fn format_float(f: f64) -> String {
-    shortest(f, format!("{:e}", f.abs()), 15)
+    let mut out = String::new();
+    write_float(&mut out, f);
+    out
+}
+
+/// Appends [`format_float`]'s text to `out`, without allocating (the sink prints every float of
+/// a batch's target rows this way).
+pub fn write_float(out: &mut String, f: f64) {
+    shortest(out, f, 15);
 }
 
 /// The text PostgreSQL prints for a real (`float4out`): the shortest digits of the float4, in
 /// fixed point for powers of ten from -4 to 5 (`0.1`, `123456`, `1.234567e+06`).
 pub fn format_float4(f: f32) -> String {
-    shortest(f64::from(f), format!("{:e}", f.abs()), 6)
+    let mut out = String::new();
+    write_float4(&mut out, f);
+    out
 }
 
-/// Lays out `scientific` (Rust's shortest round-trip digits of `f`'s magnitude, `d.ddde<power>`)
-/// as PostgreSQL does: fixed point for powers from -4 up to `fixed_below`.
-fn shortest(f: f64, scientific: String, fixed_below: i32) -> String {
-    if f.is_nan() {
-        return "NaN".into();
+/// Appends [`format_float4`]'s text to `out`.
+pub fn write_float4(out: &mut String, f: f32) {
+    shortest(out, f, 6);
+}
+
+/// Rust's shortest round-trip digits of a float's magnitude (`d.ddde<power>`), held on the
+/// stack: at most 17 digits, a point, and an exponent of three digits and a sign.
+struct Scientific {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl std::fmt::Write for Scientific {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
-    if f.is_infinite() {
-        return (if f > 0.0 { "Infinity" } else { "-Infinity" }).into();
+}
+
+/// A float of either width, as [`shortest`] needs it.
+trait Float: std::fmt::LowerExp + Copy {
+    fn wide(self) -> f64;
+}
+
+impl Float for f64 {
+    fn wide(self) -> f64 {
+        self
     }
-    if f == 0.0 {
-        return (if f.is_sign_negative() { "-0" } else { "0" }).into();
+}
+
+impl Float for f32 {
+    fn wide(self) -> f64 {
+        f64::from(self)
     }
-    let (mantissa, power) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+}
+
+/// Appends `f` as PostgreSQL prints it: Rust's shortest round-trip digits of its own width, in
+/// fixed point for powers from -4 up to `fixed_below`, else as `d.ddde+XX`.
+fn shortest<F: Float>(out: &mut String, f: F, fixed_below: i32) {
+    use std::fmt::Write as _;
+    let wide = f.wide();
+    if wide.is_nan() {
+        return out.push_str("NaN");
+    }
+    if wide.is_infinite() {
+        return out.push_str(if wide > 0.0 { "Infinity" } else { "-Infinity" });
+    }
+    if wide == 0.0 {
+        return out.push_str(if wide.is_sign_negative() { "-0" } else { "0" });
+    }
+    let mut sci = Scientific {
+        bytes: [0; 32],
+        len: 0,
+    };
+    // Never fails: the longest, `1.2345678901234567e-308`, takes 23 bytes.
+    let _ = write!(sci, "{f:e}");
+    let text = std::str::from_utf8(&sci.bytes[..sci.len]).unwrap_or("0");
+    let text = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, power) = text.split_once('e').unwrap_or((text, "0"));
     let power: i32 = power.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let digits = digits.trim_end_matches('0');
-    let mut out = String::with_capacity(digits.len() + 8);
-    if f < 0.0 {
+    // The digits without the point, and without trailing zeros (`1e2` has none to drop).
+    let (first, rest) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let rest = rest.trim_end_matches('0');
+    let count = 1 + rest.len();
+    // Digits `i` up to `j` (exclusive) of `first` and then `rest`.
+    let digits = |out: &mut String, i: usize, j: usize| {
+        if i == 0 {
+            out.push_str(first);
+        }
+        out.push_str(&rest[i.max(1) - 1..j - 1]);
+    };
+    if wide < 0.0 {
         out.push('-');
     }
     let zeros = |out: &mut String, n: i32| (0..n).for_each(|_| out.push('0'));
@@ -77,28 +144,25 @@ fn shortest(f: f64, scientific: String, fixed_below: i32) -> String {
     if (-4..fixed_below).contains(&power) {
         if whole <= 0 {
             out.push_str("0.");
-            zeros(&mut out, -whole);
-            out.push_str(digits);
-        } else if whole as usize >= digits.len() {
-            out.push_str(digits);
-            zeros(&mut out, whole - digits.len() as i32);
+            zeros(out, -whole);
+            digits(out, 0, count);
+        } else if whole as usize >= count {
+            digits(out, 0, count);
+            zeros(out, whole - count as i32);
         } else {
-            let (int, frac) = digits.split_at(whole as usize);
-            out.push_str(int);
+            digits(out, 0, whole as usize);
             out.push('.');
-            out.push_str(frac);
+            digits(out, whole as usize, count);
         }
     } else {
-        let (first, rest) = digits.split_at(1);
         out.push_str(first);
         if !rest.is_empty() {
             out.push('.');
             out.push_str(rest);
         }
         let sign = if power < 0 { '-' } else { '+' };
-        out.push_str(&format!("e{sign}{:02}", power.abs()));
+        let _ = write!(out, "e{sign}{:02}", power.abs());
     }
-    out
 }
 
 #[cfg(test)]
@@ -138,6 +202,77 @@ mod tests {
             (-0.0, "-0"),
         ] {
             assert_eq!(format_float4(f), text, "{f:e}");
+        }
+    }
+
+    /// The layout `shortest` had when it was handed a `String` of Rust's digits: kept as the
+    /// reference the in-place one is compared with.
+    fn joined(f: f64, scientific: String, fixed_below: i32) -> String {
+        if f.is_nan() {
+            return "NaN".into();
+        }
+        if f.is_infinite() {
+            return (if f > 0.0 { "Infinity" } else { "-Infinity" }).into();
+        }
+        if f == 0.0 {
+            return (if f.is_sign_negative() { "-0" } else { "0" }).into();
+        }
+        let (mantissa, power) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+        let power: i32 = power.parse().unwrap_or(0);
+        let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+        let digits = digits.trim_end_matches('0');
+        let mut out = String::new();
+        if f < 0.0 {
+            out.push('-');
+        }
+        let zeros = |out: &mut String, n: i32| (0..n).for_each(|_| out.push('0'));
+        let whole = power + 1;
+        if (-4..fixed_below).contains(&power) {
+            if whole <= 0 {
+                out.push_str("0.");
+                zeros(&mut out, -whole);
+                out.push_str(digits);
+            } else if whole as usize >= digits.len() {
+                out.push_str(digits);
+                zeros(&mut out, whole - digits.len() as i32);
+            } else {
+                let (int, frac) = digits.split_at(whole as usize);
+                out.push_str(int);
+                out.push('.');
+                out.push_str(frac);
+            }
+        } else {
+            let (first, rest) = digits.split_at(1);
+            out.push_str(first);
+            if !rest.is_empty() {
+                out.push('.');
+                out.push_str(rest);
+            }
+            let sign = if power < 0 { '-' } else { '+' };
+            out.push_str(&format!("e{sign}{:02}", power.abs()));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Every float8 and real, NaNs, infinities, zeros and subnormals included, prints as
+        /// the joined layout printed it, and appends after what the buffer holds.
+        #[test]
+        fn in_place_printing_matches_the_joined_layout(
+            bits in proptest::prelude::any::<u64>(),
+            bits4 in proptest::prelude::any::<u32>(),
+            small in -1e7f64..1e7,
+        ) {
+            for f in [f64::from_bits(bits), small, small.round(), small / 1e6] {
+                let mut out = String::from("x");
+                write_float(&mut out, f);
+                proptest::prop_assert_eq!(&out[1..], joined(f, format!("{:e}", f.abs()), 15));
+            }
+            let f = f32::from_bits(bits4);
+            let mut out = String::from("x");
+            write_float4(&mut out, f);
+            let want = joined(f64::from(f), format!("{:e}", f.abs()), 6);
+            proptest::prop_assert_eq!(&out[1..], want);
         }
     }
 }
