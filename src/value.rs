@@ -240,20 +240,13 @@ impl Value {
 
     /// Appends the value in COPY text format (`\N` for NULL, backslash escapes for text).
     pub fn write_copy_text(&self, out: &mut String) {
-        // The kinds a target row is mostly made of are written in place; the others through
-        // their text.
         match self {
             Value::Null => out.push_str("\\N"),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::Numeric(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Value::Uuid(u) => push_uuid(out, u),
-            Value::Float(f) => write_float(out, *f), // digits, signs, points, letters
             Value::Text(s) => escape_copy(s, out),
-            other => escape_copy(&other.to_text().unwrap_or_default(), out),
+            // Numbers, uuids, dates, times and intervals print no character COPY escapes.
+            other => {
+                other.write_text(out);
+            }
         }
     }
 
