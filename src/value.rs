@@ -22,7 +22,7 @@ use crate::numeric::Numeric;
 use crate::pgtime::{self, Interval, PgTimeZone};
 
 mod float;
-pub use float::{cmp_float, format_float, format_float4, write_float, write_float4};
+pub use float::{cmp_float, write_float, write_float4};
 use float::{parse_float, parse_float4};
 
 /// The SQL types the planner and operators support.
@@ -370,12 +370,6 @@ fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-pub fn format_uuid(u: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(36);
-    push_uuid(&mut s, u);
-    s
-}
-
 fn push_uuid(out: &mut String, u: &[u8; 16]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in u.iter().enumerate() {
@@ -550,7 +544,7 @@ mod tests {
         let text = "0f8fad5b-d9cb-469f-a165-70867728950e";
         let tz = PgTimeZone::parse("UTC").expect("utc");
         match Value::parse_text(text, SqlType::Uuid, &tz) {
-            Ok(Value::Uuid(u)) => assert_eq!(format_uuid(&u), text),
+            Ok(v @ Value::Uuid(_)) => assert_eq!(v.to_text().as_deref(), Some(text)),
             other => panic!("unexpected {other:?}"),
         }
         assert!(Value::parse_text("xyz", SqlType::Uuid, &tz).is_err());

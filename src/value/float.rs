@@ -37,32 +37,18 @@ pub(super) fn parse_float4(text: &str) -> Option<f64> {
     }
 }
 
-/// The text PostgreSQL prints for a float8 (`float8out` at `extra_float_digits` 1, its default):
-/// the shortest digits that read back to the same bits, in fixed point when the first digit's
-/// power of ten is from -4 to 14 (`1`, `0.0001`), else as `d.ddde+XX` (`1e+15`, `1.5e-05`).
-/// Printing exactly what PostgreSQL prints lets `init --resync` tell an unchanged target row by
-/// its text ([`crate::sink::fill`]).
-pub fn format_float(f: f64) -> String {
-    let mut out = String::new();
-    write_float(&mut out, f);
-    out
-}
-
-/// Appends [`format_float`]'s text to `out`, without allocating (the sink prints every float of
-/// a batch's target rows this way).
+/// Appends the text PostgreSQL prints for a float8 (`float8out` at `extra_float_digits` 1, its
+/// default): the shortest digits that read back to the same bits, in fixed point when the first
+/// digit's power of ten is from -4 to 14 (`1`, `0.0001`), else as `d.ddde+XX` (`1e+15`,
+/// `1.5e-05`). Printing exactly what PostgreSQL prints lets `init --resync` tell an unchanged
+/// target row by its text ([`crate::sink::fill`]). Nothing is allocated: the sink prints every
+/// float of a batch's target rows this way.
 pub fn write_float(out: &mut String, f: f64) {
     shortest(out, f, 15);
 }
 
-/// The text PostgreSQL prints for a real (`float4out`): the shortest digits of the float4, in
-/// fixed point for powers of ten from -4 to 5 (`0.1`, `123456`, `1.234567e+06`).
-pub fn format_float4(f: f32) -> String {
-    let mut out = String::new();
-    write_float4(&mut out, f);
-    out
-}
-
-/// Appends [`format_float4`]'s text to `out`.
+/// Appends the text PostgreSQL prints for a real (`float4out`): the shortest digits of the
+/// float4, in fixed point for powers of ten from -4 to 5 (`0.1`, `123456`, `1.234567e+06`).
 pub fn write_float4(out: &mut String, f: f32) {
     shortest(out, f, 6);
 }
@@ -168,6 +154,18 @@ fn shortest<F: Float>(out: &mut String, f: F, fixed_below: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn format_float(f: f64) -> String {
+        let mut out = String::new();
+        write_float(&mut out, f);
+        out
+    }
+
+    fn format_float4(f: f32) -> String {
+        let mut out = String::new();
+        write_float4(&mut out, f);
+        out
+    }
 
     #[test]
     fn floats_print_as_postgres_prints_them() {
