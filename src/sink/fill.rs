@@ -217,14 +217,11 @@ impl<'a> Fill<'a> {
                     .await?
                 };
                 let inserted = if *staged {
-                    let n = tx
-                        .execute(
-                            &format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGING}"),
-                            &[],
-                        )
-                        .await?;
-                    tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
-                    n
+                    tx.execute(
+                        &format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {STAGING}"),
+                        &[],
+                    )
+                    .await?
                 } else {
                     0
                 };
@@ -248,10 +245,16 @@ impl<'a> Fill<'a> {
                         &[],
                     )
                     .await?;
-                tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
                 deleted + inserted
             }
         };
+        // Dropped now, not at commit: the next target's fill in this transaction creates its own.
+        if matches!(
+            self.way,
+            Way::Staged { .. } | Way::Printed { staged: true, .. }
+        ) {
+            tx.batch_execute(&format!("DROP TABLE {STAGING}")).await?;
+        }
         tx.batch_execute(&format!("ANALYZE {t}")).await?;
         Ok(Filled {
             rows: self.rows,
