@@ -13,8 +13,8 @@ use std::borrow::Cow;
 use crate::change::TargetChange;
 use crate::state::keys::{self, CF_ROWS, CF_TIME};
 
-use super::rows::{decode_row, first_revisit, RowDelta, RowRecord};
-use super::{threads, MaintainError, Maintainer, PARALLEL_MIN_ROWS};
+use super::rows::{first_revisit, RowDelta};
+use super::{MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 
 /// Due source rows read and folded at a time: bounds the images held when every row of a
 /// table is due (the clock went back), and between two parts the views' first stages may be
@@ -86,29 +86,6 @@ impl Maintainer {
                 .map(|(k, _)| k)
                 .collect()
         })
-    }
-
-    /// The records of the rows `row_keys` (sorted), read in parts on up to `--fold-threads`
-    /// threads. A day's due rows lie all over the table (ids need not follow time), so each is
-    /// about a block read and decompressed: at 1M + 1M rows, 545 of the 597 ms of a midnight's
-    /// row pass. Nothing else runs while they are read.
-    fn read_rows(&self, row_keys: &[&[u8]]) -> Result<Vec<Option<RowRecord>>, MaintainError> {
-        let parts = self
-            .threads
-            .min(row_keys.len().div_ceil(PARALLEL_MIN_ROWS))
-            .max(1);
-        let per_part = row_keys.len().div_ceil(parts);
-        let store = &self.store;
-        let read = |part: &[&[u8]]| store.read_many(CF_ROWS, part, decode_row);
-        let mut records = Vec::with_capacity(row_keys.len());
-        for part in threads::each_on_a_thread(
-            "deltamv-read",
-            row_keys.chunks(per_part.max(1)).collect(),
-            read,
-        ) {
-            records.extend(part?);
-        }
-        Ok(records)
     }
 
     /// Revisits the rows `chunk` of `table` (sorted keys): each row is read once, retracted

@@ -351,8 +351,9 @@ impl Maintainer {
         self.begin(changes.len());
         let started = std::time::Instant::now();
         let mut deltas = Vec::with_capacity(changes.len());
+        let mut prefetched = self.prefetch_rows(changes)?;
         for change in changes {
-            self.apply_change(change, &mut deltas)?;
+            self.apply_change(change, &mut prefetched, &mut deltas)?;
         }
         self.stats.row_pass_micros = started.elapsed().as_micros() as u64;
         let dates = self.dates();

@@ -6,9 +6,11 @@
 //! the columns PostgreSQL did not send), so REPLICA IDENTITY DEFAULT is enough. The pass runs
 //! over the changes in order, because a row changed twice in a batch must find the image its
 //! first change stored; the views then fold the images on their own (see [`super::view`]).
+//! The stored images the pass reads are read before it, on several threads ([`Prefetched`]).
 
 use std::borrow::Cow;
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::change::Change;
@@ -16,7 +18,7 @@ use crate::state::keys::{self, CF_ROWS, CF_TIME};
 use crate::state::store::StoreError;
 use crate::value::Value;
 
-use super::{MaintainError, Maintainer};
+use super::{threads, MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct RowRecord {
@@ -58,7 +60,88 @@ pub(super) struct RowDelta<'a> {
     pub only: Option<(usize, i32)>,
 }
 
+/// The stored records of the rows a batch's changes read, read before the row pass: on
+/// several threads and in one MultiGet per thread instead of a lookup per change. An update's
+/// or a delete's row lies anywhere in the table, so each is about a block read and
+/// decompressed, and the pass runs in change order on one thread while nothing else folds.
+/// Valid for a key as long as the batch has not written it: the pass writes only into the
+/// store's pending layer, which it asks first ([`Maintainer::read_row`]).
+pub(super) type Prefetched = HashMap<Vec<u8>, Option<RowRecord>>;
+
 impl Maintainer {
+    /// The row key `change` reads first: the inserted row's (a row stored under it is replaced),
+    /// the updated row's old one, the deleted row's. `None` for a truncate, which scans.
+    fn read_key(&self, change: &Change) -> Option<Vec<u8>> {
+        let (table, key) = match change {
+            Change::Insert { table, row } => {
+                (*table, self.key_of(*table, &self.project(*table, row)))
+            }
+            Change::Update {
+                table,
+                old_key: Some(key),
+                ..
+            }
+            | Change::Delete { table, key } => (*table, key.clone()),
+            Change::Update { table, row, .. } => {
+                (*table, self.key_of(*table, &self.project(*table, row)))
+            }
+            Change::Truncate { .. } => return None,
+        };
+        Some(keys::row_key(table as u16, &key))
+    }
+
+    /// The records of the rows `changes` read ([`Prefetched`]).
+    pub(super) fn prefetch_rows(&self, changes: &[Change]) -> Result<Prefetched, MaintainError> {
+        let mut row_keys: Vec<Vec<u8>> = changes.iter().filter_map(|c| self.read_key(c)).collect();
+        row_keys.sort_unstable();
+        row_keys.dedup();
+        let refs: Vec<&[u8]> = row_keys.iter().map(Vec::as_slice).collect();
+        let records = self.read_rows(&refs)?;
+        Ok(row_keys.into_iter().zip(records).collect())
+    }
+
+    /// The stored record of row `rk`, as of the changes before this one in the batch.
+    fn read_row(
+        &mut self,
+        prefetched: &mut Prefetched,
+        rk: &[u8],
+    ) -> Result<Option<RowRecord>, StoreError> {
+        self.stats.row_reads += 1;
+        if !self.store.is_pending(CF_ROWS, rk) {
+            if let Some(record) = prefetched.remove(rk) {
+                return Ok(record);
+            }
+        }
+        self.store.read(CF_ROWS, rk, decode_row)
+    }
+
+    /// The records of the rows `row_keys` (sorted), read in parts on up to `--fold-threads`
+    /// threads. A midnight's due rows, like a batch's updated and deleted ones, lie all over the
+    /// table (ids need not follow time), so each is about a block read and decompressed: at
+    /// 1M + 1M rows, 545 of the 597 ms of a midnight's row pass. Nothing else runs while they
+    /// are read.
+    pub(super) fn read_rows(
+        &self,
+        row_keys: &[&[u8]],
+    ) -> Result<Vec<Option<RowRecord>>, MaintainError> {
+        let parts = self
+            .threads
+            .min(row_keys.len().div_ceil(PARALLEL_MIN_ROWS))
+            .max(1);
+        let per_part = row_keys.len().div_ceil(parts);
+        let store = &self.store;
+        let read = |part: &[&[u8]]| store.read_many(CF_ROWS, part, decode_row);
+        let mut records = Vec::with_capacity(row_keys.len());
+        for part in threads::each_on_a_thread(
+            "deltamv-read",
+            row_keys.chunks(per_part.max(1)).collect(),
+            read,
+        ) {
+            records.extend(part?);
+        }
+        Ok(records)
+    }
+
     pub(super) fn key_of(&self, table: usize, row: &[Value]) -> Vec<Value> {
         self.tables[table]
             .key
@@ -83,6 +166,7 @@ impl Maintainer {
     pub(super) fn apply_change<'a>(
         &mut self,
         change: &'a Change,
+        prefetched: &mut Prefetched,
         deltas: &mut Vec<RowDelta<'a>>,
     ) -> Result<(), MaintainError> {
         match change {
@@ -90,8 +174,7 @@ impl Maintainer {
                 let table = *table;
                 let row = self.project(table, row);
                 let rk = keys::row_key(table as u16, &self.key_of(table, &row));
-                self.stats.row_reads += 1;
-                if let Some(old) = self.store.read(CF_ROWS, &rk, decode_row)? {
+                if let Some(old) = self.read_row(prefetched, &rk)? {
                     tracing::warn!(table = %self.tables[table].name, "insert of a key already stored; replacing it");
                     self.remove_row(table, &rk, old, deltas);
                 }
@@ -109,8 +192,7 @@ impl Maintainer {
                     Some(key) => keys::row_key(table as u16, key),
                     None => keys::row_key(table as u16, &self.key_of(table, &row)),
                 };
-                self.stats.row_reads += 1;
-                let old = match self.store.read(CF_ROWS, &old_rk, decode_row)? {
+                let old = match self.read_row(prefetched, &old_rk)? {
                     Some(old) => old,
                     None => {
                         let key = old_key.clone().unwrap_or_else(|| self.key_of(table, &row));
@@ -132,10 +214,8 @@ impl Maintainer {
             Change::Delete { table, key } => {
                 let table = *table;
                 let rk = keys::row_key(table as u16, key);
-                self.stats.row_reads += 1;
                 let old = self
-                    .store
-                    .read(CF_ROWS, &rk, decode_row)?
+                    .read_row(prefetched, &rk)?
                     .ok_or_else(|| self.missing(table, key))?;
                 self.remove_row(table, &rk, old, deltas);
                 Ok(())

@@ -217,6 +217,12 @@ impl Store {
             .find_map(|layer| layer.get(cf).and_then(|m| m.get(key)))
     }
 
+    /// Whether this batch's pending writes hold `key` (written or deleted since the last
+    /// commit).
+    pub fn is_pending(&self, cf: &str, key: &[u8]) -> bool {
+        self.overlay.get(cf).is_some_and(|m| m.contains_key(key))
+    }
+
     /// Reads a value where it lies (pending writes, held ones, then RocksDB's pinned block)
     /// and hands it to `decode`: a lookup per change, so no copy of the bytes first.
     pub fn read<T>(
