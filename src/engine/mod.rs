@@ -245,6 +245,7 @@ async fn run_once(
         state_lsn,
         sources,
         prepared.tz,
+        crate::source::stream::read_ahead_events(cfg.batch_max_rows),
     )
     .await?;
     tracing::info!(state_lsn = %state_lsn, target_lsn = %target_lsn, "streaming");

@@ -109,6 +109,8 @@ pub struct SourceStream {
 impl SourceStream {
     /// Starts streaming from the slot's confirmed position; the slot is acknowledged no further
     /// than `durable_lsn` until [`SourceStream::ack`] says more.
+    /// Streams the slot's changes; the client reads up to `read_ahead` events ahead of the
+    /// engine ([`read_ahead_events`]).
     pub async fn start(
         db: &DbTarget,
         slot: &str,
@@ -116,10 +118,12 @@ impl SourceStream {
         durable_lsn: Lsn,
         sources: Sources,
         tz: PgTimeZone,
+        read_ahead: usize,
     ) -> Result<SourceStream, StreamError> {
         let cfg = replication_config(db, slot, publication)
             .with_start_lsn(Lsn::ZERO.into())
-            .with_ack_lsn(durable_lsn.into());
+            .with_ack_lsn(durable_lsn.into())
+            .with_buffer_size(read_ahead);
         let client = ReplicationClient::connect(cfg).await?;
         Ok(SourceStream {
             client,
@@ -234,6 +238,15 @@ impl SourceStream {
             breaks: std::mem::take(&mut self.mapper.breaks),
         })
     }
+}
+
+/// How many events the replication client reads ahead of the engine for batches of up to
+/// `batch_max_rows` changes: a batch and a half (a row change is an event, and so are each
+/// transaction's begin and commit), and never fewer than the client's default of 8192. The
+/// engine reads no event while it folds a batch; with 8192 the walsender stopped for want of
+/// room after 40% of the next 20k-change batch and sent the rest only once the fold was done.
+pub fn read_ahead_events(batch_max_rows: usize) -> usize {
+    (batch_max_rows.saturating_mul(3) / 2).max(8192)
 }
 
 /// A replication config for `db` (host, port, credentials from the URL; session options pinned).
