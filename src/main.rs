@@ -69,8 +69,8 @@ fn one_malloc_arena_per_core() {
 /// 32 MB), after which such blocks come from its heaps and stay there once freed. RocksDB's
 /// memtables are made of 1 MB blocks (`min(1 MB, write_buffer_size / 8)`), a new set for
 /// every checkpoint: at 5M + 5M rows glibc's heaps held about 190 MB while a backlog drained.
-/// With the threshold fixed, `run`'s peak RSS there went from 489-520 to 452 MB (2026-12-07,
-/// steps file in bench/results). `MALLOC_MMAP_THRESHOLD_` in the environment still decides.
+/// With the threshold fixed, `run`'s peak RSS there went from 489-525 to 452-472 MB
+/// (2026-12-07, steps file in bench/results). `MALLOC_MMAP_THRESHOLD_` in the environment still decides.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 256 << 10;
 

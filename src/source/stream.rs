@@ -108,9 +108,8 @@ pub struct SourceStream {
 
 impl SourceStream {
     /// Starts streaming from the slot's confirmed position; the slot is acknowledged no further
-    /// than `durable_lsn` until [`SourceStream::ack`] says more.
-    /// Streams the slot's changes; the client reads up to `read_ahead` events ahead of the
-    /// engine ([`read_ahead_events`]).
+    /// than `durable_lsn` until [`SourceStream::ack`] says more. The client reads up to
+    /// `read_ahead` events ahead of the engine ([`read_ahead_events`]).
     pub async fn start(
         db: &DbTarget,
         slot: &str,
@@ -243,8 +242,9 @@ impl SourceStream {
 /// How many events the replication client reads ahead of the engine for batches of up to
 /// `batch_max_rows` changes: a batch and a half (a row change is an event, and so are each
 /// transaction's begin and commit), and never fewer than the client's default of 8192. The
-/// engine reads no event while it folds a batch; with 8192 the walsender stopped for want of
-/// room after 40% of the next 20k-change batch and sent the rest only once the fold was done.
+/// engine reads no event while it folds a batch, so with 8192 (about 40% of a 20k-change
+/// batch) the walsender had to wait for room until the fold was done (one pair at 5M + 5M:
+/// +5%, within the spread; 2026-12-07 steps file in bench/results).
 pub fn read_ahead_events(batch_max_rows: usize) -> usize {
     (batch_max_rows.saturating_mul(3) / 2).max(8192)
 }
