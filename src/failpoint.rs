@@ -10,7 +10,8 @@
 //! batch's writes were pending beside it),
 //! `reconcile_exported` (a live reconcile's task holds the targets' snapshot the engine exported
 //! at its LSN), `reconcile_comparing` (its comparison runs while the engine applies on),
-//! `reconcile_held` (a held reconcile: the engine holds at the snapshot's LSN).
+//! `reconcile_held` (a held reconcile: the engine holds at the snapshot's LSN),
+//! `after_date_part` (a date change's first part is in RocksDB, flushed, marked partial).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -27,6 +28,12 @@ fn spec() -> &'static Option<(String, u64)> {
         };
         Some((name, n))
     })
+}
+
+/// Whether `name` is the configured failpoint (for a point that must first put the state in
+/// the shape the crash it stands for would find).
+pub fn armed(name: &str) -> bool {
+    matches!(spec(), Some((target, _)) if target == name)
 }
 
 /// Aborts the process if `name` is the configured failpoint and its count is reached.

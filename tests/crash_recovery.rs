@@ -5,7 +5,8 @@
 //! comes back older than the targets), between a checkpoint's write of the held state into
 //! RocksDB and its flush, after a checkpoint but before the slot acknowledgement, after a
 //! checkpoint taken at a state commit (the batch committed next still pending beside it), and
-//! after a midnight whose move of the state was only held in memory. After each crash a plain
+//! after a midnight whose move of the state was only held in memory, and inside a midnight once
+//! its first part reached disk (marked partial). After each crash a plain
 //! restart must converge to PostgreSQL's own evaluation, with nothing lost and nothing counted
 //! twice. `DELTAMV_CRASH_ROUNDS=N` repeats every case N times (a soak).
 
@@ -242,4 +243,34 @@ async fn crash_after_a_date_change_before_its_checkpoint() -> Result<()> {
     assert_eq!(seen().await?, "earlier");
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
+}
+
+/// kill -9 inside a date change, once its first part is on disk (a memtable RocksDB flushed on
+/// its own): the part holds rows re-filed for the new date without the date itself, so a restart
+/// that took it for a whole state would never retract those rows. Marked partial, the state is
+/// rebuilt instead, and the restart converges on the day after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_inside_a_date_change_once_a_part_reached_disk() -> Result<()> {
+    let Fixture {
+        cluster: _cluster,
+        client,
+        env,
+        ..
+    } = Fixture::start(
+        Some("America/Chicago"),
+        Path::new("schema/views"),
+        Some(NOW),
+    )
+    .await?;
+    let mut w = Workload::new(504, micros(NOW));
+    w.allow_truncate = false;
+    seed_rows(&client, &mut w, 800).await?;
+    let (code, _, err) = env.run_cmd(&["init"])?;
+    assert_eq!(code, 0, "{err}");
+    let mut crashing = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", "after_date_part")])?;
+    run_txns(&client, &mut w, 20).await?;
+    wait_caught_up(&client, &mut crashing, &env, Duration::from_secs(60)).await?;
+    env.set_clock("2026-03-08T18:00:00Z")?;
+    wait_for_abort(&mut crashing, &env, Duration::from_secs(60))?;
+    restart_converges(&client, &env, &mut w, 40, "after_date_part").await
 }

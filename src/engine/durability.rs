@@ -18,7 +18,8 @@
 //! flushed, all column families atomically, on a blocking thread while later batches go on in
 //! memory; its end makes D that S, and (4) only then is the slot acknowledged up to D (never past
 //! T). A held layer over its budget is written the same way, at a state commit, once the write
-//! before it has settled ([`Progress::may_persist`] asserts S <= T at both places). A kill
+//! before it has settled ([`Progress::may_persist`] asserts S <= T at both places), and so is a
+//! date change's, part by part, marked partial until its commit ([`super::midnight`]). A kill
 //! between the batch of (3) and the end of its flush loses all of it, as a kill before (3) does:
 //! RocksDB keeps no log.
 //! So A <= D <= S <= T on disk always, and kill -9 at any point leaves a state on disk as of some batch's S' with
@@ -229,6 +230,18 @@ impl Loop<'_> {
             .await?
             .map_err(MaintainError::from)?;
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the held layer into RocksDB's memtables now, not at the next checkpoint: after a
+    /// date change, whose parts are there under the partial mark that its commit clears (see
+    /// [`super::midnight`]). Like a spill, only when the targets are not behind the state.
+    pub(super) async fn persist_held(&mut self) -> Result<(), EngineError> {
+        self.progress.may_persist();
+        self.state
+            .call(|m| m.store().persist())
+            .await?
+            .map_err(MaintainError::from)?;
         Ok(())
     }
 

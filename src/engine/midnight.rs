@@ -3,6 +3,12 @@
 //! is part of both positions (see [`super::durability`]): each target transaction records the
 //! date its rows were evaluated at, and after a restart the state first takes the targets'
 //! date ([`Loop::align_to_targets`]) before the date moves on.
+//!
+//! A date change's row pass writes its parts into RocksDB's memtables as it goes, marked
+//! partial ([`crate::maintain`]'s `midnight`); its commit clears the mark and goes there too,
+//! at once, so that RocksDB flushing on its own or at a close after an error persists a whole
+//! state. An interruption between the first part and that write can leave the mark on disk:
+//! the next start then rebuilds the state from a fresh snapshot.
 
 use std::time::Duration;
 
@@ -58,7 +64,8 @@ impl Loop<'_> {
         );
         self.date = today;
         self.write_targets(deltas).await?;
-        self.commit_state(self.progress.state()).await
+        self.commit_state(self.progress.state()).await?;
+        self.persist_held().await
     }
 
     /// Moves the state to the date the targets show, if it is elsewhere, without writing them;
@@ -78,6 +85,7 @@ impl Loop<'_> {
             drop(self.move_state(date).await?);
             tracing::info!(date = %crate::pgtime::format_date(date), "the state moved to the date its targets show (its own move was lost)");
             self.commit_state(self.progress.state()).await?;
+            self.persist_held().await?;
         }
         Ok(())
     }
@@ -90,9 +98,12 @@ impl Loop<'_> {
             .await?)
     }
 
-    /// Moves every view's state to `date` (forgetting the attempt on an error); returns the
-    /// target rows that changes.
+    /// Moves every view's state to `date`; returns the target rows that changes. On an error
+    /// the attempt's pending writes are forgotten, but its parts are in RocksDB: the error ends
+    /// the engine's round, which reopens the state from disk.
     async fn move_state(&self, date: i32) -> Result<Vec<Vec<TargetChange>>, EngineError> {
+        // Its parts take the held layer to RocksDB with them.
+        self.progress.may_persist();
         Ok(self
             .state
             .call(move |m| {
