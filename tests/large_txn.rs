@@ -1,7 +1,8 @@
 //! Large transactions are folded part by part with bounded memory: 300k rows inserted in one
 //! transaction, then one UPDATE touching every row (and so every group), each applied exactly
-//! with the engine's peak RSS reported and bounded; and a crash in the middle of such a
-//! transaction ends, after a plain restart, in targets equal to PostgreSQL's evaluation.
+//! with the engine's peak RSS reported and bounded; a crash in the middle of such a
+//! transaction ends, after a plain restart, in targets equal to PostgreSQL's evaluation; and a
+//! midnight that comes while one is folded waits for its end.
 
 mod support;
 
@@ -95,6 +96,54 @@ async fn a_crash_inside_a_large_transaction_converges_after_restart() -> Result<
         "after a crash inside a large transaction",
     )
     .await?;
+    terminate(&mut engine, Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// The clock crosses midnight while a large transaction is folded part by part: the date moves
+/// only after the transaction committed. Between its parts, the date change would write targets
+/// showing part of the transaction, and its commit would clear the partial mark under the
+/// transaction's first parts. The targets then converge at the new date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_midnight_during_a_large_transaction_waits_for_its_end() -> Result<()> {
+    let fx = Fixture::start(None, Path::new("schema/views"), Some(NOW)).await?;
+    let (client, env) = (&fx.client, &fx.env);
+    let _w = seed_and_init(client, env, 503, NOW).await?;
+    let mut engine = env.spawn(&["run"], &[("DELTAMV_LOG", "info,deltamv::engine=debug")])?;
+    client.batch_execute(BIG_INSERT).await?;
+    let start = Instant::now();
+    while !env
+        .engine_log()
+        .contains("folded a part of a large transaction")
+    {
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("no part was folded:\n{}", tail(&env.engine_log(), 30));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.set_clock("2026-03-08T12:00:00Z")?;
+    wait_caught_up(client, &mut engine, env, Duration::from_secs(300)).await?;
+    assert_converges(
+        env,
+        Duration::from_secs(20),
+        "a midnight during a large transaction",
+    )
+    .await?;
+    let log = env.engine_log();
+    let (Some(last_part), Some(date_changed)) = (
+        log.rfind("folded a part of a large transaction"),
+        log.find("date changed"),
+    ) else {
+        bail!(
+            "the log shows no part or no date change:\n{}",
+            tail(&log, 30)
+        );
+    };
+    ensure!(
+        last_part < date_changed,
+        "the date changed between the transaction's parts:\n{}",
+        tail(&log, 40)
+    );
     terminate(&mut engine, Duration::from_secs(10))?;
     Ok(())
 }

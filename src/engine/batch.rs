@@ -489,6 +489,7 @@ impl Loop<'_> {
         self.commit_held(|m| m.store().commit(&[meta::partial(true)], Durability::Held))
             .await?;
         crate::failpoint::hit("after_part");
+        tracing::debug!(%final_lsn, "folded a part of a large transaction");
         let parts = self.parts.get_or_insert_with(Parts::default);
         // Up to the targets' position the transaction only rebuilds state.
         if final_lsn >= self.progress.targets() {

@@ -42,6 +42,13 @@ impl Loop<'_> {
             // the replay is done, or targets would briefly move back in time.
             return Ok(());
         }
+        if self.parts.is_some() {
+            // A large transaction is half folded: its first parts are in the state, marked
+            // partial. The date moves once it has committed, or the date change would write
+            // targets showing part of it, and its commit would clear the mark under the
+            // transaction's parts.
+            return Ok(());
+        }
         self.align_to_targets().await?;
         let today = self.clock.today(&self.prepared.tz);
         if !self.state_elsewhere(today).await? {

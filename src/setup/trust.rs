@@ -30,7 +30,7 @@ pub(super) struct StateFacts {
     pub lsn: Lsn,
     /// The last position the engine acknowledged to the slot.
     pub acked: Lsn,
-    /// It holds part of a large transaction that was cut short.
+    /// It holds part of a large transaction or of a date change that was cut short.
     pub partial: bool,
 }
 
@@ -98,7 +98,10 @@ pub(super) fn state_verdict(
     slot: Option<Lsn>,
 ) -> Result<Lsn, String> {
     if state.partial {
-        return Err("it holds part of a large transaction that was cut short".to_string());
+        return Err(
+            "it holds part of a large transaction or of a date change that was cut short"
+                .to_string(),
+        );
     }
     state_trust(state.lsn, state.acked, targets, slot).map(|()| state.lsn)
 }
@@ -316,7 +319,7 @@ mod tests {
         let why = state_verdict(&facts(8, 0, true), Lsn(16), Some(Lsn(8))).expect_err("partial");
         assert_eq!(
             why,
-            "it holds part of a large transaction that was cut short"
+            "it holds part of a large transaction or of a date change that was cut short"
         );
     }
 

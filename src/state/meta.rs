@@ -3,7 +3,8 @@
 //! batch, which is what lets `init` decide whether the state on disk can be trusted:
 //! - `lsn`: S, the source position the state reflects;
 //! - `acked`: the acknowledgement recorded before an idle slot was told to go past S;
-//! - `partial`: the first parts of a large transaction are in the state without its LSN;
+//! - `partial`: the first parts of a large transaction are in the state without its LSN, or
+//!   those of a date change without its dates;
 //! - `dates`: per view, the server-zone date its time-dependent rows were last revisited on;
 //! - `fingerprint` and `snapshot_done`: which views and sources the state was built for, and
 //!   that its initial load finished.
