@@ -65,14 +65,10 @@ async fn crash_case(failpoint: &str, seed: u64) -> Result<()> {
     Ok(())
 }
 
-async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
-    // A zone with a daylight-saving change the night before "now".
-    let Fixture {
-        cluster: _cluster,
-        client,
-        env,
-        ..
-    } = Fixture::start(
+/// The seed views in a zone with a daylight-saving change the night before "now", and a
+/// workload's first 800 rows in each source.
+async fn seeded(seed: u64) -> Result<(Fixture, Workload)> {
+    let fx = Fixture::start(
         Some("America/Chicago"),
         Path::new("schema/views"),
         Some(NOW),
@@ -80,7 +76,13 @@ async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
     .await?;
     let mut w = Workload::new(seed, micros(NOW));
     w.allow_truncate = false;
-    seed_rows(&client, &mut w, 800).await?;
+    seed_rows(&fx.client, &mut w, 800).await?;
+    Ok((fx, w))
+}
+
+async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
+    let (fx, mut w) = seeded(seed).await?;
+    let (client, env) = (&fx.client, &fx.env);
     // A checkpoint due at every turn of the loop: most come due while a target write is in
     // flight, and are taken at the next state commit.
     let deferred = failpoint.starts_with("after_deferred");
@@ -91,8 +93,8 @@ async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
     ];
     if failpoint.starts_with("snapshot") {
         let mut init = env.spawn(&["init"], &fp)?;
-        wait_for_abort(&mut init, &env, Duration::from_secs(60))?;
-        return restart_converges(&client, &env, &mut w, 60, failpoint).await;
+        wait_for_abort(&mut init, env, Duration::from_secs(60))?;
+        return restart_converges(client, env, &mut w, 60, failpoint).await;
     }
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "{err}");
@@ -103,12 +105,12 @@ async fn crash_once(failpoint: &str, seed: u64) -> Result<()> {
     let pause = Duration::from_millis(if deferred { 0 } else { 20 });
     let start = Instant::now();
     while crashing.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(60) {
-        run_txns(&client, &mut w, 3).await?;
+        run_txns(client, &mut w, 3).await?;
         tokio::time::sleep(pause).await;
     }
-    wait_for_abort(&mut crashing, &env, Duration::from_secs(5))?;
-    run_txns(&client, &mut w, 40).await?;
-    restart_converges(&client, &env, &mut w, 40, failpoint).await
+    wait_for_abort(&mut crashing, env, Duration::from_secs(5))?;
+    run_txns(client, &mut w, 40).await?;
+    restart_converges(client, env, &mut w, 40, failpoint).await
 }
 
 /// A plain restart after the crash at `failpoint`, `n` transactions written while it runs: it
@@ -251,26 +253,14 @@ async fn crash_after_a_date_change_before_its_checkpoint() -> Result<()> {
 /// rebuilt instead, and the restart converges on the day after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_inside_a_date_change_once_a_part_reached_disk() -> Result<()> {
-    let Fixture {
-        cluster: _cluster,
-        client,
-        env,
-        ..
-    } = Fixture::start(
-        Some("America/Chicago"),
-        Path::new("schema/views"),
-        Some(NOW),
-    )
-    .await?;
-    let mut w = Workload::new(504, micros(NOW));
-    w.allow_truncate = false;
-    seed_rows(&client, &mut w, 800).await?;
+    let (fx, mut w) = seeded(504).await?;
+    let (client, env) = (&fx.client, &fx.env);
     let (code, _, err) = env.run_cmd(&["init"])?;
     assert_eq!(code, 0, "{err}");
     let mut crashing = env.spawn(&["run"], &[("DELTAMV_FAILPOINT", "after_date_part")])?;
-    run_txns(&client, &mut w, 20).await?;
-    wait_caught_up(&client, &mut crashing, &env, Duration::from_secs(60)).await?;
+    run_txns(client, &mut w, 20).await?;
+    wait_caught_up(client, &mut crashing, env, Duration::from_secs(60)).await?;
     env.set_clock("2026-03-08T18:00:00Z")?;
-    wait_for_abort(&mut crashing, &env, Duration::from_secs(60))?;
-    restart_converges(&client, &env, &mut w, 40, "after_date_part").await
+    wait_for_abort(&mut crashing, env, Duration::from_secs(60))?;
+    restart_converges(client, env, &mut w, 40, "after_date_part").await
 }

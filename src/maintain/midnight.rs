@@ -36,7 +36,8 @@ const DUE_ROWS_CHUNK: usize = if cfg!(test) { 5 } else { 16_384 };
 
 impl Maintainer {
     /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
-    /// the dates passed (every one when the clock went back), innermost first.
+    /// the dates passed (every one when the clock went back), innermost first. The rows' writes
+    /// go to RocksDB part by part, marked partial: the caller's commit clears the mark.
     pub fn advance_dates(&mut self, today: i32) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         self.begin(0);
         let before = self.dates();
