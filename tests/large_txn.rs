@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use support::engine::{assert_converges, seed_and_init, tail, terminate, wait_caught_up, Fixture};
+use support::engine::{
+    assert_converges, seed_and_init, tail, terminate, wait_caught_up, wait_for, Fixture,
+};
 
 const NOW: &str = "2026-03-07T12:00:00Z";
 
@@ -111,16 +113,19 @@ async fn a_midnight_during_a_large_transaction_waits_for_its_end() -> Result<()>
     let _w = seed_and_init(client, env, 503, NOW).await?;
     let mut engine = env.spawn(&["run"], &[("DELTAMV_LOG", "info,deltamv::engine=debug")])?;
     client.batch_execute(BIG_INSERT).await?;
-    let start = Instant::now();
-    while !env
-        .engine_log()
-        .contains("folded a part of a large transaction")
-    {
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!("no part was folded:\n{}", tail(&env.engine_log(), 30));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        &mut engine,
+        env,
+        Duration::from_secs(120),
+        "no part was folded",
+        async || {
+            let log = env.engine_log();
+            Ok(log
+                .contains("folded a part of a large transaction")
+                .then_some(()))
+        },
+    )
+    .await?;
     env.set_clock("2026-03-08T12:00:00Z")?;
     wait_caught_up(client, &mut engine, env, Duration::from_secs(300)).await?;
     assert_converges(

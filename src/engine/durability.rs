@@ -233,9 +233,9 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Writes the held layer into RocksDB's memtables now, not at the next checkpoint: after a
-    /// date change, whose parts are there under the partial mark that its commit clears (see
-    /// [`super::midnight`]). Like a spill, only when the targets are not behind the state.
+    /// Writes the held layer into RocksDB's memtables, only when the targets are not behind
+    /// the state: at a checkpoint, before its flush, and right after a date change, whose parts
+    /// are there under the partial mark that its commit clears (see [`super::midnight`]).
     pub(super) async fn persist_held(&mut self) -> Result<(), EngineError> {
         self.progress.may_persist();
         self.state
@@ -320,10 +320,7 @@ impl Loop<'_> {
         self.drained = false;
         self.last_checkpoint = Instant::now();
         // The held layer goes into RocksDB's memtables as one batch, which the flush makes durable.
-        self.state
-            .call(|m| m.store().persist())
-            .await?
-            .map_err(MaintainError::from)?;
+        self.persist_held().await?;
         crate::failpoint::hit("before_checkpoint_flush");
         let flusher = self.flusher.clone();
         let started = Instant::now();
