@@ -140,13 +140,15 @@ async fn crash_during_the_snapshot() -> Result<()> {
     crash_case("snapshot_chunk:1", 101).await
 }
 
-/// After the rows' images were ingested as table files, before any target was filled.
+/// After the targets were filled and the rows' images ingested as table files, before the
+/// state was flushed and marked complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_snapshot_was_ingested() -> Result<()> {
     crash_case("snapshot_ingested:1", 107).await
 }
 
-/// After the targets were filled and committed, before the state was marked complete.
+/// After the targets were filled and committed (the last table's row images possibly still
+/// being merged), before they were ingested and the state marked complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_targets_were_filled() -> Result<()> {
     crash_case("snapshot_targets_filled:1", 108).await

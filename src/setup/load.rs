@@ -57,8 +57,18 @@ pub(super) async fn initial_load(
             m.ensure_global_groups().map(drop)
         })
         .await??;
+    // The targets read groups only: they fill while the last table's row images are still
+    // being merged into table files, on the other core.
     let total = fill_targets(p, cfg, &state, &targets, lsn, today, started).await?;
     crate::failpoint::hit("snapshot_targets_filled");
+    state
+        .call(|m| -> Result<(), SetupError> {
+            let rows = m.finish_load()?;
+            tracing::info!(rows, "row images ingested");
+            crate::failpoint::hit("snapshot_ingested");
+            Ok(())
+        })
+        .await??;
     let fingerprint = p.fingerprint.clone();
     let (state_bytes, reader_bytes) = state
         .call(move |m| {
@@ -177,7 +187,9 @@ async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
 }
 
 /// Folds every source table's rows, read in the slot's exported snapshot, into the state, chunk
-/// by chunk (unlogged: [`initial_load`] flushes before it marks the snapshot done).
+/// by chunk (unlogged: [`initial_load`] flushes before it marks the snapshot done). The last
+/// table's row images may still be merging into table files when it returns: `finish_load`
+/// waits for them and ingests every table's.
 async fn load_snapshot(
     p: &Prepared,
     state: &StateThread<Maintainer>,
@@ -231,15 +243,6 @@ async fn load_snapshot(
         state.call(|m| m.finish_table()).await?;
         copy = next?;
     }
-    // The rows' images and time-index entries, gathered aside, into the store.
-    state
-        .call(|m| -> Result<(), SetupError> {
-            let rows = m.finish_load()?;
-            tracing::info!(rows, "row images ingested");
-            crate::failpoint::hit("snapshot_ingested");
-            Ok(())
-        })
-        .await??;
     for reader in &readers {
         reader
             .batch_execute("COMMIT")
