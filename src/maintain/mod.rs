@@ -111,6 +111,14 @@ pub struct FoldStats {
     pub row_pass_micros: u64,
 }
 
+/// A source table's size as PostgreSQL estimates it (ANALYZE): its rows (0: unknown) and each
+/// column's distinct values (`None`: unknown), by column position.
+#[derive(Clone, Debug, Default)]
+pub struct TableStats {
+    pub rows: f64,
+    pub distinct: Vec<Option<f64>>,
+}
+
 /// Target rows, and the group key the next page starts from (`None`: no more).
 pub type RowsPage = (Vec<Vec<Value>>, Option<Vec<u8>>);
 
@@ -315,11 +323,20 @@ impl Maintainer {
         &self.referenced[table]
     }
 
-    /// The order in which to read `table`'s snapshot: the columns its views group by first,
-    /// most shared first (ties: first seen). Rows of a group then arrive together, so a load
-    /// chunk touches each group once instead of every group once per chunk: fewer state
-    /// lookups, group encodings and finalizations.
-    pub fn load_order(&self, table: usize) -> Vec<usize> {
+    /// The order in which to read `table`'s snapshot: the columns its views group by, most
+    /// shared first, then coarsest first (fewest distinct values; ties and unknowns: first
+    /// seen). Rows of a group then arrive together, so a load chunk touches each group once
+    /// instead of every group once per chunk: fewer state lookups, group encodings and
+    /// finalizations. A coarse column first also keeps together the groups of later stages
+    /// that group by it (`mv_workspace_metrics` by workspace over its runs per agent and user).
+    ///
+    /// PostgreSQL sorts, and its sort costs more the more columns it compares: 5M agent_runs
+    /// rows took 4.7 s by five columns, 3.1 s by one and 1.7 s unsorted. So the order stops
+    /// once rows sharing its leading values number `block_rows` or fewer (`stats`: the table's
+    /// rows and each column's distinct values, as estimated by ANALYZE): such a run of rows
+    /// fits a load chunk, and every group within it is touched in one or two chunks. Without
+    /// estimates, it keeps every column.
+    pub fn load_order(&self, table: usize, stats: &TableStats, block_rows: f64) -> Vec<usize> {
         let mut counts: Vec<(usize, usize)> = Vec::new(); // (column, views grouping by it)
         for &v in &self.table_views[table] {
             let mut used = vec![false; self.tables[table].columns.len()];
@@ -337,9 +354,29 @@ impl Maintainer {
                 }
             }
         }
+        let distinct = |c: usize| stats.distinct.get(c).copied().flatten();
         // A stable sort keeps first-seen order among equals.
-        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-        counts.into_iter().map(|(c, _)| c).collect()
+        counts.sort_by(|a, b| {
+            let coarse = |c| distinct(c).unwrap_or(f64::INFINITY);
+            (b.1.cmp(&a.1)).then(coarse(a.0).total_cmp(&coarse(b.0)))
+        });
+        let mut block = if stats.rows > 0.0 {
+            stats.rows
+        } else {
+            f64::INFINITY
+        };
+        let mut order = Vec::new();
+        for (c, _) in counts {
+            if block <= block_rows {
+                break;
+            }
+            order.push(c);
+            block = match distinct(c) {
+                Some(d) if d >= 1.0 => block / d,
+                _ => f64::INFINITY,
+            };
+        }
+        order
     }
 
     /// Applies a batch of changes; returns the changed target rows of each view.

@@ -18,6 +18,7 @@ use crate::state::store::KeyValue;
 
 mod dates;
 mod journal;
+mod order;
 
 const TODAY: i32 = 20_400;
 const DAY_MICROS: i64 = 86_400_000_000;

@@ -9,6 +9,7 @@
 //! at all, were decided before (`prepare`, [`super::trust`]); the objects it fills were created
 //! by [`super::objects`].
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
@@ -18,8 +19,8 @@ use super::{Prepared, SetupError};
 use crate::bookkeeping::history::{self, RefreshKind};
 use crate::bookkeeping::{progress, views};
 use crate::config::Config;
-use crate::maintain::{Maintainer, RowPages};
-use crate::pg::{describe, sql_err, Lsn};
+use crate::maintain::{Maintainer, RowPages, TableStats};
+use crate::pg::{describe, sql_err, Lsn, TableInfo};
 use crate::sink::fill::Fill;
 use crate::sink::target::TargetTable;
 use crate::source::control;
@@ -212,10 +213,18 @@ async fn load_snapshot(
         begin_in_snapshot(&reader, &snapshot.snapshot_name).await?;
         readers.push(reader);
     }
+    let mut stats = Vec::with_capacity(p.tables.len());
+    for table in &p.tables {
+        stats.push(table_stats(&p.client, table).await);
+    }
+    let sizes = stats.clone();
     let columns = state
-        .call(|m| {
+        .call(move |m| {
             (0..m.table_count())
-                .map(|t| (m.referenced(t).to_vec(), m.load_order(t)))
+                .map(|t| {
+                    let order = m.load_order(t, &sizes[t], SNAPSHOT_CHUNK_ROWS as f64);
+                    (m.referenced(t).to_vec(), order)
+                })
                 .collect::<Vec<_>>()
         })
         .await?;
@@ -228,7 +237,7 @@ async fn load_snapshot(
     } else {
         Some(start(0).await?)
     };
-    for t in 0..p.tables.len() {
+    for (t, size) in stats.iter().enumerate() {
         let Some(current) = copy.take() else { break };
         let next = async {
             if t + 1 < p.tables.len() {
@@ -237,7 +246,7 @@ async fn load_snapshot(
                 Ok(None)
             }
         };
-        let (loaded, next) = tokio::join!(load_table(p, state, t, current), next);
+        let (loaded, next) = tokio::join!(load_table(p, state, t, current, size.rows), next);
         loaded?;
         // Its table files are written while the next table loads.
         state.call(|m| m.finish_table()).await?;
@@ -255,20 +264,11 @@ async fn load_snapshot(
     Ok(())
 }
 
-/// Folds one table's rows from `copy` into the state, chunk by chunk, with progress (rows, rate,
-/// ETA) on the terminal.
-async fn load_table(
-    p: &Prepared,
-    state: &StateThread<Maintainer>,
-    t: usize,
-    mut copy: TableCopy<'_>,
-) -> Result<(), SetupError> {
-    let table = &p.tables[t];
-    let mut loaded = 0usize;
-    let started = std::time::Instant::now();
-    // The planner's row estimate: enough for an ETA on the terminal.
-    let estimate: f64 = p
-        .client
+/// `table`'s rows and its columns' distinct values as ANALYZE last estimated them (for the
+/// order of its snapshot and the ETA on the terminal); unknown where it never ran. Of a
+/// partitioned or inherited table, the estimates over its whole tree.
+async fn table_stats(client: &Client, table: &TableInfo) -> TableStats {
+    let rows: f64 = client
         .query_one(
             "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = $1::text::regclass",
             &[&table.name.quoted()],
@@ -276,6 +276,39 @@ async fn load_table(
         .await
         .map(|r| r.get(0))
         .unwrap_or(0.0);
+    // `inherited` rows last: they win where both exist.
+    let estimates: HashMap<String, f64> = client
+        .query(
+            "SELECT attname::text, n_distinct::float8 FROM pg_stats
+              WHERE schemaname = $1 AND tablename = $2 ORDER BY inherited",
+            &[&table.name.schema, &table.name.name],
+        )
+        .await
+        .map(|found| found.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default();
+    // n_distinct: a count when positive, minus a fraction of the rows when negative.
+    let distinct = (table.columns.iter())
+        .map(|c| match estimates.get(&c.name).copied() {
+            Some(n) if n > 0.0 => Some(n),
+            Some(n) if n < 0.0 && rows > 0.0 => Some(-n * rows),
+            _ => None,
+        })
+        .collect();
+    TableStats { rows, distinct }
+}
+
+/// Folds one table's rows from `copy` into the state, chunk by chunk, with progress (rows, rate,
+/// ETA from the planner's `estimate` of its rows) on the terminal.
+async fn load_table(
+    p: &Prepared,
+    state: &StateThread<Maintainer>,
+    t: usize,
+    mut copy: TableCopy<'_>,
+    estimate: f64,
+) -> Result<(), SetupError> {
+    let table = &p.tables[t];
+    let mut loaded = 0usize;
+    let started = std::time::Instant::now();
     // Two stages in flight: the state thread folds one chunk while this task reads and parses
     // the next from COPY (on two cores, the load takes the longer of the two, not their sum).
     let mut next = copy.next_chunk(SNAPSHOT_CHUNK_ROWS).await?;

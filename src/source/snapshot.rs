@@ -100,8 +100,9 @@ impl SlotSnapshot {
 
 /// Opens a transaction on `client` that sees the exported snapshot. The tables are read in
 /// binary, which no session setting changes, sorted by group columns
-/// (`Maintainer::load_order`): `work_mem` gives that sort room in memory rather than spilling
-/// (this transaction only).
+/// (`Maintainer::load_order`), with `work_mem` raised for that sort (this transaction only).
+/// A large table's sort still spills to disk: at 5M agent_runs rows, sorting it all in memory
+/// (1 GB) took 7.1 s against 4.7 s in 256 MB runs merged from disk.
 pub async fn begin_in_snapshot(client: &Client, snapshot_name: &str) -> Result<(), SnapshotError> {
     let sql = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
@@ -156,6 +157,7 @@ impl<'a> TableCopy<'a> {
                 .collect();
             format!(" ORDER BY {}", cols.join(", "))
         };
+        tracing::debug!(table = %table.name, order = %order_by, "reading the snapshot");
         let sql = format!(
             "COPY (SELECT {list} FROM {}{order_by}) TO STDOUT (FORMAT binary)",
             table.name.quoted()
