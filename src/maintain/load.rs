@@ -13,6 +13,8 @@
 //! store: nothing may read rows or change the date in between. The caller (`setup::load`) marks
 //! the snapshot done only after the ingestion and a flush, so a crash at any point rebuilds.
 
+use std::time::Duration;
+
 use crate::state::bulk::{BulkWriter, TableFiles};
 use crate::state::keys::{self, CF_ROWS, CF_TIME};
 use crate::state::store::StoreError;
@@ -28,6 +30,16 @@ use super::{MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 pub(super) struct BulkLoad {
     open: Option<(usize, LoadSink)>,
     finishing: Vec<Finishing>,
+    /// What the open table's load has cost so far, for the debug log at its end.
+    spent: Spent,
+}
+
+/// A table's load so far: rows, the row pass's time, and each view's fold time and groups.
+#[derive(Default)]
+struct Spent {
+    rows: u64,
+    row_pass: Duration,
+    views: Vec<(Duration, u64)>,
 }
 
 /// One table's writers: its row images and its rows' time-index entries.
@@ -128,6 +140,16 @@ impl Maintainer {
             .collect();
         let dates = self.dates();
         self.fold_views(&deltas, Some(&dates), parallel)?;
+        if let Some(load) = self.load.as_mut() {
+            let spent = &mut load.spent;
+            spent.rows += rows.len() as u64;
+            spent.row_pass += Duration::from_micros(self.stats.row_pass_micros);
+            spent.views.resize(self.views.len(), (Duration::ZERO, 0));
+            for (view, (time, groups)) in self.views.iter().zip(&mut spent.views) {
+                *time += view.batch_cost;
+                *groups += view.stats.groups;
+            }
+        }
         Ok(())
     }
 
@@ -153,9 +175,23 @@ impl Maintainer {
         let Some(load) = self.load.as_mut() else {
             return;
         };
-        let Some((_, sink)) = load.open.take() else {
+        let Some((table, sink)) = load.open.take() else {
             return;
         };
+        let spent = std::mem::take(&mut load.spent);
+        let views: Vec<String> = (self.views.iter().zip(&spent.views))
+            .filter(|(_, (_, groups))| *groups > 0)
+            .map(|(v, (time, groups))| {
+                format!("{}={}ms/{groups}g", v.plan.name.name, time.as_millis())
+            })
+            .collect();
+        tracing::debug!(
+            table = %self.tables[table].name,
+            rows = spent.rows,
+            row_pass_ms = spent.row_pass.as_millis(),
+            views = views.join(" "),
+            "table loaded"
+        );
         // Taken by the thread, or by this one if no thread could be started.
         let sink = std::sync::Arc::new(std::sync::Mutex::new(Some(sink)));
         let take = |sink: &std::sync::Mutex<Option<LoadSink>>| -> Files {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::pgtime::PgTimeZone;
-use crate::plan::expr::{compare, CmpOp, EvalCtx, EvalError, Expr, Inputs};
+use crate::plan::expr::{compare, holds, CmpOp, EvalCtx, EvalError, Expr, Inputs};
 use crate::plan::{Stage, ViewPlan};
 use crate::value::{identical, Value};
 
@@ -27,7 +27,42 @@ thread_local! {
 
 /// Per component of a view, its day side on each day from the view's date on (`None`: the
 /// component is not split): see [`ViewFold::sides`].
-pub(super) type DaySides = Vec<Option<Vec<Result<Value, EvalError>>>>;
+pub(super) type DaySides = Vec<Option<Sides>>;
+
+/// A split component's day side on each day from the view's date to its horizon.
+pub(super) struct Sides {
+    pub values: Vec<Result<Value, EvalError>>,
+    /// The same days as integers when every one is a value of one integer-ordered type (dates,
+    /// timestamps, integers: [`as_int`]), the usual case: a row's flip is then found by
+    /// comparing integers, not values.
+    ints: Option<(u8, Vec<i64>)>,
+}
+
+impl Sides {
+    fn new(values: Vec<Result<Value, EvalError>>) -> Sides {
+        let mut kinds = values.iter().map(|v| v.as_ref().ok().and_then(as_int));
+        let ints = match kinds.next().flatten() {
+            Some((kind, first)) => std::iter::once(Some(first))
+                .chain(kinds.map(|k| k.filter(|(other, _)| *other == kind).map(|k| k.1)))
+                .collect::<Option<Vec<i64>>>()
+                .map(|days| (kind, days)),
+            None => None,
+        };
+        Sides { values, ints }
+    }
+}
+
+/// A value of a type whose values of one kind order as integers (what `Value`'s order does
+/// within each of these variants), as its kind and integer.
+fn as_int(v: &Value) -> Option<(u8, i64)> {
+    match v {
+        Value::Int(i) => Some((0, *i)),
+        Value::Date(d) => Some((1, i64::from(*d))),
+        Value::Timestamp(t) => Some((2, *t)),
+        Value::TimestampTz(t) => Some((3, *t)),
+        _ => None,
+    }
+}
 
 /// A comparison of an input-only side with a day-only side (the usual `col >= CURRENT_DATE -
 /// k`): its operator, the input side, the day side, and whether the day side is on the left.
@@ -61,6 +96,18 @@ impl ViewFold {
         input: Inputs<'_>,
         date: i32,
     ) -> Result<i32, MaintainError> {
+        self.next_revisit_by(comps, input, date, true)
+    }
+
+    /// [`Self::next_revisit`], with integer day sides compared as integers where `typed` (the
+    /// engine's way; the tests compare both ways).
+    fn next_revisit_by(
+        &self,
+        comps: Range<usize>,
+        input: Inputs<'_>,
+        date: i32,
+        typed: bool,
+    ) -> Result<i32, MaintainError> {
         let tz = &self.tz;
         let ctx = |today| EvalCtx { today, tz };
         let horizon = date.saturating_add(HORIZON_DAYS);
@@ -72,7 +119,23 @@ impl ViewFold {
             let split = self.split(i).map(|(op, input_side, day_side, mirrored)| {
                 (op, input_side.eval(input, ctx(date)), day_side, mirrored)
             });
-            let sides = table.and_then(|t| t[i].as_deref());
+            let sides = table.and_then(|t| t[i].as_ref());
+            if let (true, Some((op, Ok(value), _, mirrored)), Some((kind, days))) =
+                (typed, &split, sides.and_then(|s| s.ints.as_ref()))
+            {
+                match as_int(value) {
+                    // NULL compares as NULL on every day: it never flips.
+                    None if value.is_null() => continue,
+                    Some((k, x)) if k == *kind => {
+                        if let Some(flip) = int_flip(*op, x, days, *mirrored) {
+                            best = best.min(date.saturating_add(flip));
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let sides = sides.map(|s| s.values.as_slice());
             let at = |d: i32| -> Result<Value, EvalError> {
                 match &split {
                     Some((op, input_side, day_side, mirrored)) => {
@@ -125,10 +188,10 @@ impl ViewFold {
             .map(|i| {
                 let (_, _, day_side, _) = self.split(i)?;
                 let days = self.date..=self.date.saturating_add(HORIZON_DAYS);
-                Some(
+                Some(Sides::new(
                     days.map(|today| day_side.eval(Inputs::row(&[]), EvalCtx { today, tz }))
                         .collect(),
-                )
+                ))
             })
             .collect()
     }
@@ -177,6 +240,32 @@ impl ViewFold {
     }
 }
 
+/// The day offset at which `x op day` (`day op x` if `mirrored`) first reads otherwise than on
+/// day 0, over the integer day sides `days` (day 0 to the horizon); `None` if it reads the same
+/// at the horizon. The same bisection as [`ViewFold::next_revisit`]'s over values, probe for
+/// probe, so both find the same day.
+fn int_flip(op: CmpOp, x: i64, days: &[i64], mirrored: bool) -> Option<i32> {
+    let at = |k: usize| {
+        let day = days[k];
+        holds(op, if mirrored { day.cmp(&x) } else { x.cmp(&day) })
+    };
+    let last = days.len().checked_sub(1)?;
+    let start = at(0);
+    if at(last) == start {
+        return None;
+    }
+    let (mut lo, mut hi) = (0, last);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if at(mid) == start {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    i32::try_from(hi).ok()
+}
+
 /// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.
 pub(super) fn bind_stages(plan: &ViewPlan, today: i32, tz: &PgTimeZone) -> Vec<Stage> {
     let ctx = EvalCtx { today, tz };
@@ -215,5 +304,84 @@ pub(super) fn split_monotone(atom: &Expr) -> Vec<Expr> {
             },
         ],
         other => vec![other.clone()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::plan::fixtures::{classified_with, seed_catalog};
+
+    /// Windows of every shape a day side takes: a date cast to a timestamp with time zone, a
+    /// timestamp (date minus an interval), a date on the left, and an equality (split in two).
+    const VIEW: &str = "CREATE MATERIALIZED VIEW analytics.v AS SELECT agent_id, COUNT(*) AS n,
+        COUNT(*) FILTER (WHERE started_at < CURRENT_DATE - INTERVAL '36 hours') AS older,
+        COUNT(*) FILTER (WHERE CURRENT_DATE - 3 <= DATE(started_at)) AS recent,
+        COUNT(*) FILTER (WHERE DATE(started_at) = CURRENT_DATE - 2) AS that_day
+      FROM public.agent_runs WHERE started_at >= CURRENT_DATE - 7 GROUP BY agent_id;";
+
+    const DAY: i64 = 86_400_000_000;
+    const TODAY: i32 = 20_400;
+
+    fn fold(zone: &str) -> ViewFold {
+        let plan = classified_with("v.sql", VIEW)
+            .plans
+            .into_iter()
+            .find(|p| p.name.name == "v")
+            .expect("the view plans");
+        let tz = PgTimeZone::parse(zone).expect("a zone");
+        ViewFold::new(0, plan, 0, TODAY, tz, (0, 0))
+    }
+
+    /// An agent_runs row started at `micros` (NULL: `None`), every other column NULL.
+    fn run(started: Option<i64>) -> Vec<Value> {
+        let runs = (seed_catalog().into_values())
+            .find(|t| t.name.name == "agent_runs")
+            .expect("the seed catalog has agent_runs");
+        let at = (runs.columns.iter())
+            .position(|c| c.name == "started_at")
+            .expect("agent_runs.started_at");
+        let mut row = vec![Value::Null; runs.columns.len()];
+        row[at] = started.map_or(Value::Null, Value::TimestampTz);
+        row
+    }
+
+    #[test]
+    fn every_window_of_the_view_compares_as_integers() {
+        let f = fold("UTC");
+        let sides = f.sides();
+        let split: Vec<&Sides> = sides.iter().flatten().collect();
+        assert_eq!(
+            split.len(),
+            f.row_components.len(),
+            "every component is split"
+        );
+        assert!(split.iter().all(|s| s.ints.is_some()));
+    }
+
+    proptest! {
+        /// The flip found over integers is the one found over values, for times around the
+        /// view's date, far from it, at the ends of the range (the infinities) and NULL, in
+        /// zones with and without daylight saving.
+        #[test]
+        fn a_rows_revisit_over_integers_is_its_revisit_over_values(
+            zone in prop::sample::select(vec!["UTC", "America/Chicago", "Asia/Kolkata", "America/Sao_Paulo"]),
+            started in prop_oneof![
+                (-40 * DAY..10 * DAY).prop_map(|d| Some(i64::from(TODAY) * DAY + d)),
+                any::<i64>().prop_map(Some),
+                Just(Some(i64::MIN)),
+                Just(Some(i64::MAX)),
+                Just(None),
+            ],
+        ) {
+            let f = fold(zone);
+            let row = run(started);
+            let comps = f.row_components.clone();
+            let typed = f.next_revisit_by(comps.clone(), Inputs::row(&row), TODAY, true);
+            let by_value = f.next_revisit_by(comps, Inputs::row(&row), TODAY, false);
+            prop_assert_eq!(typed.map_err(|e| e.to_string()), by_value.map_err(|e| e.to_string()));
+        }
     }
 }

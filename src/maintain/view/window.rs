@@ -251,7 +251,12 @@ impl ViewFold {
         };
         let sides = self.day_sides.get_or_init(|| self.sides());
         let value = self
-            .day_side_on(w.component, day_side, t, sides[w.component].as_deref())
+            .day_side_on(
+                w.component,
+                day_side,
+                t,
+                sides[w.component].as_ref().map(|s| s.values.as_slice()),
+            )
             .map_err(|e| self.err(e))?;
         let day = match *value {
             Value::Date(d) => Some(d),

@@ -16,7 +16,7 @@ mod eval;
 mod operators;
 
 pub use cast::cast;
-pub use operators::compare;
+pub use operators::{compare, holds};
 
 use std::fmt;
 

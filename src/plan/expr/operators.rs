@@ -26,15 +26,19 @@ pub fn compare(op: CmpOp, l: &Value, r: &Value) -> Value {
     if l.is_null() || r.is_null() {
         return Value::Null;
     }
-    let ord = l.cmp(r);
-    Value::Bool(match op {
+    Value::Bool(holds(op, l.cmp(r)))
+}
+
+/// Whether `op` holds of two non-NULL operands that order as `ord`.
+pub fn holds(op: CmpOp, ord: std::cmp::Ordering) -> bool {
+    match op {
         CmpOp::Eq => ord.is_eq(),
         CmpOp::NotEq => ord.is_ne(),
         CmpOp::Lt => ord.is_lt(),
         CmpOp::LtEq => ord.is_le(),
         CmpOp::Gt => ord.is_gt(),
         CmpOp::GtEq => ord.is_ge(),
-    })
+    }
 }
 
 pub(super) fn int_range(ty: SqlType, v: i128) -> R {
