@@ -2,7 +2,9 @@
 //! cleanup, no flushing) the n-th time (default 1st) execution passes the named point.
 //!
 //! Points sit where a crash is most interesting for the durability argument of
-//! [`crate::engine`]: `snapshot_chunk` (state partly loaded, targets not), `after_state_commit`
+//! [`crate::engine`]: `snapshot_chunk` (state partly loaded, targets not),
+//! `snapshot_files_written` (a bulk writer's table files written, not ingested: the 3rd hit is
+//! the last table's, merged while the targets fill), `after_state_commit`
 //! (a batch's state committed in memory, its targets not yet written), `before_target_commit`
 //! (in the sink's task: the next batch may be folding), `after_target_commit` (targets ahead of
 //! the state on disk), `before_checkpoint_flush` (held state written to RocksDB, not flushed),

@@ -140,6 +140,13 @@ async fn crash_during_the_snapshot() -> Result<()> {
     crash_case("snapshot_chunk:1", 101).await
 }
 
+/// While the last table's row images are merged into table files, which the targets' fill
+/// runs beside: one of its two files written (the third of the load's four), none ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_the_last_table_merges() -> Result<()> {
+    crash_case("snapshot_files_written:3", 110).await
+}
+
 /// After the targets were filled and the rows' images ingested as table files, before the
 /// state was flushed and marked complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,7 @@ impl BulkWriter {
     pub fn finish(self) -> Result<TableFiles, StoreError> {
         let (cf, dir, entries) = (self.cf, self.dir.clone(), self.entries);
         let files = self.write_tables(&tuning::bulk_file_options(cf))?;
+        crate::failpoint::hit("snapshot_files_written");
         Ok(TableFiles {
             cf,
             dir,

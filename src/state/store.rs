@@ -50,6 +50,9 @@ pub enum StoreError {
         "corrupt state record in {cf}: {detail}; run `deltamv init --resync` to rebuild state"
     )]
     Corrupt { cf: &'static str, detail: String },
+    /// A wipe found the database shared with another part of the process (a bug).
+    #[error("the state cannot be wiped while a checkpoint holds it: restart deltamv")]
+    InUse,
 }
 
 impl StoreError {
@@ -58,9 +61,10 @@ impl StoreError {
         let text = match self {
             StoreError::Rocks(e) => e.to_string(),
             StoreError::Open { detail, .. } | StoreError::Bulk(detail) => detail.clone(),
-            StoreError::Locked { .. } | StoreError::Damaged { .. } | StoreError::Corrupt { .. } => {
-                return false
-            }
+            StoreError::Locked { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::InUse => return false,
         };
         no_space(&text)
     }
@@ -135,6 +139,8 @@ pub const HELD_BYTES: usize = 32 << 20;
 
 pub struct Store {
     db: Arc<DB>,
+    /// The block cache the column families share (a wiped one is created anew with it).
+    cache: rocksdb::Cache,
     /// The state directory (the bulk load's scratch files go under it).
     dir: PathBuf,
     /// This batch's writes (discarded on error).
@@ -150,7 +156,7 @@ impl Store {
             dir: dir.display().to_string(),
             detail: e.to_string(),
         })?;
-        let (opts, cfs) = tuning::options();
+        let (opts, cfs, cache) = tuning::options();
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             let detail = e.to_string();
             if detail.contains("lock") || detail.contains("LOCK") {
@@ -189,6 +195,7 @@ impl Store {
         }
         Ok(Store {
             db: Arc::new(db),
+            cache,
             dir: dir.to_path_buf(),
             overlay: HashMap::new(),
             held: HashMap::new(),

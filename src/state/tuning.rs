@@ -11,8 +11,8 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// RocksDB's memtables, all column families together (the rest of its memory budget).
 const MEMTABLE_BYTES: usize = 128 << 20;
 
-/// The database's options and every column family's.
-pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
+/// The database's options, every column family's, and the block cache they share.
+pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>, rocksdb::Cache) {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -25,11 +25,18 @@ pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     // All column families' memtables together (RocksDB's default allows 2 x 64 MB each).
     opts.set_db_write_buffer_size(MEMTABLE_BYTES);
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-    let cfs = ALL_CFS.iter().map(|name| {
-        let table = table_options(Some(&cache), point_reads(name));
-        ColumnFamilyDescriptor::new(*name, cf_options(&table, point_reads(name)))
-    });
-    (opts, cfs.collect())
+    let cfs = (ALL_CFS.iter())
+        .map(|name| ColumnFamilyDescriptor::new(*name, column_family(name, &cache)))
+        .collect();
+    (opts, cfs, cache)
+}
+
+/// Column family `cf`'s options, its blocks cached in the database's `cache`.
+pub fn column_family(cf: &str, cache: &rocksdb::Cache) -> Options {
+    cf_options(
+        &table_options(Some(cache), point_reads(cf)),
+        point_reads(cf),
+    )
 }
 
 /// Whether keys of column family `cf` are ever looked up one by one. The time index is only
