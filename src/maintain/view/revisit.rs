@@ -40,14 +40,13 @@ pub(super) struct Sides {
 
 impl Sides {
     fn new(values: Vec<Result<Value, EvalError>>) -> Sides {
-        let mut kinds = values.iter().map(|v| v.as_ref().ok().and_then(as_int));
-        let ints = match kinds.next().flatten() {
-            Some((kind, first)) => std::iter::once(Some(first))
-                .chain(kinds.map(|k| k.filter(|(other, _)| *other == kind).map(|k| k.1)))
-                .collect::<Option<Vec<i64>>>()
-                .map(|days| (kind, days)),
-            None => None,
-        };
+        let int = |v: &Result<Value, EvalError>| v.as_ref().ok().and_then(as_int);
+        let ints = values.first().and_then(int).and_then(|(kind, _)| {
+            let days = (values.iter())
+                .map(|v| int(v).filter(|(k, _)| *k == kind).map(|(_, day)| day))
+                .collect::<Option<Vec<i64>>>()?;
+            Some((kind, days))
+        });
         Sides { values, ints }
     }
 }
