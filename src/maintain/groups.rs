@@ -160,6 +160,10 @@ impl Generations {
 pub(super) struct HotGroups {
     first: Generations,
     outer: Generations,
+    /// Whether first-stage groups are kept. A bulk load reads its rows sorted by group, so a
+    /// first-stage group it finalizes is (but for one straddling two chunks) never touched
+    /// again: keeping it only costs a hash-map insert and a later drop per group.
+    keep_first: bool,
 }
 
 impl HotGroups {
@@ -167,25 +171,42 @@ impl HotGroups {
         HotGroups {
             first: Generations::new(first_bytes),
             outer: Generations::new(outer_bytes),
+            keep_first: true,
+        }
+    }
+
+    /// Keeps first-stage groups or not (see `keep_first`); the outer stages' are always kept.
+    pub fn keep_first_stage(&mut self, keep: bool) {
+        self.keep_first = keep;
+        if !keep {
+            self.first.clear();
         }
     }
 
     /// The generations a group key (view, stage, key: see [`keys::group_key`]) belongs to.
     fn of(&mut self, key: &[u8]) -> &mut Generations {
-        match keys::group_key_stage(key) {
-            Some(stage) if stage > 0 => &mut self.outer,
-            _ => &mut self.first,
+        if outer_stage(key) {
+            &mut self.outer
+        } else {
+            &mut self.first
         }
     }
 
     pub fn put(&mut self, key: Vec<u8>, group: GroupState, encoded: usize) {
-        self.of(&key).put(key, group, encoded)
+        if self.keep_first || outer_stage(&key) {
+            self.of(&key).put(key, group, encoded)
+        }
     }
 
     pub fn clear(&mut self) {
         self.first.clear();
         self.outer.clear();
     }
+}
+
+/// Whether a group key is of an outer stage (not a view's first).
+fn outer_stage(key: &[u8]) -> bool {
+    matches!(keys::group_key_stage(key), Some(stage) if stage > 0)
 }
 
 /// The groups of one view touched by the current batch, decoded (flag: may be deleted when

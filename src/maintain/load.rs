@@ -86,6 +86,9 @@ impl Maintainer {
     pub fn begin_load(&mut self) -> Result<(), MaintainError> {
         self.store.clear_bulk()?;
         self.load = Some(BulkLoad::default());
+        for view in &mut self.views {
+            view.keep_first_stage_hot(false);
+        }
         Ok(())
     }
 
@@ -213,6 +216,9 @@ impl Maintainer {
     /// store (not durable until the store's next flush). Returns the number of rows.
     pub fn finish_load(&mut self) -> Result<u64, MaintainError> {
         self.finish_table();
+        for view in &mut self.views {
+            view.keep_first_stage_hot(true);
+        }
         let Some(load) = self.load.take() else {
             return Ok(0);
         };

@@ -265,6 +265,11 @@ impl ViewFold {
         self.groups.hot.clear();
     }
 
+    /// Keeps decoded first-stage groups across batches or not (a bulk load does not).
+    pub fn keep_first_stage_hot(&mut self, keep: bool) {
+        self.groups.hot.keep_first_stage(keep);
+    }
+
     /// When this view's groups are journaled ([`journal`]).
     pub fn journal_policy(&self) -> journal::Policy {
         self.groups.journal
