@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -151,19 +152,11 @@ impl ViewFold {
             };
             let at = |d: i32| at(d).map_err(|e| self.err(e));
             let start = at(date)?;
-            if identical(&[at(horizon)?], std::slice::from_ref(&start)) {
+            let same = |d: i32| at(d).map(|v| identical(&[v], std::slice::from_ref(&start)));
+            if same(horizon)? {
                 continue;
             }
-            let (mut lo, mut hi) = (date, horizon);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if identical(&[at(mid)?], std::slice::from_ref(&start)) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            best = best.min(hi);
+            best = best.min(first_change(date, horizon, same)?);
         }
         Ok(best)
     }
@@ -241,28 +234,40 @@ impl ViewFold {
 
 /// The day offset at which `x op day` (`day op x` if `mirrored`) first reads otherwise than on
 /// day 0, over the integer day sides `days` (day 0 to the horizon); `None` if it reads the same
-/// at the horizon. The same bisection as [`ViewFold::next_revisit`]'s over values, probe for
-/// probe, so both find the same day.
+/// at the horizon. Searched by [`first_change`], as [`ViewFold::next_revisit`] searches over
+/// values, so both probe the same days and find the same one.
 fn int_flip(op: CmpOp, x: i64, days: &[i64], mirrored: bool) -> Option<i32> {
-    let at = |k: usize| {
-        let day = days[k];
+    let at = |k: i32| {
+        let day = days[k as usize];
         holds(op, if mirrored { day.cmp(&x) } else { x.cmp(&day) })
     };
-    let last = days.len().checked_sub(1)?;
+    let last = i32::try_from(days.len().checked_sub(1)?).ok()?;
     let start = at(0);
     if at(last) == start {
         return None;
     }
-    let (mut lo, mut hi) = (0, last);
+    let Ok(flip) = first_change(0, last, |k| Ok::<bool, Infallible>(at(k) == start));
+    Some(flip)
+}
+
+/// The first day in `(lo, hi]` on which a condition no longer reads as on `lo`, given that it
+/// reads otherwise on `hi` (`same(d)`: whether it reads on `d` as on `lo`). A bisection: for a
+/// condition that changes once as the date grows, the day it changes. Every revisit is
+/// searched with it (over values, over integers, by a group's day).
+pub(super) fn first_change<E>(
+    mut lo: i32,
+    mut hi: i32,
+    mut same: impl FnMut(i32) -> Result<bool, E>,
+) -> Result<i32, E> {
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if at(mid) == start {
+        if same(mid)? {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    i32::try_from(hi).ok()
+    Ok(hi)
 }
 
 /// Every stage of `plan` with CURRENT_DATE folded for `today` in what rows are evaluated with.

@@ -34,6 +34,7 @@ use crate::value::{SqlType, Value};
 
 use super::super::groups::GroupState;
 use super::super::MaintainError;
+use super::revisit::first_change;
 use super::{ViewFold, HORIZON_DAYS};
 
 /// A window of a view's first stage decided by a group's day key.
@@ -302,16 +303,10 @@ impl ViewFold {
             if d < self.first_day(w, date)? || d >= self.first_day(w, horizon)? {
                 continue;
             }
-            let (mut lo, mut hi) = (date, horizon);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if d >= self.first_day(w, mid)? {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            best = best.min(hi);
+            let flip = first_change(date, horizon, |mid| {
+                self.first_day(w, mid).map(|first| d >= first)
+            })?;
+            best = best.min(flip);
         }
         Ok(best)
     }
