@@ -26,17 +26,15 @@ pub fn options() -> (Options, Vec<ColumnFamilyDescriptor>, rocksdb::Cache) {
     opts.set_db_write_buffer_size(MEMTABLE_BYTES);
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let cfs = (ALL_CFS.iter())
-        .map(|name| ColumnFamilyDescriptor::new(*name, column_family(name, &cache)))
+        .map(|name| ColumnFamilyDescriptor::new(*name, column_family(name, Some(&cache))))
         .collect();
     (opts, cfs, cache)
 }
 
-/// Column family `cf`'s options, its blocks cached in the database's `cache`.
-pub fn column_family(cf: &str, cache: &rocksdb::Cache) -> Options {
-    cf_options(
-        &table_options(Some(cache), point_reads(cf)),
-        point_reads(cf),
-    )
+/// Column family `cf`'s options, its blocks cached in the database's `cache` (`None`: for table
+/// files written outside the database).
+pub fn column_family(cf: &str, cache: Option<&rocksdb::Cache>) -> Options {
+    cf_options(&table_options(cache, point_reads(cf)), point_reads(cf))
 }
 
 /// Whether keys of column family `cf` are ever looked up one by one. The time index is only
@@ -53,7 +51,7 @@ fn point_reads(cf: &str) -> bool {
 /// (`super::bulk`): the column family's own, so that an ingested file is read as one RocksDB
 /// wrote itself.
 pub fn bulk_file_options(cf: &str) -> Options {
-    let mut opts = cf_options(&table_options(None, point_reads(cf)), point_reads(cf));
+    let mut opts = column_family(cf, None);
     // Ingested files settle where compression is on (below level 1).
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts

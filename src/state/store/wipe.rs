@@ -33,7 +33,7 @@ impl Store {
         };
         for cf in ALL_CFS {
             db.drop_cf(cf)?;
-            db.create_cf(cf, &tuning::column_family(cf, &self.cache))?;
+            db.create_cf(cf, &tuning::column_family(cf, Some(&self.cache)))?;
         }
         let left = db.live_files()?;
         tracing::debug!(
