@@ -422,6 +422,47 @@ fn zone_names() {
     }
 }
 
+/// Zones tzdata defines with one offset (`Etc/UTC`, `Etc/GMT-14`, `Zulu`) skip chrono-tz's
+/// table: every zone, so classified or not, still gives chrono-tz's offset at every instant
+/// sampled (about every 97 days from 1812 to 2099, both seasons of any zone with DST), and the
+/// local wall clock maps back through the same offset.
+#[test]
+fn every_zone_keeps_chrono_tz_offsets() {
+    use chrono::{Offset, TimeZone};
+    const DAY: i64 = 86_400;
+    let (from, to) = (-4_980_000_000_i64, 4_090_000_000_i64);
+    let mut constant = 0;
+    for tz in chrono_tz::TZ_VARIANTS {
+        let zone = PgTimeZone::from_tz(tz);
+        let mut offsets = std::collections::BTreeSet::new();
+        let mut t = from;
+        while t < to {
+            let utc = chrono::DateTime::from_timestamp(t, 0)
+                .expect("in range")
+                .naive_utc();
+            let want = i64::from(tz.offset_from_utc_datetime(&utc).fix().local_minus_utc());
+            assert_eq!(zone.utc_offset_secs(t), want, "{} at {t}", tz.name());
+            offsets.insert(want);
+            t += 97 * DAY + 3_607;
+        }
+        if offsets.len() == 1 {
+            let off = *offsets.first().expect("one offset");
+            assert_eq!(zone.local_offset_secs(1_000_000_000), off, "{}", tz.name());
+            constant += 1;
+        }
+    }
+    assert!(constant >= 30, "only {constant} zones kept one offset");
+    for (name, off) in [
+        ("Etc/UTC", 0),
+        ("Zulu", 0),
+        ("Etc/GMT+5", -18_000),
+        ("Etc/GMT-14", 50_400),
+    ] {
+        assert_eq!(zone(name).utc_offset_secs(123_456_789), off, "{name}");
+        assert_eq!(zone(name).name(), name);
+    }
+}
+
 #[test]
 fn local_utc_round_trip_away_from_transitions() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
