@@ -270,21 +270,37 @@ impl Value {
     /// The form whose encoding identifies a group: [`Value::normalized`], and numerics without
     /// trailing fractional zeros (PostgreSQL groups 1.50 with 1.5).
     pub fn group_identity(self) -> Value {
-        match self.normalized() {
+        match self.group_identity_ref() {
+            std::borrow::Cow::Owned(v) => v,
+            std::borrow::Cow::Borrowed(_) => self,
+        }
+    }
+
+    /// [`Value::group_identity`] without a copy of a value that is its own identity (all but
+    /// -0, NaN and numerics with trailing fractional zeros): what every input row's group key
+    /// is encoded from.
+    pub fn group_identity_ref(&self) -> std::borrow::Cow<'_, Value> {
+        use std::borrow::Cow;
+        match self {
+            Value::Float(0.0) => Cow::Owned(Value::Float(0.0)),
+            Value::Float(f) if f.is_nan() => Cow::Owned(Value::Float(f64::NAN)),
             Value::Numeric(n) => match n.parts() {
-                Some((m, scale)) => {
-                    let mut m = m.clone();
-                    let mut scale = scale;
+                Some((m, scale)) if scale > 0 => {
                     let ten = num_bigint::BigInt::from(10);
-                    while scale > 0 && (&m % &ten) == num_bigint::BigInt::from(0) {
+                    let zero = num_bigint::BigInt::from(0);
+                    if (m % &ten) != zero {
+                        return Cow::Borrowed(self);
+                    }
+                    let (mut m, mut scale) = (m.clone(), scale);
+                    while scale > 0 && (&m % &ten) == zero {
                         m /= &ten;
                         scale -= 1;
                     }
-                    Value::Numeric(Numeric::finite(m, scale))
+                    Cow::Owned(Value::Numeric(Numeric::finite(m, scale)))
                 }
-                None => Value::Numeric(n),
+                _ => Cow::Borrowed(self),
             },
-            other => other,
+            _ => Cow::Borrowed(self),
         }
     }
 

@@ -87,7 +87,7 @@ impl Maintainer {
         self.store.clear_bulk()?;
         self.load = Some(BulkLoad::default());
         for view in &mut self.views {
-            view.keep_first_stage_hot(false);
+            view.set_bulk_load(true);
         }
         Ok(())
     }
@@ -217,7 +217,7 @@ impl Maintainer {
     pub fn finish_load(&mut self) -> Result<u64, MaintainError> {
         self.finish_table();
         for view in &mut self.views {
-            view.keep_first_stage_hot(true);
+            view.set_bulk_load(false);
         }
         let Some(load) = self.load.take() else {
             return Ok(0);

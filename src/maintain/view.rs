@@ -30,7 +30,7 @@ mod output;
 mod revisit;
 mod window;
 
-use inputs::Input;
+use inputs::{Input, Queue};
 use output::finalize;
 use revisit::{bind_stages, split_monotone};
 use window::KeyedWindow;
@@ -40,9 +40,6 @@ const HORIZON_DAYS: i32 = 4096;
 
 /// A state write collected during a fold: column family, key, value (`None`: delete).
 pub(super) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
-
-/// A row's group key and the argument it feeds each aggregate (NULL: none).
-type Contribution = (Vec<Value>, Vec<Value>);
 
 /// The most inputs of a stage kept waiting to be folded ([`ViewFold::fold_inputs`]): evaluated
 /// inputs weigh about 0.5 KB, and a whole catch-up batch of them (tens of thousands of changes,
@@ -93,10 +90,14 @@ pub(super) struct ViewFold {
     /// Per stage: the groups touched by the current batch (their keys in the store).
     touched: Vec<BTreeSet<Vec<u8>>>,
     /// Per stage: the input rows not folded yet.
-    inputs: Vec<Vec<Input>>,
+    inputs: Vec<Queue>,
     /// The first stage's groups finalized early in the current date change, at `date` (the
     /// others were last finalized at `finalized`): [`Self::finalize_early`].
     early: HashSet<Vec<u8>>,
+    /// A bulk load is under way: its target changes are not wanted (the targets are filled
+    /// from the groups when it ends), so the last stage's output rows are computed only where
+    /// the group's next revisit needs them ([`finalize`]).
+    bulk: bool,
     /// The current batch's writes, for the owner to apply ([`Self::drain_writes`]).
     writes: Vec<Write>,
     /// The current (or last) batch's counts, and how long its last fold took (to order the
@@ -155,7 +156,7 @@ impl ViewFold {
             accumulators,
             keyed,
             touched: vec![BTreeSet::new(); plan.stages.len()],
-            inputs: (0..plan.stages.len()).map(|_| Vec::new()).collect(),
+            inputs: (0..plan.stages.len()).map(|_| Queue::default()).collect(),
             plan,
             table,
             date: today,
@@ -178,6 +179,7 @@ impl ViewFold {
                 journal: journal::POLICY,
             },
             early: HashSet::default(),
+            bulk: false,
             writes: Vec::new(),
             stats: FoldStats::default(),
             cost: std::time::Duration::ZERO,
@@ -265,9 +267,15 @@ impl ViewFold {
         self.groups.hot.clear();
     }
 
-    /// Keeps decoded first-stage groups across batches or not (a bulk load does not).
-    pub fn keep_first_stage_hot(&mut self, keep: bool) {
-        self.groups.hot.keep_first_stage(keep);
+    /// Starts or ends a bulk load ([`Self::bulk`]). A bulk load keeps no decoded first-stage
+    /// groups across batches; its end drops every hot group, whose last stage's output rows
+    /// were not computed.
+    pub fn set_bulk_load(&mut self, on: bool) {
+        self.bulk = on;
+        self.groups.hot.keep_first_stage(!on);
+        if !on {
+            self.groups.hot.clear();
+        }
     }
 
     /// When this view's groups are journaled ([`journal`]).
@@ -315,46 +323,32 @@ impl ViewFold {
             &self.plan.stages[s]
         };
         let input = Inputs::row(row);
-        let eval = || -> Result<Option<Contribution>, EvalError> {
+        let firsts = &self.accumulators[s].firsts;
+        let eval = |values: &mut Vec<Value>| -> Result<Option<usize>, EvalError> {
             if let Some(f) = &stage.filter {
                 if !f.holds(input, ctx)? {
                     return Ok(None);
                 }
             }
-            let key = stage
-                .keys
-                .iter()
-                .map(|k| k.eval(input, ctx).map(Value::normalized))
-                .collect::<Result<Vec<_>, _>>()?;
-            let firsts = &self.accumulators[s].firsts;
-            let mut args = Vec::with_capacity(firsts.len());
+            for k in &stage.keys {
+                values.push(k.eval(input, ctx)?.normalized());
+            }
             for agg in firsts.iter().map(|&f| &stage.aggs[f]) {
                 let passes = match &agg.filter {
                     Some(f) => f.holds(input, ctx)?,
                     None => true,
                 };
-                args.push(match (&agg.arg, passes) {
+                values.push(match (&agg.arg, passes) {
                     (_, false) => Value::Null,
                     (None, true) => Value::Bool(true),
                     (Some(a), true) => a.eval(input, ctx)?,
                 });
             }
-            Ok(Some((key, args)))
+            Ok(Some(stage.keys.len()))
         };
-        let Some((key, args)) = eval().map_err(|e| self.err(e))? else {
-            return Ok(());
-        };
-        let row = match stage.topk {
-            Some(_) => row.to_vec(),
-            None => Vec::new(),
-        };
-        self.inputs[s].push(Input {
-            gk: keys::group_key_of(self.id, s as u8, &key),
-            key,
-            args,
-            sign,
-            row,
-        });
+        let member = stage.topk.is_some().then_some(row);
+        let queued = self.inputs[s].push((self.id, s as u8), sign, member, eval);
+        queued.map_err(|e| self.err(e))?;
         if self.inputs[s].len() >= INPUT_CHUNK {
             self.fold_inputs(store, s)?;
         }
@@ -364,12 +358,12 @@ impl ViewFold {
     /// Folds stage `s`'s pending inputs into their groups, sorted by group, a group's inputs in
     /// the order they came and consolidated ([`inputs`]); marks the groups touched.
     fn fold_inputs(&mut self, store: &Store, s: usize) -> Result<(), MaintainError> {
-        let mut inputs = std::mem::take(&mut self.inputs[s]);
-        let folded = self.fold_sorted(store, s, &mut inputs);
-        // The queue keeps its capacity (a chunk of inputs is about 400 KB): freed, it went back
+        let mut queue = std::mem::take(&mut self.inputs[s]);
+        let folded = self.fold_sorted(store, s, &mut queue.inputs());
+        // The queue keeps its capacity (a chunk of inputs is about 1 MB): freed, it went back
         // to the system at once and came back as fresh pages the kernel zeroes.
-        inputs.clear();
-        self.inputs[s] = inputs;
+        queue.clear();
+        self.inputs[s] = queue;
         folded
     }
 
@@ -377,16 +371,16 @@ impl ViewFold {
         &mut self,
         store: &Store,
         s: usize,
-        inputs: &mut [Input],
+        inputs: &mut [Input<'_>],
     ) -> Result<(), MaintainError> {
         // Stable: a group's inputs keep their order.
-        keys::sort_by_bytes(inputs, |i| &i.gk);
-        let mut runs: Vec<&[Input]> = inputs.chunk_by(|a, b| a.gk == b.gk).collect();
+        keys::sort_by_bytes(inputs, |i| i.gk);
+        let mut runs: Vec<&[Input<'_>]> = inputs.chunk_by(|a, b| a.gk == b.gk).collect();
         runs.retain(|run| !inputs::cancels(run));
         if runs.is_empty() {
             return Ok(());
         }
-        let gks: Vec<Vec<u8>> = runs.iter().map(|run| run[0].gk.clone()).collect();
+        let gks: Vec<Vec<u8>> = runs.iter().map(|run| run[0].gk.to_vec()).collect();
         let deletable = !self.plan.stages[s].keys.is_empty();
         self.load(store, s, &gks, deletable)?;
         self.touched[s].extend(gks.iter().cloned());
@@ -394,7 +388,7 @@ impl ViewFold {
         for (run, gk) in runs.into_iter().zip(gks) {
             let (g, _) = self.groups.touched.entry(gk).or_insert_with(|| {
                 let accs = self.accumulators[s].fresh(&stage.aggs);
-                (GroupState::empty(run[0].key.clone(), accs), deletable)
+                (GroupState::empty(run[0].key.to_vec(), accs), deletable)
             });
             inputs::fold_run(g, run, stage.topk.is_some());
         }
@@ -464,6 +458,9 @@ impl ViewFold {
         deletable: bool,
     ) -> Result<(), MaintainError> {
         let read = self.groups.load(store, gks, deletable, &mut self.stats)?;
+        if self.bulk && s + 1 == self.plan.stages.len() {
+            return Ok(()); // a bulk load hands no target changes on (see `finalize_group`)
+        }
         let (stage, accumulators) = (&self.plan.stages[s], &self.accumulators[s]);
         for i in read {
             let ctx = EvalCtx {

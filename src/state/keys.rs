@@ -97,18 +97,27 @@ pub fn group_key_bytes(values: &[Value]) -> Vec<u8> {
 /// [`group_key`] of [`group_key_bytes`], written into one buffer: the key of every input row
 /// a view folds, so the two intermediate vectors were two allocations and copies per input.
 pub fn group_key_of(view: u16, stage: u8, values: &[Value]) -> Vec<u8> {
-    let mut k = group_prefix(view, stage);
-    k.reserve(8 + 18 * values.len());
+    let mut k = Vec::with_capacity(11 + 18 * values.len());
+    push_group_key(&mut k, view, stage, values);
+    k
+}
+
+/// Appends [`group_key_of`] to `buf`: a view's pending inputs keep their keys in one buffer.
+pub fn push_group_key(buf: &mut Vec<u8>, view: u16, stage: u8, values: &[Value]) {
+    let start = buf.len();
+    buf.extend_from_slice(&view.to_be_bytes());
+    buf.push(stage);
     // A sequence in bincode's default encoding: its length as a little-endian u64, then the
     // elements, as `group_key_bytes` writes the normalized vector.
-    k.extend_from_slice(&(values.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&(values.len() as u64).to_le_bytes());
     for v in values {
-        if bincode::serialize_into(&mut k, &v.clone().group_identity()).is_err() {
+        if bincode::serialize_into(&mut *buf, &*v.group_identity_ref()).is_err() {
             // Writing a value into a vector does not fail; were it to, the slow path says the same.
-            return group_key(view, stage, &group_key_bytes(values));
+            buf.truncate(start);
+            buf.extend(group_key(view, stage, &group_key_bytes(values)));
+            return;
         }
     }
-    k
 }
 
 /// The length of the prefix all `keys` share (0 for none).
@@ -250,16 +259,30 @@ mod tests {
             ],
             vec![Value::Float(-0.0), Value::Float(f64::NAN), Value::Null],
             vec![numeric("1.50"), numeric("-0.000"), numeric("NaN")],
+            vec![
+                numeric("10"),
+                numeric("1.05"),
+                numeric("-2.500"),
+                numeric("0.10"),
+            ],
             vec![Value::Text("é".into()), Value::Int(-3), Value::Bool(true)],
             vec![Value::TimestampTz(-1), Value::Timestamp(i64::MAX)],
         ];
+        let mut buffer = Vec::new();
+        let mut each = Vec::new();
         for key in keys {
             assert_eq!(
                 group_key_of(3, 1, &key),
                 group_key(3, 1, &group_key_bytes(&key)),
                 "{key:?}"
             );
+            push_group_key(&mut buffer, 3, 1, &key);
+            each.extend(group_key_of(3, 1, &key));
         }
+        assert_eq!(
+            buffer, each,
+            "keys pushed into one buffer follow each other"
+        );
     }
 
     /// The scratch-buffer encoding writes exactly what `bincode::serialize` writes (what
@@ -342,6 +365,18 @@ mod tests {
         assert_ne!(
             group_key_bytes(&[num("1.05")]),
             group_key_bytes(&[num("1.5")])
+        );
+        for (a, b) in [("-2.500", "-2.5"), ("0.000", "0"), ("100.00", "100")] {
+            assert_eq!(
+                group_key_bytes(&[num(a)]),
+                group_key_bytes(&[num(b)]),
+                "{a}"
+            );
+        }
+        assert_ne!(group_key_bytes(&[num("10")]), group_key_bytes(&[num("1")]));
+        assert_eq!(
+            group_key_bytes(&[Value::Float(-f64::NAN)]),
+            group_key_bytes(&[Value::Float(f64::NAN)])
         );
     }
 }

@@ -139,7 +139,14 @@ impl ViewFold {
         if stage.keyed {
             self.expire(&mut g, was)?;
         }
-        let (new, aggs) = self.output(s, &g).map_err(|e| self.err(e))?;
+        // A bulk load's last stage hands nothing on: its rows are computed only when its
+        // HAVING or select list decides the group's next revisit.
+        let unwanted = stage.last && self.bulk && (!stage.timed || stage.own.is_empty());
+        let (new, aggs) = if unwanted {
+            (vec![], vec![])
+        } else {
+            self.output(s, &g).map_err(|e| self.err(e))?
+        };
         if stage.timed {
             let revisit = if stage.deletable && g.rows <= 0 {
                 None // gone: dropped from the store with this batch
@@ -176,7 +183,7 @@ impl ViewFold {
         // Unchanged rows stay as they are (bit for bit the same); changed ones are handed on,
         // and kept as the rows last written.
         if stage.last {
-            if changed {
+            if changed && !unwanted {
                 let old = std::mem::replace(&mut g.output, new.clone());
                 let rank = self.plan.rank_column();
                 out.push(TargetChange::of_group(g.key.clone(), &old, new, rank));
