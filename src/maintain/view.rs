@@ -359,7 +359,7 @@ impl ViewFold {
     /// the order they came and consolidated ([`inputs`]); marks the groups touched.
     fn fold_inputs(&mut self, store: &Store, s: usize) -> Result<(), MaintainError> {
         let mut queue = std::mem::take(&mut self.inputs[s]);
-        let folded = self.fold_sorted(store, s, &mut queue.inputs());
+        let folded = self.fold_sorted(store, s, &queue.sorted());
         // The queue keeps its capacity (a chunk of inputs is about 1 MB): freed, it went back
         // to the system at once and came back as fresh pages the kernel zeroes.
         queue.clear();
@@ -367,14 +367,13 @@ impl ViewFold {
         folded
     }
 
+    /// Folds `inputs`, sorted by group ([`Queue::sorted`]), run by run.
     fn fold_sorted(
         &mut self,
         store: &Store,
         s: usize,
-        inputs: &mut [Input<'_>],
+        inputs: &[Input<'_>],
     ) -> Result<(), MaintainError> {
-        // Stable: a group's inputs keep their order.
-        keys::sort_by_bytes(inputs, |i| i.gk);
         let mut runs: Vec<&[Input<'_>]> = inputs.chunk_by(|a, b| a.gk == b.gk).collect();
         runs.retain(|run| !inputs::cancels(run));
         if runs.is_empty() {

@@ -95,15 +95,22 @@ impl Queue {
         self.entries.len()
     }
 
-    /// The queued inputs, in the order they came.
-    pub fn inputs(&self) -> Vec<Input<'_>> {
-        (self.entries.iter())
-            .map(|e| Input {
-                gk: &self.gks[e.gk.clone()],
-                key: &self.values[e.key.clone()],
-                args: &self.values[e.args.clone()],
-                sign: e.sign,
-                row: &self.values[e.row.clone()],
+    /// The queued inputs in the order of their group keys' bytes, each group's in the order
+    /// they came.
+    pub fn sorted(&self) -> Vec<Input<'_>> {
+        let gks: Vec<&[u8]> = (self.entries.iter())
+            .map(|e| &self.gks[e.gk.clone()])
+            .collect();
+        (keys::byte_order(&gks).into_iter())
+            .map(|i| {
+                let e = &self.entries[i];
+                Input {
+                    gk: gks[i],
+                    key: &self.values[e.key.clone()],
+                    args: &self.values[e.args.clone()],
+                    sign: e.sign,
+                    row: &self.values[e.row.clone()],
+                }
             })
             .collect()
     }
@@ -209,9 +216,9 @@ mod tests {
     /// The sum after `first` is added, then replaced by `then` in one update (a pair).
     fn replaced(call: &AggCall, first: Value, then: Value) -> (String, bool) {
         let mut g = GroupState::empty(vec![], vec![crate::ops::Acc::new(call)]);
-        fold_run(&mut g, &queue(&[(1, first.clone())]).inputs(), false);
+        fold_run(&mut g, &queue(&[(1, first.clone())]).sorted(), false);
         let pair = queue(&[(-1, first), (1, then)]);
-        let pair = pair.inputs();
+        let pair = pair.sorted();
         fold_run(&mut g, &pair, false);
         let sum = g.accs[0].finish(call).expect("a sum");
         (format!("{sum:?} {}", sum.to_sql_text()), cancels(&pair))
