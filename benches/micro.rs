@@ -31,6 +31,9 @@
 //!    binaries are found.
 //!
 //! Run with `cargo bench --bench micro` (shorter: `-- --warm-up-time 1 --measurement-time 3`).
+//! Times are read and folded in the server zone `DELTAMV_MICRO_ZONE` names (default `UTC`; a
+//! zone with transitions, such as `America/New_York`, makes every timestamptz's local date a
+//! search of the zone's table).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -184,8 +187,9 @@ impl Fleet {
     }
 }
 
-fn utc() -> PgTimeZone {
-    PgTimeZone::parse("UTC").expect("UTC is a time zone")
+fn zone() -> PgTimeZone {
+    let name = std::env::var("DELTAMV_MICRO_ZONE").unwrap_or_else(|_| "UTC".into());
+    PgTimeZone::parse(&name).unwrap_or_else(|e| panic!("DELTAMV_MICRO_ZONE={name}: {e}"))
 }
 
 /// A text row as the stream parses it (`source::stream`): one [`Value`] per column.
@@ -298,7 +302,7 @@ fn bench_pgoutput(c: &mut Criterion) {
         assert_eq!(encode(&decode(p).expect("decodes")), *p, "round trip");
     }
     let types: Vec<SqlType> = AGENT_RUNS.iter().map(|c| c.4).collect();
-    let tz = utc();
+    let tz = zone();
     let mut g = c.benchmark_group("pgoutput");
     g.throughput(Throughput::Bytes(bytes as u64));
     let label = format!("{}_msgs_{}_bytes", payloads.len(), bytes);
@@ -377,7 +381,7 @@ fn today() -> i32 {
 /// A Maintainer over a fresh RocksDB in a temporary directory, with `preload` rows loaded and
 /// committed; also the table index of agent_runs.
 fn maintainer(dir: &Path, preload: &[Vec<Value>]) -> (Maintainer, usize) {
-    let tz = utc();
+    let tz = zone();
     let catalog = catalog();
     let plans = seed_plans(&catalog, &tz);
     let tables: Vec<TableInfo> = catalog.into_values().collect();
@@ -451,7 +455,7 @@ impl StateBench {
 
 fn bench_maintain(c: &mut Criterion) {
     let dir = tempfile::TempDir::new().expect("temporary state directory");
-    let tz = utc();
+    let tz = zone();
     let mut fleet = Fleet::new(2);
     let preload: Vec<Vec<Value>> = (1..=PRELOAD_ROWS as i64)
         .map(|id| parse_row(&fleet.run(id), &tz))
@@ -588,7 +592,7 @@ fn bench_multiset(c: &mut Criterion) {
 /// 1,000 changed groups of mv_agent_performance as the Maintainer produces them, and its plan.
 fn agent_performance_changes() -> (ViewPlan, Vec<TargetChange>) {
     let dir = tempfile::TempDir::new().expect("temporary state directory");
-    let tz = utc();
+    let tz = zone();
     let (mut m, table) = maintainer(dir.path(), &[]);
     let v = (0..m.view_count())
         .find(|v| m.plan(*v).name.name == "mv_agent_performance")

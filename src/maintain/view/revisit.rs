@@ -37,6 +37,9 @@ pub(super) struct Sides {
     /// timestamps, integers: [`as_int`]), the usual case: a row's flip is then found by
     /// comparing integers, not values.
     ints: Option<(u8, Vec<i64>)>,
+    /// For a keyed window's comparison, the first day inside the window on each of these days
+    /// (`window`'s `first_day`).
+    pub first_days: Option<Vec<i32>>,
 }
 
 impl Sides {
@@ -48,7 +51,11 @@ impl Sides {
                 .collect::<Option<Vec<i64>>>()?;
             Some((kind, days))
         });
-        Sides { values, ints }
+        Sides {
+            values,
+            ints,
+            first_days: None,
+        }
     }
 }
 
@@ -180,10 +187,14 @@ impl ViewFold {
             .map(|i| {
                 let (_, _, day_side, _) = self.split(i)?;
                 let days = self.date..=self.date.saturating_add(HORIZON_DAYS);
-                Some(Sides::new(
+                let mut sides = Sides::new(
                     days.map(|today| day_side.eval(Inputs::row(&[]), EvalCtx { today, tz }))
                         .collect(),
-                ))
+                );
+                if self.is_keyed_component(i) {
+                    sides.first_days = self.first_days(&sides.values);
+                }
+                Some(sides)
             })
             .collect()
     }

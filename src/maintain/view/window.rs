@@ -245,21 +245,50 @@ impl ViewFold {
         self.keyed.clear();
     }
 
-    /// The first day inside window `w` at date `t`: its day side's date.
+    /// The first day inside window `w` at date `t`: its day side's local date. From the view's
+    /// date to its horizon it is read from the table built with the day sides
+    /// ([`Self::first_days`]): a group's revisit probes a dozen days per window, and in a zone
+    /// with transitions each probe was a search of chrono-tz's table.
     fn first_day(&self, w: &KeyedWindow, t: i32) -> Result<i32, MaintainError> {
+        let sides = self.day_sides.get_or_init(|| self.sides());
+        let known = sides.get(w.component).and_then(Option::as_ref);
+        let at = usize::try_from(t - self.date).ok();
+        if let Some(day) = known.and_then(|s| s.first_days.as_ref()?.get(at?)) {
+            return Ok(*day);
+        }
         let Some((_, _, day_side, _)) = self.split(w.component) else {
             return Err(self.err(EvalError::Internal("a keyed window is not split".into())));
         };
-        let sides = self.day_sides.get_or_init(|| self.sides());
         let value = self
-            .day_side_on(
-                w.component,
-                day_side,
-                t,
-                sides[w.component].as_ref().map(|s| s.values.as_slice()),
-            )
+            .day_side_on(w.component, day_side, t, known.map(|s| s.values.as_slice()))
             .map_err(|e| self.err(e))?;
-        let day = match *value {
+        self.local_midnight(&value).ok_or_else(|| {
+            self.err(EvalError::Internal(format!(
+                "{} is not a local midnight from 1970 on at date {t}: the window cannot be \
+                 decided by the group's day",
+                value.to_sql_text()
+            )))
+        })
+    }
+
+    /// Per day from the view's date to its horizon, the first day inside a keyed window whose
+    /// day sides are `values` ([`Self::first_day`]); `None` if any of them is not a local
+    /// midnight (`first_day` then reports which).
+    pub(super) fn first_days(&self, values: &[Result<Value, EvalError>]) -> Option<Vec<i32>> {
+        (values.iter())
+            .map(|v| v.as_ref().ok().and_then(|v| self.local_midnight(v)))
+            .collect()
+    }
+
+    /// Whether component `i` is a keyed window's comparison.
+    pub(super) fn is_keyed_component(&self, i: usize) -> bool {
+        self.keyed.iter().any(|w| w.component == i)
+    }
+
+    /// The day whose local midnight `value` is (a date is its own), if it is one from
+    /// [`CLEAN_MIDNIGHTS_FROM`] on.
+    fn local_midnight(&self, value: &Value) -> Option<i32> {
+        match *value {
             Value::Date(d) => Some(d),
             Value::Timestamp(ts) => {
                 (ts.rem_euclid(USECS_PER_DAY) == 0).then(|| ts.div_euclid(USECS_PER_DAY) as i32)
@@ -270,14 +299,7 @@ impl ViewFold {
                 (local.rem_euclid(USECS_PER_DAY) == 0 && day >= CLEAN_MIDNIGHTS_FROM).then_some(day)
             }
             _ => None,
-        };
-        day.ok_or_else(|| {
-            self.err(EvalError::Internal(format!(
-                "{} is not a local midnight from 1970 on at date {t}: the window cannot be \
-                 decided by the group's day",
-                value.to_sql_text()
-            )))
-        })
+        }
     }
 
     /// The day of a group's window key (`None`: NULL, whose rows no window ever holds).
@@ -383,6 +405,41 @@ mod tests {
         assert_eq!(seed("America/New_York"), expected);
         // Its DST began at midnight until 2019: every view keeps per-row revisits.
         assert!(seed("America/Sao_Paulo").iter().all(|(_, k)| !k));
+    }
+
+    /// A keyed window's first day, read from the table built with the day sides, is the day
+    /// side evaluated at that date and taken to its local day, on every day the table covers
+    /// and beyond it, in zones with and without transitions.
+    #[test]
+    fn a_windows_first_day_from_the_table_is_its_day_side_at_that_date() {
+        let today = 20_400;
+        for zone in [
+            "UTC",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+        ] {
+            let tz = PgTimeZone::parse(zone).expect("a zone");
+            for plan in classified(&seed_views()).plans {
+                let fold = ViewFold::new(0, plan, 0, today, tz, (0, 0));
+                for w in &fold.keyed {
+                    let (_, _, day_side, _) = fold.split(w.component).expect("split");
+                    let tabled = (fold.sides()[w.component].as_ref())
+                        .and_then(|s| s.first_days.as_ref())
+                        .map_or(0, Vec::len);
+                    assert_eq!(tabled, HORIZON_DAYS as usize + 1, "{zone}");
+                    for t in (today - 3..today + HORIZON_DAYS + 3)
+                        .step_by(7)
+                        .chain([today])
+                    {
+                        let ctx = crate::plan::expr::EvalCtx { today: t, tz: &tz };
+                        let side = day_side.eval(crate::plan::expr::Inputs::row(&[]), ctx);
+                        let want = fold.local_midnight(&side.expect("a day side"));
+                        assert_eq!(fold.first_day(w, t).ok(), want, "{zone} at {t}");
+                    }
+                }
+            }
+        }
     }
 
     /// Each of these breaks one of the four conditions of the module doc.
