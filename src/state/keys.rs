@@ -357,29 +357,20 @@ mod tests {
         assert_eq!(split_time_key(&g), Some((3, &b"\x02k"[..])));
     }
 
-    /// `byte_order` is a stable sort by bytes, whatever the keys share.
-    #[test]
-    fn byte_order_is_a_stable_sort_by_bytes() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..200 {
-            let prefix = vec![7u8; (next() % 24) as usize];
-            let keys: Vec<Vec<u8>> = (0..(next() % 40))
-                .map(|_| {
-                    let mut k = prefix.clone();
-                    k.extend((0..next() % 12).map(|_| (next() % 3) as u8));
-                    k
-                })
+    proptest::proptest! {
+        /// `byte_order` is a stable sort by bytes, whatever the keys share.
+        #[test]
+        fn byte_order_is_a_stable_sort_by_bytes(
+            shared in 0usize..24,
+            tails in proptest::collection::vec(proptest::collection::vec(0u8..3, 0..12), 0..40),
+        ) {
+            let keys: Vec<Vec<u8>> = (tails.into_iter())
+                .map(|tail| [vec![7u8; shared], tail].concat())
                 .collect();
             let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             let mut stable: Vec<usize> = (0..keys.len()).collect();
             stable.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-            assert_eq!(byte_order(&refs), stable, "{keys:?}");
+            proptest::prop_assert_eq!(byte_order(&refs), stable);
         }
     }
 
