@@ -195,7 +195,11 @@ impl PgTimeZone {
     /// chrono-tz knows up to 2099 (the yearly rule repeats after that): about 230k offset
     /// lookups, so the answer is kept per zone.
     pub fn midnights_are_clean(&self) -> bool {
-        let ZoneKind::Named { tz, .. } = self.0 else {
+        // A zone of one offset has no transition to check.
+        let ZoneKind::Named {
+            tz, constant: None, ..
+        } = self.0
+        else {
             return true;
         };
         static CLEAN: std::sync::Mutex<Vec<(Tz, bool)>> = std::sync::Mutex::new(Vec::new());

@@ -94,15 +94,9 @@ pub fn group_key_bytes(values: &[Value]) -> Vec<u8> {
     encode(&normalized)
 }
 
-/// [`group_key`] of [`group_key_bytes`], written into one buffer: the key of every input row
-/// a view folds, so the two intermediate vectors were two allocations and copies per input.
-pub fn group_key_of(view: u16, stage: u8, values: &[Value]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(11 + 18 * values.len());
-    push_group_key(&mut k, view, stage, values);
-    k
-}
-
-/// Appends [`group_key_of`] to `buf`: a view's pending inputs keep their keys in one buffer.
+/// Appends [`group_key`] of [`group_key_bytes`] to `buf`, without the two intermediate vectors
+/// (two allocations and copies per input): a view's pending inputs keep their keys in one
+/// buffer.
 pub fn push_group_key(buf: &mut Vec<u8>, view: u16, stage: u8, values: &[Value]) {
     let start = buf.len();
     buf.extend_from_slice(&view.to_be_bytes());
@@ -277,13 +271,11 @@ mod tests {
         let mut buffer = Vec::new();
         let mut each = Vec::new();
         for key in keys {
-            assert_eq!(
-                group_key_of(3, 1, &key),
-                group_key(3, 1, &group_key_bytes(&key)),
-                "{key:?}"
-            );
+            let mut alone = Vec::new();
+            push_group_key(&mut alone, 3, 1, &key);
+            assert_eq!(alone, group_key(3, 1, &group_key_bytes(&key)), "{key:?}");
             push_group_key(&mut buffer, 3, 1, &key);
-            each.extend(group_key_of(3, 1, &key));
+            each.extend(alone);
         }
         assert_eq!(
             buffer, each,
