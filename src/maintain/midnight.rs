@@ -6,7 +6,8 @@
 //! window of three views at once) is read, re-filed and written once, not once per view, and
 //! only the views whose date passed revisit it. Due rows are read table by table in chunks of
 //! sorted keys with one batched lookup each, and their retractions at the old date and additions
-//! at the new one are folded like a batch's images, the views on several threads.
+//! at the new one are folded like a batch's images, the views on several threads; a chunk's
+//! rows are read by the first of those threads out of views while the chunk before folds.
 //!
 //! Each chunk's writes (the rows' records and time-index entries, the groups finalized early)
 //! then go into RocksDB's memtables at once, as a part marked partial, as a large transaction's
@@ -25,14 +26,42 @@ use crate::change::TargetChange;
 use crate::state::keys::{self, CF_ROWS, CF_TIME};
 use crate::state::meta;
 use crate::state::store::Durability;
+use crate::value::Value;
 
-use super::rows::{first_revisit, RowDelta};
-use super::{MaintainError, Maintainer, PARALLEL_MIN_ROWS};
+use super::rows::{decode_row, first_revisit, RowDelta, RowRecord};
+use super::{threads, MaintainError, Maintainer, PARALLEL_MIN_ROWS};
 
 /// Due source rows read and folded at a time: bounds the images held when every row of a
 /// table is due (the clock went back), and between two parts the views' first stages may be
 /// finalized early (`ViewFold::finalize_early`). Tests cross parts with every few rows.
 const DUE_ROWS_CHUNK: usize = if cfg!(test) { 5 } else { 16_384 };
+
+/// A re-filed row: the views it is due in, and its image.
+type Revisited = (Vec<usize>, Vec<Value>);
+
+/// The deltas of the re-filed rows: each image retracted from each view it is due in at the
+/// view's old date (`before`), and added at `today`.
+fn revisits<'r>(
+    table: usize,
+    revisited: &'r [Revisited],
+    before: &[i32],
+    today: i32,
+) -> Vec<RowDelta<'r>> {
+    let mut deltas = Vec::with_capacity(revisited.len() * 2);
+    for (due, image) in revisited {
+        for &v in due {
+            for (sign, date) in [(-1, before[v]), (1, today)] {
+                deltas.push(RowDelta {
+                    table,
+                    image: Cow::Borrowed(image.as_slice()),
+                    sign,
+                    only: Some((v, date)),
+                });
+            }
+        }
+    }
+    deltas
+}
 
 impl Maintainer {
     /// Moves every temporal view to `today`: revisits the source rows and the groups filed for
@@ -58,18 +87,47 @@ impl Maintainer {
             }
             let started = std::time::Instant::now();
             let due = self.due_rows(table, &views, &before, today)?;
+            let chunks: Vec<Vec<&[u8]>> = (due.chunks(DUE_ROWS_CHUNK))
+                .map(|chunk| chunk.iter().map(Vec::as_slice).collect())
+                .collect();
+            let mut records = match chunks.first() {
+                Some(first) => self.read_rows(first)?,
+                None => vec![],
+            };
             self.stats.row_pass_micros += started.elapsed().as_micros() as u64;
-            for chunk in due.chunks(DUE_ROWS_CHUNK) {
-                self.revisit_rows(table, chunk, &views, &before, today)?;
+            for (i, chunk) in chunks.iter().enumerate() {
+                let started = std::time::Instant::now();
+                let revisited = self.refile_rows(table, chunk, records, &views, &before, today)?;
+                let deltas = revisits(table, &revisited, &before, today);
+                let refiled = started.elapsed();
+                records = self.fold_reading(&deltas, chunks.get(i + 1))?;
+                let folded = started.elapsed();
+                self.write_part()?;
+                tracing::debug!(
+                    table,
+                    rows = chunk.len(),
+                    refile_ms = refiled.as_millis() as u64,
+                    fold_ms = (folded - refiled).as_millis() as u64,
+                    write_ms = (started.elapsed() - folded).as_millis() as u64,
+                    "date change: a part of due rows folded"
+                );
             }
         }
+        let started = std::time::Instant::now();
         for (v, &moves) in moving.iter().enumerate() {
             if moves {
                 let old = before[v];
                 self.views[v].due_groups(&self.store, old, today)?;
             }
         }
-        self.fold_views(&[], Some(&before), true)
+        let due = started.elapsed();
+        let out = self.fold_views(&[], Some(&before), true);
+        tracing::debug!(
+            due_ms = due.as_millis() as u64,
+            fold_ms = (started.elapsed() - due).as_millis() as u64,
+            "date change: due groups and every touched group finalized"
+        );
+        out
     }
 
     /// The keys of `table`'s rows due when `views` (moving, from their dates `before`) move to
@@ -102,21 +160,20 @@ impl Maintainer {
         })
     }
 
-    /// Revisits the rows `chunk` of `table` (sorted keys): each row is read once, retracted
-    /// from each view of `views` that is due for it at the view's old date (`before`) and added
-    /// at `today`, re-filed in the time index, and written once.
-    fn revisit_rows(
+    /// Re-files the rows `row_keys` of `table` (sorted; `records` as read): each row due in
+    /// one of `views` for the date it was filed at (`before`) is re-filed at `today` in the
+    /// time index and its record written once. Returns each such row's due views and image.
+    fn refile_rows(
         &mut self,
         table: usize,
-        chunk: &[Vec<u8>],
+        row_keys: &[&[u8]],
+        records: Vec<Option<RowRecord>>,
         views: &[usize],
         before: &[i32],
         today: i32,
-    ) -> Result<(), MaintainError> {
+    ) -> Result<Vec<Revisited>, MaintainError> {
         let started = std::time::Instant::now();
-        let row_keys: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
         self.stats.row_reads += row_keys.len() as u64;
-        let records = self.read_rows(&row_keys)?;
         // Each row's record, and its entry out of the time index and into it.
         self.store.reserve(CF_ROWS, row_keys.len());
         self.store.reserve(CF_TIME, 2 * row_keys.len());
@@ -160,23 +217,49 @@ impl Maintainer {
                 .put_encoded(CF_ROWS, rk.to_vec(), keys::encode_record(&rec));
             revisited.push((due, rec.image));
         }
-        let mut deltas = Vec::with_capacity(revisited.len() * 2);
-        for (due, image) in &revisited {
-            for &v in due {
-                for (sign, date) in [(-1, before[v]), (1, today)] {
-                    deltas.push(RowDelta {
-                        table,
-                        image: Cow::Borrowed(image.as_slice()),
-                        sign,
-                        only: Some((v, date)),
-                    });
-                }
-            }
-        }
         self.stats.row_pass_micros += started.elapsed().as_micros() as u64;
-        let parallel = deltas.len() >= PARALLEL_MIN_ROWS;
-        self.fold_views(&deltas, None, parallel)?;
-        self.write_part()
+        Ok(revisited)
+    }
+
+    /// Folds a part's `deltas` into the views (their first stages finalized early where they
+    /// hold many groups) and reads the records of the `next` part's rows on the threads out of
+    /// views, in as many pieces as there are threads; returns those. The reads are most of a
+    /// row pass (a block read and decompressed per row, the rows being all over the table),
+    /// and one view's fold most of the rest (`mv_workspace_metrics`' at 5M + 5M), so the reads
+    /// fill the threads that view leaves idle. They do not race the fold's writes: the views
+    /// collect theirs until the part is folded, and the parts' rows are distinct. Each row is
+    /// read once, so its block is not kept in the block cache, where it would push out the
+    /// groups' blocks the fold reads.
+    fn fold_reading(
+        &mut self,
+        deltas: &[RowDelta<'_>],
+        next: Option<&Vec<&[u8]>>,
+    ) -> Result<Vec<Option<RowRecord>>, MaintainError> {
+        let threads = if deltas.len() >= PARALLEL_MIN_ROWS {
+            self.threads
+        } else {
+            1
+        };
+        let store = &self.store;
+        let pieces = match next {
+            Some(row_keys) => row_keys
+                .chunks(row_keys.len().div_ceil(threads).max(1))
+                .collect(),
+            None => vec![],
+        };
+        let reads: Vec<_> = (pieces.into_iter())
+            .map(|piece| move || store.read_many_once(CF_ROWS, piece, decode_row))
+            .collect();
+        let batch = (deltas, None);
+        let (folded, pieces) =
+            threads::fold_views_then(&mut self.views, store, threads, batch, reads);
+        folded?;
+        self.apply_view_writes();
+        let mut records = Vec::with_capacity(next.map_or(0, |keys| keys.len()));
+        for piece in pieces {
+            records.extend(piece?);
+        }
+        Ok(records)
     }
 
     /// Writes the date change's pending writes (and anything held before it) into RocksDB's

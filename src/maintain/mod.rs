@@ -85,8 +85,9 @@ pub enum MaintainError {
 }
 
 /// Batches with fewer row images than this fold their views on the calling thread: below it,
-/// starting threads costs more than it saves.
-const PARALLEL_MIN_ROWS: usize = 64;
+/// starting threads costs more than it saves. Tests fold a date change's parts of a few rows
+/// on threads too.
+const PARALLEL_MIN_ROWS: usize = if cfg!(test) { 8 } else { 64 };
 
 /// What one batch cost the state: for `/metrics` and the debug log, so a change in the cost per
 /// change shows where it comes from.
@@ -398,44 +399,25 @@ impl Maintainer {
         self.fold_views(&deltas, Some(&dates), parallel)
     }
 
-    /// Every view folds `deltas` (those of its table, or those meant for it alone) into its
-    /// first stage, then, given `before` (the dates its rows were last contributed at),
-    /// finalizes its touched groups; without, it is a part of a date change's row pass, and
-    /// only a first stage holding many groups is finalized ([`ViewFold::finalize_early`]).
-    /// The views' writes then go to the store in view order, so what is written does not
-    /// depend on how many threads folded.
+    /// Every view folds `deltas` ([`threads::fold_views_then`]), then the views' writes go to the store
+    /// in view order, so what is written does not depend on how many threads folded.
     fn fold_views(
         &mut self,
         deltas: &[RowDelta<'_>],
         before: Option<&[i32]>,
         parallel: bool,
     ) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
-        let store = &self.store;
-        let fold = |v: usize, view: &mut ViewFold| {
-            let started = std::time::Instant::now();
-            let out = (|| {
-                if view.failed.is_none() {
-                    for d in deltas {
-                        let date = match d.only {
-                            None if d.table == view.table => view.date,
-                            Some((only, date)) if only == v => date,
-                            _ => continue,
-                        };
-                        view.contribute(store, 0, &d.image, d.sign, date)?;
-                    }
-                }
-                match before {
-                    Some(before) => view.propagate(store, before[v]),
-                    None => view.finalize_early(store).map(|()| vec![]),
-                }
-            })();
-            view.cost = started.elapsed();
-            view.batch_cost += view.cost;
-            out
-        };
         let threads = if parallel { self.threads } else { 1 };
-        let results = threads::each_view(&mut self.views, threads, fold);
-        let out = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let batch = (deltas, before);
+        let no_jobs: Vec<fn()> = vec![];
+        let (out, _) =
+            threads::fold_views_then(&mut self.views, &self.store, threads, batch, no_jobs);
+        self.apply_view_writes();
+        out
+    }
+
+    /// Moves every view's collected writes into the store, in view order.
+    fn apply_view_writes(&mut self) {
         for view in &mut self.views {
             for (cf, key, value) in view.drain_writes() {
                 match value {
@@ -444,7 +426,6 @@ impl Maintainer {
                 }
             }
         }
-        Ok(out)
     }
 
     /// Makes sure every stage without GROUP BY has its single group (one output row even for

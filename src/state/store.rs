@@ -253,6 +253,30 @@ impl Store {
         keys: &[K],
         decode: impl Fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<Option<T>>, StoreError> {
+        self.read_many_with(cf, keys, decode, &rocksdb::ReadOptions::default())
+    }
+
+    /// [`Self::read_many`] for keys read once, in blocks nothing else is about to read (a date
+    /// change's due rows): the blocks read are not kept in the block cache, whose blocks stay
+    /// for the reads that do come back.
+    pub fn read_many_once<K: AsRef<[u8]>, T>(
+        &self,
+        cf: &'static str,
+        keys: &[K],
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let mut once = rocksdb::ReadOptions::default();
+        once.fill_cache(false);
+        self.read_many_with(cf, keys, decode, &once)
+    }
+
+    fn read_many_with<K: AsRef<[u8]>, T>(
+        &self,
+        cf: &'static str,
+        keys: &[K],
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+        options: &rocksdb::ReadOptions,
+    ) -> Result<Vec<Option<T>>, StoreError> {
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
         let mut from_db: Vec<usize> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
@@ -270,10 +294,11 @@ impl Store {
         let sorted = from_db
             .windows(2)
             .all(|w| keys[w[0]].as_ref() <= keys[w[1]].as_ref());
-        let found = self.db.batched_multi_get_cf(
+        let found = self.db.batched_multi_get_cf_opt(
             self.cf(cf)?,
             from_db.iter().map(|&i| keys[i].as_ref()),
             sorted,
+            options,
         );
         for (i, value) in from_db.into_iter().zip(found) {
             if let Some(bytes) = value? {

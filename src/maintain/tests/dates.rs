@@ -140,8 +140,10 @@ proptest! {
     }
 }
 
-/// A midnight with more due rows than one part reads them on several threads
-/// (`midnight::read_rows`): every target change and every stored byte as one thread reads them.
+/// A midnight with more due rows than one part reads its first part's rows on several threads
+/// (`rows::read_rows`) and each next part's on the first thread out of views while a part
+/// folds (`midnight::fold_reading`): every target change and every stored byte as one thread
+/// reads and folds them.
 #[test]
 fn a_midnight_with_many_due_rows_reads_them_in_parts_as_one_thread_does() {
     let ops: Vec<Op> = (1..400)
