@@ -17,10 +17,12 @@
 //!   and only the new rows not found travel (to a staging table, then into the target after the
 //!   rows not kept are deleted by `ctid`). Any column type compares, since text is compared.
 //!   Unchanged, `mv_agent_performance`'s 614k rows at 5M + 5M are read back in about 1.1 s
-//!   and nothing is written, against 2.2-3.6 s for `init`'s copy of them; but the read comes
-//!   before the rows are read out of the state, where `init`'s copy runs beside that, so the
-//!   fill takes about as long as `init`'s (`bench/results/2026-12-07-resync-in-engine.md`).
-//!   The table's size on disk stands for the text held, about as large.
+//!   and nothing is written, against 2.2-3.6 s for `init`'s copy of them; but the read must
+//!   come before the rows are read out of the state, where `init`'s copy runs beside that. So
+//!   `init` locks every target first ([`Fill::lock`]) and reads the next held target's rows
+//!   on another connection while one fills ([`Fill::read_held`];
+//!   `bench/results/2026-12-07-resync-in-engine.md`). The table's size on disk stands for the
+//!   text held, about as large.
 //! - **In PostgreSQL**, for a larger target (the engine's memory stays bounded whatever the
 //!   target's size): the new rows are copied into a temporary table of the columns written (no
 //!   WAL, no index), then two hash anti-joins on the whole row (`s = ROW(t.a, ...)`: each
@@ -103,6 +105,24 @@ enum Way {
     Whole { deleted: usize },
 }
 
+/// How a fill will write its target, decided under the target's lock ([`Fill::lock`]) before
+/// any fill of the transaction starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The target is empty.
+    Straight,
+    /// By difference in the engine: the target's rows are to be read and held
+    /// ([`Fill::read_held`]).
+    Held,
+    /// By difference in PostgreSQL, with this test of two rows reading alike.
+    Staged(String),
+    /// Whole: every old row deleted.
+    Whole,
+}
+
+/// A target's rows as printed, read for its fill ([`Fill::read_held`]).
+pub struct Held(PrintedRows);
+
 /// One target's fill in progress.
 pub struct Fill<'a> {
     target: &'a TargetTable,
@@ -118,13 +138,14 @@ pub struct Filled {
 }
 
 impl<'a> Fill<'a> {
-    /// Starts filling `target` inside `tx`: straight in if it is empty; if it holds rows, by
-    /// difference, in the engine when the table takes up to `hold_bytes`.
-    pub async fn begin(
+    /// Locks `target` against writers for the rest of `tx` and decides how it is filled:
+    /// straight in if it is empty; if it holds rows, by difference, in the engine when the
+    /// table takes up to `hold_bytes`.
+    pub async fn lock(
         tx: &Transaction<'_>,
-        target: &'a TargetTable,
+        target: &TargetTable,
         hold_bytes: u64,
-    ) -> Result<Fill<'a>, tokio_postgres::Error> {
+    ) -> Result<Plan, tokio_postgres::Error> {
         let t = &target.table;
         tx.batch_execute(&format!("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE"))
             .await?;
@@ -138,20 +159,52 @@ impl<'a> Fill<'a> {
             )
             .await?
             .get(0);
-        let way = match (size, same_rows(target)) {
-            (None, _) => Way::Straight,
-            (Some(size), _) if size as u64 <= hold_bytes => Way::Printed {
-                held: PrintedRows::read(tx, target).await?,
+        Ok(match (size, same_rows(target)) {
+            (None, _) => Plan::Straight,
+            (Some(size), _) if size as u64 <= hold_bytes => Plan::Held,
+            (Some(_), Some(same)) => Plan::Staged(same),
+            (Some(_), None) => Plan::Whole,
+        })
+    }
+
+    /// Reads the rows of `target`, planned [`Plan::Held`], in `tx`: the fill's own transaction
+    /// or one of another connection begun after the fill's locked the target, so that both
+    /// see the same rows (no writer gets in between) and the rows' `ctid`s name the rows the
+    /// fill deletes.
+    pub async fn read_held(
+        tx: &Transaction<'_>,
+        target: &TargetTable,
+    ) -> Result<Held, tokio_postgres::Error> {
+        PrintedRows::read(tx, target).await.map(Held)
+    }
+
+    /// Starts filling `target`, locked in `tx` and planned `plan` ([`Self::lock`]); `held`:
+    /// its rows if planned [`Plan::Held`] (read here if `None`).
+    pub async fn begin(
+        tx: &Transaction<'_>,
+        target: &'a TargetTable,
+        plan: Plan,
+        held: Option<Held>,
+    ) -> Result<Fill<'a>, tokio_postgres::Error> {
+        let way = match plan {
+            Plan::Straight => Way::Straight,
+            Plan::Held => Way::Printed {
+                held: match held {
+                    Some(Held(rows)) => rows,
+                    None => PrintedRows::read(tx, target).await?,
+                },
                 staged: false,
             },
-            (Some(_), Some(same)) => {
+            Plan::Staged(same) => {
                 tx.batch_execute(&format!("SET LOCAL work_mem = '{HASH_MEMORY}'"))
                     .await?;
                 create_staging(tx, target).await?;
                 Way::Staged { same }
             }
-            (Some(_), None) => Way::Whole {
-                deleted: tx.execute(&format!("DELETE FROM {t}"), &[]).await? as usize,
+            Plan::Whole => Way::Whole {
+                deleted: tx
+                    .execute(&format!("DELETE FROM {}", target.table), &[])
+                    .await? as usize,
             },
         };
         Ok(Fill {
