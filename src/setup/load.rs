@@ -130,9 +130,10 @@ async fn fill_targets(
         let plan = Fill::lock(&tx, t, cfg.resync_memory_mb << 20).await;
         plans.push(plan.map_err(sql_err(format!("locking {}", t.plan_name)))?);
     }
-    let mut reader = match plans.contains(&Plan::Held) {
-        true => Some(p.db.connect().await?),
-        false => None,
+    let mut reader = if plans.contains(&Plan::Held) {
+        Some(p.db.connect().await?)
+    } else {
+        None
     };
     let read_tx = match reader.as_mut() {
         Some(c) => Some(c.transaction().await.map_err(sql_err("reading targets"))?),
