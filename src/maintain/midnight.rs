@@ -250,9 +250,8 @@ impl Maintainer {
         let reads: Vec<_> = (pieces.into_iter())
             .map(|piece| move || store.read_many_once(CF_ROWS, piece, decode_row))
             .collect();
-        let batch = (deltas, None);
-        let (folded, pieces) =
-            threads::fold_views_then(&mut self.views, store, threads, batch, reads);
+        let views = &mut self.views;
+        let (folded, pieces) = threads::fold_views_then(views, store, threads, deltas, None, reads);
         folded?;
         self.apply_view_writes();
         let mut records = Vec::with_capacity(next.map_or(0, |keys| keys.len()));

@@ -399,8 +399,8 @@ impl Maintainer {
         self.fold_views(&deltas, Some(&dates), parallel)
     }
 
-    /// Every view folds `deltas` ([`threads::fold_views_then`]), then the views' writes go to the store
-    /// in view order, so what is written does not depend on how many threads folded.
+    /// Every view folds `deltas` ([`threads::fold_views_then`]), then the views' writes go to
+    /// the store in view order, so what is written does not depend on how many threads folded.
     fn fold_views(
         &mut self,
         deltas: &[RowDelta<'_>],
@@ -408,10 +408,10 @@ impl Maintainer {
         parallel: bool,
     ) -> Result<Vec<Vec<TargetChange>>, MaintainError> {
         let threads = if parallel { self.threads } else { 1 };
-        let batch = (deltas, before);
         let no_jobs: Vec<fn()> = vec![];
+        let views = &mut self.views;
         let (out, _) =
-            threads::fold_views_then(&mut self.views, &self.store, threads, batch, no_jobs);
+            threads::fold_views_then(views, &self.store, threads, deltas, before, no_jobs);
         self.apply_view_writes();
         out
     }

@@ -97,7 +97,8 @@ pub(super) fn fold_views_then<R: Send>(
     views: &mut [ViewFold],
     store: &Store,
     threads: usize,
-    (deltas, before): (&[RowDelta<'_>], Option<&[i32]>),
+    deltas: &[RowDelta<'_>],
+    before: Option<&[i32]>,
     jobs: Vec<impl FnOnce() -> R + Send>,
 ) -> (Result<Vec<Vec<TargetChange>>, MaintainError>, Vec<R>) {
     let fold = |v: usize, view: &mut ViewFold| {

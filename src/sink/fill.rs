@@ -21,8 +21,9 @@
 //!   come before the rows are read out of the state, where `init`'s copy runs beside that. So
 //!   `init` locks every target first ([`Fill::lock`]) and reads the next held target's rows
 //!   on another connection while one fills ([`Fill::read_held`];
-//!   `bench/results/2026-12-07-resync-in-engine.md`). The table's size on disk stands for the
-//!   text held, about as large.
+//!   `bench/results/2026-12-07-resync-in-engine.md`, then
+//!   `bench/results/2026-12-07-midnight-reads-and-resync-ahead.md`). The table's size on disk
+//!   stands for the text held, about as large.
 //! - **In PostgreSQL**, for a larger target (the engine's memory stays bounded whatever the
 //!   target's size): the new rows are copied into a temporary table of the columns written (no
 //!   WAL, no index), then two hash anti-joins on the whole row (`s = ROW(t.a, ...)`: each
