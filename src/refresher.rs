@@ -33,41 +33,76 @@ struct Tracked {
 }
 
 /// Refreshes `plan` concurrently and records it in the history; returns the error text.
+///
+/// A successful refresh commits with its history row and its `deltamv.views` outcome, so a
+/// reader who sees the new rows also sees the refresh recorded (and never a record without the
+/// rows). A failed refresh is rolled back and then recorded on its own.
 pub async fn refresh_now(client: &Client, plan: &FallbackPlan) -> Result<(), String> {
     let started = Instant::now();
-    // The row count in the refresh's transaction: status reads it instead of counting.
-    let result = client
-        .batch_execute(&format!(
-            "BEGIN;
-             REFRESH MATERIALIZED VIEW CONCURRENTLY {mv};
-             {count}
-             COMMIT;",
-            mv = plan.name.quoted(),
-            count = views::count_rows_sql(&plan.name.to_string(), &plan.name.quoted()),
-        ))
-        .await
-        .map_err(|e| describe(&e));
-    if result.is_err() {
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    let error = result.as_ref().err().map(String::as_str);
     let name = plan.name.to_string();
+    let result = refresh_recorded(client, plan, &name, started).await;
+    let Err(error) = &result else {
+        return result;
+    };
+    let _ = client.batch_execute("ROLLBACK").await;
     if let Err(e) = history::record(
         client,
         &name,
         RefreshKind::FallbackRefresh,
         started,
         history::Counts::default(),
-        error,
+        Some(error),
     )
     .await
     {
         tracing::warn!(view = %name, error = %describe(&e), "cannot record refresh history");
     }
-    if let Err(e) = views::refreshed(client, &name, error).await {
+    if let Err(e) = views::refreshed(client, &name, Some(error)).await {
         tracing::warn!(view = %name, error = %e, "cannot record the refresh's outcome");
     }
     result
+}
+
+/// One transaction: the refresh, the row count `status` reads instead of counting, the history
+/// row and the view's outcome.
+async fn refresh_recorded(
+    client: &Client,
+    plan: &FallbackPlan,
+    name: &str,
+    started: Instant,
+) -> Result<(), String> {
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             REFRESH MATERIALIZED VIEW CONCURRENTLY {mv};
+             {count}",
+            mv = plan.name.quoted(),
+            count = views::count_rows_sql(name, &plan.name.quoted()),
+        ))
+        .await
+        .map_err(|e| describe(&e))?;
+    history::record(
+        client,
+        name,
+        RefreshKind::FallbackRefresh,
+        started,
+        history::Counts::default(),
+        None,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "recording the refresh in deltamv.refresh_history: {}",
+            describe(&e)
+        )
+    })?;
+    views::refreshed(client, name, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| describe(&e))
 }
 
 /// Starts the refresher; send it the names of tables and views that changed. It stops when the
