@@ -18,7 +18,7 @@ use crate::bookkeeping::views;
 use crate::change::{Change, TargetChange};
 use crate::maintain::MaintainError;
 use crate::pg::{sql_err, Lsn, QualifiedName};
-use crate::source::stream::{SchemaBreak, StreamEvent};
+use crate::source::stream::{SchemaBreak, SourceStream, StreamEvent};
 use crate::state::keys;
 use crate::state::meta;
 use crate::state::store::Durability;
@@ -341,7 +341,9 @@ impl Loop<'_> {
     /// fails the views whose targets could not be written, tells the fallback refresher, and
     /// counts the batch.
     pub(super) async fn settle(&mut self) -> Result<(), EngineError> {
-        let Some(w) = self.sink.settle().await? else {
+        let settled = self.sink.settle();
+        let Some(w) = reading_ahead(&mut self.stream, self.cfg.batch_max_rows, settled).await?
+        else {
             return Ok(());
         };
         let b = w.batch;
@@ -426,16 +428,15 @@ impl Loop<'_> {
         loop {
             // The batch travels to the state thread and back (for a retry), never copied.
             let started = std::time::Instant::now();
-            let (result, stats, views_ms, back) = self
-                .state
-                .call(move |m| {
-                    let r = m.apply(&changes);
-                    if r.is_err() {
-                        m.discard();
-                    }
-                    (r, m.stats(), m.view_costs(), changes)
-                })
-                .await?;
+            let folded = self.state.call(move |m| {
+                let r = m.apply(&changes);
+                if r.is_err() {
+                    m.discard();
+                }
+                (r, m.stats(), m.view_costs(), changes)
+            });
+            let (result, stats, views_ms, back) =
+                reading_ahead(&mut self.stream, self.cfg.batch_max_rows, folded).await?;
             changes = back;
             match result {
                 Ok(deltas) => {
@@ -570,4 +571,23 @@ pub(super) fn target_rows(deltas: &[Vec<TargetChange>]) -> usize {
         .iter()
         .flat_map(|d| d.iter().map(|c| c.rows.len().max(1)))
         .sum()
+}
+
+/// Awaits `work` (a batch folding on the state thread, the write before it settling, a
+/// checkpoint's write into RocksDB) while the stream is read and decoded ahead, up to
+/// `max_rows` changes (a batch): the next batch is ready when the work ends, instead of being
+/// read after it while the state thread waits.
+pub(super) async fn reading_ahead<T>(
+    stream: &mut SourceStream,
+    max_rows: usize,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            () = stream.read_ahead(), if stream.ahead() < max_rows => {}
+        }
+    }
 }

@@ -238,8 +238,8 @@ impl Loop<'_> {
     /// are there under the partial mark that its commit clears (see [`super::midnight`]).
     pub(super) async fn persist_held(&mut self) -> Result<(), EngineError> {
         self.progress.may_persist();
-        self.state
-            .call(|m| m.store().persist())
+        let persisted = self.state.call(|m| m.store().persist());
+        super::batch::reading_ahead(&mut self.stream, self.cfg.batch_max_rows, persisted)
             .await?
             .map_err(MaintainError::from)?;
         Ok(())

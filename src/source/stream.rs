@@ -88,6 +88,18 @@ pub enum StreamEvent {
     Message { prefix: String, content: Vec<u8> },
 }
 
+impl StreamEvent {
+    /// The row changes it carries.
+    fn changes(&self) -> usize {
+        match self {
+            StreamEvent::Transaction { changes, .. } | StreamEvent::Part { changes, .. } => {
+                changes.len()
+            }
+            StreamEvent::Idle { .. } | StreamEvent::Message { .. } => 0,
+        }
+    }
+}
+
 /// Prefix of the logical messages the engine acts on (others are ignored).
 pub const MESSAGE_PREFIX: &str = "deltamv.";
 
@@ -102,8 +114,13 @@ pub struct SourceStream {
     open_final: Lsn,
     /// Transactional messages of the open transaction, handed out after its commit.
     after_commit: Vec<StreamEvent>,
-    /// Events to hand out before reading more (see [`SourceStream::put_back`]).
+    /// Events to hand out before reading more: put back ([`SourceStream::put_back`]) or read
+    /// ahead ([`SourceStream::read_ahead`]), in stream order.
     pending: std::collections::VecDeque<StreamEvent>,
+    /// The row changes in `pending`, which bound how far [`SourceStream::read_ahead`] goes.
+    pending_changes: usize,
+    /// What a read ahead failed with, handed out once the events read before it are.
+    failed: Option<StreamError>,
 }
 
 impl SourceStream {
@@ -130,6 +147,8 @@ impl SourceStream {
             open_final: Lsn::ZERO,
             after_commit: Vec::new(),
             pending: std::collections::VecDeque::new(),
+            pending_changes: 0,
+            failed: None,
         })
     }
 
@@ -145,6 +164,7 @@ impl SourceStream {
     /// Hands `events` out again, in order, before anything else is read.
     pub fn put_back(&mut self, events: Vec<StreamEvent>) {
         for e in events.into_iter().rev() {
+            self.pending_changes += e.changes();
             self.pending.push_front(e);
         }
     }
@@ -152,8 +172,40 @@ impl SourceStream {
     /// The next committed transaction, idle point or message.
     pub async fn next(&mut self) -> Result<StreamEvent, StreamError> {
         if let Some(e) = self.pending.pop_front() {
+            self.pending_changes -= e.changes();
             return Ok(e);
         }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.read().await
+    }
+
+    /// Reads and decodes the next event into the events handed out later, while the engine is
+    /// busy with a batch: see [`Self::ahead`]. Cancel-safe, as [`Self::next`] is. An error is
+    /// handed out by [`Self::next`] after the events read before it.
+    pub async fn read_ahead(&mut self) {
+        if self.failed.is_some() {
+            return std::future::pending().await;
+        }
+        // A commit queues its transactional messages, which come after the transaction.
+        let at = self.pending.len();
+        match self.read().await {
+            Ok(e) => {
+                self.pending_changes += e.changes();
+                self.pending.insert(at, e);
+            }
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// The row changes read but not handed out yet.
+    pub fn ahead(&self) -> usize {
+        self.pending_changes
+    }
+
+    /// Reads the client until the next event to hand out.
+    async fn read(&mut self) -> Result<StreamEvent, StreamError> {
         loop {
             let event = self.client.recv().await?.ok_or(StreamError::Ended)?;
             match event {

@@ -27,6 +27,10 @@ const FINALIZE_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
 /// ([`ViewFold::finalize_early`]).
 const EARLY_GROUPS: usize = if cfg!(test) { 2 } else { 16_384 };
 
+/// The most slots of a view's map of touched groups kept from one batch to the next: a catch-up
+/// batch touches up to about 20k groups of a view; a clock set back touches them all.
+const KEPT_GROUP_SLOTS: usize = 1 << 16;
+
 /// What finalizing a group of stage `s` needs to know about the stage and the batch.
 pub(super) struct Finalizing {
     pub s: usize,
@@ -203,9 +207,14 @@ impl ViewFold {
 
     /// Moves every group still in the batch into the writes ([`Self::flush_group`]).
     pub(super) fn flush_groups(&mut self) {
-        let touched = std::mem::take(&mut self.groups.touched);
-        for (gk, (g, deletable)) in touched {
+        // The map keeps its capacity for the next batch (up to a batch's worth): dropped, it
+        // grew again from empty, rehashing into freshly faulted pages, every batch.
+        let mut touched = std::mem::take(&mut self.groups.touched);
+        for (gk, (g, deletable)) in touched.drain() {
             self.flush_group(gk, g, deletable);
+        }
+        if touched.capacity() <= KEPT_GROUP_SLOTS {
+            self.groups.touched = touched;
         }
     }
 
