@@ -1088,6 +1088,9 @@ async fn a_request_queued_behind_a_reconcile_survives_a_crash() -> Result<()> {
         Some("done"),
         "the first request ended before the crash"
     );
+    // The engine logs a request after recording it: count once the stream is caught up, which
+    // is after the line was written.
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     assert_eq!(
         env.engine_log()
             .matches(&format!("id={queued} status="))

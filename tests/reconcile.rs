@@ -504,12 +504,14 @@ async fn interrupted_request_is_served_once(failpoint: &str, tamper: bool) -> Re
         "phase {claims:?}, detail {detail}\n{}",
         support::engine::tail(&env.engine_log(), 40)
     );
+    // The engine logs a request after recording it: count once the stream is caught up, which
+    // is after the line was written.
+    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     let served = env
         .engine_log()
         .matches(&format!("id={id} status="))
         .count();
     assert_eq!(served, 1, "served once after the restart");
-    wait_caught_up(&client, &mut engine, &env, Duration::from_secs(60)).await?;
     assert_converges(
         &env,
         Duration::from_secs(10),
