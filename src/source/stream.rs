@@ -4,8 +4,11 @@
 //! the relation mapper (`super::relation`) turns those into changes; this module runs the
 //! replication client and groups changes per committed transaction with its commit end LSN.
 //! Rolled-back transactions never reach a logical slot, so they leave no trace here by
-//! construction. The session pins DateStyle, TimeZone and extra_float_digits so text values parse
-//! exactly (floats round-trip bit for bit).
+//! construction. While the engine folds a batch, it reads the stream ahead
+//! ([`SourceStream::read_ahead`]): decoding the next batch then overlaps the fold instead of
+//! following it, and the events wait, in stream order, to be handed out. The session pins
+//! DateStyle, TimeZone and extra_float_digits so text values parse exactly (floats round-trip
+//! bit for bit).
 
 use std::time::Duration;
 
