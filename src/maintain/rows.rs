@@ -118,8 +118,8 @@ impl Maintainer {
     /// The records of the rows `row_keys` (sorted), read in parts on up to `--fold-threads`
     /// threads. A midnight's due rows, like a batch's updated and deleted ones, lie all over the
     /// table (ids need not follow time), so each is about a block read and decompressed: at
-    /// 1M + 1M rows, 545 of the 597 ms of a midnight's row pass. Nothing else runs while they
-    /// are read. Their blocks are not kept in the block cache ([`Store::read_many_once`]):
+    /// 1M + 1M rows, 545 of the 597 ms of a midnight's row pass. No view folds while they are
+    /// read. Their blocks are not kept in the block cache ([`Store::read_many_once`]):
     /// a row is read once per batch, and its block would push out the groups' blocks. At
     /// 5M + 5M rows, a 1M-change catch-up took 99.4 and 99.1 us of CPU per change against
     /// 112.3 with them kept (one host at half speed, `bench/results/`).

@@ -256,9 +256,9 @@ impl Store {
         self.read_many_with(cf, keys, decode, &rocksdb::ReadOptions::default())
     }
 
-    /// [`Self::read_many`] for keys read once, in blocks nothing else is about to read (a date
-    /// change's due rows): the blocks read are not kept in the block cache, whose blocks stay
-    /// for the reads that do come back.
+    /// [`Self::read_many`] for keys read once, in blocks nothing else is about to read (the row
+    /// images a batch or a date change reads): the blocks read are not kept in the block cache,
+    /// whose blocks stay for the reads that do come back.
     pub fn read_many_once<K: AsRef<[u8]>, T>(
         &self,
         cf: &'static str,
